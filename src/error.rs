@@ -1,0 +1,74 @@
+//! The library's error type. Every message names the file, the entry inside it
+//! (record, row, archive member) where there is one, and what is wrong.
+
+use std::fmt;
+use std::path::Path;
+
+/// One thing wrong with one input: which file, which entry of it, and what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The file (or directory, or archive) the problem was found in.
+    pub file: String,
+    /// The entry inside it: a record number, a row, an archive member, an image id.
+    pub entry: Option<String>,
+    /// What is wrong, in words.
+    pub what: String,
+}
+
+impl Problem {
+    /// A problem with the file as a whole.
+    pub fn file(file: impl AsRef<Path>, what: impl Into<String>) -> Self {
+        Problem { file: file.as_ref().display().to_string(), entry: None, what: what.into() }
+    }
+
+    /// A problem with one entry of a file.
+    pub fn entry(file: impl AsRef<Path>, entry: impl Into<String>, what: impl Into<String>) -> Self {
+        Problem { file: file.as_ref().display().to_string(), entry: Some(entry.into()), what: what.into() }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.entry {
+            Some(entry) => write!(f, "{}: {}: {}", self.file, entry, self.what),
+            None => write!(f, "{}: {}", self.file, self.what),
+        }
+    }
+}
+
+/// Everything that can go wrong in the misfit library.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad input data: the problem names the file, the entry and what is wrong.
+    #[error("{0}")]
+    Input(Problem),
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A request that cannot be carried out as given (bad option, bad combination).
+    #[error("{0}")]
+    Usage(String),
+    /// Downloading failed or the download did not match its published checksum.
+    #[error("{0}")]
+    Fetch(String),
+}
+
+impl From<Problem> for Error {
+    fn from(p: Problem) -> Self {
+        Error::Input(p)
+    }
+}
+
+impl Error {
+    /// Wraps an I/O error with the path it happened on.
+    pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
+        Error::Io { path: path.as_ref().display().to_string(), source }
+    }
+}
+
+/// The library's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

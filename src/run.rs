@@ -1,0 +1,201 @@
+//! A run's output folder, `outputs/<run-name>/`, and its `run.json` manifest.
+//!
+//! A run is written into `outputs/.<run-name>.partial-<pid>/` and renamed into
+//! place when complete, replacing the previous run of that name: a crash
+//! leaves the previous run whole.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::data::{Dataset, Split};
+use crate::error::{Error, Result};
+
+/// The manifest file's name.
+pub const MANIFEST: &str = "run.json";
+
+/// One table a run wrote.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TableEntry {
+    /// File name inside the run folder.
+    pub file: String,
+    /// Rows written.
+    pub rows: usize,
+    /// What one row is.
+    pub row: String,
+}
+
+/// What the dataset of a run was.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DatasetSummary {
+    /// The dataset argument as given (`demo`, a path).
+    pub spec: String,
+    /// What was loaded, in words.
+    pub source: String,
+    /// SHA-256 over classes, ids, labels and pixels.
+    pub fingerprint: String,
+    /// Class names in label order.
+    pub classes: Vec<String>,
+    /// Image height in pixels.
+    pub height: usize,
+    /// Image width in pixels.
+    pub width: usize,
+    /// Images per split.
+    pub images: BTreeMap<String, usize>,
+    /// Images per split and class, in label order.
+    pub per_class: BTreeMap<String, Vec<usize>>,
+}
+
+impl DatasetSummary {
+    pub fn new(spec: &str, ds: &Dataset) -> Self {
+        let mut images = BTreeMap::new();
+        let mut per_class = BTreeMap::new();
+        for split in Split::ALL {
+            let set = ds.split(split);
+            images.insert(split.as_str().to_string(), set.len());
+            per_class.insert(split.as_str().to_string(), set.class_counts(ds.classes.len()));
+        }
+        DatasetSummary {
+            spec: spec.to_string(),
+            source: ds.source.clone(),
+            fingerprint: ds.fingerprint(),
+            classes: ds.classes.clone(),
+            height: ds.height,
+            width: ds.width,
+            images,
+            per_class,
+        }
+    }
+}
+
+/// `run.json`: what a run was given, what it wrote, what it noticed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunManifest {
+    /// Version of misfit that wrote the run.
+    pub misfit_version: String,
+    /// The run's name (its folder's name).
+    pub run_name: String,
+    /// The dataset.
+    pub dataset: DatasetSummary,
+    /// The run's configuration, as given.
+    pub config: serde_json::Value,
+    /// Tables written, in order.
+    pub tables: Vec<TableEntry>,
+    /// Things noticed while loading and auditing (left-out files, missing splits).
+    pub notes: Vec<String>,
+    /// Demo only: planted problems per kind.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub planted: Option<BTreeMap<String, usize>>,
+    /// Wall time of each stage, in seconds.
+    pub timing_s: BTreeMap<String, f64>,
+}
+
+/// A run folder being written.
+#[derive(Debug)]
+pub struct RunDir {
+    partial: PathBuf,
+    dest: PathBuf,
+}
+
+/// Checks that a run name is a plain folder name.
+pub fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && !name.starts_with('.')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.+".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Usage(format!(
+            "run name '{name}' must be a plain folder name: letters, digits, '-', '_', '.', '+', not starting with '.'"
+        )))
+    }
+}
+
+impl RunDir {
+    /// Starts a run named `name` under `outputs`. A folder of that name that
+    /// is not a misfit run (no `run.json`) is never replaced.
+    pub fn create(outputs: &Path, name: &str) -> Result<Self> {
+        check_name(name)?;
+        let dest = outputs.join(name);
+        if dest.exists() && !dest.join(MANIFEST).is_file() {
+            return Err(Error::Usage(format!(
+                "{} exists and is not a misfit run (no {MANIFEST}); choose another --run name",
+                dest.display()
+            )));
+        }
+        let partial = outputs.join(format!(".{name}.partial-{}", std::process::id()));
+        if partial.exists() {
+            std::fs::remove_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;
+        }
+        std::fs::create_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;
+        Ok(RunDir { partial, dest })
+    }
+
+    /// Where a file of the run is written while the run is under way.
+    pub fn path(&self, file: &str) -> PathBuf {
+        self.partial.join(file)
+    }
+
+    /// Where the run will be once committed.
+    pub fn dest(&self) -> &Path {
+        &self.dest
+    }
+
+    /// Writes `run.json` and moves the run into place, replacing the previous
+    /// run of that name.
+    pub fn commit(self, manifest: &RunManifest) -> Result<PathBuf> {
+        let json = serde_json::to_string_pretty(manifest).expect("manifest serialises");
+        crate::atomic::write(self.partial.join(MANIFEST), json.as_bytes())?;
+        let old = self.dest.with_file_name(format!(
+            ".{}.old-{}",
+            self.dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            std::process::id()
+        ));
+        let had_old = self.dest.exists();
+        if had_old {
+            std::fs::rename(&self.dest, &old).map_err(|e| Error::io(&self.dest, e))?;
+        }
+        std::fs::rename(&self.partial, &self.dest).map_err(|e| Error::io(&self.dest, e))?;
+        if had_old {
+            std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
+        }
+        Ok(self.dest.clone())
+    }
+}
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        // Still here means the run did not complete: leave no partial run behind.
+        if self.partial.exists() {
+            let _ = std::fs::remove_dir_all(&self.partial);
+        }
+    }
+}
+
+/// A plain-text summary of a run for the terminal.
+pub fn summary(m: &RunManifest) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let d = &m.dataset;
+    let _ = writeln!(s, "dataset  {}", d.source);
+    let _ = writeln!(
+        s,
+        "images   {} train, {} test, {}x{} pixels, {} classes",
+        d.images.get("train").copied().unwrap_or(0),
+        d.images.get("test").copied().unwrap_or(0),
+        d.height,
+        d.width,
+        d.classes.len()
+    );
+    if let Some(p) = &m.planted {
+        let parts: Vec<String> = p.iter().map(|(k, v)| format!("{v} {k}")).collect();
+        let _ = writeln!(s, "planted  {}", parts.join(", "));
+    }
+    for n in &m.notes {
+        let _ = writeln!(s, "note     {n}");
+    }
+    for t in &m.tables {
+        let _ = writeln!(s, "table    {} ({} rows, one row = {})", t.file, t.rows, t.row);
+    }
+    s
+}

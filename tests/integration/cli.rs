@@ -1,0 +1,115 @@
+//! The `misfit` binary as a user runs it: audit, inspect, synth.
+
+use polars::prelude::*;
+use std::path::Path;
+use std::process::{Command, Output};
+use tempfile::tempdir;
+
+fn misfit(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_misfit")).args(args).current_dir(cwd).output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn read_parquet(p: &Path) -> DataFrame {
+    ParquetReader::new(std::fs::File::open(p).unwrap()).finish().unwrap()
+}
+
+#[test]
+fn audit_with_no_argument_writes_the_demo_run_that_polars_reads() {
+    let dir = tempdir().unwrap();
+    let o = misfit(&["audit"], dir.path());
+    assert!(o.status.success(), "{}", text(&o));
+    let run = dir.path().join("outputs/demo");
+    let samples = read_parquet(&run.join("samples.parquet"));
+    let cfg = misfit::data::demo::DemoConfig::default();
+    let (n_train, n_test) = (2422, 1010);
+    assert_eq!(cfg.train_per_class * 10 + 22, n_train);
+    assert_eq!(samples.height(), n_train + n_test);
+    let columns: Vec<&str> = samples.get_column_names().iter().map(|c| c.as_str()).collect();
+    assert_eq!(columns, vec!["id", "split", "label", "label_name"]);
+    let train = samples.clone().lazy().filter(col("split").eq(lit("train"))).collect().unwrap();
+    assert_eq!(train.height(), n_train);
+    // label_name is the class name of label: check through a join with the class list.
+    let names = samples
+        .clone()
+        .lazy()
+        .group_by([col("label"), col("label_name")])
+        .agg([len()])
+        .sort(["label"], Default::default())
+        .collect()
+        .unwrap();
+    assert_eq!(names.height(), 10);
+    let first: Vec<Option<&str>> = names.column("label_name").unwrap().str().unwrap().iter().collect();
+    assert_eq!(first[0], Some("checker"));
+
+    let planted = read_parquet(&run.join("planted.parquet"));
+    let joined = planted
+        .lazy()
+        .join(samples.clone().lazy(), [col("id")], [col("id")], JoinArgs::new(JoinType::Inner))
+        .collect()
+        .unwrap();
+    assert_eq!(joined.height(), 96 + 6 + 6 + 6 + 4 + 10, "every planted id is a sample id");
+
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("run.json")).unwrap()).unwrap();
+    assert_eq!(manifest["run_name"], "demo");
+    assert_eq!(manifest["dataset"]["images"]["train"], n_train);
+    assert_eq!(manifest["tables"][0]["file"], "samples.parquet");
+    assert_eq!(manifest["planted"]["label_flip"], 96);
+
+    // The same run again writes the same bytes, and leaves no temporary folder.
+    let before = std::fs::read(run.join("samples.parquet")).unwrap();
+    let o = misfit(&["audit"], dir.path());
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(before, std::fs::read(run.join("samples.parquet")).unwrap());
+    let entries: Vec<String> = std::fs::read_dir(dir.path().join("outputs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(entries, vec!["demo"]);
+}
+
+#[test]
+fn a_failed_audit_exits_non_zero_names_the_culprit_and_writes_nothing() {
+    let dir = tempdir().unwrap();
+    crate::util::write_tree(&dir.path().join("bad"), &crate::util::small_folder(""));
+    std::fs::write(dir.path().join("bad/train/cat/zz.png"), b"not an image").unwrap();
+    let o = misfit(&["audit", "bad"], dir.path());
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.starts_with("error: ") && err.contains("train/cat/zz.png"), "{err}");
+    assert!(!dir.path().join("outputs/bad").exists());
+    let leftovers = std::fs::read_dir(dir.path().join("outputs")).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(leftovers, 0);
+}
+
+#[test]
+fn inspect_exits_zero_on_a_clean_dataset_and_non_zero_with_problems() {
+    let dir = tempdir().unwrap();
+    crate::util::write_tree(&dir.path().join("ok"), &crate::util::small_folder(""));
+    let o = misfit(&["data", "inspect", "ok"], dir.path());
+    assert!(o.status.success(), "{}", text(&o));
+    let out = text(&o);
+    assert!(out.contains("classes   2: cat, dog") && out.contains("problems: none"), "{out}");
+    std::fs::write(dir.path().join("ok/test/dog/x.jpg"), b"\xff\xd8\xff\xe0junk").unwrap();
+    let o = misfit(&["data", "inspect", "ok"], dir.path());
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("test/dog/x.jpg"), "{}", text(&o));
+    let o = misfit(&["data", "inspect", "missing-folder"], dir.path());
+    assert!(!o.status.success() && text(&o).contains("missing-folder"), "{}", text(&o));
+}
+
+#[test]
+fn synth_output_audits_like_any_dataset() {
+    let dir = tempdir().unwrap();
+    let o =
+        misfit(&["data", "synth", "--out", "synth", "--train-per-class", "20", "--test-per-class", "5"], dir.path());
+    assert!(o.status.success(), "{}", text(&o));
+    let o = misfit(&["audit", "synth/demo.tar.gz", "--run", "from-archive"], dir.path());
+    assert!(o.status.success(), "{}", text(&o));
+    let samples = read_parquet(&dir.path().join("outputs/from-archive/samples.parquet"));
+    assert_eq!(samples.height(), 200 + 22 + 50 + 10);
+}

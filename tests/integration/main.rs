@@ -1,0 +1,12 @@
+//! Integration tests, one binary (one link) for all: each module tests one
+//! capability on real bytes that the tests write themselves, or on ../shared.
+
+mod cifar_bin;
+mod cli;
+mod demo;
+mod fetch;
+mod folder;
+mod hf_parquet;
+mod labels;
+mod shared;
+mod util;
