@@ -52,6 +52,9 @@ pub enum Error {
     /// A request that cannot be carried out as given (bad option, bad combination).
     #[error("{0}")]
     Usage(String),
+    /// A tensor computation failed (shapes, devices, backend).
+    #[error("tensor computation failed: {0}")]
+    Candle(#[from] candle_core::Error),
     /// Downloading failed or the download did not match its published checksum.
     #[error("{0}")]
     Fetch(String),

@@ -12,6 +12,7 @@ pub mod atomic;
 pub mod audit;
 pub mod data;
 pub mod error;
+pub mod model;
 pub mod progress;
 pub mod run;
 pub mod tables;

@@ -8,5 +8,6 @@ mod fetch;
 mod folder;
 mod hf_parquet;
 mod labels;
+mod model;
 mod shared;
 mod util;

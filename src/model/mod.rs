@@ -1,0 +1,540 @@
+//! The CIFAR ResNet of He et al. 2016 (depth 6n+2: 20, 32, 44, 56), in candle.
+//!
+//! A 3x3 convolution, three stages of n basic blocks (width, 2x width, 4x
+//! width channels; stride 2 at the start of stages 2 and 3), global average
+//! pooling and a linear head. Shortcuts where the shape changes are option A
+//! (subsample `x[:, :, ::2, ::2]` and zero-pad channels; no parameters) or
+//! option B (1x1 convolution + batch norm). Parameter names are PyTorch's
+//! (`conv1.weight`, `layer1.0.bn1.running_mean`, `linear.weight`, ...), so
+//! checkpoints load in PyTorch and PyTorch-trained models load here.
+//!
+//! Input: RGB in [0, 1], `[n, 3, h, w]`; the model normalises it with its
+//! configured per-channel mean and std. Output: logits `[n, classes]` and the
+//! pooled features `[n, 4 * width]` that enter the head.
+
+pub mod checkpoint;
+
+use candle_core::{DType, Device, Tensor, Var, D};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Normal, Uniform};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+use crate::error::{Error, Result};
+
+/// Batch-norm epsilon (PyTorch's default).
+pub const BN_EPS: f64 = 1e-5;
+/// Batch-norm running-statistics momentum (PyTorch's default).
+pub const BN_MOMENTUM: f64 = 0.1;
+/// ImageNet channel means, the usual CIFAR normalisation of PyTorch models.
+pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+/// ImageNet channel standard deviations.
+pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+
+/// How a block's shortcut adapts the input where the shape changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Shortcut {
+    /// Subsample and zero-pad channels: no parameters (the paper's CIFAR choice).
+    A,
+    /// 1x1 convolution with stride, then batch norm.
+    B,
+}
+
+/// Everything that defines a model apart from its weights; saved in every checkpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    /// Depth 6n+2: 20, 32, 44, 56, ... (n blocks per stage).
+    pub depth: usize,
+    /// Channels of the first stage (16 in the paper); stages have width,
+    /// 2x width and 4x width channels. 8 is a half-width model.
+    pub width: usize,
+    /// Shortcut option.
+    pub shortcut: Shortcut,
+    /// Class names; the head has one output per class.
+    pub classes: Vec<String>,
+    /// Per-channel mean subtracted from [0, 1] RGB input.
+    pub mean: [f32; 3],
+    /// Per-channel standard deviation the input is divided by.
+    pub std: [f32; 3],
+}
+
+impl ModelConfig {
+    /// Blocks per stage, n of depth 6n+2.
+    pub fn blocks_per_stage(&self) -> usize {
+        (self.depth - 2) / 6
+    }
+
+    /// Length of the feature vector (channels of the last stage).
+    pub fn feature_dim(&self) -> usize {
+        4 * self.width
+    }
+
+    /// Checks depth and width.
+    pub fn validate(&self) -> Result<()> {
+        if self.depth < 8 || (self.depth - 2) % 6 != 0 {
+            return Err(Error::Usage(format!("ResNet depth {} is not 6n+2 (20, 32, 44, 56, ...)", self.depth)));
+        }
+        if self.width < 4 || self.width % 4 != 0 {
+            return Err(Error::Usage(format!("ResNet width {} must be a multiple of 4, at least 4", self.width)));
+        }
+        if self.classes.len() < 2 {
+            return Err(Error::Usage("a classifier needs at least 2 classes".into()));
+        }
+        Ok(())
+    }
+}
+
+/// How a parameter starts before training.
+#[derive(Clone, Copy, Debug)]
+enum Init {
+    /// Kaiming normal, fan-in, ReLU gain: std sqrt(2 / fan_in).
+    Kaiming,
+    /// Uniform in +-1/sqrt(fan_in) (PyTorch's linear bias).
+    LinearBias(usize),
+    Const(f32),
+}
+
+/// One tensor of the model: name, shape, whether it is trained or a
+/// batch-norm statistic, and its initialisation.
+#[derive(Clone, Debug)]
+pub struct ParamSpec {
+    pub name: String,
+    pub shape: Vec<usize>,
+    /// False for batch-norm running statistics (buffers).
+    pub trainable: bool,
+    init: Init,
+}
+
+/// Every tensor a model of `cfg` has, in a fixed order.
+pub fn param_specs(cfg: &ModelConfig) -> Vec<ParamSpec> {
+    let mut specs = Vec::new();
+    let conv = |specs: &mut Vec<ParamSpec>, name: String, out: usize, inp: usize, k: usize| {
+        specs.push(ParamSpec {
+            name: format!("{name}.weight"),
+            shape: vec![out, inp, k, k],
+            trainable: true,
+            init: Init::Kaiming,
+        });
+    };
+    let bn = |specs: &mut Vec<ParamSpec>, name: String, c: usize| {
+        for (field, trainable, v) in
+            [("weight", true, 1.0), ("bias", true, 0.0), ("running_mean", false, 0.0), ("running_var", false, 1.0)]
+        {
+            specs.push(ParamSpec { name: format!("{name}.{field}"), shape: vec![c], trainable, init: Init::Const(v) });
+        }
+    };
+    let w = cfg.width;
+    conv(&mut specs, "conv1".into(), w, 3, 3);
+    bn(&mut specs, "bn1".into(), w);
+    let mut inp = w;
+    for stage in 0..3 {
+        let out = w << stage;
+        for b in 0..cfg.blocks_per_stage() {
+            let p = format!("layer{}.{b}", stage + 1);
+            let block_in = if b == 0 { inp } else { out };
+            conv(&mut specs, format!("{p}.conv1"), out, block_in, 3);
+            bn(&mut specs, format!("{p}.bn1"), out);
+            conv(&mut specs, format!("{p}.conv2"), out, out, 3);
+            bn(&mut specs, format!("{p}.bn2"), out);
+            if b == 0 && stage > 0 && cfg.shortcut == Shortcut::B {
+                conv(&mut specs, format!("{p}.shortcut.0"), out, block_in, 1);
+                bn(&mut specs, format!("{p}.shortcut.1"), out);
+            }
+        }
+        inp = out;
+    }
+    let f = cfg.feature_dim();
+    specs.push(ParamSpec {
+        name: "linear.weight".into(),
+        shape: vec![cfg.classes.len(), f],
+        trainable: true,
+        init: Init::Kaiming,
+    });
+    specs.push(ParamSpec {
+        name: "linear.bias".into(),
+        shape: vec![cfg.classes.len()],
+        trainable: true,
+        init: Init::LinearBias(f),
+    });
+    specs
+}
+
+/// A model's tensors by PyTorch name: trained parameters and batch-norm
+/// buffers, each a candle `Var` so that training updates them in place.
+#[derive(Clone, Debug)]
+pub struct Params {
+    /// Parameters the optimiser updates.
+    pub trainable: BTreeMap<String, Var>,
+    /// Batch-norm running statistics, updated by training forward passes.
+    pub buffers: BTreeMap<String, Var>,
+}
+
+impl Params {
+    /// Fresh parameters for `cfg`, initialised from `seed` (same seed, same weights).
+    pub fn init(cfg: &ModelConfig, seed: u64, device: &Device) -> Result<Self> {
+        cfg.validate()?;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut params = Params { trainable: BTreeMap::new(), buffers: BTreeMap::new() };
+        for spec in param_specs(cfg) {
+            let n: usize = spec.shape.iter().product();
+            let values: Vec<f32> = match spec.init {
+                Init::Const(v) => vec![v; n],
+                Init::Kaiming => {
+                    let fan_in: usize = spec.shape[1..].iter().product();
+                    let normal = Normal::new(0.0f32, (2.0 / fan_in as f32).sqrt()).expect("finite std");
+                    (0..n).map(|_| normal.sample(&mut rng)).collect()
+                }
+                Init::LinearBias(fan_in) => {
+                    let b = 1.0 / (fan_in as f32).sqrt();
+                    let u = Uniform::new(-b, b).expect("finite bound");
+                    (0..n).map(|_| u.sample(&mut rng)).collect()
+                }
+            };
+            let var = Var::from_tensor(&Tensor::from_vec(values, spec.shape.as_slice(), device)?)?;
+            if spec.trainable { &mut params.trainable } else { &mut params.buffers }.insert(spec.name, var);
+        }
+        Ok(params)
+    }
+
+    /// Parameters from named tensors (a checkpoint), checked against `cfg`:
+    /// every tensor present with its shape, nothing unknown (PyTorch's
+    /// `num_batches_tracked` counters are ignored).
+    pub fn from_tensors(
+        cfg: &ModelConfig,
+        mut tensors: BTreeMap<String, Tensor>,
+        source: &str,
+        device: &Device,
+    ) -> Result<Self> {
+        cfg.validate()?;
+        let mut params = Params { trainable: BTreeMap::new(), buffers: BTreeMap::new() };
+        for spec in param_specs(cfg) {
+            let t = tensors.remove(&spec.name).ok_or_else(|| {
+                Error::Input(crate::Problem::entry(source, &spec.name, "tensor missing for this architecture"))
+            })?;
+            if t.dims() != spec.shape.as_slice() {
+                return Err(Error::Input(crate::Problem::entry(
+                    source,
+                    &spec.name,
+                    format!("shape {:?}, expected {:?}", t.dims(), spec.shape),
+                )));
+            }
+            let var = Var::from_tensor(&t.to_dtype(DType::F32)?.to_device(device)?)?;
+            if spec.trainable { &mut params.trainable } else { &mut params.buffers }.insert(spec.name, var);
+        }
+        tensors.retain(|k, _| !k.ends_with("num_batches_tracked"));
+        if let Some(extra) = tensors.keys().next() {
+            return Err(Error::Input(crate::Problem::entry(
+                source,
+                extra,
+                format!(
+                    "unexpected tensor for a ResNet-{} (width {}, shortcut {:?})",
+                    cfg.depth, cfg.width, cfg.shortcut
+                ),
+            )));
+        }
+        Ok(params)
+    }
+
+    /// Every tensor by name (parameters and buffers), for saving.
+    pub fn tensors(&self) -> BTreeMap<String, Tensor> {
+        self.trainable.iter().chain(&self.buffers).map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect()
+    }
+
+    fn get(&self, name: &str) -> Tensor {
+        self.trainable.get(name).or_else(|| self.buffers.get(name)).expect("specs and params agree").as_tensor().clone()
+    }
+
+    fn buffer(&self, name: &str) -> Var {
+        self.buffers.get(name).expect("specs and params agree").clone()
+    }
+}
+
+/// Batch normalisation over `[n, c, h, w]` with PyTorch's semantics: batch
+/// statistics (biased variance) in training, which also update the running
+/// statistics (unbiased variance, momentum 0.1); running statistics in eval.
+#[derive(Clone, Debug)]
+struct BatchNorm {
+    weight: Tensor,
+    bias: Tensor,
+    running_mean: Var,
+    running_var: Var,
+}
+
+impl BatchNorm {
+    fn new(p: &Params, name: &str) -> Self {
+        BatchNorm {
+            weight: p.get(&format!("{name}.weight")),
+            bias: p.get(&format!("{name}.bias")),
+            running_mean: p.buffer(&format!("{name}.running_mean")),
+            running_var: p.buffer(&format!("{name}.running_var")),
+        }
+    }
+
+    fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        let c = self.weight.dim(0)?;
+        let shape = (1, c, 1, 1);
+        let (centered, var) = if train {
+            let mean = x.mean_keepdim((0, 2, 3))?;
+            let centered = x.broadcast_sub(&mean)?;
+            let var = centered.sqr()?.mean_keepdim((0, 2, 3))?;
+            let n = (x.elem_count() / c) as f64;
+            let m = BN_MOMENTUM;
+            let rm = ((self.running_mean.as_tensor() * (1.0 - m))? + (mean.detach().flatten_all()? * m)?)?;
+            let rv = ((self.running_var.as_tensor() * (1.0 - m))?
+                + (var.detach().flatten_all()? * (m * n / (n - 1.0).max(1.0)))?)?;
+            self.running_mean.set(&rm)?;
+            self.running_var.set(&rv)?;
+            (centered, var)
+        } else {
+            let mean = self.running_mean.as_tensor().detach().reshape(shape)?;
+            (x.broadcast_sub(&mean)?, self.running_var.as_tensor().detach().reshape(shape)?)
+        };
+        let scale = (var + BN_EPS)?.sqrt()?.recip()?.broadcast_mul(&self.weight.reshape(shape)?)?;
+        centered.broadcast_mul(&scale)?.broadcast_add(&self.bias.reshape(shape)?)
+    }
+}
+
+/// A convolution without bias.
+#[derive(Clone, Debug)]
+struct Conv {
+    weight: Tensor,
+    stride: usize,
+    padding: usize,
+}
+
+impl Conv {
+    fn new(p: &Params, name: &str, stride: usize) -> Self {
+        let weight = p.get(&format!("{name}.weight"));
+        let k = weight.dims()[2];
+        Conv { weight, stride, padding: k / 2 }
+    }
+
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        x.conv2d(&self.weight, self.padding, self.stride, 1, 1)
+    }
+}
+
+/// `x[:, :, ::2, ::2]` of `[n, c, h, w]`.
+fn subsample2(x: &Tensor) -> candle_core::Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    let x = if h % 2 == 1 { x.pad_with_zeros(2, 0, 1)? } else { x.clone() };
+    let x = if w % 2 == 1 { x.pad_with_zeros(3, 0, 1)? } else { x };
+    let (h2, w2) = (h.div_ceil(2), w.div_ceil(2));
+    x.reshape((n, c, h2, 2, w2, 2))?.narrow(3, 0, 1)?.narrow(5, 0, 1)?.reshape((n, c, h2, w2))
+}
+
+#[derive(Clone, Debug)]
+enum ShortcutPath {
+    Identity,
+    /// Subsample and pad this many zero channels on each side.
+    A(usize),
+    B(Conv, BatchNorm),
+}
+
+#[derive(Clone, Debug)]
+struct Block {
+    conv1: Conv,
+    bn1: BatchNorm,
+    conv2: Conv,
+    bn2: BatchNorm,
+    shortcut: ShortcutPath,
+}
+
+impl Block {
+    fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        let out = self.bn1.forward(&self.conv1.forward(x)?, train)?.relu()?;
+        let out = self.bn2.forward(&self.conv2.forward(&out)?, train)?;
+        let short = match &self.shortcut {
+            ShortcutPath::Identity => x.clone(),
+            ShortcutPath::A(pad) => subsample2(x)?.pad_with_zeros(1, *pad, *pad)?,
+            ShortcutPath::B(conv, bn) => bn.forward(&conv.forward(x)?, train)?,
+        };
+        (out + short)?.relu()
+    }
+}
+
+/// A CIFAR ResNet built over a [`Params`] store.
+#[derive(Clone, Debug)]
+pub struct ResNet {
+    /// The configuration the model was built for.
+    pub config: ModelConfig,
+    /// Its tensors (shared with the layers below: updating a `Var` updates the model).
+    pub params: Params,
+    conv1: Conv,
+    bn1: BatchNorm,
+    blocks: Vec<Block>,
+    linear_w: Tensor,
+    linear_b: Tensor,
+    /// `[1, 3, 1, 1]` input mean and std.
+    mean: Tensor,
+    std: Tensor,
+}
+
+/// What one forward pass gives.
+#[derive(Debug)]
+pub struct Output {
+    /// `[n, classes]` logits.
+    pub logits: Tensor,
+    /// `[n, 4 * width]` pooled features (input of the head).
+    pub features: Tensor,
+}
+
+impl ResNet {
+    /// Builds the model over `params` (which must match `config`).
+    pub fn new(config: ModelConfig, params: Params) -> Result<Self> {
+        config.validate()?;
+        let p = &params;
+        let mut blocks = Vec::new();
+        for stage in 0..3 {
+            for b in 0..config.blocks_per_stage() {
+                let name = format!("layer{}.{b}", stage + 1);
+                let stride = if b == 0 && stage > 0 { 2 } else { 1 };
+                let shortcut = match (stride, config.shortcut) {
+                    (1, _) => ShortcutPath::Identity,
+                    (_, Shortcut::A) => ShortcutPath::A((config.width << stage) / 4),
+                    (_, Shortcut::B) => ShortcutPath::B(
+                        Conv::new(p, &format!("{name}.shortcut.0"), 2),
+                        BatchNorm::new(p, &format!("{name}.shortcut.1")),
+                    ),
+                };
+                blocks.push(Block {
+                    conv1: Conv::new(p, &format!("{name}.conv1"), stride),
+                    bn1: BatchNorm::new(p, &format!("{name}.bn1")),
+                    conv2: Conv::new(p, &format!("{name}.conv2"), 1),
+                    bn2: BatchNorm::new(p, &format!("{name}.bn2")),
+                    shortcut,
+                });
+            }
+        }
+        let device = p.get("conv1.weight").device().clone();
+        let mean = Tensor::from_slice(&config.mean, (1, 3, 1, 1), &device)?;
+        let std = Tensor::from_slice(&config.std, (1, 3, 1, 1), &device)?;
+        Ok(ResNet {
+            conv1: Conv::new(p, "conv1", 1),
+            bn1: BatchNorm::new(p, "bn1"),
+            blocks,
+            linear_w: p.get("linear.weight"),
+            linear_b: p.get("linear.bias"),
+            mean,
+            std,
+            config,
+            params,
+        })
+    }
+
+    /// A freshly initialised model.
+    pub fn init(config: ModelConfig, seed: u64, device: &Device) -> Result<Self> {
+        let params = Params::init(&config, seed, device)?;
+        ResNet::new(config, params)
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        self.mean.device()
+    }
+
+    /// Forward pass of `[n, 3, h, w]` RGB in [0, 1]. `train` uses batch
+    /// statistics and updates the running ones.
+    pub fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Output> {
+        let x = x.broadcast_sub(&self.mean)?.broadcast_div(&self.std)?;
+        let mut out = self.bn1.forward(&self.conv1.forward(&x)?, train)?.relu()?;
+        for block in &self.blocks {
+            out = block.forward(&out, train)?;
+        }
+        let features = out.mean((2, 3))?;
+        let logits = features.matmul(&self.linear_w.t()?)?.broadcast_add(&self.linear_b)?;
+        Ok(Output { logits, features })
+    }
+
+    /// Copies the weights into a new, independent model (for a fresh fold or a snapshot).
+    pub fn deep_clone(&self) -> Result<Self> {
+        let copy = |m: &BTreeMap<String, Var>| -> Result<BTreeMap<String, Var>> {
+            m.iter().map(|(k, v)| Ok((k.clone(), Var::from_tensor(&v.as_tensor().copy()?)?))).collect()
+        };
+        let params = Params { trainable: copy(&self.params.trainable)?, buffers: copy(&self.params.buffers)? };
+        ResNet::new(self.config.clone(), params)
+    }
+}
+
+/// `[n, h, w, 3]` u8 RGB pixels to a `[n, 3, h, w]` f32 tensor in [0, 1].
+pub fn images_to_tensor(pixels: &[u8], n: usize, h: usize, w: usize, device: &Device) -> candle_core::Result<Tensor> {
+    let plane = h * w;
+    let mut out = vec![0f32; n * 3 * plane];
+    for (i, img) in pixels.chunks_exact(plane * 3).enumerate().take(n) {
+        let dst = &mut out[i * 3 * plane..(i + 1) * 3 * plane];
+        for (p, px) in img.chunks_exact(3).enumerate() {
+            for c in 0..3 {
+                dst[c * plane + p] = px[c] as f32 / 255.0;
+            }
+        }
+    }
+    Tensor::from_vec(out, (n, 3, h, w), device)
+}
+
+/// Softmax probabilities of `[n, classes]` logits, as rows of f32.
+pub fn softmax_rows(logits: &Tensor) -> candle_core::Result<Vec<Vec<f32>>> {
+    candle_nn::ops::softmax(logits, D::Minus1)?.to_vec2()
+}
+
+/// Logits and features of a whole split, from eval-mode forward passes.
+#[derive(Clone, Debug, Default)]
+pub struct Predictions {
+    /// Number of classes (row length of `logits`).
+    pub classes: usize,
+    /// Feature length (row length of `features`).
+    pub feature_dim: usize,
+    /// `[n, classes]` row-major logits.
+    pub logits: Vec<f32>,
+    /// `[n, feature_dim]` row-major pooled features.
+    pub features: Vec<f32>,
+}
+
+impl Predictions {
+    /// Number of images predicted.
+    pub fn len(&self) -> usize {
+        self.logits.len() / self.classes.max(1)
+    }
+
+    /// Whether nothing was predicted.
+    pub fn is_empty(&self) -> bool {
+        self.logits.is_empty()
+    }
+
+    /// Logits of image `i`.
+    pub fn logits_of(&self, i: usize) -> &[f32] {
+        &self.logits[i * self.classes..(i + 1) * self.classes]
+    }
+
+    /// The arg-max class of image `i` (the first on ties).
+    pub fn predicted(&self, i: usize) -> u32 {
+        let row = self.logits_of(i);
+        let mut best = 0;
+        for (k, &v) in row.iter().enumerate() {
+            if v > row[best] {
+                best = k;
+            }
+        }
+        best as u32
+    }
+}
+
+/// Runs the model in eval mode over `[n, h, w, 3]` pixels, `batch` images at a time.
+pub fn predict(model: &ResNet, pixels: &[u8], n: usize, h: usize, w: usize, batch: usize) -> Result<Predictions> {
+    let len = h * w * 3;
+    let mut out = Predictions {
+        classes: model.config.classes.len(),
+        feature_dim: model.config.feature_dim(),
+        ..Default::default()
+    };
+    out.logits.reserve(n * out.classes);
+    out.features.reserve(n * out.feature_dim);
+    for start in (0..n).step_by(batch.max(1)) {
+        let m = batch.min(n - start);
+        let x = images_to_tensor(&pixels[start * len..(start + m) * len], m, h, w, model.device())?;
+        let o = model.forward(&x, false)?;
+        out.logits.extend(o.logits.flatten_all()?.to_vec1::<f32>()?);
+        out.features.extend(o.features.flatten_all()?.to_vec1::<f32>()?);
+    }
+    Ok(out)
+}
