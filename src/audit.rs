@@ -1,16 +1,47 @@
 //! `misfit audit`: the whole investigation, stage after stage, into one run
-//! folder. Today: load the dataset and write `samples.parquet` (and, for the
-//! demo, `planted.parquet`) with `run.json`.
+//! folder: load the dataset; train the model with K-fold cross-validation
+//! (or import one); evaluate it on the test split; write the tables.
 
-use serde::Serialize;
+use candle_core::Device;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use crate::data::{self, demo, DatasetSpec, LoadOptions, Problems};
-use crate::error::Result;
+use crate::data::{self, demo, Dataset, DatasetSpec, LoadOptions, Problems};
+use crate::error::{Error, Result};
+use crate::evaluate::{self, Evaluation};
+use crate::model::{self, checkpoint, DeviceChoice, ModelConfig, ResNet, Shortcut};
 use crate::run::{DatasetSummary, RunDir, RunManifest, TableEntry};
 use crate::tables::{self, TableMeta};
+use crate::train::{cv, Augment, Dynamics, Schedule, TrainConfig};
+
+/// How to get the model: train one (with cross-validation) or import one.
+/// `None` fields take the recipe's value (see [`recipe`]).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ModelOptions {
+    /// Import this trained model (safetensors or PyTorch state dict) instead of training.
+    pub import: Option<PathBuf>,
+    /// Input normalisation for an imported model whose file has none.
+    pub mean: Option<[f32; 3]>,
+    pub std: Option<[f32; 3]>,
+    pub depth: Option<usize>,
+    pub width: Option<usize>,
+    pub shortcut: Option<Shortcut>,
+    pub epochs: Option<usize>,
+    pub batch_size: Option<usize>,
+    pub lr: Option<f64>,
+    pub momentum: Option<f64>,
+    pub nesterov: bool,
+    pub weight_decay: Option<f64>,
+    pub schedule: Option<Schedule>,
+    pub label_smoothing: Option<f64>,
+    /// Train without crop and flip augmentation.
+    pub no_augment: bool,
+    /// Cross-validation folds (default: [`cv::default_folds`]).
+    pub folds: Option<usize>,
+    pub device: Option<DeviceChoice>,
+}
 
 /// What an audit is asked to do.
 #[derive(Clone, Debug)]
@@ -25,6 +56,137 @@ pub struct AuditOptions {
     pub run_name: Option<String>,
     /// Seed of every random choice of the run.
     pub seed: u64,
+    /// The model stage.
+    pub model: ModelOptions,
+    /// Progress bars and per-epoch lines on standard error.
+    pub progress: bool,
+}
+
+/// The built-in recipes: the demo's (small, fast on 2 CPU cores) and the
+/// CIFAR ResNet paper's for every other dataset. Returns (depth, width, training).
+pub fn recipe(spec: &DatasetSpec, seed: u64) -> (usize, usize, TrainConfig) {
+    match spec {
+        DatasetSpec::Demo(_) => {
+            let mut t = TrainConfig::cifar(DEMO_EPOCHS, seed);
+            t.batch_size = 64;
+            t.lr = 0.05;
+            t.sgd.weight_decay = 5e-4;
+            t.augment = Augment { crop_padding: 2, flip: true };
+            (20, DEMO_WIDTH, t)
+        }
+        _ => (20, 16, TrainConfig::cifar(100, seed)),
+    }
+}
+
+/// Epochs of each demo training run.
+pub const DEMO_EPOCHS: usize = 12;
+/// First-stage channels of the demo model.
+pub const DEMO_WIDTH: usize = 8;
+
+/// Per-channel mean and standard deviation of `[n, h, w, 3]` pixels in [0, 1].
+pub fn channel_stats(pixels: &[u8]) -> ([f32; 3], [f32; 3]) {
+    let (mut sum, mut sq) = ([0f64; 3], [0f64; 3]);
+    for px in pixels.chunks_exact(3) {
+        for c in 0..3 {
+            let v = px[c] as f64 / 255.0;
+            sum[c] += v;
+            sq[c] += v * v;
+        }
+    }
+    let n = (pixels.len() / 3).max(1) as f64;
+    let mean = sum.map(|s| s / n);
+    let std = [0, 1, 2].map(|c| ((sq[c] / n - mean[c] * mean[c]).max(1e-12)).sqrt() as f32);
+    (mean.map(|m| m as f32), std)
+}
+
+/// What the model stage produced.
+struct ModelStage {
+    model: ResNet,
+    /// Train logits: out-of-sample when trained here, in-sample when imported.
+    train_logits: Vec<f32>,
+    test_logits: Vec<f32>,
+    fold: Option<Vec<u32>>,
+    dynamics: Option<Dynamics>,
+    summary: serde_json::Value,
+}
+
+fn model_stage(ds: &Dataset, opts: &AuditOptions, device: &Device, state_dir: &std::path::Path) -> Result<ModelStage> {
+    let m = &opts.model;
+    let (h, w) = (ds.height, ds.width);
+    let batch = 256;
+    if let Some(path) = &m.import {
+        let import = checkpoint::ImportOptions { classes: Some(ds.classes.clone()), mean: m.mean, std: m.std };
+        let (model, _) = checkpoint::load(path, &import, device)?;
+        let train = model::predict(&model, &ds.train.pixels, ds.train.len(), h, w, batch)?;
+        let test = model::predict(&model, &ds.test.pixels, ds.test.len(), h, w, batch)?;
+        let summary = serde_json::json!({
+            "source": format!("imported {}", path.display()),
+            "config": model.config,
+            "device": model::device_name(device),
+            "note": "training-image probabilities are in-sample: the imported model trained on those images",
+        });
+        return Ok(ModelStage {
+            model,
+            train_logits: train.logits,
+            test_logits: test.logits,
+            fold: None,
+            dynamics: None,
+            summary,
+        });
+    }
+    let (depth, width, mut t) = recipe(&opts.spec, opts.seed);
+    t.epochs = m.epochs.unwrap_or(t.epochs);
+    t.batch_size = m.batch_size.unwrap_or(t.batch_size);
+    t.lr = m.lr.unwrap_or(t.lr);
+    t.sgd.momentum = m.momentum.unwrap_or(t.sgd.momentum);
+    t.sgd.nesterov = m.nesterov || t.sgd.nesterov;
+    t.sgd.weight_decay = m.weight_decay.unwrap_or(t.sgd.weight_decay);
+    t.schedule = m.schedule.clone().unwrap_or(t.schedule);
+    t.label_smoothing = m.label_smoothing.unwrap_or(t.label_smoothing);
+    if m.no_augment {
+        t.augment = Augment { crop_padding: 0, flip: false };
+    }
+    let (mean, std) = channel_stats(&ds.train.pixels);
+    let mcfg = ModelConfig {
+        depth: m.depth.unwrap_or(depth),
+        width: m.width.unwrap_or(width),
+        shortcut: m.shortcut.unwrap_or(Shortcut::A),
+        classes: ds.classes.clone(),
+        mean,
+        std,
+    };
+    mcfg.validate()?;
+    if t.epochs == 0 || t.batch_size == 0 {
+        return Err(Error::Usage("--epochs and --batch-size must be at least 1".into()));
+    }
+    let folds = m.folds.unwrap_or_else(|| cv::default_folds(ds.train.len()));
+    let out = cv::cross_validate(ds, &mcfg, &t, folds, Some(state_dir), device, opts.progress)?;
+    let test = model::predict(&out.model, &ds.test.pixels, ds.test.len(), h, w, batch)?;
+    let last: BTreeMap<String, serde_json::Value> = out
+        .history
+        .iter()
+        .filter_map(|(job, epochs)| {
+            epochs.last().map(|e| {
+                (job.clone(), serde_json::json!({"epoch": e.epoch, "loss": e.loss, "train_accuracy": e.accuracy, "images_per_s": e.images_per_s}))
+            })
+        })
+        .collect();
+    let summary = serde_json::json!({
+        "source": "trained",
+        "config": mcfg,
+        "training": t,
+        "folds": folds,
+        "device": model::device_name(device),
+        "last_epoch": last,
+    });
+    Ok(ModelStage {
+        model: out.model,
+        train_logits: out.out_of_sample.logits,
+        test_logits: test.logits,
+        fold: Some(out.fold_of),
+        dynamics: Some(out.dynamics),
+        summary,
+    })
 }
 
 /// The configuration recorded in `run.json` and in every table's metadata.
@@ -33,6 +195,7 @@ struct RecordedConfig<'a> {
     dataset: String,
     load: &'a LoadOptions,
     seed: u64,
+    model: &'a ModelOptions,
     #[serde(skip_serializing_if = "Option::is_none")]
     demo: Option<&'a demo::DemoConfig>,
 }
@@ -53,39 +216,74 @@ pub fn run(opts: &AuditOptions) -> Result<(PathBuf, RunManifest)> {
         }
         spec => (data::load_with(spec, &opts.load, &mut problems)?, None),
     };
+    if ds.test.is_empty() {
+        return Err(Error::Usage(format!("{}: the audit needs a test split, and this dataset has none", ds.source)));
+    }
     timing.insert("load".to_string(), t0.elapsed().as_secs_f64());
 
     let run_name = opts.run_name.clone().unwrap_or_else(|| ds.name.clone());
     let run = RunDir::create(&opts.outputs, &run_name)?;
+    let state_dir = opts.outputs.join(format!(".{run_name}.train"));
     let demo_cfg = match &opts.spec {
         DatasetSpec::Demo(cfg) => Some(cfg),
         _ => None,
     };
-    let config = RecordedConfig { dataset: opts.spec.to_string(), load: &opts.load, seed: opts.seed, demo: demo_cfg };
+    let config = RecordedConfig {
+        dataset: opts.spec.to_string(),
+        load: &opts.load,
+        seed: opts.seed,
+        model: &opts.model,
+        demo: demo_cfg,
+    };
     let config = serde_json::to_value(&config).expect("config serialises");
     let meta = TableMeta { config_json: config.to_string(), dataset_fingerprint: ds.fingerprint() };
 
     let t1 = Instant::now();
+    let device = model::select_device(opts.model.device.unwrap_or(DeviceChoice::Auto))?;
+    let stage = model_stage(&ds, opts, &device, &state_dir)?;
+    timing.insert("model".to_string(), t1.elapsed().as_secs_f64());
+
+    let t2 = Instant::now();
+    let k = ds.classes.len();
+    let labels: Vec<u32> = ds.train.labels.iter().chain(&ds.test.labels).copied().collect();
+    let logits: Vec<f32> = stage.train_logits.iter().chain(&stage.test_logits).copied().collect();
+    let outputs = evaluate::sample_outputs(&logits, k, &labels);
+    let n_train = ds.train.len();
+    let eval: Evaluation = evaluate::evaluate(&ds.test.labels, &outputs.pred[n_train..], k);
+    let fold: Vec<Option<i32>> =
+        (0..labels.len()).map(|i| stage.fold.as_ref().and_then(|f| f.get(i)).map(|&f| f as i32)).collect();
+
     let mut written = Vec::new();
-    let samples = tables::samples(&ds);
-    tables::write(&run.path("samples.parquet"), &samples, &meta)?;
-    written.push(TableEntry { file: "samples.parquet".into(), rows: samples.num_rows(), row: "one image".into() });
+    let mut write = |file: &str, batch: arrow::array::RecordBatch, row: &str| -> Result<()> {
+        tables::write(&run.path(file), &batch, &meta)?;
+        written.push(TableEntry { file: file.into(), rows: batch.num_rows(), row: row.into() });
+        Ok(())
+    };
+    let samples =
+        tables::model_columns(tables::samples(&ds), &ds.classes, &outputs, &fold, stage.dynamics.as_ref()).finish();
+    write("samples.parquet", samples, "one image")?;
+    write("classes.parquet", tables::classes(&ds, &eval), "one class")?;
+    write(
+        "confusion.parquet",
+        tables::confusion(&ds.classes, &eval.confusion),
+        "one (given, predicted) class pair of the test split",
+    )?;
+    if let Some(d) = &stage.dynamics {
+        write("dynamics.parquet", tables::dynamics(&ds.train.ids, d), "one training image at one epoch")?;
+    }
     let mut planted = None;
     if let Some(truth) = &truth {
-        let batch = tables::planted(truth);
-        tables::write(&run.path("planted.parquet"), &batch, &meta)?;
-        written.push(TableEntry {
-            file: "planted.parquet".into(),
-            rows: batch.num_rows(),
-            row: "one planted problem".into(),
-        });
+        write("planted.parquet", tables::planted(truth), "one planted problem")?;
         let mut counts = BTreeMap::new();
         for p in &truth.problems {
             *counts.entry(p.kind.as_str().to_string()).or_insert(0) += 1;
         }
         planted = Some(counts);
     }
-    timing.insert("tables".to_string(), t1.elapsed().as_secs_f64());
+    let extra = BTreeMap::from([("seed".to_string(), opts.seed.to_string())]);
+    checkpoint::save(&run.path("model.safetensors"), &stage.model, &extra)?;
+    timing.insert("tables".to_string(), t2.elapsed().as_secs_f64());
+    timing.insert("total".to_string(), t0.elapsed().as_secs_f64());
 
     let manifest = RunManifest {
         misfit_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -95,8 +293,13 @@ pub fn run(opts: &AuditOptions) -> Result<(PathBuf, RunManifest)> {
         tables: written,
         notes: problems.notes,
         planted,
+        model: Some(stage.summary),
+        evaluation: Some(eval),
         timing_s: timing,
     };
     let dest = run.commit(&manifest)?;
+    if state_dir.exists() {
+        std::fs::remove_dir_all(&state_dir).map_err(|e| Error::io(&state_dir, e))?;
+    }
     Ok((dest, manifest))
 }

@@ -55,6 +55,9 @@ pub enum Error {
     /// A tensor computation failed (shapes, devices, backend).
     #[error("tensor computation failed: {0}")]
     Candle(#[from] candle_core::Error),
+    /// Training produced a loss that is not a finite number.
+    #[error("training diverged at epoch {epoch}, batch {batch}: the loss is {loss}; lower the learning rate (--lr) or check the data")]
+    Diverged { epoch: usize, batch: usize, loss: f32 },
     /// Downloading failed or the download did not match its published checksum.
     #[error("{0}")]
     Fetch(String),

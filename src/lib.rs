@@ -10,11 +10,14 @@
 
 pub mod atomic;
 pub mod audit;
+pub mod bench;
 pub mod data;
 pub mod error;
+pub mod evaluate;
 pub mod model;
 pub mod progress;
 pub mod run;
 pub mod tables;
+pub mod train;
 
 pub use error::{Error, Problem, Result};

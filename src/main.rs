@@ -5,9 +5,12 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use misfit::audit::{self, AuditOptions};
+use misfit::audit::{self, AuditOptions, ModelOptions};
+use misfit::bench::{self, BenchConfig};
 use misfit::data::demo::DemoConfig;
 use misfit::data::{fetch, inspect, synth, DatasetSpec, LoadOptions};
+use misfit::model::{self, DeviceChoice, Shortcut};
+use misfit::train::Schedule;
 
 /// Audit an image-classification dataset and its model: likely mislabeled
 /// images, most-missed classes, most-attacked classes, and how they connect.
@@ -25,6 +28,55 @@ enum Command {
     /// Look at, make or download datasets.
     #[command(subcommand)]
     Data(DataCommand),
+    /// Measure speed against PyTorch on this machine.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Training-step and inference throughput of a ResNet at one batch size,
+    /// misfit against PyTorch (when importable by --python) in the same run.
+    Train {
+        #[arg(long, default_value_t = 20)]
+        depth: usize,
+        /// Channels of the first stage.
+        #[arg(long, default_value_t = 16)]
+        width: usize,
+        /// Image side in pixels.
+        #[arg(long, default_value_t = 32)]
+        size: usize,
+        #[arg(long, default_value_t = 128)]
+        batch: usize,
+        /// Timed steps.
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
+        /// Untimed steps first.
+        #[arg(long, default_value_t = 1)]
+        warmup: usize,
+        /// Python interpreter with PyTorch for the reference.
+        #[arg(long, default_value = "python3")]
+        python: String,
+        #[arg(long, value_enum, default_value = "auto")]
+        device: DeviceArg,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum DeviceArg {
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+impl From<DeviceArg> for DeviceChoice {
+    fn from(d: DeviceArg) -> Self {
+        match d {
+            DeviceArg::Auto => DeviceChoice::Auto,
+            DeviceArg::Cpu => DeviceChoice::Cpu,
+            DeviceArg::Cuda => DeviceChoice::Cuda,
+        }
+    }
 }
 
 /// How to read a dataset.
@@ -61,6 +113,89 @@ struct AuditArgs {
     /// Seed of every random choice of the run.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    #[command(flatten)]
+    model: ModelArgs,
+    /// No progress bars or per-epoch lines.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+/// The model: import one, or train one (defaults: the built-in recipe for the
+/// dataset, see the README).
+#[derive(Args)]
+struct ModelArgs {
+    /// Import a trained ResNet (safetensors with PyTorch names, or a PyTorch
+    /// .pt/.pth state dict) instead of training one.
+    #[arg(long, value_name = "FILE")]
+    model: Option<PathBuf>,
+    /// Input normalisation mean (R,G,B in [0,1]) for an imported model whose file has none.
+    #[arg(long, value_name = "R,G,B", value_delimiter = ',', num_args = 3)]
+    mean: Option<Vec<f32>>,
+    /// Input normalisation std for an imported model whose file has none.
+    #[arg(long, value_name = "R,G,B", value_delimiter = ',', num_args = 3)]
+    std: Option<Vec<f32>>,
+    /// ResNet depth, 6n+2 (20, 32, 44, 56).
+    #[arg(long)]
+    depth: Option<usize>,
+    /// Channels of the first stage (16 in the paper; stages have 1x, 2x, 4x).
+    #[arg(long)]
+    width: Option<usize>,
+    /// Shortcut option where shapes change: A (subsample + zero-pad) or B (1x1 conv + BN).
+    #[arg(long, value_parser = ["A", "B"])]
+    shortcut: Option<String>,
+    #[arg(long)]
+    epochs: Option<usize>,
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Peak learning rate.
+    #[arg(long)]
+    lr: Option<f64>,
+    #[arg(long)]
+    momentum: Option<f64>,
+    /// Nesterov momentum.
+    #[arg(long)]
+    nesterov: bool,
+    #[arg(long)]
+    weight_decay: Option<f64>,
+    /// Learning-rate schedule.
+    #[arg(long, value_parser = ["step", "cosine", "onecycle"])]
+    schedule: Option<String>,
+    /// Label smoothing of the training loss (default 0: off).
+    #[arg(long)]
+    label_smoothing: Option<f64>,
+    /// Train without random-crop and flip augmentation.
+    #[arg(long)]
+    no_augment: bool,
+    /// Cross-validation folds (default: 5 up to 20,000 training images, 4 above).
+    #[arg(long)]
+    folds: Option<usize>,
+    #[arg(long, value_enum)]
+    device: Option<DeviceArg>,
+}
+
+impl ModelArgs {
+    fn options(&self) -> Result<ModelOptions> {
+        let three = |v: &Option<Vec<f32>>| v.as_ref().map(|v| [v[0], v[1], v[2]]);
+        Ok(ModelOptions {
+            import: self.model.clone(),
+            mean: three(&self.mean),
+            std: three(&self.std),
+            depth: self.depth,
+            width: self.width,
+            shortcut: self.shortcut.as_deref().map(|s| if s == "A" { Shortcut::A } else { Shortcut::B }),
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            lr: self.lr,
+            momentum: self.momentum,
+            nesterov: self.nesterov,
+            weight_decay: self.weight_decay,
+            schedule: self.schedule.as_deref().and_then(Schedule::parse),
+            label_smoothing: self.label_smoothing,
+            no_augment: self.no_augment,
+            folds: self.folds,
+            device: self.device.map(Into::into),
+        })
+    }
 }
 
 #[derive(Subcommand)]
@@ -129,6 +264,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 outputs: args.outputs,
                 run_name: args.run,
                 seed: args.seed,
+                model: args.model.options()?,
+                progress: !args.quiet,
             };
             let (dest, manifest) = audit::run(&opts)?;
             print!("{}", misfit::run::summary(&manifest));
@@ -159,6 +296,37 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 o.problems,
                 o.pairs.display()
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(BenchCommand::Train { depth, width, size, batch, steps, warmup, python, device }) => {
+            let device = model::select_device(device.into())?;
+            let cfg = BenchConfig { depth, width, size, batch, steps, warmup };
+            println!("ResNet-{depth}, width {width}, {size}x{size} images, batch {batch}, {steps} timed steps after {warmup}");
+            let ours = bench::measure(&cfg, &device)?;
+            println!(
+                "misfit  ({}): train {:>7.1} img/s (step {:.3} s: forward {:.3} s, backward {:.3} s), inference {:>7.1} img/s",
+                model::device_name(&device),
+                ours.train_img_s,
+                ours.train_step_s,
+                ours.forward_s,
+                ours.backward_s,
+                ours.infer_img_s
+            );
+            let torch_device = if device.is_cuda() { "cuda" } else { "cpu" };
+            match bench::measure_torch(&python, &cfg, torch_device)? {
+                Some(t) => {
+                    println!(
+                        "PyTorch {} ({} threads): train {:>7.1} img/s (step {:.3} s), inference {:>7.1} img/s",
+                        t.torch, t.threads, t.train_img_s, t.train_step_s, t.infer_img_s
+                    );
+                    println!(
+                        "ratio misfit/PyTorch: train {:.2}, inference {:.2}",
+                        ours.train_img_s / t.train_img_s,
+                        ours.infer_img_s / t.infer_img_s
+                    );
+                }
+                None => println!("PyTorch: not importable by {python}; no comparison (pass --python PATH)"),
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Data(DataCommand::Fetch { name, dir }) => {

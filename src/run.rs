@@ -86,6 +86,13 @@ pub struct RunManifest {
     /// Demo only: planted problems per kind.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub planted: Option<BTreeMap<String, usize>>,
+    /// The model: how it was made (trained or imported), its configuration,
+    /// the training recipe and device, the last epoch of every training job.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<serde_json::Value>,
+    /// Test-split accuracy, per-class miss rates with 95% Wilson intervals, confusion.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub evaluation: Option<crate::evaluate::Evaluation>,
     /// Wall time of each stage, in seconds.
     pub timing_s: BTreeMap<String, f64>,
 }
@@ -193,6 +200,25 @@ pub fn summary(m: &RunManifest) -> String {
     }
     for n in &m.notes {
         let _ = writeln!(s, "note     {n}");
+    }
+    if let Some(e) = &m.evaluation {
+        let _ = writeln!(s, "test     accuracy {:.2}%", 100.0 * e.accuracy);
+        let mut order: Vec<&crate::evaluate::ClassResult> = e.classes.iter().collect();
+        order.sort_by(|a, b| b.miss_rate.total_cmp(&a.miss_rate));
+        let parts: Vec<String> = order
+            .iter()
+            .take(5)
+            .map(|c| {
+                format!(
+                    "{} {:.1}% [{:.1}-{:.1}]",
+                    d.classes[c.class as usize],
+                    100.0 * c.miss_rate,
+                    100.0 * c.miss_rate_low,
+                    100.0 * c.miss_rate_high
+                )
+            })
+            .collect();
+        let _ = writeln!(s, "missed   most: {}", parts.join(", "));
     }
     for t in &m.tables {
         let _ = writeln!(s, "table    {} ({} rows, one row = {})", t.file, t.rows, t.row);

@@ -53,8 +53,25 @@ pub fn metadata(cfg: &ModelConfig, extra: &BTreeMap<String, String>) -> HashMap<
 pub fn to_bytes(tensors: &BTreeMap<String, Tensor>, meta: HashMap<String, String>) -> Result<Vec<u8>> {
     let cpu: Vec<(String, Tensor)> =
         tensors.iter().map(|(k, t)| Ok((k.clone(), t.to_device(&Device::Cpu)?))).collect::<Result<_>>()?;
-    safetensors::tensor::serialize(cpu.iter().map(|(k, t)| (k.as_str(), t)), Some(meta))
-        .map_err(|e| Error::Usage(format!("cannot serialise tensors: {e}")))
+    let bytes = safetensors::tensor::serialize(cpu.iter().map(|(k, t)| (k.as_str(), t)), Some(meta))
+        .map_err(|e| Error::Usage(format!("cannot serialise tensors: {e}")))?;
+    Ok(canonical_header(bytes))
+}
+
+/// Rewrites a safetensors header with its JSON keys sorted. The crate
+/// serialises the metadata from a `HashMap`, whose order changes from run to
+/// run; sorted keys make the same model give the same bytes. The header
+/// keeps its length (padded with spaces, as the format allows), so the
+/// tensor offsets stay valid.
+fn canonical_header(mut bytes: Vec<u8>) -> Vec<u8> {
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8-byte length")) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).expect("the crate wrote valid JSON");
+    let sorted = serde_json::to_vec(&header).expect("JSON serialises");
+    if sorted.len() <= n {
+        bytes[8..8 + sorted.len()].copy_from_slice(&sorted);
+        bytes[8 + sorted.len()..8 + n].fill(b' ');
+    }
+    bytes
 }
 
 /// Saves a model (and `extra` metadata) to `path`, atomically.

@@ -14,6 +14,38 @@
 
 pub mod checkpoint;
 
+/// Which device to compute on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceChoice {
+    /// CUDA when this build has it and a GPU answers, else CPU.
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+/// Opens the chosen device.
+pub fn select_device(choice: DeviceChoice) -> Result<Device> {
+    match choice {
+        DeviceChoice::Cpu => Ok(Device::Cpu),
+        DeviceChoice::Cuda if !cfg!(feature = "cuda") => Err(Error::Usage(
+            "this misfit was built without CUDA: rebuild with `cargo build --release --features cuda`".into(),
+        )),
+        DeviceChoice::Cuda => Device::new_cuda(0).map_err(|e| Error::Usage(format!("cannot open CUDA device 0: {e}"))),
+        DeviceChoice::Auto if cfg!(feature = "cuda") => Ok(Device::cuda_if_available(0).unwrap_or(Device::Cpu)),
+        DeviceChoice::Auto => Ok(Device::Cpu),
+    }
+}
+
+/// A short name of a device for logs and run.json.
+pub fn device_name(device: &Device) -> String {
+    match device {
+        Device::Cpu => format!("cpu ({} threads)", rayon::current_num_threads()),
+        Device::Cuda(_) => "cuda:0".to_string(),
+        Device::Metal(_) => "metal".to_string(),
+    }
+}
+
 use candle_core::{DType, Device, Tensor, Var, D};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -407,9 +439,10 @@ impl ResNet {
                 });
             }
         }
-        let device = p.get("conv1.weight").device().clone();
-        let mean = Tensor::from_slice(&config.mean, (1, 3, 1, 1), &device)?;
-        let std = Tensor::from_slice(&config.std, (1, 3, 1, 1), &device)?;
+        let first = p.get("conv1.weight");
+        let (device, dtype) = (first.device().clone(), first.dtype());
+        let mean = Tensor::from_slice(&config.mean, (1, 3, 1, 1), &device)?.to_dtype(dtype)?;
+        let std = Tensor::from_slice(&config.std, (1, 3, 1, 1), &device)?.to_dtype(dtype)?;
         Ok(ResNet {
             conv1: Conv::new(p, "conv1", 1),
             bn1: BatchNorm::new(p, "bn1"),

@@ -10,4 +10,5 @@ mod hf_parquet;
 mod labels;
 mod model;
 mod shared;
+mod train;
 mod util;

@@ -1,0 +1,130 @@
+//! `misfit bench`: throughput of the model's training step and inference on
+//! the current device, and, where PyTorch is installed, of the same model in
+//! PyTorch on the same machine in the same run, with the ratio.
+
+use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+use std::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::model::{ModelConfig, ResNet, Shortcut, IMAGENET_MEAN, IMAGENET_STD};
+use crate::train::{cross_entropy, Sgd, SgdConfig};
+
+/// The PyTorch script, run as a reference.
+pub const TORCH_SCRIPT: &str = include_str!("torch_resnet.py");
+
+/// What to measure.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BenchConfig {
+    pub depth: usize,
+    pub width: usize,
+    /// Image side in pixels.
+    pub size: usize,
+    pub batch: usize,
+    /// Timed steps (after `warmup` untimed ones).
+    pub steps: usize,
+    pub warmup: usize,
+}
+
+/// Measured throughput.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Throughput {
+    /// Seconds per SGD step (forward, backward, update).
+    pub train_step_s: f64,
+    /// Of which the forward pass.
+    pub forward_s: f64,
+    /// Of which the backward pass.
+    pub backward_s: f64,
+    /// Images per second through SGD steps.
+    pub train_img_s: f64,
+    /// Images per second through eval-mode forward passes.
+    pub infer_img_s: f64,
+}
+
+/// Measures misfit's ResNet on `device`.
+pub fn measure(cfg: &BenchConfig, device: &Device) -> Result<Throughput> {
+    let mcfg = ModelConfig {
+        depth: cfg.depth,
+        width: cfg.width,
+        shortcut: Shortcut::A,
+        classes: (0..10).map(|i| i.to_string()).collect(),
+        mean: IMAGENET_MEAN,
+        std: IMAGENET_STD,
+    };
+    let model = ResNet::init(mcfg, 0, device)?;
+    let x = Tensor::rand(0f32, 1f32, (cfg.batch, 3, cfg.size, cfg.size), device)?;
+    let y = Tensor::from_vec((0..cfg.batch as u32).map(|i| i % 10).collect::<Vec<_>>(), cfg.batch, device)?;
+    let mut sgd = Sgd::new(SgdConfig { momentum: 0.9, nesterov: false, weight_decay: 1e-4 });
+    let (mut fwd, mut bwd, mut total) = (0f64, 0f64, 0f64);
+    for i in 0..cfg.warmup + cfg.steps {
+        let t0 = Instant::now();
+        let out = model.forward(&x, true)?;
+        let loss = cross_entropy(&out.logits, &y, 0.0)?;
+        loss.to_scalar::<f32>()?;
+        let t1 = Instant::now();
+        let grads = loss.backward()?;
+        device.synchronize()?;
+        let t2 = Instant::now();
+        sgd.step(&model.params.trainable, &grads, 0.05)?;
+        device.synchronize()?;
+        if i >= cfg.warmup {
+            fwd += (t1 - t0).as_secs_f64();
+            bwd += (t2 - t1).as_secs_f64();
+            total += t0.elapsed().as_secs_f64();
+        }
+    }
+    let steps = cfg.steps.max(1) as f64;
+    let mut infer = 0f64;
+    for i in 0..cfg.warmup + cfg.steps {
+        let t0 = Instant::now();
+        model.forward(&x, false)?.logits.to_vec2::<f32>()?;
+        if i >= cfg.warmup {
+            infer += t0.elapsed().as_secs_f64();
+        }
+    }
+    Ok(Throughput {
+        train_step_s: total / steps,
+        forward_s: fwd / steps,
+        backward_s: bwd / steps,
+        train_img_s: cfg.batch as f64 * steps / total,
+        infer_img_s: cfg.batch as f64 * steps / infer,
+    })
+}
+
+/// PyTorch's figures for the same model, from `python` (None when PyTorch
+/// is not importable there).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TorchThroughput {
+    pub torch: String,
+    pub threads: usize,
+    pub train_step_s: f64,
+    pub train_img_s: f64,
+    pub infer_img_s: f64,
+}
+
+/// Runs the PyTorch reference with `python`; `Ok(None)` when PyTorch is not installed there.
+pub fn measure_torch(python: &str, cfg: &BenchConfig, device: &str) -> Result<Option<TorchThroughput>> {
+    let probe = std::process::Command::new(python).args(["-c", "import torch"]).output();
+    match probe {
+        Ok(o) if o.status.success() => {}
+        _ => return Ok(None),
+    }
+    let script = std::env::temp_dir().join(format!("misfit-torch-bench-{}.py", std::process::id()));
+    std::fs::write(&script, TORCH_SCRIPT).map_err(|e| Error::io(&script, e))?;
+    let args: Vec<String> =
+        [cfg.depth, cfg.width, cfg.size, cfg.batch, cfg.steps, cfg.warmup].iter().map(|v| v.to_string()).collect();
+    let out = std::process::Command::new(python)
+        .arg(&script)
+        .args(&args)
+        .arg(device)
+        .output()
+        .map_err(|e| Error::io(python, e))?;
+    let _ = std::fs::remove_file(&script);
+    if !out.status.success() {
+        return Err(Error::Usage(format!("the PyTorch reference failed: {}", String::from_utf8_lossy(&out.stderr))));
+    }
+    let line = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(line.trim())
+        .map(Some)
+        .map_err(|e| Error::Usage(format!("unreadable PyTorch reference output '{line}': {e}")))
+}

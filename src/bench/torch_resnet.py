@@ -1,0 +1,57 @@
+"""PyTorch reference for `misfit bench train`: the same CIFAR ResNet (option A
+shortcuts), the same batch, the same SGD step, timed the same way.
+Prints one JSON line. Used only as a benchmark reference, never by the product."""
+import json, sys, time
+import torch, torch.nn as nn, torch.nn.functional as F
+
+depth, width, size, batch, steps, warmup = (int(a) for a in sys.argv[1:7])
+device = sys.argv[7] if len(sys.argv) > 7 else "cpu"
+
+class Block(nn.Module):
+    def __init__(s, inp, out, stride):
+        super().__init__()
+        s.conv1 = nn.Conv2d(inp, out, 3, stride, 1, bias=False); s.bn1 = nn.BatchNorm2d(out)
+        s.conv2 = nn.Conv2d(out, out, 3, 1, 1, bias=False); s.bn2 = nn.BatchNorm2d(out)
+        s.pad = (out - inp) // 2 if stride != 1 or inp != out else None
+    def forward(s, x):
+        o = F.relu(s.bn1(s.conv1(x))); o = s.bn2(s.conv2(o))
+        sc = x if s.pad is None else F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, s.pad, s.pad))
+        return F.relu(o + sc)
+
+class ResNet(nn.Module):
+    def __init__(s, depth, width, classes=10):
+        super().__init__()
+        n = (depth - 2) // 6
+        s.conv1 = nn.Conv2d(3, width, 3, 1, 1, bias=False); s.bn1 = nn.BatchNorm2d(width)
+        layers, inp = [], width
+        for stage in range(3):
+            out = width << stage
+            for b in range(n):
+                layers.append(Block(inp if b == 0 else out, out, 2 if b == 0 and stage > 0 else 1))
+            inp = out
+        s.layers = nn.Sequential(*layers); s.linear = nn.Linear(4 * width, classes)
+    def forward(s, x):
+        o = s.layers(F.relu(s.bn1(s.conv1(x))))
+        return s.linear(o.mean((2, 3)))
+
+torch.manual_seed(0)
+model = ResNet(depth, width).to(device)
+opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
+x = torch.rand(batch, 3, size, size, device=device); y = torch.randint(0, 10, (batch,), device=device)
+def sync():
+    if device.startswith("cuda"): torch.cuda.synchronize()
+def step():
+    opt.zero_grad(set_to_none=True); loss = F.cross_entropy(model(x), y); loss.backward(); opt.step()
+model.train()
+for _ in range(warmup): step()
+sync(); t = time.perf_counter()
+for _ in range(steps): step()
+sync(); train_s = (time.perf_counter() - t) / steps
+model.eval()
+with torch.no_grad():
+    for _ in range(warmup): model(x)
+    sync(); t = time.perf_counter()
+    for _ in range(steps): model(x)
+    sync(); infer_s = (time.perf_counter() - t) / steps
+print(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(),
+                  "train_step_s": train_s, "train_img_s": batch / train_s, "infer_img_s": batch / infer_s}))

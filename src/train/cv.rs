@@ -1,0 +1,152 @@
+//! K-fold cross-validation: every training image gets predictions from a
+//! model that never saw it (folds stratified by label), then one final model
+//! trains on all training images for the test split, attacks and
+//! explanations. Each job is resumable from its own state file.
+
+use candle_core::Device;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use sha2::{Digest, Sha256};
+use std::path::Path;
+
+use super::{train, Dynamics, EpochSummary, Reporter, Resume, TrainConfig, TrainSet};
+use crate::data::Dataset;
+use crate::error::{Error, Result};
+use crate::model::{self, ModelConfig, Predictions, ResNet};
+
+/// Folds used when none are asked for: 5 up to 20,000 training images (each
+/// model still sees 80% of them), 4 above (one training run fewer).
+pub fn default_folds(n_train: usize) -> usize {
+    if n_train <= 20_000 {
+        5
+    } else {
+        4
+    }
+}
+
+/// Assigns each row a fold in `0..k`: within every class, rows are shuffled
+/// (seeded) and dealt round-robin, so each fold has each class's share.
+pub fn stratified_folds(labels: &[u32], k: usize, seed: u64) -> Vec<u32> {
+    let n_classes = labels.iter().map(|&l| l as usize + 1).max().unwrap_or(0);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut fold = vec![0u32; labels.len()];
+    let mut next = 0usize;
+    for c in 0..n_classes {
+        let mut rows: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] as usize == c).collect();
+        rows.shuffle(&mut rng);
+        for r in rows {
+            fold[r] = (next % k) as u32;
+            next += 1;
+        }
+    }
+    fold
+}
+
+/// What cross-validation produces.
+#[derive(Debug)]
+pub struct CvOutput {
+    /// Number of folds.
+    pub folds: usize,
+    /// Held-out fold of each training row.
+    pub fold_of: Vec<u32>,
+    /// Out-of-sample logits and features of every training row.
+    pub out_of_sample: Predictions,
+    /// The final model, trained on every training row.
+    pub model: ResNet,
+    /// The final model's training dynamics (rows in split order).
+    pub dynamics: Dynamics,
+    /// Epoch summaries of every job (`fold 1/5`, ..., `final`).
+    pub history: Vec<(String, Vec<EpochSummary>)>,
+}
+
+/// A seed for job `job` derived from the run seed.
+pub fn job_seed(seed: u64, job: usize) -> u64 {
+    seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(job as u64 + 1)
+}
+
+/// Runs K-fold cross-validation and the final training on `ds.train`.
+/// With `state_dir`, each job's state is kept there after every epoch, and
+/// a later call with the same inputs resumes where it stopped.
+#[allow(clippy::too_many_arguments)]
+pub fn cross_validate(
+    ds: &Dataset,
+    mcfg: &ModelConfig,
+    tcfg: &TrainConfig,
+    folds: usize,
+    state_dir: Option<&Path>,
+    device: &Device,
+    progress: bool,
+) -> Result<CvOutput> {
+    let n = ds.train.len();
+    if folds < 2 || folds > n {
+        return Err(Error::Usage(format!("--folds {folds}: need 2 to {n} folds")));
+    }
+    let fold_of = stratified_folds(&ds.train.labels, folds, tcfg.seed);
+    let key_base = format!(
+        "{}|{}|{}|{folds}",
+        serde_json::to_string(mcfg).expect("config serialises"),
+        serde_json::to_string(tcfg).expect("config serialises"),
+        ds.fingerprint()
+    );
+    if let Some(dir) = state_dir {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    let (h, w) = (ds.height, ds.width);
+    let len = h * w * 3;
+    let classes = mcfg.classes.len();
+    let mut oos = Predictions {
+        classes,
+        feature_dim: mcfg.feature_dim(),
+        logits: vec![0.0; n * classes],
+        features: vec![0.0; n * mcfg.feature_dim()],
+    };
+    let mut history = Vec::new();
+    let mut run_job = |job: usize, rows: &[usize], label: String| -> Result<(ResNet, Dynamics)> {
+        let seed = job_seed(tcfg.seed, job);
+        let model = ResNet::init(mcfg.clone(), seed, device)?;
+        let cfg = TrainConfig { seed, ..tcfg.clone() };
+        let key = format!("{:x}", Sha256::digest(format!("{key_base}|job {job}").as_bytes()));
+        let path = state_dir.map(|d| d.join(format!("job-{job}.safetensors")));
+        let resume = path.as_deref().map(|p| Resume { path: p, key });
+        let set = TrainSet { pixels: &ds.train.pixels, labels: &ds.train.labels, height: h, width: w, rows };
+        let (dynamics, summaries) =
+            train(&model, &set, &cfg, resume.as_ref(), &Reporter { enabled: progress, label: label.clone() })?;
+        history.push((label, summaries));
+        Ok((model, dynamics))
+    };
+    for k in 0..folds {
+        let train_rows: Vec<usize> = (0..n).filter(|&i| fold_of[i] != k as u32).collect();
+        let held: Vec<usize> = (0..n).filter(|&i| fold_of[i] == k as u32).collect();
+        let (model, _) = run_job(k, &train_rows, format!("fold {}/{folds}", k + 1))?;
+        let px: Vec<u8> = held.iter().flat_map(|&i| ds.train.pixels[i * len..(i + 1) * len].iter().copied()).collect();
+        let p = model::predict(&model, &px, held.len(), h, w, 256)?;
+        for (j, &i) in held.iter().enumerate() {
+            oos.logits[i * classes..(i + 1) * classes].copy_from_slice(p.logits_of(j));
+            let f = p.feature_dim;
+            oos.features[i * f..(i + 1) * f].copy_from_slice(&p.features[j * f..(j + 1) * f]);
+        }
+    }
+    let all: Vec<usize> = (0..n).collect();
+    let (model, dynamics) = run_job(folds, &all, "final".into())?;
+    Ok(CvOutput { folds, fold_of, out_of_sample: oos, model, dynamics, history })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folds_are_stratified_and_cover_every_row_once() {
+        let labels: Vec<u32> = (0..103).map(|i| (i % 3) as u32).collect();
+        let f = stratified_folds(&labels, 5, 7);
+        for k in 0..5u32 {
+            for c in 0..3u32 {
+                let n = (0..103).filter(|&i| f[i] == k && labels[i] == c).count();
+                assert!((6..=8).contains(&n), "fold {k} class {c}: {n}");
+            }
+        }
+        assert_eq!(f, stratified_folds(&labels, 5, 7));
+        assert_ne!(f, stratified_folds(&labels, 5, 8));
+    }
+}

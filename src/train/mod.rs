@@ -1,0 +1,297 @@
+//! Training a ResNet: seeded SGD over shuffled, augmented batches, recording
+//! every training sample's loss, margin and correctness at every epoch (the
+//! training dynamics), with a checkpoint after every epoch that a later run
+//! resumes from. [`cv`] runs K-fold cross-validation on top of it.
+
+pub mod augment;
+pub mod cv;
+pub mod dynamics;
+pub mod optim;
+pub mod schedule;
+
+use candle_core::{DType, Tensor, D};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+pub use augment::Augment;
+pub use dynamics::Dynamics;
+pub use optim::{Sgd, SgdConfig};
+pub use schedule::Schedule;
+
+use crate::error::{Error, Result};
+use crate::model::{self, checkpoint, ResNet};
+
+/// How to train.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Passes over the training images.
+    pub epochs: usize,
+    /// Images per SGD step.
+    pub batch_size: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Momentum and weight decay.
+    pub sgd: SgdConfig,
+    /// Learning-rate schedule.
+    pub schedule: Schedule,
+    /// Augmentation applied to every training batch.
+    pub augment: Augment,
+    /// Label smoothing of the training loss (0: off).
+    pub label_smoothing: f64,
+    /// Seed of the shuffles and augmentations (the caller derives one per fold).
+    pub seed: u64,
+}
+
+impl TrainConfig {
+    /// The CIFAR ResNet recipe (He et al.; akamaster): SGD 0.1, momentum 0.9,
+    /// weight decay 1e-4, batch 128, crop with 4-pixel padding and flips.
+    pub fn cifar(epochs: usize, seed: u64) -> Self {
+        TrainConfig {
+            epochs,
+            batch_size: 128,
+            lr: 0.1,
+            sgd: SgdConfig { momentum: 0.9, nesterov: false, weight_decay: 1e-4 },
+            schedule: Schedule::OneCycle { warmup: 0.15 },
+            augment: Augment { crop_padding: 4, flip: true },
+            label_smoothing: 0.0,
+            seed,
+        }
+    }
+}
+
+/// The images a model trains on: a whole split and the rows of it to use.
+#[derive(Clone, Copy, Debug)]
+pub struct TrainSet<'a> {
+    /// `[n, h, w, 3]` u8 pixels of the split.
+    pub pixels: &'a [u8],
+    /// Labels of the split.
+    pub labels: &'a [u32],
+    pub height: usize,
+    pub width: usize,
+    /// Rows of the split to train on (a fold's complement, or all).
+    pub rows: &'a [usize],
+}
+
+/// Where and how a training job keeps its resumable state.
+#[derive(Clone, Debug)]
+pub struct Resume<'a> {
+    /// The state file (a safetensors file rewritten after every epoch).
+    pub path: &'a Path,
+    /// What identifies the job (configuration, data fingerprint, rows): a
+    /// state file with another key is not resumed from.
+    pub key: String,
+}
+
+/// Reports progress: a bar per epoch and a line per epoch on standard error.
+#[derive(Clone, Debug)]
+pub struct Reporter {
+    /// Show bars and epoch lines.
+    pub enabled: bool,
+    /// What is being trained, e.g. `fold 2/4`.
+    pub label: String,
+}
+
+/// One epoch's summary.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EpochSummary {
+    pub epoch: usize,
+    pub loss: f64,
+    pub accuracy: f64,
+    pub lr: f64,
+    pub images_per_s: f64,
+}
+
+/// Cross-entropy of `[b, k]` logits against `[b]` u32 labels, with label
+/// smoothing `eps`; the mean over the batch.
+pub fn cross_entropy(logits: &Tensor, labels: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
+    let logp = candle_nn::ops::log_softmax(logits, D::Minus1)?;
+    let nll = logp.gather(&labels.unsqueeze(1)?, 1)?.squeeze(1)?.neg()?;
+    let per = if eps > 0.0 { ((nll * (1.0 - eps))? + (logp.mean(D::Minus1)?.neg()? * eps)?)? } else { nll };
+    per.mean_all()
+}
+
+/// Loss, logit margin and correctness of one row of logits against `label`.
+pub fn sample_stats(logits: &[f32], label: usize) -> (f32, f32, bool) {
+    let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    let lse = max + logits.iter().map(|&v| (v - max).exp()).sum::<f32>().ln();
+    let other =
+        logits.iter().enumerate().filter(|&(k, _)| k != label).map(|(_, &v)| v).fold(f32::NEG_INFINITY, f32::max);
+    let correct = logits[label] > other;
+    (lse - logits[label], logits[label] - other, correct)
+}
+
+/// Restores params, momentum and dynamics from a state file; returns the
+/// number of epochs it had completed, or `None` when there is no state or it
+/// belongs to another job.
+fn restore(model: &ResNet, sgd: &mut Sgd, dyn_: &mut Dynamics, resume: &Resume) -> Result<Option<usize>> {
+    if !resume.path.exists() {
+        return Ok(None);
+    }
+    let (mut tensors, meta) = checkpoint::read_tensors(resume.path, model.device())?;
+    if meta.get("state_key") != Some(&resume.key) {
+        return Ok(None);
+    }
+    let epochs: usize = meta.get("epoch").and_then(|e| e.parse().ok()).unwrap_or(0);
+    for (name, var) in model.params.trainable.iter().chain(&model.params.buffers) {
+        let t = tensors
+            .remove(name)
+            .ok_or_else(|| Error::Usage(format!("{}: state lacks {name}", resume.path.display())))?;
+        var.set(&t)?;
+    }
+    for (name, _) in &model.params.trainable {
+        if let Some(b) = tensors.remove(&format!("optim.momentum.{name}")) {
+            sgd.buffers.insert(name.clone(), b);
+        }
+    }
+    let take = |t: Option<Tensor>| -> Result<Vec<f32>> {
+        Ok(match t {
+            Some(t) => t.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?,
+            None => Vec::new(),
+        })
+    };
+    let (loss, margin, correct) = (
+        take(tensors.remove("dynamics.loss"))?,
+        take(tensors.remove("dynamics.margin"))?,
+        take(tensors.remove("dynamics.correct"))?,
+    );
+    if loss.len() != epochs * dyn_.n || margin.len() != loss.len() || correct.len() != loss.len() {
+        return Ok(None);
+    }
+    dyn_.loss = loss;
+    dyn_.margin = margin;
+    dyn_.correct = correct.into_iter().map(|c| c != 0.0).collect();
+    dyn_.epochs = epochs;
+    Ok(Some(epochs))
+}
+
+fn save_state(model: &ResNet, sgd: &Sgd, dyn_: &Dynamics, resume: &Resume, epoch: usize) -> Result<()> {
+    let device = model.device();
+    let mut tensors = model.params.tensors();
+    for (name, b) in &sgd.buffers {
+        tensors.insert(format!("optim.momentum.{name}"), b.clone());
+    }
+    let shape = (dyn_.epochs, dyn_.n);
+    tensors.insert("dynamics.loss".into(), Tensor::from_slice(&dyn_.loss, shape, device)?);
+    tensors.insert("dynamics.margin".into(), Tensor::from_slice(&dyn_.margin, shape, device)?);
+    let correct: Vec<f32> = dyn_.correct.iter().map(|&c| c as u8 as f32).collect();
+    tensors.insert("dynamics.correct".into(), Tensor::from_slice(&correct, shape, device)?);
+    let extra =
+        BTreeMap::from([("epoch".to_string(), epoch.to_string()), ("state_key".to_string(), resume.key.clone())]);
+    let bytes = checkpoint::to_bytes(&tensors, checkpoint::metadata(&model.config, &extra))?;
+    crate::atomic::write(resume.path, &bytes)
+}
+
+/// Trains `model` in place on `set.rows` and returns the training dynamics
+/// (rows in the order of `set.rows`). With `resume`, the state after every
+/// epoch is saved there, and a matching state found there is resumed from.
+pub fn train(
+    model: &ResNet,
+    set: &TrainSet,
+    cfg: &TrainConfig,
+    resume: Option<&Resume>,
+    report: &Reporter,
+) -> Result<(Dynamics, Vec<EpochSummary>)> {
+    let n = set.rows.len();
+    if n == 0 {
+        return Err(Error::Usage("no training images".into()));
+    }
+    let (h, w) = (set.height, set.width);
+    let len = h * w * 3;
+    let bs = cfg.batch_size.max(1);
+    let steps_per_epoch = n.div_ceil(bs);
+    let total_steps = steps_per_epoch * cfg.epochs;
+    let mut sgd = Sgd::new(cfg.sgd.clone());
+    let mut dynamics = Dynamics::new(n);
+    let mut start = 0;
+    if let Some(r) = resume {
+        if let Some(done) = restore(model, &mut sgd, &mut dynamics, r)? {
+            if report.enabled {
+                eprintln!("{}: resuming after epoch {done} from {}", report.label, r.path.display());
+            }
+            start = done;
+        }
+    }
+    let mut summaries = Vec::new();
+    let mut batch_px = vec![0u8; bs * len];
+    for epoch in start..cfg.epochs {
+        let t0 = Instant::now();
+        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+        rng.set_stream(epoch as u64 + 1);
+        let mut order: Vec<usize> = (0..n).collect();
+        order.shuffle(&mut rng);
+        let bar = crate::progress::bar(report.enabled, n as u64, "training");
+        bar.set_message(format!("{} epoch {}/{}", report.label, epoch + 1, cfg.epochs));
+        let (mut loss_sum, mut correct_n) = (0f64, 0usize);
+        let (mut ep_loss, mut ep_margin, mut ep_correct) = (vec![0f32; n], vec![0f32; n], vec![false; n]);
+        let mut lr = cfg.lr;
+        for (b, chunk) in order.chunks(bs).enumerate() {
+            let m = chunk.len();
+            let mut labels = Vec::with_capacity(m);
+            for (j, &k) in chunk.iter().enumerate() {
+                let row = set.rows[k];
+                augment::augment(
+                    &set.pixels[row * len..(row + 1) * len],
+                    &mut batch_px[j * len..(j + 1) * len],
+                    h,
+                    w,
+                    &cfg.augment,
+                    &mut rng,
+                );
+                labels.push(set.labels[row]);
+            }
+            let x = model::images_to_tensor(&batch_px[..m * len], m, h, w, model.device())?;
+            let y = Tensor::from_slice(&labels, m, model.device())?;
+            let out = model.forward(&x, true)?;
+            let loss = cross_entropy(&out.logits, &y, cfg.label_smoothing)?;
+            let loss_v = loss.to_scalar::<f32>()?;
+            if !loss_v.is_finite() {
+                return Err(Error::Diverged { epoch: epoch + 1, batch: b + 1, loss: loss_v });
+            }
+            let grads = loss.backward()?;
+            lr = cfg.schedule.lr(cfg.lr, epoch * steps_per_epoch + b, total_steps);
+            sgd.step(&model.params.trainable, &grads, lr)?;
+            let logits: Vec<Vec<f32>> = out.logits.to_vec2()?;
+            for (j, &k) in chunk.iter().enumerate() {
+                let (l, mg, c) = sample_stats(&logits[j], labels[j] as usize);
+                ep_loss[k] = l;
+                ep_margin[k] = mg;
+                ep_correct[k] = c;
+                loss_sum += l as f64;
+                correct_n += c as usize;
+            }
+            bar.inc(m as u64);
+        }
+        bar.finish_and_clear();
+        dynamics.push_epoch(&ep_loss, &ep_margin, &ep_correct);
+        let secs = t0.elapsed().as_secs_f64();
+        let s = EpochSummary {
+            epoch: epoch + 1,
+            loss: loss_sum / n as f64,
+            accuracy: correct_n as f64 / n as f64,
+            lr,
+            images_per_s: n as f64 / secs,
+        };
+        if report.enabled {
+            eprintln!(
+                "{} epoch {:>3}/{}: loss {:.4}  train acc {:.1}%  lr {:.4}  {:.0} img/s",
+                report.label,
+                s.epoch,
+                cfg.epochs,
+                s.loss,
+                100.0 * s.accuracy,
+                s.lr,
+                s.images_per_s
+            );
+        }
+        summaries.push(s);
+        if let Some(r) = resume {
+            save_state(model, &sgd, &dynamics, r, epoch + 1)?;
+        }
+    }
+    Ok((dynamics, summaries))
+}
