@@ -17,10 +17,13 @@ fn read_parquet(p: &Path) -> DataFrame {
     ParquetReader::new(std::fs::File::open(p).unwrap()).finish().unwrap()
 }
 
+/// The demo audit with a small, fast model: the default dataset, every table.
+const QUICK: [&str; 10] = ["audit", "--epochs", "1", "--folds", "2", "--width", "4", "--depth", "8", "-q"];
+
 #[test]
-fn audit_with_no_argument_writes_the_demo_run_that_polars_reads() {
+fn the_demo_audit_writes_tables_that_polars_reads_and_joins_by_id() {
     let dir = tempdir().unwrap();
-    let o = misfit(&["audit"], dir.path());
+    let o = misfit(&QUICK, dir.path());
     assert!(o.status.success(), "{}", text(&o));
     let run = dir.path().join("outputs/demo");
     let samples = read_parquet(&run.join("samples.parquet"));
@@ -29,7 +32,41 @@ fn audit_with_no_argument_writes_the_demo_run_that_polars_reads() {
     assert_eq!(cfg.train_per_class * 10 + 22, n_train);
     assert_eq!(samples.height(), n_train + n_test);
     let columns: Vec<&str> = samples.get_column_names().iter().map(|c| c.as_str()).collect();
-    assert_eq!(columns, vec!["id", "split", "label", "label_name"]);
+    assert_eq!(&columns[..4], &["id", "split", "label", "label_name"]);
+    for c in [
+        "fold",
+        "probs",
+        "pred",
+        "loss",
+        "self_confidence",
+        "margin",
+        "aum",
+        "forgetting_events",
+        "first_learned_epoch",
+    ] {
+        assert!(columns.contains(&c), "samples.parquet lacks {c}: {columns:?}");
+    }
+    // Probabilities read as a fixed-size array of 10 per image and sum to 1.
+    assert_eq!(samples.column("probs").unwrap().dtype(), &DataType::Array(Box::new(DataType::Float32), 10));
+    let sums = samples
+        .clone()
+        .lazy()
+        .select([col("probs").arr().sum().alias("s")])
+        .filter(col("s").lt(lit(0.999)).or(col("s").gt(lit(1.001))))
+        .collect()
+        .unwrap();
+    assert_eq!(sums.height(), 0);
+    // Every training image has a fold and dynamics; no test image has either.
+    let test_with_fold =
+        samples.clone().lazy().filter(col("split").eq(lit("test")).and(col("fold").is_not_null())).collect().unwrap();
+    assert_eq!(test_with_fold.height(), 0);
+    let dynamics = read_parquet(&run.join("dynamics.parquet"));
+    assert_eq!(dynamics.height(), n_train);
+    let confusion = read_parquet(&run.join("confusion.parquet"));
+    let total: i64 = confusion.column("count").unwrap().i64().unwrap().sum().unwrap();
+    assert_eq!(total as usize, n_test);
+    let classes = read_parquet(&run.join("classes.parquet"));
+    assert_eq!(classes.height(), 10);
     let train = samples.clone().lazy().filter(col("split").eq(lit("train"))).collect().unwrap();
     assert_eq!(train.height(), n_train);
     // label_name is the class name of label: check through a join with the class list.
@@ -61,10 +98,17 @@ fn audit_with_no_argument_writes_the_demo_run_that_polars_reads() {
     assert_eq!(manifest["planted"]["label_flip"], 96);
 
     // The same run again writes the same bytes, and leaves no temporary folder.
-    let before = std::fs::read(run.join("samples.parquet")).unwrap();
-    let o = misfit(&["audit"], dir.path());
+    let before: Vec<Vec<u8>> = ["samples.parquet", "dynamics.parquet", "model.safetensors"]
+        .iter()
+        .map(|t| std::fs::read(run.join(t)).unwrap())
+        .collect();
+    let o = misfit(&QUICK, dir.path());
     assert!(o.status.success(), "{}", text(&o));
-    assert_eq!(before, std::fs::read(run.join("samples.parquet")).unwrap());
+    let after: Vec<Vec<u8>> = ["samples.parquet", "dynamics.parquet", "model.safetensors"]
+        .iter()
+        .map(|t| std::fs::read(run.join(t)).unwrap())
+        .collect();
+    assert!(before == after, "same inputs and seed must give the same bytes");
     let entries: Vec<String> = std::fs::read_dir(dir.path().join("outputs"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -108,7 +152,24 @@ fn synth_output_audits_like_any_dataset() {
     let o =
         misfit(&["data", "synth", "--out", "synth", "--train-per-class", "20", "--test-per-class", "5"], dir.path());
     assert!(o.status.success(), "{}", text(&o));
-    let o = misfit(&["audit", "synth/demo.tar.gz", "--run", "from-archive"], dir.path());
+    let o = misfit(
+        &[
+            "audit",
+            "synth/demo.tar.gz",
+            "--run",
+            "from-archive",
+            "--epochs",
+            "1",
+            "--folds",
+            "2",
+            "--width",
+            "4",
+            "--depth",
+            "8",
+            "-q",
+        ],
+        dir.path(),
+    );
     assert!(o.status.success(), "{}", text(&o));
     let samples = read_parquet(&dir.path().join("outputs/from-archive/samples.parquet"));
     assert_eq!(samples.height(), 200 + 22 + 50 + 10);
