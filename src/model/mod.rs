@@ -12,7 +12,9 @@
 //! configured per-channel mean and std. Output: logits `[n, classes]` and the
 //! pooled features `[n, 4 * width]` that enter the head.
 
+pub mod batchnorm;
 pub mod checkpoint;
+pub mod conv;
 
 /// Which device to compute on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -303,9 +305,13 @@ impl BatchNorm {
         }
     }
 
-    fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+    /// Normalises `x`, then applies ReLU when `relu`.
+    fn forward(&self, x: &Tensor, train: bool, relu: bool) -> candle_core::Result<Tensor> {
         let c = self.weight.dim(0)?;
         let shape = (1, c, 1, 1);
+        if train && x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) {
+            return self.forward_train_cpu(x, relu);
+        }
         let (centered, var) = if train {
             let mean = x.mean_keepdim((0, 2, 3))?;
             let centered = x.broadcast_sub(&mean)?;
@@ -323,7 +329,33 @@ impl BatchNorm {
             (x.broadcast_sub(&mean)?, self.running_var.as_tensor().detach().reshape(shape)?)
         };
         let scale = (var + BN_EPS)?.sqrt()?.recip()?.broadcast_mul(&self.weight.reshape(shape)?)?;
-        centered.broadcast_mul(&scale)?.broadcast_add(&self.bias.reshape(shape)?)
+        let y = centered.broadcast_mul(&scale)?.broadcast_add(&self.bias.reshape(shape)?)?;
+        if relu {
+            y.relu()
+        } else {
+            Ok(y)
+        }
+    }
+
+    /// Training mode on the CPU: the fused op of [`batchnorm`], then the
+    /// running statistics updated from the batch statistics it measured.
+    fn forward_train_cpu(&self, x: &Tensor, relu: bool) -> candle_core::Result<Tensor> {
+        let stats = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let op = batchnorm::BatchNormTrain { eps: BN_EPS, relu, last_stats: stats.clone() };
+        let y = x.contiguous()?.apply_op3(&self.weight, &self.bias, op)?;
+        let st = stats.lock().expect("stats lock").clone();
+        let n = (x.elem_count() / self.weight.dim(0)?) as f64;
+        let m = BN_MOMENTUM;
+        let rm: Vec<f64> = self.running_mean.as_tensor().to_dtype(DType::F64)?.to_vec1()?;
+        let rv: Vec<f64> = self.running_var.as_tensor().to_dtype(DType::F64)?.to_vec1()?;
+        let new_rm: Vec<f64> = rm.iter().zip(&st).map(|(r, s)| (1.0 - m) * r + m * s.0).collect();
+        let new_rv: Vec<f64> =
+            rv.iter().zip(&st).map(|(r, s)| (1.0 - m) * r + m * s.1 * n / (n - 1.0).max(1.0)).collect();
+        let dtype = self.running_mean.dtype();
+        let dev = x.device();
+        self.running_mean.set(&Tensor::from_vec(new_rm, st.len(), dev)?.to_dtype(dtype)?)?;
+        self.running_var.set(&Tensor::from_vec(new_rv, st.len(), dev)?.to_dtype(dtype)?)?;
+        Ok(y)
     }
 }
 
@@ -343,7 +375,7 @@ impl Conv {
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        x.conv2d(&self.weight, self.padding, self.stride, 1, 1)
+        conv::conv2d(x, &self.weight, self.stride, self.padding)
     }
 }
 
@@ -375,12 +407,12 @@ struct Block {
 
 impl Block {
     fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let out = self.bn1.forward(&self.conv1.forward(x)?, train)?.relu()?;
-        let out = self.bn2.forward(&self.conv2.forward(&out)?, train)?;
+        let out = self.bn1.forward(&self.conv1.forward(x)?, train, true)?;
+        let out = self.bn2.forward(&self.conv2.forward(&out)?, train, false)?;
         let short = match &self.shortcut {
             ShortcutPath::Identity => x.clone(),
             ShortcutPath::A(pad) => subsample2(x)?.pad_with_zeros(1, *pad, *pad)?,
-            ShortcutPath::B(conv, bn) => bn.forward(&conv.forward(x)?, train)?,
+            ShortcutPath::B(conv, bn) => bn.forward(&conv.forward(x)?, train, false)?,
         };
         (out + short)?.relu()
     }
@@ -471,7 +503,7 @@ impl ResNet {
     /// statistics and updates the running ones.
     pub fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Output> {
         let x = x.broadcast_sub(&self.mean)?.broadcast_div(&self.std)?;
-        let mut out = self.bn1.forward(&self.conv1.forward(&x)?, train)?.relu()?;
+        let mut out = self.bn1.forward(&self.conv1.forward(&x)?, train, true)?;
         for block in &self.blocks {
             out = block.forward(&out, train)?;
         }

@@ -9,6 +9,7 @@ mod folder;
 mod hf_parquet;
 mod labels;
 mod model;
+mod ops;
 mod shared;
 mod train;
 mod util;

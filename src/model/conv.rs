@@ -1,0 +1,341 @@
+//! A 2-D convolution for the CPU whose forward and backward passes are all
+//! matrix multiplies: im2col + GEMM forward, GEMM + col2im for the input
+//! gradient, GEMM over im2col for the weight gradient (the `gemm` crate that
+//! candle itself uses). Written by hand because candle's CPU backward runs
+//! the input gradient as a direct `conv_transpose2d` and the weight gradient
+//! as a convolution with an image-sized kernel, which dominate a training
+//! step; no crate offers this op for candle. It is a candle `CustomOp2`, so
+//! autograd, attacks and saliency use it unchanged. Other devices use
+//! candle's own convolution.
+//!
+//! Determinism: images are independent in the forward and input-gradient
+//! passes; the weight gradient sums per-chunk partial products in a fixed
+//! chunk order, so results do not depend on the number of threads.
+
+use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
+use rayon::prelude::*;
+use std::ops::AddAssign;
+
+/// The geometry of one convolution: `[b, cin, h, w]` input, `[cout, cin, k, k]`
+/// kernel, stride and zero padding, `[b, cout, ho, wo]` output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Geometry {
+    pub b: usize,
+    pub cin: usize,
+    pub h: usize,
+    pub w: usize,
+    pub cout: usize,
+    pub k: usize,
+    pub stride: usize,
+    pub pad: usize,
+}
+
+impl Geometry {
+    /// Output height.
+    pub fn ho(&self) -> usize {
+        (self.h + 2 * self.pad - self.k) / self.stride + 1
+    }
+    /// Output width.
+    pub fn wo(&self) -> usize {
+        (self.w + 2 * self.pad - self.k) / self.stride + 1
+    }
+    /// Rows of an im2col matrix: `cin * k * k`.
+    fn rows(&self) -> usize {
+        self.cin * self.k * self.k
+    }
+    /// Columns of an im2col matrix: output pixels of one image.
+    fn cols(&self) -> usize {
+        self.ho() * self.wo()
+    }
+}
+
+/// Images per partial weight gradient; fixed so that sums do not depend on threads.
+const FILTER_CHUNK: usize = 8;
+
+/// Element types the kernels run on.
+pub trait Elem: Copy + Default + AddAssign + Send + Sync + 'static {
+    const ONE: Self;
+}
+impl Elem for f32 {
+    const ONE: f32 = 1.0;
+}
+impl Elem for f64 {
+    const ONE: f64 = 1.0;
+}
+
+/// `[cin, h, w]` image to its `[cin*k*k, ho*wo]` patch matrix.
+fn im2col<T: Elem>(x: &[T], g: &Geometry, col: &mut [T]) {
+    let (ho, wo, p) = (g.ho(), g.wo(), g.cols());
+    for ci in 0..g.cin {
+        let plane = &x[ci * g.h * g.w..(ci + 1) * g.h * g.w];
+        for ky in 0..g.k {
+            for kx in 0..g.k {
+                let row = &mut col[((ci * g.k + ky) * g.k + kx) * p..][..p];
+                for oy in 0..ho {
+                    let iy = (oy * g.stride + ky) as isize - g.pad as isize;
+                    let dst = &mut row[oy * wo..(oy + 1) * wo];
+                    if iy < 0 || iy >= g.h as isize {
+                        dst.fill(T::default());
+                        continue;
+                    }
+                    let src = &plane[iy as usize * g.w..(iy as usize + 1) * g.w];
+                    for (ox, d) in dst.iter_mut().enumerate() {
+                        let ix = (ox * g.stride + kx) as isize - g.pad as isize;
+                        *d = if ix < 0 || ix >= g.w as isize { T::default() } else { src[ix as usize] };
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adds a `[cin*k*k, ho*wo]` patch-gradient matrix back into a `[cin, h, w]` image gradient.
+fn col2im<T: Elem>(col: &[T], g: &Geometry, dx: &mut [T]) {
+    let (ho, wo, p) = (g.ho(), g.wo(), g.cols());
+    for ci in 0..g.cin {
+        let plane = &mut dx[ci * g.h * g.w..(ci + 1) * g.h * g.w];
+        for ky in 0..g.k {
+            for kx in 0..g.k {
+                let row = &col[((ci * g.k + ky) * g.k + kx) * p..][..p];
+                for oy in 0..ho {
+                    let iy = (oy * g.stride + ky) as isize - g.pad as isize;
+                    if iy < 0 || iy >= g.h as isize {
+                        continue;
+                    }
+                    let dst = &mut plane[iy as usize * g.w..(iy as usize + 1) * g.w];
+                    for ox in 0..wo {
+                        let ix = (ox * g.stride + kx) as isize - g.pad as isize;
+                        if ix >= 0 && ix < g.w as isize {
+                            dst[ix as usize] += row[oy * wo + ox];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `dst[m, n] = (accumulate ? dst : 0) + lhs[m, k] * rhs[k, n]`, with element
+/// strides given as (row stride, column stride) for each operand.
+#[allow(clippy::too_many_arguments)]
+fn matmul<T: Elem>(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [T],
+    lhs: &[T],
+    lhs_strides: (usize, usize),
+    rhs: &[T],
+    rhs_strides: (usize, usize),
+    accumulate: bool,
+) {
+    assert!(dst.len() >= m * n);
+    assert!(m == 0 || k == 0 || lhs.len() > (m - 1) * lhs_strides.0 + (k - 1) * lhs_strides.1);
+    assert!(k == 0 || n == 0 || rhs.len() > (k - 1) * rhs_strides.0 + (n - 1) * rhs_strides.1);
+    // SAFETY: the asserts above keep every index the strides reach inside the slices.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.as_ptr(),
+            lhs_strides.1 as isize,
+            lhs_strides.0 as isize,
+            rhs.as_ptr(),
+            rhs_strides.1 as isize,
+            rhs_strides.0 as isize,
+            T::ONE,
+            T::ONE,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
+}
+
+/// Forward: `[b, cin, h, w]` x and `[cout, cin, k, k]` w to `[b, cout, ho, wo]`.
+pub fn forward<T: Elem>(x: &[T], w: &[T], g: &Geometry) -> Vec<T> {
+    let (rows, p) = (g.rows(), g.cols());
+    let mut out = vec![T::default(); g.b * g.cout * p];
+    out.par_chunks_mut(g.cout * p).enumerate().for_each_init(
+        || vec![T::default(); rows * p],
+        |col, (i, o)| {
+            im2col(&x[i * g.cin * g.h * g.w..(i + 1) * g.cin * g.h * g.w], g, col);
+            matmul(g.cout, p, rows, o, w, (rows, 1), col, (p, 1), false);
+        },
+    );
+    out
+}
+
+/// Input gradient: `[b, cout, ho, wo]` dy and w to `[b, cin, h, w]` dx.
+pub fn backward_data<T: Elem>(dy: &[T], w: &[T], g: &Geometry) -> Vec<T> {
+    let (rows, p) = (g.rows(), g.cols());
+    let mut dx = vec![T::default(); g.b * g.cin * g.h * g.w];
+    dx.par_chunks_mut(g.cin * g.h * g.w).enumerate().for_each_init(
+        || vec![T::default(); rows * p],
+        |dcol, (i, d)| {
+            // dcol[rows, p] = w^T[rows, cout] * dy_i[cout, p]
+            matmul(rows, p, g.cout, dcol, w, (1, rows), &dy[i * g.cout * p..(i + 1) * g.cout * p], (p, 1), false);
+            col2im(dcol, g, d);
+        },
+    );
+    dx
+}
+
+/// Weight gradient: x and dy to `[cout, cin, k, k]` dw.
+pub fn backward_filter<T: Elem>(x: &[T], dy: &[T], g: &Geometry) -> Vec<T> {
+    let (rows, p) = (g.rows(), g.cols());
+    let chunks: Vec<usize> = (0..g.b.div_ceil(FILTER_CHUNK)).collect();
+    let partials: Vec<Vec<T>> = chunks
+        .par_iter()
+        .map(|&c| {
+            let mut dw = vec![T::default(); g.cout * rows];
+            let mut col = vec![T::default(); rows * p];
+            for i in c * FILTER_CHUNK..((c + 1) * FILTER_CHUNK).min(g.b) {
+                im2col(&x[i * g.cin * g.h * g.w..(i + 1) * g.cin * g.h * g.w], g, &mut col);
+                // dw[cout, rows] += dy_i[cout, p] * col^T[p, rows]
+                matmul(g.cout, rows, p, &mut dw, &dy[i * g.cout * p..(i + 1) * g.cout * p], (p, 1), &col, (1, p), true);
+            }
+            dw
+        })
+        .collect();
+    let mut dw = vec![T::default(); g.cout * rows];
+    for part in partials {
+        for (d, v) in dw.iter_mut().zip(part) {
+            *d += v;
+        }
+    }
+    dw
+}
+
+fn contiguous<'a, T>(data: &'a [T], l: &Layout, what: &str) -> candle_core::Result<&'a [T]> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => candle_core::bail!("conv2d: {what} must be contiguous"),
+    }
+}
+
+/// Runs `f` on two storages of the same float type.
+fn dispatch(
+    s1: &CpuStorage,
+    l1: &Layout,
+    s2: &CpuStorage,
+    l2: &Layout,
+    f32s: impl Fn(&[f32], &[f32]) -> Vec<f32>,
+    f64s: impl Fn(&[f64], &[f64]) -> Vec<f64>,
+) -> candle_core::Result<CpuStorage> {
+    match (s1, s2) {
+        (CpuStorage::F32(a), CpuStorage::F32(b)) => {
+            Ok(CpuStorage::F32(f32s(contiguous(a, l1, "lhs")?, contiguous(b, l2, "rhs")?)))
+        }
+        (CpuStorage::F64(a), CpuStorage::F64(b)) => {
+            Ok(CpuStorage::F64(f64s(contiguous(a, l1, "lhs")?, contiguous(b, l2, "rhs")?)))
+        }
+        _ => candle_core::bail!("conv2d: f32 or f64 operands of one type expected"),
+    }
+}
+
+/// The convolution as a candle op: `x.apply_op2(w, Conv2d { stride, pad })`.
+#[derive(Clone, Copy, Debug)]
+pub struct Conv2d {
+    pub stride: usize,
+    pub pad: usize,
+}
+
+fn geometry(x: &Layout, w: &Layout, stride: usize, pad: usize) -> candle_core::Result<Geometry> {
+    let (b, cin, h, wd) = x.shape().dims4()?;
+    let (cout, cin2, k, k2) = w.shape().dims4()?;
+    if cin != cin2 || k != k2 || h + 2 * pad < k || wd + 2 * pad < k {
+        candle_core::bail!("conv2d: input {:?} and kernel {:?} do not fit", x.shape(), w.shape());
+    }
+    Ok(Geometry { b, cin, h, w: wd, cout, k, stride, pad })
+}
+
+impl CustomOp2 for Conv2d {
+    fn name(&self) -> &'static str {
+        "misfit-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = geometry(l1, l2, self.stride, self.pad)?;
+        let out = dispatch(s1, l1, s2, l2, |x, w| forward(x, w, &g), |x, w| forward(x, w, &g))?;
+        Ok((out, Shape::from((g.b, g.cout, g.ho(), g.wo()))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        dy: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let dy = dy.contiguous()?;
+        let g = geometry(x.layout(), w.layout(), self.stride, self.pad)?;
+        let dx = dy.apply_op2_no_bwd(w, &BackwardData(g))?;
+        let dw = x.apply_op2_no_bwd(&dy, &BackwardFilter(g))?;
+        Ok((Some(dx), Some(dw)))
+    }
+}
+
+/// `dy.apply_op2_no_bwd(w, ..)`: the input gradient.
+struct BackwardData(Geometry);
+
+impl CustomOp2 for BackwardData {
+    fn name(&self) -> &'static str {
+        "misfit-conv2d-backward-data"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = self.0;
+        let out = dispatch(s1, l1, s2, l2, |dy, w| backward_data(dy, w, &g), |dy, w| backward_data(dy, w, &g))?;
+        Ok((out, Shape::from((g.b, g.cin, g.h, g.w))))
+    }
+}
+
+/// `x.apply_op2_no_bwd(dy, ..)`: the weight gradient.
+struct BackwardFilter(Geometry);
+
+impl CustomOp2 for BackwardFilter {
+    fn name(&self) -> &'static str {
+        "misfit-conv2d-backward-filter"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let g = self.0;
+        let out = dispatch(s1, l1, s2, l2, |x, dy| backward_filter(x, dy, &g), |x, dy| backward_filter(x, dy, &g))?;
+        Ok((out, Shape::from((g.cout, g.cin, g.k, g.k))))
+    }
+}
+
+/// `conv2d(x, w)` with square kernels, no bias, no dilation, one group: the
+/// op above on the CPU (f32, f64), candle's convolution elsewhere.
+pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, pad: usize) -> candle_core::Result<Tensor> {
+    if x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) {
+        x.contiguous()?.apply_op2(&w.contiguous()?, Conv2d { stride, pad })
+    } else {
+        x.conv2d(w, pad, stride, 1, 1)
+    }
+}

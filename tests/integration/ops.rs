@@ -1,0 +1,189 @@
+//! misfit's own convolution and batch-norm ops against candle's reference
+//! implementations, and their independence from the thread count.
+
+use candle_core::{DType, Device, Tensor, Var};
+use misfit::model::conv;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_dtype(DType::F32)
+        .unwrap()
+        .to_scalar()
+        .unwrap()
+}
+
+/// Direct (naive) convolution and its two gradients for a probe `p`, in f64:
+/// the reference the fast op is checked against.
+#[allow(clippy::too_many_arguments)]
+fn naive(
+    x: &[f32],
+    w: &[f32],
+    p: &[f32],
+    d: (usize, usize, usize, usize, usize, usize, usize, usize),
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let (b, cin, h, wd, cout, k, s, pad) = d;
+    let (ho, wo) = ((h + 2 * pad - k) / s + 1, (wd + 2 * pad - k) / s + 1);
+    let (mut out, mut dx, mut dw) = (vec![0f64; b * cout * ho * wo], vec![0f64; x.len()], vec![0f64; w.len()]);
+    for n in 0..b {
+        for co in 0..cout {
+            for oy in 0..ho {
+                for ox in 0..wo {
+                    let o = ((n * cout + co) * ho + oy) * wo + ox;
+                    for ci in 0..cin {
+                        for ky in 0..k {
+                            for kx in 0..k {
+                                let (iy, ix) =
+                                    ((oy * s + ky) as isize - pad as isize, (ox * s + kx) as isize - pad as isize);
+                                if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
+                                    continue;
+                                }
+                                let xi = ((n * cin + ci) * h + iy as usize) * wd + ix as usize;
+                                let wi = ((co * cin + ci) * k + ky) * k + kx;
+                                out[o] += x[xi] as f64 * w[wi] as f64;
+                                dx[xi] += p[o] as f64 * w[wi] as f64;
+                                dw[wi] += p[o] as f64 * x[xi] as f64;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    (out, dx, dw)
+}
+
+fn max_diff_ref(ours: &Tensor, reference: &[f64]) -> f64 {
+    let v: Vec<f32> = ours.flatten_all().unwrap().to_vec1().unwrap();
+    assert_eq!(v.len(), reference.len());
+    v.iter().zip(reference).map(|(a, b)| (*a as f64 - b).abs()).fold(0.0, f64::max)
+}
+
+#[test]
+fn convolution_forward_and_gradients_match_a_direct_reference_over_random_shapes() {
+    let dev = Device::Cpu;
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let mut cases =
+        vec![(1, 3, 7, 5, 3, 1, 1), (2, 64, 8, 8, 64, 1, 2), (3, 16, 9, 9, 32, 3, 2), (1, 5, 6, 6, 4, 3, 1)];
+    for _ in 0..16 {
+        let k = if rng.random_bool(0.5) { 3 } else { 1 };
+        cases.push((
+            rng.random_range(1..5),
+            rng.random_range(3..=64),
+            rng.random_range(k..12),
+            rng.random_range(k..12),
+            rng.random_range(3..=64),
+            k,
+            rng.random_range(1..=2),
+        ));
+    }
+    for (b, cin, h, w, cout, k, stride) in cases {
+        for pad in [0, 1] {
+            let x = Var::from_tensor(&Tensor::randn(0f32, 1f32, (b, cin, h, w), &dev).unwrap()).unwrap();
+            let wt = Var::from_tensor(&Tensor::randn(0f32, 0.2f32, (cout, cin, k, k), &dev).unwrap()).unwrap();
+            let ours = conv::conv2d(&x, &wt, stride, pad).unwrap();
+            let theirs = x.conv2d(&wt, pad, stride, 1, 1).unwrap();
+            assert_eq!(ours.dims(), theirs.dims());
+            let case = format!("b{b} cin{cin} {h}x{w} cout{cout} k{k} s{stride} p{pad}");
+            // Tolerances: f32 sums of up to 576 products of unit-scale values.
+            assert!(max_diff(&ours, &theirs) < 1e-4, "forward against candle: {case}");
+            let probe = Tensor::randn(0f32, 1f32, ours.dims(), &dev).unwrap();
+            let grads = (&ours * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+            let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let (out, dx, dw) = naive(&flat(&x), &flat(&wt), &flat(&probe), (b, cin, h, w, cout, k, stride, pad));
+            assert!(max_diff_ref(&ours, &out) < 1e-4, "forward against direct: {case}");
+            assert!(max_diff_ref(grads.get(&x).unwrap(), &dx) < 1e-3, "input gradient: {case}");
+            assert!(
+                max_diff_ref(grads.get(&wt).unwrap(), &dw) < 1e-3 * (b * h * w) as f64 / 16.0,
+                "weight gradient: {case}"
+            );
+        }
+    }
+}
+
+/// Runs a training step of a small ResNet in a pool of `threads` threads and
+/// returns the logits and every gradient, as bytes.
+fn step_bytes(threads: usize) -> Vec<u8> {
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+    pool.install(|| {
+        let dev = Device::Cpu;
+        let cfg = misfit::model::ModelConfig {
+            depth: 8,
+            width: 8,
+            shortcut: misfit::model::Shortcut::A,
+            classes: (0..10).map(|i| i.to_string()).collect(),
+            mean: [0.5; 3],
+            std: [0.25; 3],
+        };
+        let m = misfit::model::ResNet::init(cfg, 1, &dev).unwrap();
+        let px: Vec<u8> = (0..20 * 16 * 16 * 3).map(|i| (i * 7919 % 256) as u8).collect();
+        let x = misfit::model::images_to_tensor(&px, 20, 16, 16, &dev).unwrap();
+        let y = Tensor::from_vec((0..20u32).map(|i| i % 10).collect::<Vec<_>>(), 20, &dev).unwrap();
+        let out = m.forward(&x, true).unwrap();
+        let grads = misfit::train::cross_entropy(&out.logits, &y, 0.0).unwrap().backward().unwrap();
+        let mut bytes = Vec::new();
+        let mut push = |t: &Tensor| {
+            bytes.extend(t.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().flat_map(|v| v.to_le_bytes()))
+        };
+        push(&out.logits);
+        for v in m.params.trainable.values() {
+            push(grads.get(v.as_tensor()).unwrap());
+        }
+        for v in m.params.buffers.values() {
+            push(v.as_tensor());
+        }
+        bytes
+    })
+}
+
+#[test]
+fn a_training_step_is_bit_identical_whatever_the_thread_count() {
+    let one = step_bytes(1);
+    assert_eq!(one, step_bytes(2));
+    assert_eq!(one, step_bytes(3));
+}
+
+#[test]
+fn fused_batch_norm_and_relu_match_the_composed_formula_forward_and_backward() {
+    use misfit::model::batchnorm::BatchNormTrain;
+    use std::sync::{Arc, Mutex};
+    let dev = Device::Cpu;
+    for (b, c, h, w) in [(1, 3, 5, 4), (8, 16, 8, 8), (3, 64, 2, 2)] {
+        for relu in [false, true] {
+            let x = Var::from_tensor(&Tensor::randn(0.3f32, 2f32, (b, c, h, w), &dev).unwrap()).unwrap();
+            let g = Var::from_tensor(&Tensor::randn(1f32, 0.3f32, c, &dev).unwrap()).unwrap();
+            let bt = Var::from_tensor(&Tensor::randn(0f32, 0.3f32, c, &dev).unwrap()).unwrap();
+            let stats = Arc::new(Mutex::new(Vec::new()));
+            let ours = x.apply_op3(&g, &bt, BatchNormTrain { eps: 1e-5, relu, last_stats: stats.clone() }).unwrap();
+            let mean = x.mean_keepdim((0, 2, 3)).unwrap();
+            let centered = x.broadcast_sub(&mean).unwrap();
+            let var = centered.sqr().unwrap().mean_keepdim((0, 2, 3)).unwrap();
+            let theirs = centered
+                .broadcast_div(&(var + 1e-5).unwrap().sqrt().unwrap())
+                .unwrap()
+                .broadcast_mul(&g.reshape((1, c, 1, 1)).unwrap())
+                .unwrap()
+                .broadcast_add(&bt.reshape((1, c, 1, 1)).unwrap())
+                .unwrap();
+            let theirs = if relu { theirs.relu().unwrap() } else { theirs };
+            let case = format!("{b}x{c}x{h}x{w} relu {relu}");
+            assert!(max_diff(&ours, &theirs) < 1e-4, "forward {case}");
+            assert_eq!(stats.lock().unwrap().len(), c);
+            let probe = Tensor::randn(0f32, 1f32, (b, c, h, w), &dev).unwrap();
+            let g1 = (&ours * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+            let g2 = (&theirs * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+            for (name, v) in [("x", &x), ("gamma", &g), ("beta", &bt)] {
+                let d = max_diff(g1.get(v).unwrap(), g2.get(v).unwrap());
+                assert!(d < 1e-3, "{name} gradient {case}: {d}");
+            }
+        }
+    }
+}
