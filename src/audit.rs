@@ -12,7 +12,9 @@ use crate::data::{self, demo, Dataset, DatasetSpec, LoadOptions, Problems};
 use crate::error::{Error, Result};
 use crate::evaluate::{self, Evaluation};
 use crate::model::{self, checkpoint, DeviceChoice, ModelConfig, ResNet, Shortcut};
+use crate::run::ScoresSummary;
 use crate::run::{DatasetSummary, RunDir, RunManifest, TableEntry};
+use crate::scores::{self, selfcheck, Embeddings, Pixels, ScoreConfig, ScoreInput};
 use crate::tables::{self, TableMeta};
 use crate::train::{cv, Augment, Dynamics, Schedule, TrainConfig};
 
@@ -105,6 +107,9 @@ struct ModelStage {
     /// Train logits: out-of-sample when trained here, in-sample when imported.
     train_logits: Vec<f32>,
     test_logits: Vec<f32>,
+    /// The final model's pooled features of both splits.
+    train_features: Vec<f32>,
+    test_features: Vec<f32>,
     fold: Option<Vec<u32>>,
     dynamics: Option<Dynamics>,
     summary: serde_json::Value,
@@ -129,6 +134,8 @@ fn model_stage(ds: &Dataset, opts: &AuditOptions, device: &Device, state_dir: &s
             model,
             train_logits: train.logits,
             test_logits: test.logits,
+            train_features: train.features,
+            test_features: test.features,
             fold: None,
             dynamics: None,
             summary,
@@ -162,6 +169,7 @@ fn model_stage(ds: &Dataset, opts: &AuditOptions, device: &Device, state_dir: &s
     let folds = m.folds.unwrap_or_else(|| cv::default_folds(ds.train.len()));
     let out = cv::cross_validate(ds, &mcfg, &t, folds, Some(state_dir), device, opts.progress)?;
     let test = model::predict(&out.model, &ds.test.pixels, ds.test.len(), h, w, batch)?;
+    let train_final = model::predict(&out.model, &ds.train.pixels, ds.train.len(), h, w, batch)?;
     let last: BTreeMap<String, serde_json::Value> = out
         .history
         .iter()
@@ -183,6 +191,8 @@ fn model_stage(ds: &Dataset, opts: &AuditOptions, device: &Device, state_dir: &s
         model: out.model,
         train_logits: out.out_of_sample.logits,
         test_logits: test.logits,
+        train_features: train_final.features,
+        test_features: test.features,
         fold: Some(out.fold_of),
         dynamics: Some(out.dynamics),
         summary,
@@ -253,16 +263,53 @@ pub fn run(opts: &AuditOptions) -> Result<(PathBuf, RunManifest)> {
     let fold: Vec<Option<i32>> =
         (0..labels.len()).map(|i| stage.fold.as_ref().and_then(|f| f.get(i)).map(|&f| f as i32)).collect();
 
+    timing.insert("evaluate".to_string(), t2.elapsed().as_secs_f64());
+    let t3 = Instant::now();
+    let dim = stage.model.config.feature_dim();
+    let train_emb = scores::neighbors::normalize(&stage.train_features, dim);
+    let test_emb = scores::neighbors::normalize(&stage.test_features, dim);
+    let aum: Option<Vec<f32>> = stage.dynamics.as_ref().map(|d| (0..d.n).map(|i| d.aum(i)).collect());
+    let input = ScoreInput {
+        classes: k,
+        train_labels: &ds.train.labels,
+        probs: &outputs.probs[..n_train * k],
+        test_labels: &ds.test.labels,
+        embeddings: Some(Embeddings { dim, train: &train_emb, test: &test_emb }),
+        pixels: Some(Pixels { image_len: ds.image_len(), train: &ds.train.pixels, test: &ds.test.pixels }),
+        aum: aum.as_deref(),
+    };
+    let score_cfg = ScoreConfig { seed: opts.seed, ..ScoreConfig::default() };
+    let sc = scores::score(&input, &score_cfg)?;
+    if let Some(r) = &sc.recall {
+        if !r.reached_target {
+            problems.note(format!(
+                "HNSW recall@{} is {:.3} at ef {} (target {}): neighbours may be missing",
+                score_cfg.k, r.recall, r.ef_search, score_cfg.recall_target
+            ));
+        }
+    }
+    let checks = truth.as_ref().map(|t| demo_selfcheck(&ds, t, &sc));
+    timing.insert("scores".to_string(), t3.elapsed().as_secs_f64());
+    let t4 = Instant::now();
+
     let mut written = Vec::new();
     let mut write = |file: &str, batch: arrow::array::RecordBatch, row: &str| -> Result<()> {
         tables::write(&run.path(file), &batch, &meta)?;
         written.push(TableEntry { file: file.into(), rows: batch.num_rows(), row: row.into() });
         Ok(())
     };
-    let samples =
-        tables::model_columns(tables::samples(&ds), &ds.classes, &outputs, &fold, stage.dynamics.as_ref()).finish();
+    let samples = tables::model_columns(tables::samples(&ds), &ds.classes, &outputs, &fold, stage.dynamics.as_ref());
+    let samples = tables::score_columns(samples, &ds.classes, &sc.images).finish();
     write("samples.parquet", samples, "one image")?;
-    write("classes.parquet", tables::classes(&ds, &eval), "one class")?;
+    write("classes.parquet", tables::classes(&ds, &eval, Some(&sc)), "one class")?;
+    write("embeddings.parquet", tables::embeddings(&ds, &train_emb, &test_emb, dim), "one image")?;
+    if let Some((tr, te)) = &sc.neighbors {
+        write("neighbors.parquet", tables::neighbors(&ds, tr, te), "one (image, neighbour rank) pair")?;
+    }
+    write("duplicates.parquet", tables::duplicates(&ds, &sc.duplicates), "one duplicate pair")?;
+    if let Some(c) = &checks {
+        write("selfcheck.parquet", tables::selfcheck(c), "one flag or score checked against the planted problems")?;
+    }
     write(
         "confusion.parquet",
         tables::confusion(&ds.classes, &eval.confusion),
@@ -282,7 +329,7 @@ pub fn run(opts: &AuditOptions) -> Result<(PathBuf, RunManifest)> {
     }
     let extra = BTreeMap::from([("seed".to_string(), opts.seed.to_string())]);
     checkpoint::save(&run.path("model.safetensors"), &stage.model, &extra)?;
-    timing.insert("tables".to_string(), t2.elapsed().as_secs_f64());
+    timing.insert("tables".to_string(), t4.elapsed().as_secs_f64());
     timing.insert("total".to_string(), t0.elapsed().as_secs_f64());
 
     let manifest = RunManifest {
@@ -295,6 +342,7 @@ pub fn run(opts: &AuditOptions) -> Result<(PathBuf, RunManifest)> {
         planted,
         model: Some(stage.summary),
         evaluation: Some(eval),
+        scores: Some(ScoresSummary::new(&sc, &score_cfg, checks.unwrap_or_default())),
         timing_s: timing,
     };
     let dest = run.commit(&manifest)?;
@@ -302,4 +350,95 @@ pub fn run(opts: &AuditOptions) -> Result<(PathBuf, RunManifest)> {
         std::fs::remove_dir_all(&state_dir).map_err(|e| Error::io(&state_dir, e))?;
     }
     Ok((dest, manifest))
+}
+
+/// Checks the flags and scores against the demo's planted problems.
+pub fn demo_selfcheck(ds: &Dataset, truth: &demo::DemoTruth, sc: &scores::Scores) -> Vec<selfcheck::Check> {
+    use demo::ProblemKind;
+    use std::collections::{HashMap, HashSet};
+    let n_train = ds.train.len();
+    let row: HashMap<&str, usize> = ds.train.ids.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
+    let mut flipped = vec![false; n_train];
+    let mut outlier = vec![false; n_train];
+    for p in &truth.problems {
+        if let Some(&i) = row.get(p.id.as_str()) {
+            match p.kind {
+                ProblemKind::LabelFlip => flipped[i] = true,
+                ProblemKind::Outlier => outlier[i] = true,
+                _ => {}
+            }
+        }
+    }
+    let train = &sc.images[..n_train];
+    let truth_count = |t: &[bool]| t.iter().filter(|x| **x).count();
+    let top_by = |v: &[f64], m: usize| -> Vec<bool> {
+        let mut order: Vec<usize> = (0..v.len()).collect();
+        order.sort_by(|&a, &b| v[b].total_cmp(&v[a]));
+        let mut f = vec![false; v.len()];
+        for &i in order.iter().take(m) {
+            f[i] = true;
+        }
+        f
+    };
+    let flag = |f: &dyn Fn(&scores::ImageScores) -> bool| -> Vec<bool> { train.iter().map(f).collect() };
+    let value = |f: &dyn Fn(&scores::ImageScores) -> f64| -> Vec<f64> { train.iter().map(f).collect() };
+    let mut checks = vec![
+        selfcheck::flag_check("likely_mislabeled", "label_flip", &flag(&|s| s.flags.likely_mislabeled), &flipped),
+        selfcheck::flag_check("label_issue", "label_flip", &flag(&|s| s.label_issue == Some(true)), &flipped),
+        selfcheck::score_check("issue_score", "label_flip", &value(&|s| s.issue_score.unwrap_or(0.0)), &flipped),
+        selfcheck::score_check(
+            "1 - normalized_margin",
+            "label_flip",
+            &value(&|s| 1.0 - s.normalized_margin.unwrap_or(1.0)),
+            &flipped,
+        ),
+        selfcheck::score_check(
+            "1 - confidence_weighted_entropy",
+            "label_flip",
+            &value(&|s| 1.0 - s.confidence_weighted_entropy.unwrap_or(1.0)),
+            &flipped,
+        ),
+        selfcheck::score_check(
+            "1 - neighbor_agreement",
+            "label_flip",
+            &value(&|s| 1.0 - s.neighbor_agreement.unwrap_or(1.0)),
+            &flipped,
+        ),
+        selfcheck::flag_check("outlier", "outlier", &flag(&|s| s.flags.outlier), &outlier),
+        selfcheck::flag_check(
+            "top 2x by kth_distance",
+            "outlier",
+            &top_by(&value(&|s| s.kth_distance.unwrap_or(0.0) as f64), 2 * truth_count(&outlier)),
+            &outlier,
+        ),
+        selfcheck::score_check("kth_distance", "outlier", &value(&|s| s.kth_distance.unwrap_or(0.0) as f64), &outlier),
+    ];
+    // Duplicates: planted pairs found among the reported pairs.
+    let key = |a: &str, b: &str| if a < b { (a.to_string(), b.to_string()) } else { (b.to_string(), a.to_string()) };
+    let found: HashSet<(String, String)> = sc
+        .duplicates
+        .iter()
+        .map(|p| key(&ds.train.ids[p.a], if p.b_test { &ds.test.ids[p.b] } else { &ds.train.ids[p.b] }))
+        .collect();
+    let planted: Vec<(String, String)> = truth
+        .problems
+        .iter()
+        .filter(|p| matches!(p.kind, ProblemKind::DuplicateExact | ProblemKind::DuplicateNear))
+        .map(|p| key(&p.id, p.related_id.as_deref().unwrap_or_default()))
+        .collect();
+    let hit = planted.iter().filter(|k| found.contains(*k)).count();
+    let planted_set: HashSet<&(String, String)> = planted.iter().collect();
+    let true_found = found.iter().filter(|k| planted_set.contains(k)).count();
+    checks.push(selfcheck::Check {
+        name: "duplicate pairs".into(),
+        target: "duplicate".into(),
+        precision: Some(if found.is_empty() { 0.0 } else { true_found as f64 / found.len() as f64 }),
+        recall: Some(if planted.is_empty() { 0.0 } else { hit as f64 / planted.len() as f64 }),
+        f1: None,
+        flagged: Some(found.len()),
+        auroc: None,
+        positives: planted.len(),
+        images: n_train + ds.test.len(),
+    });
+    checks
 }

@@ -17,6 +17,7 @@ pub mod evaluate;
 pub mod model;
 pub mod progress;
 pub mod run;
+pub mod scores;
 pub mod tables;
 pub mod train;
 

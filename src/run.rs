@@ -93,8 +93,53 @@ pub struct RunManifest {
     /// Test-split accuracy, per-class miss rates with 95% Wilson intervals, confusion.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub evaluation: Option<crate::evaluate::Evaluation>,
+    /// Label-quality scoring: neighbour recall, noise estimate, flag counts, self-check.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scores: Option<ScoresSummary>,
     /// Wall time of each stage, in seconds.
     pub timing_s: BTreeMap<String, f64>,
+}
+
+/// What `run.json` says of the label-quality stage.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScoresSummary {
+    pub config: crate::scores::ScoreConfig,
+    /// HNSW recall@k against exact search.
+    pub recall: Option<crate::scores::RecallReport>,
+    /// Confident learning's per-class noise rates, and its noise matrix p(given | true).
+    pub noise_rate: Vec<f64>,
+    pub noise_matrix: Vec<Vec<f64>>,
+    /// Training images with each flag.
+    pub flagged: BTreeMap<String, usize>,
+    /// Duplicate pairs found.
+    pub duplicate_pairs: usize,
+    /// Flags and scores against known bad images (the demo's planted problems).
+    pub selfcheck: Vec<crate::scores::selfcheck::Check>,
+}
+
+impl ScoresSummary {
+    pub fn new(
+        s: &crate::scores::Scores,
+        cfg: &crate::scores::ScoreConfig,
+        selfcheck: Vec<crate::scores::selfcheck::Check>,
+    ) -> Self {
+        let train: Vec<&crate::scores::ImageScores> = s.images.iter().filter(|x| x.label_issue.is_some()).collect();
+        let mut flagged = BTreeMap::new();
+        flagged.insert("label_issue".into(), train.iter().filter(|x| x.label_issue == Some(true)).count());
+        flagged.insert("likely_mislabeled".into(), train.iter().filter(|x| x.flags.likely_mislabeled).count());
+        flagged.insert("ambiguous".into(), train.iter().filter(|x| x.flags.ambiguous).count());
+        flagged.insert("outlier".into(), train.iter().filter(|x| x.flags.outlier).count());
+        flagged.insert("duplicate".into(), s.images.iter().filter(|x| x.flags.duplicate).count());
+        ScoresSummary {
+            config: cfg.clone(),
+            recall: s.recall.clone(),
+            noise_rate: s.noise.noise_rate.clone(),
+            noise_matrix: s.noise.noise_matrix.clone(),
+            flagged,
+            duplicate_pairs: s.duplicates.len(),
+            selfcheck,
+        }
+    }
 }
 
 /// A run folder being written.
@@ -219,6 +264,25 @@ pub fn summary(m: &RunManifest) -> String {
             })
             .collect();
         let _ = writeln!(s, "missed   most: {}", parts.join(", "));
+    }
+    if let Some(sc) = &m.scores {
+        let f: Vec<String> = sc.flagged.iter().map(|(k, v)| format!("{v} {k}")).collect();
+        let _ = writeln!(s, "flagged  {} (train); {} duplicate pairs", f.join(", "), sc.duplicate_pairs);
+        if let Some(r) = &sc.recall {
+            let _ = writeln!(
+                s,
+                "index    HNSW recall@{} {:.3} at ef {} ({} queries)",
+                sc.config.k, r.recall, r.ef_search, r.queries
+            );
+        }
+        for c in &sc.selfcheck {
+            let line = match (c.precision, c.recall, c.auroc) {
+                (Some(p), Some(r), _) => format!("precision {p:.2} recall {r:.2} ({} flagged)", c.flagged.unwrap_or(0)),
+                (_, _, Some(a)) => format!("AUROC {a:.3}"),
+                _ => String::new(),
+            };
+            let _ = writeln!(s, "check    {} vs planted {} ({}): {line}", c.name, c.target, c.positives);
+        }
     }
     for t in &m.tables {
         let _ = writeln!(s, "table    {} ({} rows, one row = {})", t.file, t.rows, t.row);

@@ -133,6 +133,21 @@ impl TableBuilder {
         self.push(name, false, description, Arc::new(BooleanArray::from_iter(values.into_iter().map(Some))))
     }
 
+    /// A 64-bit float column with nulls.
+    pub fn opt_f64(self, name: &str, description: &str, values: impl IntoIterator<Item = Option<f64>>) -> Self {
+        self.push(name, true, description, Arc::new(Float64Array::from_iter(values)))
+    }
+
+    /// A 64-bit integer column with nulls.
+    pub fn opt_i64(self, name: &str, description: &str, values: impl IntoIterator<Item = Option<i64>>) -> Self {
+        self.push(name, true, description, Arc::new(Int64Array::from_iter(values)))
+    }
+
+    /// A boolean column with nulls.
+    pub fn opt_bool(self, name: &str, description: &str, values: impl IntoIterator<Item = Option<bool>>) -> Self {
+        self.push(name, true, description, Arc::new(BooleanArray::from_iter(values)))
+    }
+
     /// A fixed-size list of f32 per row (`width` values each), from
     /// row-major `values`; Polars reads it as `Array(Float32, width)`.
     pub fn f32_rows(self, name: &str, description: &str, values: Vec<f32>, width: usize) -> Self {
@@ -294,7 +309,7 @@ pub fn confusion(classes: &[String], confusion: &[Vec<usize>]) -> RecordBatch {
         .finish()
 }
 
-/// `classes.parquet`: one row per class; later stages add columns.
+/// `classes.parquet`: one row per class; label-quality columns when scores ran.
 ///
 /// | column | type | meaning |
 /// |---|---|---|
@@ -302,11 +317,17 @@ pub fn confusion(classes: &[String], confusion: &[Vec<usize>]) -> RecordBatch {
 /// | train_images, test_images | int64 | images with that label |
 /// | test_misses | int64 | test images of the class predicted as another |
 /// | miss_rate, miss_rate_low, miss_rate_high | float64 | misses over test images, with its 95% Wilson interval |
-pub fn classes(ds: &Dataset, eval: &crate::evaluate::Evaluation) -> RecordBatch {
+/// | estimated_noise_rate | float64 | confident learning's estimate of the class's wrong labels |
+/// | label_issues, likely_mislabeled, ambiguous, outliers, duplicates | int64 | training images of the class with each flag |
+pub fn classes(
+    ds: &Dataset,
+    eval: &crate::evaluate::Evaluation,
+    scores: Option<&crate::scores::Scores>,
+) -> RecordBatch {
     let k = ds.classes.len();
     let train = ds.train.class_counts(k);
     let c = &eval.classes;
-    TableBuilder::new()
+    let b = TableBuilder::new()
         .i32("class", "class index", (0..k).map(|i| i as i32))
         .utf8("class_name", "class name", ds.classes.iter())
         .i64("train_images", "training images with this label", train.iter().map(|&n| n as i64))
@@ -314,6 +335,215 @@ pub fn classes(ds: &Dataset, eval: &crate::evaluate::Evaluation) -> RecordBatch 
         .i64("test_misses", "test images of this class predicted as another", c.iter().map(|r| r.misses as i64))
         .f64("miss_rate", "test misses over test images", c.iter().map(|r| r.miss_rate))
         .f64("miss_rate_low", "95% Wilson interval, low end", c.iter().map(|r| r.miss_rate_low))
-        .f64("miss_rate_high", "95% Wilson interval, high end", c.iter().map(|r| r.miss_rate_high))
+        .f64("miss_rate_high", "95% Wilson interval, high end", c.iter().map(|r| r.miss_rate_high));
+    let Some(s) = scores else { return b.finish() };
+    let count = |f: &dyn Fn(&crate::scores::ImageScores) -> bool| -> Vec<i64> {
+        let mut v = vec![0i64; k];
+        for (img, &l) in s.images.iter().zip(&ds.train.labels) {
+            v[l as usize] += f(img) as i64;
+        }
+        v
+    };
+    b.f64(
+        "estimated_noise_rate",
+        "confident learning: estimated share of the class's training labels that are wrong",
+        s.noise.noise_rate.iter().copied(),
+    )
+    .i64(
+        "label_issues",
+        "training images of the class flagged by confident learning",
+        count(&|x| x.label_issue == Some(true)),
+    )
+    .i64(
+        "likely_mislabeled",
+        "training images of the class flagged likely mislabeled",
+        count(&|x| x.flags.likely_mislabeled),
+    )
+    .i64("ambiguous", "training images of the class flagged ambiguous", count(&|x| x.flags.ambiguous))
+    .i64("outliers", "training images of the class flagged outliers", count(&|x| x.flags.outlier))
+    .i64("duplicates", "training images of the class in a duplicate pair", count(&|x| x.flags.duplicate))
+    .finish()
+}
+
+/// `embeddings.parquet`: one row per image, its L2-normalised pooled features.
+///
+/// | column | type | meaning |
+/// |---|---|---|
+/// | id, split | string | the image |
+/// | vector | array(float32, dim) | unit-length embedding (the final model's pooled features) |
+pub fn embeddings(ds: &Dataset, train: &[f32], test: &[f32], dim: usize) -> RecordBatch {
+    let ids = ds.train.ids.iter().chain(&ds.test.ids);
+    let splits = std::iter::repeat_n("train", ds.train.len()).chain(std::iter::repeat_n("test", ds.test.len()));
+    TableBuilder::new()
+        .utf8("id", "image id", ids)
+        .utf8("split", "train or test", splits)
+        .f32_rows("vector", "unit-length embedding: the final model's pooled features", [train, test].concat(), dim)
+        .finish()
+}
+
+/// `neighbors.parquet`: the k nearest training images of every image, one row per (image, rank).
+///
+/// | column | type | meaning |
+/// |---|---|---|
+/// | id | string | the image (train or test) |
+/// | rank | int32 | 1 = nearest |
+/// | neighbor_id | string | a training image (never the image itself) |
+/// | distance | float32 | Euclidean distance between the unit embeddings (0 to 2) |
+/// | neighbor_label, neighbor_label_name | int32, string | the neighbour's given label |
+pub fn neighbors(
+    ds: &Dataset,
+    train_nb: &crate::scores::neighbors::Neighbors,
+    test_nb: &crate::scores::neighbors::Neighbors,
+) -> RecordBatch {
+    let k = train_nb.k;
+    let queries: Vec<&String> = ds.train.ids.iter().chain(&ds.test.ids).collect();
+    let idx: Vec<u32> = train_nb.index.iter().chain(&test_nb.index).copied().collect();
+    let dist: Vec<f32> = train_nb.distance.iter().chain(&test_nb.distance).copied().collect();
+    TableBuilder::new()
+        .utf8("id", "image id", (0..idx.len()).map(|r| queries[r / k].as_str()))
+        .i32("rank", "1 = nearest", (0..idx.len()).map(|r| (r % k) as i32 + 1))
+        .utf8(
+            "neighbor_id",
+            "id of the neighbouring training image",
+            idx.iter().map(|&j| ds.train.ids[j as usize].as_str()),
+        )
+        .f32("distance", "distance between the unit embeddings (0 to 2)", dist)
+        .i32("neighbor_label", "the neighbour's given label", idx.iter().map(|&j| ds.train.labels[j as usize] as i32))
+        .utf8(
+            "neighbor_label_name",
+            "the neighbour's given label, as a name",
+            idx.iter().map(|&j| ds.classes[ds.train.labels[j as usize] as usize].as_str()),
+        )
+        .finish()
+}
+
+/// `duplicates.parquet`: one row per duplicate pair.
+///
+/// | column | type | meaning |
+/// |---|---|---|
+/// | id_a, split_a | string | a training image |
+/// | id_b, split_b | string | its duplicate, in train or test (a leak when test) |
+/// | embedding_distance | float32 | distance between the unit embeddings |
+/// | pixel_distance | float32 | mean absolute pixel difference, grey levels of 255 |
+/// | kind | string | `exact` (identical pixels) or `near` |
+/// | same_label | bool | whether both carry the same given label |
+pub fn duplicates(ds: &Dataset, pairs: &[crate::scores::duplicates::Pair]) -> RecordBatch {
+    let b_set = |p: &crate::scores::duplicates::Pair| if p.b_test { &ds.test } else { &ds.train };
+    TableBuilder::new()
+        .utf8("id_a", "training image", pairs.iter().map(|p| ds.train.ids[p.a].as_str()))
+        .utf8("id_b", "its duplicate", pairs.iter().map(|p| b_set(p).ids[p.b].as_str()))
+        .utf8("split_a", "split of id_a (train)", pairs.iter().map(|_| "train"))
+        .utf8("split_b", "split of id_b", pairs.iter().map(|p| if p.b_test { "test" } else { "train" }))
+        .f32("embedding_distance", "distance between the unit embeddings", pairs.iter().map(|p| p.embedding_distance))
+        .f32("pixel_distance", "mean absolute pixel difference, grey levels", pairs.iter().map(|p| p.pixel_distance))
+        .utf8("kind", "exact or near", pairs.iter().map(|p| if p.exact { "exact" } else { "near" }))
+        .bool(
+            "same_label",
+            "whether both carry the same label",
+            pairs.iter().map(|p| ds.train.labels[p.a] == b_set(p).labels[p.b]),
+        )
+        .finish()
+}
+
+/// The label-quality columns of `samples.parquet` (null where they do not apply):
+///
+/// | column | type | meaning |
+/// |---|---|---|
+/// | label_issue | bool | train: flagged by confident learning's filter |
+/// | normalized_margin, confidence_weighted_entropy | float64 | train: cleanlab's ranking scores (low = suspicious) |
+/// | neighbor_agreement | float64 | distance-weighted share of the k training neighbours with the image's label |
+/// | neighbor_label, neighbor_label_name | int32, string | the neighbours' weighted majority label |
+/// | kth_distance | float32 | distance to the k-th neighbour |
+/// | outlier_percentile | float64 | share of same-class training images with a smaller k-th distance |
+/// | issue_score | float64 | train: combined label-issue score, 1 - (model + neighbour vote for the label) / 2 |
+/// | suggested_label, suggested_label_name, suggested_confidence | int32, string, float64 | train: the combined vote's class and share |
+/// | likely_mislabeled, ambiguous, outlier, duplicate | bool | the flags |
+/// | evidence | string | train: the evidence in words |
+pub fn score_columns(b: TableBuilder, classes: &[String], s: &[crate::scores::ImageScores]) -> TableBuilder {
+    let name = |l: Option<u32>| l.map(|l| classes[l as usize].as_str());
+    b.opt_bool("label_issue", "flagged by confident learning (train only)", s.iter().map(|x| x.label_issue))
+        .opt_f64(
+            "normalized_margin",
+            "cleanlab normalized margin (train only; low = suspicious)",
+            s.iter().map(|x| x.normalized_margin),
+        )
+        .opt_f64(
+            "confidence_weighted_entropy",
+            "cleanlab confidence-weighted entropy (train only; low = suspicious)",
+            s.iter().map(|x| x.confidence_weighted_entropy),
+        )
+        .opt_f64(
+            "neighbor_agreement",
+            "distance-weighted share of neighbours with the image's label",
+            s.iter().map(|x| x.neighbor_agreement),
+        )
+        .opt_i32(
+            "neighbor_label",
+            "neighbours' weighted majority label",
+            s.iter().map(|x| x.neighbor_label.map(|l| l as i32)),
+        )
+        .opt_utf8(
+            "neighbor_label_name",
+            "neighbours' weighted majority label, as a name",
+            s.iter().map(|x| name(x.neighbor_label)),
+        )
+        .opt_f32("kth_distance", "distance to the k-th nearest training image", s.iter().map(|x| x.kth_distance))
+        .opt_f64(
+            "outlier_percentile",
+            "share of same-class training images with a smaller k-th distance",
+            s.iter().map(|x| x.outlier_percentile),
+        )
+        .opt_f64(
+            "issue_score",
+            "combined label-issue score (train only; high = suspicious)",
+            s.iter().map(|x| x.issue_score),
+        )
+        .opt_i32(
+            "suggested_label",
+            "class the combined vote prefers (train only)",
+            s.iter().map(|x| x.suggested_label.map(|l| l as i32)),
+        )
+        .opt_utf8(
+            "suggested_label_name",
+            "class the combined vote prefers, as a name",
+            s.iter().map(|x| name(x.suggested_label)),
+        )
+        .opt_f64(
+            "suggested_confidence",
+            "share of the combined vote for the suggested label",
+            s.iter().map(|x| x.suggested_confidence),
+        )
+        .bool("likely_mislabeled", "label likely wrong", s.iter().map(|x| x.flags.likely_mislabeled))
+        .bool(
+            "ambiguous",
+            "model and neighbours split between two or more classes",
+            s.iter().map(|x| x.flags.ambiguous),
+        )
+        .bool("outlier", "far from every training image of its class", s.iter().map(|x| x.flags.outlier))
+        .bool("duplicate", "in a duplicate pair (see duplicates.parquet)", s.iter().map(|x| x.flags.duplicate))
+        .opt_utf8("evidence", "the evidence in words (train only)", s.iter().map(|x| x.evidence.as_deref()))
+}
+
+/// `selfcheck.parquet`: every flag and score against known bad images.
+///
+/// | column | type | meaning |
+/// |---|---|---|
+/// | name | string | the flag or score |
+/// | target | string | what is known bad: label_flip, duplicate, outlier |
+/// | precision, recall, f1 | float64, null | flags only |
+/// | flagged | int64, null | flags only: images flagged |
+/// | auroc | float64, null | scores only |
+/// | positives, images | int64 | known bad images, images checked |
+pub fn selfcheck(checks: &[crate::scores::selfcheck::Check]) -> RecordBatch {
+    TableBuilder::new()
+        .utf8("name", "flag or score", checks.iter().map(|c| c.name.as_str()))
+        .utf8("target", "what is known bad", checks.iter().map(|c| c.target.as_str()))
+        .opt_f64("precision", "flags: share of flagged images that are bad", checks.iter().map(|c| c.precision))
+        .opt_f64("recall", "flags: share of bad images flagged", checks.iter().map(|c| c.recall))
+        .opt_f64("f1", "flags: harmonic mean of precision and recall", checks.iter().map(|c| c.f1))
+        .opt_i64("flagged", "flags: images flagged", checks.iter().map(|c| c.flagged.map(|f| f as i64)))
+        .opt_f64("auroc", "scores: area under the ROC curve", checks.iter().map(|c| c.auroc))
+        .i64("positives", "known bad images", checks.iter().map(|c| c.positives as i64))
+        .i64("images", "images checked", checks.iter().map(|c| c.images as i64))
         .finish()
 }

@@ -174,3 +174,33 @@ fn synth_output_audits_like_any_dataset() {
     let samples = read_parquet(&dir.path().join("outputs/from-archive/samples.parquet"));
     assert_eq!(samples.height(), 200 + 22 + 50 + 10);
 }
+
+/// The default demo audit, exactly as `cargo run --release -- audit` runs it:
+/// the model learns the demo, and the planted problems are found.
+#[test]
+fn the_default_demo_audit_learns_the_demo_and_finds_the_planted_problems() {
+    let dir = tempdir().unwrap();
+    let o = misfit(&["audit", "-q"], dir.path());
+    assert!(o.status.success(), "{}", text(&o));
+    let summary = String::from_utf8_lossy(&o.stdout).to_string();
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("outputs/demo/run.json")).unwrap()).unwrap();
+    let acc = m["evaluation"]["accuracy"].as_f64().unwrap();
+    assert!(acc >= 0.95, "demo test accuracy {acc}");
+    let check = |name: &str, field: &str| -> f64 {
+        let c = m["scores"]["selfcheck"].as_array().unwrap().iter().find(|c| c["name"] == name).unwrap();
+        c[field].as_f64().unwrap()
+    };
+    assert!(check("likely_mislabeled", "precision") >= 0.8 && check("likely_mislabeled", "recall") >= 0.8, "{summary}");
+    assert!(check("duplicate pairs", "recall") >= 0.9, "{summary}");
+    assert!(check("top 2x by kth_distance", "recall") >= 0.8, "{summary}");
+    assert!(check("kth_distance", "auroc") >= 0.95, "{summary}");
+    assert!(m["scores"]["recall"]["recall"].as_f64().unwrap() >= 0.98);
+    // The figures are in the summary a user reads.
+    assert!(summary.contains("check    likely_mislabeled vs planted label_flip"), "{summary}");
+    // The look-alike pair is the most missed pair of classes.
+    let classes = read_parquet(&dir.path().join("outputs/demo/classes.parquet"));
+    let worst = classes.sort(["miss_rate"], SortMultipleOptions::default().with_order_descending(true)).unwrap();
+    let top2: Vec<Option<&str>> = worst.column("class_name").unwrap().str().unwrap().iter().take(2).collect();
+    assert!(top2.contains(&Some("square")) && top2.contains(&Some("notched_square")), "{top2:?}");
+}

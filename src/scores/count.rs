@@ -1,0 +1,204 @@
+//! Confident learning, counting (Northcutt et al. 2021; cleanlab's `count`):
+//! per-class thresholds, the confident joint, its calibration, and the
+//! estimated joint distribution of given and true labels with the noise
+//! rates it implies. Probabilities are out-of-sample, `[n, k]` row-major.
+//! Ported by hand because no Rust crate implements confident learning; the
+//! steps and tie-breaking follow cleanlab 2 so that results agree with it.
+
+/// Per-class thresholds: the mean probability of class j over the images
+/// whose given label is j (the expected self-confidence of class j).
+pub fn thresholds(labels: &[u32], probs: &[f32], k: usize) -> Vec<f64> {
+    let mut sum = vec![0f64; k];
+    let mut count = vec![0usize; k];
+    for (row, &l) in probs.chunks_exact(k).zip(labels) {
+        sum[l as usize] += row[l as usize] as f64;
+        count[l as usize] += 1;
+    }
+    sum.iter().zip(&count).map(|(s, &c)| if c > 0 { s / c as f64 } else { 0.0 }).collect()
+}
+
+/// The class confidently predicted for one row, if any: among classes whose
+/// probability reaches their threshold, the row's arg-max when there are
+/// several, else the single one (cleanlab's rule).
+pub fn confident_class(row: &[f32], thresholds: &[f64]) -> Option<usize> {
+    let confident: Vec<usize> = (0..row.len()).filter(|&j| row[j] as f64 >= thresholds[j] - 1e-6).collect();
+    match confident.len() {
+        0 => None,
+        1 => Some(confident[0]),
+        _ => Some(argmax(row)),
+    }
+}
+
+/// Index of the largest value (the first on ties).
+pub fn argmax(row: &[f32]) -> usize {
+    let mut best = 0;
+    for (j, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = j;
+        }
+    }
+    best
+}
+
+/// A `k x k` count matrix, `m[given][true]`.
+pub type Matrix = Vec<Vec<f64>>;
+
+/// The confident joint `C[given][true]`: images counted by their given label
+/// and confidently predicted class, with at least 1 on the diagonal.
+pub fn confident_joint(labels: &[u32], probs: &[f32], k: usize, thresholds: &[f64]) -> Matrix {
+    let mut c = vec![vec![0f64; k]; k];
+    for (row, &l) in probs.chunks_exact(k).zip(labels) {
+        if let Some(j) = confident_class(row, thresholds) {
+            c[l as usize][j] += 1.0;
+        }
+    }
+    for (i, row) in c.iter_mut().enumerate() {
+        row[i] = row[i].max(1.0);
+    }
+    c
+}
+
+/// Rounds values to integers keeping their (rounded) sum, moving the values
+/// with the largest rounding loss first (cleanlab's `round_preserving_sum`;
+/// numpy rounds halves to even, so does this).
+pub fn round_preserving_sum(values: &[f64]) -> Vec<f64> {
+    let mut ints: Vec<f64> = values.iter().map(|v| v.round_ties_even()).collect();
+    let orig_sum = values.iter().sum::<f64>().round_ties_even();
+    let mut int_sum = ints.iter().sum::<f64>().round_ties_even();
+    while (int_sum - orig_sum).abs() > 1e-6 {
+        let diff = (orig_sum - int_sum).round_ties_even();
+        let increment = if diff < 0.0 { -1.0 } else { 1.0 };
+        let changes = (diff.abs() as usize).min(values.len());
+        // Largest (value - rounded) first; a stable sort reversed, as numpy's argsort()[::-1].
+        let mut order: Vec<usize> = (0..values.len()).collect();
+        order.sort_by(|&a, &b| (values[a] - ints[a]).total_cmp(&(values[b] - ints[b])));
+        order.reverse();
+        for &i in order.iter().take(changes) {
+            ints[i] += increment;
+        }
+        int_sum = ints.iter().sum::<f64>().round_ties_even();
+    }
+    ints
+}
+
+/// Calibrates the confident joint so that each row sums to the number of
+/// images with that given label and the whole to the number of images.
+pub fn calibrate(c: &Matrix, labels: &[u32]) -> Matrix {
+    let k = c.len();
+    let mut label_counts = vec![0f64; k];
+    for &l in labels {
+        label_counts[l as usize] += 1.0;
+    }
+    let mut m: Matrix = c
+        .iter()
+        .enumerate()
+        .map(|(i, row)| {
+            let s: f64 = row.iter().sum::<f64>().max(1e-16);
+            row.iter().map(|v| v / s * label_counts[i]).collect()
+        })
+        .collect();
+    let total: f64 = m.iter().flatten().sum::<f64>().max(1e-16);
+    let n = labels.len() as f64;
+    for row in &mut m {
+        for v in row.iter_mut() {
+            *v = *v / total * n;
+        }
+    }
+    m.iter().map(|row| round_preserving_sum(row)).collect()
+}
+
+/// What counting estimates about the label noise.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct NoiseEstimate {
+    /// Per-class thresholds.
+    pub thresholds: Vec<f64>,
+    /// Calibrated confident joint, `[given][true]` counts.
+    pub confident_joint: Matrix,
+    /// Estimated joint distribution p(given, true) (sums to 1).
+    pub joint: Matrix,
+    /// p(given = i | true = j), `[given][true]`: the noise matrix.
+    pub noise_matrix: Matrix,
+    /// Per given class: the estimated share of its images whose true class is another.
+    pub noise_rate: Vec<f64>,
+}
+
+/// Counts: thresholds, calibrated confident joint, joint, noise matrix and rates.
+pub fn estimate(labels: &[u32], probs: &[f32], k: usize) -> NoiseEstimate {
+    let t = thresholds(labels, probs, k);
+    let cj = calibrate(&confident_joint(labels, probs, k, &t), labels);
+    let total: f64 = cj.iter().flatten().sum::<f64>().max(1e-16);
+    let joint: Matrix = cj.iter().map(|r| r.iter().map(|v| v / total).collect()).collect();
+    let col_sums: Vec<f64> = (0..k).map(|j| (0..k).map(|i| joint[i][j]).sum()).collect();
+    let noise_matrix: Matrix = (0..k)
+        .map(|i| (0..k).map(|j| if col_sums[j] > 0.0 { joint[i][j] / col_sums[j] } else { 0.0 }).collect())
+        .collect();
+    let noise_rate = (0..k)
+        .map(|i| {
+            let s: f64 = joint[i].iter().sum();
+            if s > 0.0 {
+                1.0 - joint[i][i] / s
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    NoiseEstimate { thresholds: t, confident_joint: cj, joint, noise_matrix, noise_rate }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Six images, three classes; probabilities chosen so that every step
+    /// can be followed by hand.
+    fn case() -> (Vec<u32>, Vec<f32>) {
+        let labels = vec![0, 0, 1, 1, 2, 2];
+        #[rustfmt::skip]
+        let probs = vec![
+            0.8, 0.1, 0.1,
+            0.2, 0.7, 0.1, // given 0, confidently 1
+            0.1, 0.8, 0.1,
+            0.1, 0.6, 0.3,
+            0.1, 0.1, 0.8,
+            0.3, 0.1, 0.6,
+        ];
+        (labels, probs)
+    }
+
+    #[test]
+    fn thresholds_are_mean_self_confidence_per_class() {
+        let (l, p) = case();
+        let t = thresholds(&l, &p, 3);
+        let want = [0.5, 0.7, 0.7];
+        for (a, b) in t.iter().zip(want) {
+            assert!((a - b).abs() < 1e-6, "{t:?}");
+        }
+    }
+
+    #[test]
+    fn the_confident_joint_counts_confident_predictions_by_given_label() {
+        let (l, p) = case();
+        let t = thresholds(&l, &p, 3);
+        // Row 1 (given 0): only class 1 reaches its threshold 0.7 -> C[0][1].
+        // Row 3 (given 1): 0.6 < 0.7 and 0.3 < 0.7, 0.1 < 0.5: not counted.
+        // Row 5 (given 2): 0.6 < 0.7, 0.3 < 0.5: not counted.
+        let c = confident_joint(&l, &p, 3, &t);
+        assert_eq!(c, vec![vec![1.0, 1.0, 0.0], vec![0.0, 1.0, 0.0], vec![0.0, 0.0, 1.0]]);
+        // Calibrated: rows scaled to label counts (2, 2, 2), total 6.
+        assert_eq!(calibrate(&c, &l), vec![vec![1.0, 1.0, 0.0], vec![0.0, 2.0, 0.0], vec![0.0, 0.0, 2.0]]);
+        let e = estimate(&l, &p, 3);
+        assert!((e.noise_rate[0] - 0.5).abs() < 1e-12 && e.noise_rate[1] == 0.0);
+        // p(given 0 | true 1) = (1/6) / (3/6).
+        assert!((e.noise_matrix[0][1] - 1.0 / 3.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn rounding_preserves_the_sum_like_numpy() {
+        // Halves round to even (0, 2, 2, 0 = 4); the missing 1 goes to the last of
+        // the largest losses, as numpy's reversed stable argsort picks it.
+        assert_eq!(round_preserving_sum(&[0.5, 1.5, 2.5, 0.5]), vec![0.0, 2.0, 2.0, 1.0]);
+        assert_eq!(round_preserving_sum(&[1.4, 1.4, 1.2]), vec![1.0, 2.0, 1.0]);
+        let v = [0.33, 0.33, 0.34, 2.0];
+        assert_eq!(round_preserving_sum(&v).iter().sum::<f64>(), 3.0);
+    }
+}

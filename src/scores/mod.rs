@@ -1,0 +1,225 @@
+//! Label-quality scores: for every training image, whether its label is
+//! likely wrong, whether it is ambiguous, an outlier or a duplicate, and a
+//! suggested label with the evidence. Split like cleanlab: [`count`]
+//! (noise estimation), [`rank`] (per-image scores), [`filter`] (which images
+//! are issues); plus [`neighbors`] (HNSW over embeddings), [`duplicates`]
+//! and [`combine`] (the flags). Runs from a trained model's outputs or from
+//! files (`misfit score`).
+
+pub mod combine;
+pub mod count;
+pub mod duplicates;
+pub mod filter;
+pub mod neighbors;
+pub mod rank;
+pub mod selfcheck;
+
+use serde::{Deserialize, Serialize};
+
+pub use combine::{Flags, ImageScores};
+pub use filter::PruneMethod;
+
+use crate::error::{Error, Result};
+
+/// How scoring runs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScoreConfig {
+    /// Neighbours per image.
+    pub k: usize,
+    /// Confident-learning filter.
+    pub prune: PruneMethod,
+    /// HNSW settings.
+    pub hnsw: neighbors::HnswConfig,
+    /// Recall@k the index must reach against exact search (ef is raised until it does).
+    pub recall_target: f64,
+    /// Queries sampled for the recall check.
+    pub recall_queries: usize,
+    /// Duplicate thresholds.
+    pub duplicates: duplicates::DuplicateConfig,
+    /// Seed of the recall sample.
+    pub seed: u64,
+}
+
+impl Default for ScoreConfig {
+    fn default() -> Self {
+        ScoreConfig {
+            k: 10,
+            prune: PruneMethod::PruneByNoiseRate,
+            hnsw: neighbors::HnswConfig::default(),
+            recall_target: 0.98,
+            recall_queries: 1000,
+            duplicates: duplicates::DuplicateConfig::default(),
+            seed: 0,
+        }
+    }
+}
+
+/// Embeddings of both splits: `[n, dim]` unit vectors.
+#[derive(Clone, Debug)]
+pub struct Embeddings<'a> {
+    pub dim: usize,
+    pub train: &'a [f32],
+    pub test: &'a [f32],
+}
+
+/// Pixels of both splits, to confirm duplicates.
+#[derive(Clone, Copy, Debug)]
+pub struct Pixels<'a> {
+    pub image_len: usize,
+    pub train: &'a [u8],
+    pub test: &'a [u8],
+}
+
+/// What scoring is given.
+#[derive(Clone, Debug)]
+pub struct ScoreInput<'a> {
+    /// Number of classes.
+    pub classes: usize,
+    /// Given labels of the training images.
+    pub train_labels: &'a [u32],
+    /// Out-of-sample probabilities of the training images, `[n_train, classes]`.
+    pub probs: &'a [f32],
+    /// Given labels of the test images.
+    pub test_labels: &'a [u32],
+    /// Embeddings, when there are any.
+    pub embeddings: Option<Embeddings<'a>>,
+    /// Pixels, when there are any.
+    pub pixels: Option<Pixels<'a>>,
+    /// Area under the margin of each training image, when training ran here.
+    pub aum: Option<&'a [f32]>,
+}
+
+/// The recall check of the HNSW index.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RecallReport {
+    /// Recall@k on the sampled queries at the ef finally used.
+    pub recall: f64,
+    /// ef used for the search.
+    pub ef_search: usize,
+    /// Queries sampled.
+    pub queries: usize,
+    /// Whether the target was reached.
+    pub reached_target: bool,
+}
+
+/// Everything scoring produced.
+#[derive(Debug)]
+pub struct Scores {
+    /// Noise estimate from confident learning.
+    pub noise: count::NoiseEstimate,
+    /// Per training image, then per test image (test rows have no
+    /// confident-learning values).
+    pub images: Vec<ImageScores>,
+    /// Neighbours of training queries and of test queries.
+    pub neighbors: Option<(neighbors::Neighbors, neighbors::Neighbors)>,
+    /// Duplicate pairs.
+    pub duplicates: Vec<duplicates::Pair>,
+    /// Index recall.
+    pub recall: Option<RecallReport>,
+}
+
+/// Checks the inputs of scoring; errors name the problem and the first offending row.
+pub fn validate(input: &ScoreInput, cfg: &ScoreConfig) -> Result<()> {
+    let k = input.classes;
+    let n = input.train_labels.len();
+    if input.probs.len() != n * k {
+        return Err(Error::Usage(format!(
+            "probabilities hold {} values, expected {n} training images x {k} classes",
+            input.probs.len()
+        )));
+    }
+    for (i, row) in input.probs.chunks_exact(k).enumerate() {
+        let s: f64 = row.iter().map(|&v| v as f64).sum();
+        if row.iter().any(|v| !v.is_finite() || *v < 0.0) {
+            return Err(Error::Usage(format!("row {i}: probabilities contain NaN, infinity or a negative value")));
+        }
+        if (s - 1.0).abs() > 1e-3 {
+            return Err(Error::Usage(format!("row {i}: probabilities sum to {s:.6}, not 1 (tolerance 0.001)")));
+        }
+    }
+    let mut counts = vec![0usize; k];
+    for (i, &l) in input.train_labels.iter().enumerate() {
+        if l as usize >= k {
+            return Err(Error::Usage(format!("row {i}: label {l} is outside 0..{}", k - 1)));
+        }
+        counts[l as usize] += 1;
+    }
+    if let Some(c) = counts.iter().position(|&c| c == 0) {
+        return Err(Error::Usage(format!("class {c} has no training sample")));
+    }
+    if let Some(e) = &input.embeddings {
+        if e.train.len() != n * e.dim {
+            return Err(Error::Usage(format!("embeddings hold {} values, expected {n} x {}", e.train.len(), e.dim)));
+        }
+        if cfg.k >= n {
+            return Err(Error::Usage(format!("k = {} neighbours but only {n} training images", cfg.k)));
+        }
+    }
+    Ok(())
+}
+
+/// Scores every image.
+pub fn score(input: &ScoreInput, cfg: &ScoreConfig) -> Result<Scores> {
+    validate(input, cfg)?;
+    let k = input.classes;
+    let noise = count::estimate(input.train_labels, input.probs, k);
+    let issues = filter::find_label_issues(input.train_labels, input.probs, k, &noise.confident_joint, cfg.prune);
+    let (nbrs, recall) = match &input.embeddings {
+        Some(e) => {
+            let (tr, te, report) = search_neighbors(e, cfg);
+            (Some((tr, te)), Some(report))
+        }
+        None => (None, None),
+    };
+    let duplicates = match (&nbrs, &input.pixels) {
+        (Some((tr, te)), Some(px)) => duplicates::find(px.train, px.test, px.image_len, tr, te, &cfg.duplicates),
+        _ => Vec::new(),
+    };
+    let images = combine::combine(input, &issues, nbrs.as_ref(), &duplicates);
+    Ok(Scores { noise, images, neighbors: nbrs, duplicates, recall })
+}
+
+/// Neighbours of every train and test image among the training images, by
+/// HNSW, with ef raised (doubling, up to 1024) until the sampled recall
+/// against exact search reaches the target.
+fn search_neighbors(e: &Embeddings, cfg: &ScoreConfig) -> (neighbors::Neighbors, neighbors::Neighbors, RecallReport) {
+    let dim = e.dim;
+    let n_train = e.train.len() / dim;
+    let n_test = e.test.len() / dim;
+    let index = neighbors::Index::build(e.train, dim, &cfg.hnsw);
+    let self_rows: Vec<Option<u32>> = (0..n_train as u32).map(Some).collect();
+    let none = vec![None; n_test];
+    // Recall sample: train queries (themselves excluded) and test queries.
+    let sample = neighbors::sample_rows(n_train + n_test, cfg.recall_queries, cfg.seed);
+    let mut q = Vec::with_capacity(sample.len() * dim);
+    let mut q_self = Vec::with_capacity(sample.len());
+    for &s in &sample {
+        if s < n_train {
+            q.extend_from_slice(&e.train[s * dim..(s + 1) * dim]);
+            q_self.push(Some(s as u32));
+        } else {
+            q.extend_from_slice(&e.test[(s - n_train) * dim..(s - n_train + 1) * dim]);
+            q_self.push(None);
+        }
+    }
+    let truth = neighbors::exact(e.train, &q, dim, cfg.k, &q_self);
+    let mut ef = cfg.hnsw.ef_search;
+    loop {
+        let tr = index.search(e.train, dim, cfg.k, ef, &self_rows);
+        let te = index.search(e.test, dim, cfg.k, ef, &none);
+        let hits: usize = sample
+            .iter()
+            .enumerate()
+            .map(|(j, &s)| {
+                let found = if s < n_train { tr.of(s) } else { te.of(s - n_train) };
+                found.iter().filter(|i| truth.of(j).contains(i)).count()
+            })
+            .sum();
+        let recall = hits as f64 / (sample.len() * cfg.k).max(1) as f64;
+        let reached = recall >= cfg.recall_target;
+        if reached || ef >= 1024 {
+            return (tr, te, RecallReport { recall, ef_search: ef, queries: sample.len(), reached_target: reached });
+        }
+        ef *= 2;
+    }
+}

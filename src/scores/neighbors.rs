@@ -1,0 +1,248 @@
+//! Nearest training neighbours of every image in embedding space: an HNSW
+//! index (hnsw_rs) over the L2-normalised training embeddings, checked on
+//! every run against exact search (one matrix multiply per block of queries).
+
+use hnsw_rs::prelude::{DistL2, Hnsw};
+use rand::seq::index::sample;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// Neighbours of a set of queries: `k` per query, nearest first.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Neighbors {
+    /// Neighbours per query.
+    pub k: usize,
+    /// `[queries, k]` row indices into the training embeddings.
+    pub index: Vec<u32>,
+    /// `[queries, k]` Euclidean distances between unit vectors (0 to 2).
+    pub distance: Vec<f32>,
+}
+
+impl Neighbors {
+    /// Neighbour rows of query `q`.
+    pub fn of(&self, q: usize) -> &[u32] {
+        &self.index[q * self.k..(q + 1) * self.k]
+    }
+    /// Distances of query `q`'s neighbours.
+    pub fn distances(&self, q: usize) -> &[f32] {
+        &self.distance[q * self.k..(q + 1) * self.k]
+    }
+}
+
+/// Scales every `dim`-long row to unit length (zero rows stay zero).
+pub fn normalize(v: &[f32], dim: usize) -> Vec<f32> {
+    v.chunks_exact(dim)
+        .flat_map(|row| {
+            let n = row.iter().map(|x| x * x).sum::<f32>().sqrt();
+            row.iter().map(move |x| if n > 0.0 { x / n } else { 0.0 }).collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Keeps the `k` nearest of (row, distance) candidates, nearest first, ties by row.
+fn nearest(mut c: Vec<(u32, f32)>, k: usize) -> Vec<(u32, f32)> {
+    let cmp = |a: &(u32, f32), b: &(u32, f32)| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0));
+    if c.len() > k {
+        c.select_nth_unstable_by(k, cmp);
+        c.truncate(k);
+    }
+    c.sort_by(cmp);
+    c
+}
+
+/// Exact `k` nearest training rows of each query (unit vectors), leaving out
+/// training row `self_row[q]` for query q when given (the query itself).
+pub fn exact(train: &[f32], queries: &[f32], dim: usize, k: usize, self_row: &[Option<u32>]) -> Neighbors {
+    let n = train.len() / dim;
+    let nq = queries.len() / dim;
+    const BLOCK: usize = 256;
+    let rows: Vec<Vec<(u32, f32)>> = (0..nq.div_ceil(BLOCK))
+        .into_par_iter()
+        .flat_map_iter(|b| {
+            let q0 = b * BLOCK;
+            let m = BLOCK.min(nq - q0);
+            let mut dots = vec![0f32; m * n];
+            // dots[m, n] = queries[m, dim] * train^T[dim, n]
+            // SAFETY: the strides address queries[q0.., dim] and train[n, dim] in bounds.
+            unsafe {
+                gemm::gemm(
+                    m,
+                    n,
+                    dim,
+                    dots.as_mut_ptr(),
+                    1,
+                    n as isize,
+                    false,
+                    queries[q0 * dim..].as_ptr(),
+                    1,
+                    dim as isize,
+                    train.as_ptr(),
+                    dim as isize,
+                    1,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+            (0..m)
+                .map(|i| {
+                    let skip = self_row[q0 + i];
+                    let c: Vec<(u32, f32)> = (0..n as u32)
+                        .filter(|&j| Some(j) != skip)
+                        .map(|j| (j, (2.0 - 2.0 * dots[i * n + j as usize]).max(0.0).sqrt()))
+                        .collect();
+                    nearest(c, k)
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    collect(rows, k)
+}
+
+fn collect(rows: Vec<Vec<(u32, f32)>>, k: usize) -> Neighbors {
+    let mut out =
+        Neighbors { k, index: Vec::with_capacity(rows.len() * k), distance: Vec::with_capacity(rows.len() * k) };
+    for r in rows {
+        assert_eq!(r.len(), k, "fewer candidates than neighbours asked for");
+        for (i, d) in r {
+            out.index.push(i);
+            out.distance.push(d);
+        }
+    }
+    out
+}
+
+/// HNSW settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HnswConfig {
+    /// Links per node (M).
+    pub max_connections: usize,
+    /// Candidate list size while building.
+    pub ef_construction: usize,
+    /// Candidate list size while searching (raised until recall reaches the target).
+    pub ef_search: usize,
+}
+
+impl Default for HnswConfig {
+    fn default() -> Self {
+        HnswConfig { max_connections: 16, ef_construction: 200, ef_search: 64 }
+    }
+}
+
+/// An HNSW index over unit training vectors. Points are inserted one by one
+/// in row order, so the same embeddings always give the same graph.
+pub struct Index<'a> {
+    hnsw: Hnsw<'a, f32, DistL2>,
+}
+
+impl<'a> Index<'a> {
+    /// Builds the index.
+    pub fn build(train: &'a [f32], dim: usize, cfg: &HnswConfig) -> Self {
+        let n = train.len() / dim;
+        let layers = 16.min((n.max(2) as f64).ln().ceil() as usize).max(1);
+        let mut hnsw = Hnsw::new(cfg.max_connections, n, layers, cfg.ef_construction, DistL2 {});
+        for (i, row) in train.chunks_exact(dim).enumerate() {
+            hnsw.insert_slice((row, i));
+        }
+        hnsw.set_searching_mode(true);
+        Index { hnsw }
+    }
+
+    /// The `k` nearest training rows of each query, leaving out `self_row[q]`.
+    pub fn search(&self, queries: &[f32], dim: usize, k: usize, ef: usize, self_row: &[Option<u32>]) -> Neighbors {
+        let rows: Vec<Vec<(u32, f32)>> = queries
+            .par_chunks_exact(dim)
+            .enumerate()
+            .map(|(q, v)| {
+                let found = self.hnsw.search(v, k + 1, ef.max(k + 1));
+                let c: Vec<(u32, f32)> = found
+                    .iter()
+                    .map(|n| (n.d_id as u32, n.distance))
+                    .filter(|&(i, _)| Some(i) != self_row[q])
+                    .collect();
+                nearest(c, k)
+            })
+            .collect();
+        collect(rows, k)
+    }
+}
+
+/// Mean share of the exact `k` neighbours that the approximate search found,
+/// over the queries given by `rows` (indices into both neighbour sets).
+pub fn recall(approx: &Neighbors, exact: &Neighbors, rows: &[usize]) -> f64 {
+    let k = approx.k;
+    let hits: usize = rows
+        .iter()
+        .enumerate()
+        .map(|(e, &q)| {
+            let truth = exact.of(e);
+            approx.of(q).iter().filter(|i| truth.contains(i)).count()
+        })
+        .sum();
+    hits as f64 / (rows.len() * k).max(1) as f64
+}
+
+/// A seeded sample of `m` query rows out of `n`, sorted.
+pub fn sample_rows(n: usize, m: usize, seed: u64) -> Vec<usize> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut rows = sample(&mut rng, n, m.min(n)).into_vec();
+    rows.sort_unstable();
+    rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn points(n: usize, dim: usize, seed: u64) -> Vec<f32> {
+        use rand::Rng;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        normalize(&(0..n * dim).map(|_| rng.random_range(-1.0f32..1.0)).collect::<Vec<_>>(), dim)
+    }
+
+    #[test]
+    fn exact_search_finds_the_brute_force_neighbours_without_the_query_itself() {
+        let dim = 8;
+        let train = points(300, dim, 1);
+        let self_rows: Vec<Option<u32>> = (0..300).map(|i| Some(i as u32)).collect();
+        let nb = exact(&train, &train, dim, 5, &self_rows);
+        for q in [0usize, 17, 299] {
+            let mut all: Vec<(u32, f32)> = (0..300u32)
+                .filter(|&j| j as usize != q)
+                .map(|j| {
+                    let d: f32 = (0..dim)
+                        .map(|t| (train[q * dim + t] - train[j as usize * dim + t]).powi(2))
+                        .sum::<f32>()
+                        .sqrt();
+                    (j, d)
+                })
+                .collect();
+            all.sort_by(|a, b| a.1.total_cmp(&b.1));
+            let want: Vec<u32> = all[..5].iter().map(|x| x.0).collect();
+            assert_eq!(nb.of(q), want.as_slice(), "query {q}");
+            assert!((nb.distances(q)[0] - all[0].1).abs() < 1e-4);
+        }
+    }
+
+    #[test]
+    fn hnsw_neighbours_agree_with_exact_search() {
+        let dim = 16;
+        let train = points(3000, dim, 2);
+        let queries = points(200, dim, 3);
+        let none = vec![None; 200];
+        let idx = Index::build(&train, dim, &HnswConfig::default());
+        let approx = idx.search(&queries, dim, 10, 64, &none);
+        let truth = exact(&train, &queries, dim, 10, &none);
+        let all: Vec<usize> = (0..200).collect();
+        let r = recall(&approx, &truth, &all);
+        assert!(r > 0.95, "recall@10 {r}");
+        // Same inputs, same graph, same answers.
+        let again = Index::build(&train, dim, &HnswConfig::default()).search(&queries, dim, 10, 64, &none);
+        assert_eq!(approx, again);
+    }
+}
