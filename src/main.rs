@@ -129,10 +129,10 @@ struct ModelArgs {
     #[arg(long, value_name = "FILE")]
     model: Option<PathBuf>,
     /// Input normalisation mean (R,G,B in [0,1]) for an imported model whose file has none.
-    #[arg(long, value_name = "R,G,B", value_delimiter = ',', num_args = 3)]
+    #[arg(long, value_name = "R,G,B", value_delimiter = ',')]
     mean: Option<Vec<f32>>,
     /// Input normalisation std for an imported model whose file has none.
-    #[arg(long, value_name = "R,G,B", value_delimiter = ',', num_args = 3)]
+    #[arg(long, value_name = "R,G,B", value_delimiter = ',')]
     std: Option<Vec<f32>>,
     /// ResNet depth, 6n+2 (20, 32, 44, 56).
     #[arg(long)]
@@ -175,11 +175,17 @@ struct ModelArgs {
 
 impl ModelArgs {
     fn options(&self) -> Result<ModelOptions> {
-        let three = |v: &Option<Vec<f32>>| v.as_ref().map(|v| [v[0], v[1], v[2]]);
+        let three = |flag: &str, v: &Option<Vec<f32>>| -> Result<Option<[f32; 3]>> {
+            match v.as_deref() {
+                None => Ok(None),
+                Some([r, g, b]) => Ok(Some([*r, *g, *b])),
+                Some(other) => bail!("--{flag} takes 3 comma-separated numbers (R,G,B), got {}", other.len()),
+            }
+        };
         Ok(ModelOptions {
             import: self.model.clone(),
-            mean: three(&self.mean),
-            std: three(&self.std),
+            mean: three("mean", &self.mean)?,
+            std: three("std", &self.std)?,
             depth: self.depth,
             width: self.width,
             shortcut: self.shortcut.as_deref().map(|s| if s == "A" { Shortcut::A } else { Shortcut::B }),

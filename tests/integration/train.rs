@@ -181,3 +181,23 @@ fn an_imported_model_is_audited_without_training() {
     let manifest = std::fs::read_to_string(run.join("run.json")).unwrap();
     assert!(manifest.contains("imported m.safetensors") && manifest.contains("in-sample"), "{manifest}");
 }
+
+#[test]
+fn a_trained_model_predicts_the_same_after_a_save_and_load() {
+    let dev = Device::Cpu;
+    let m = ResNet::init(tiny(Shortcut::A), 4, &dev).unwrap();
+    let pixels: Vec<u8> = (0..64 * 8 * 8 * 3).map(|i| (i * 31 % 253) as u8).collect();
+    let labels: Vec<u32> = (0..64).map(|i| i % 3).collect();
+    let rows: Vec<usize> = (0..64).collect();
+    let set = TrainSet { pixels: &pixels, labels: &labels, height: 8, width: 8, rows: &rows };
+    let mut cfg = TrainConfig::cifar(2, 0);
+    cfg.batch_size = 16;
+    train::train(&m, &set, &cfg, None, &Reporter { enabled: false, label: "t".into() }).unwrap();
+    let before = misfit::model::predict(&m, &pixels, 64, 8, 8, 32).unwrap();
+    let dir = tempdir().unwrap();
+    let path = dir.path().join("m.safetensors");
+    checkpoint::save(&path, &m, &BTreeMap::new()).unwrap();
+    let (back, _) = checkpoint::load(&path, &Default::default(), &dev).unwrap();
+    let after = misfit::model::predict(&back, &pixels, 64, 8, 8, 32).unwrap();
+    assert_eq!(before.logits, after.logits);
+}
