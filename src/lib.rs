@@ -11,6 +11,7 @@
 pub mod atomic;
 pub mod audit;
 pub mod bench;
+pub mod byo;
 pub mod data;
 pub mod error;
 pub mod evaluate;

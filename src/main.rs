@@ -7,9 +7,11 @@ use std::process::ExitCode;
 
 use misfit::audit::{self, AuditOptions, ModelOptions};
 use misfit::bench::{self, BenchConfig};
+use misfit::byo;
 use misfit::data::demo::DemoConfig;
 use misfit::data::{fetch, inspect, synth, DatasetSpec, LoadOptions};
 use misfit::model::{self, DeviceChoice, Shortcut};
+use misfit::scores::{PruneMethod, ScoreConfig};
 use misfit::train::Schedule;
 
 /// Audit an image-classification dataset and its model: likely mislabeled
@@ -28,9 +30,40 @@ enum Command {
     /// Look at, make or download datasets.
     #[command(subcommand)]
     Data(DataCommand),
-    /// Measure speed against PyTorch on this machine.
+    /// Score labels from your own model's outputs (bring your own model):
+    /// out-of-sample probabilities and labels, optionally embeddings, from
+    /// Parquet or .npy.
+    Score(ScoreArgs),
+    /// Measure speed against PyTorch (or cleanlab) on this machine.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Args)]
+struct ScoreArgs {
+    /// Probabilities: .npy [n, classes], or Parquet with a `probs` list column
+    /// (and optional `label`, `id`, `embedding` columns).
+    #[arg(long, value_name = "FILE")]
+    probs: PathBuf,
+    /// Labels: .npy [n] integers or Parquet `label` column (if not with the probabilities).
+    #[arg(long, value_name = "FILE")]
+    labels: Option<PathBuf>,
+    /// Embeddings: .npy [n, dim] (or an `embedding` column with the probabilities).
+    #[arg(long, value_name = "FILE")]
+    embeddings: Option<PathBuf>,
+    /// Class names in label order, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    classes: Option<Vec<String>>,
+    /// Neighbours per sample.
+    #[arg(long, default_value_t = 10)]
+    k: usize,
+    /// Confident-learning filter.
+    #[arg(long, default_value = "noise_rate", value_parser = ["noise_rate", "class", "both"])]
+    prune: String,
+    #[arg(long, default_value = "outputs", value_name = "DIR")]
+    outputs: PathBuf,
+    #[arg(long, default_value = "score", value_name = "NAME")]
+    run: String,
 }
 
 #[derive(Subcommand)]
@@ -59,6 +92,25 @@ enum BenchCommand {
         python: String,
         #[arg(long, value_enum, default_value = "auto")]
         device: DeviceArg,
+    },
+    /// Bring-your-own scoring at scale on generated data (probabilities,
+    /// labels with 10% flipped, embeddings), against cleanlab's
+    /// find_label_issues (when importable by --python) in the same run.
+    Score {
+        #[arg(long, default_value_t = 1_000_000)]
+        n: usize,
+        #[arg(long, default_value_t = 10)]
+        classes: usize,
+        #[arg(long, default_value_t = 64)]
+        dim: usize,
+        /// Also time the full scoring with embeddings and neighbours.
+        #[arg(long)]
+        embeddings: bool,
+        #[arg(long, default_value = "python3")]
+        python: String,
+        /// Folder for the generated files (default: a temporary folder).
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
 }
 
@@ -335,6 +387,58 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Score(a) => {
+            let files =
+                byo::ScoreFiles { probs: a.probs, labels: a.labels, embeddings: a.embeddings, classes: a.classes };
+            let cfg = ScoreConfig {
+                k: a.k,
+                prune: PruneMethod::parse(&a.prune).expect("clap checked the value"),
+                ..ScoreConfig::default()
+            };
+            let (dest, timing, sc, data) = byo::run(&files, &cfg, &a.outputs, &a.run)?;
+            let count = |f: &dyn Fn(&misfit::scores::ImageScores) -> bool| sc.images.iter().filter(|s| f(s)).count();
+            println!("samples  {} ({} classes)", data.labels.len(), data.classes);
+            println!(
+                "flagged  {} label_issue, {} likely_mislabeled, {} ambiguous, {} outlier",
+                count(&|s| s.label_issue == Some(true)),
+                count(&|s| s.flags.likely_mislabeled),
+                count(&|s| s.flags.ambiguous),
+                count(&|s| s.flags.outlier)
+            );
+            if let Some(r) = &sc.recall {
+                println!("index    HNSW recall@{} {:.3} at ef {}", cfg.k, r.recall, r.ef_search);
+            }
+            println!("time     {}", timing.iter().map(|(k, v)| format!("{k} {v:.2} s")).collect::<Vec<_>>().join(", "));
+            println!("run written to {}", dest.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(BenchCommand::Score { n, classes, dim, embeddings, python, dir }) => {
+            let tmp = tempdir_for_bench(dir)?;
+            let b = bench::score::run(&tmp, n, classes, dim, embeddings, &python)?;
+            println!(
+                "{n} samples x {classes} classes{}",
+                if embeddings { format!(", {dim}-d embeddings") } else { String::new() }
+            );
+            println!(
+                "misfit   confident learning: {:.2} s of compute ({:.2} s with reading the files and writing the tables), {} flagged",
+                b.misfit_cl_compute_s, b.misfit_cl_s, b.misfit_flagged
+            );
+            if let Some(s) = b.misfit_full_s {
+                println!("misfit   everything with embeddings and neighbours: {s:.2} s");
+            }
+            match (b.cleanlab_s, &b.cleanlab, b.cleanlab_flagged, b.jaccard) {
+                (Some(s), Some(v), Some(f), Some(j)) => {
+                    println!("cleanlab {v} find_label_issues (prune_by_noise_rate): {s:.2} s, {f} flagged");
+                    println!(
+                        "ratio    cleanlab time / misfit time: {:.2} (compute), {:.2} (end to end); Jaccard of flagged sets {j:.6}",
+                        s / b.misfit_cl_compute_s,
+                        s / b.misfit_cl_s
+                    );
+                }
+                _ => println!("cleanlab: not importable by {python}; no comparison (pass --python PATH)"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Data(DataCommand::Fetch { name, dir }) => {
             let r = fetch::remote(&name)?;
             match fetch::fetch(r.url, r.md5, &dir, r.file, true)? {
@@ -344,6 +448,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The folder for a benchmark's generated files.
+fn tempdir_for_bench(dir: Option<PathBuf>) -> Result<PathBuf> {
+    let d = dir.unwrap_or_else(|| std::env::temp_dir().join(format!("misfit-bench-{}", std::process::id())));
+    std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+    Ok(d)
 }
 
 fn main() -> ExitCode {

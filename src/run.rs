@@ -196,6 +196,11 @@ impl RunDir {
     /// Writes `run.json` and moves the run into place, replacing the previous
     /// run of that name.
     pub fn commit(self, manifest: &RunManifest) -> Result<PathBuf> {
+        self.commit_json(&serde_json::to_value(manifest).expect("manifest serialises"))
+    }
+
+    /// [`RunDir::commit`] with any JSON manifest.
+    pub fn commit_json(self, manifest: &serde_json::Value) -> Result<PathBuf> {
         let json = serde_json::to_string_pretty(manifest).expect("manifest serialises");
         crate::atomic::write(self.partial.join(MANIFEST), json.as_bytes())?;
         let old = self.dest.with_file_name(format!(
