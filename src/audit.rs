@@ -62,6 +62,8 @@ pub struct AuditOptions {
     pub model: ModelOptions,
     /// Progress bars and per-epoch lines on standard error.
     pub progress: bool,
+    /// Self-check: flip this share of the training labels before training.
+    pub inject_noise: Option<(f64, NoiseKind)>,
 }
 
 /// The built-in recipes: the demo's (small, fast on 2 CPU cores) and the
@@ -229,6 +231,15 @@ pub fn run(opts: &AuditOptions) -> Result<(PathBuf, RunManifest)> {
     if ds.test.is_empty() {
         return Err(Error::Usage(format!("{}: the audit needs a test split, and this dataset has none", ds.source)));
     }
+    let mut ds = ds;
+    let injected = match opts.inject_noise {
+        Some((rate, kind)) if (0.0..1.0).contains(&rate) => {
+            Some(inject_noise(&mut ds.train.labels, ds.classes.len(), rate, kind, opts.seed))
+        }
+        Some((rate, _)) => return Err(Error::Usage(format!("--inject-noise {rate}: give a share from 0 to below 1"))),
+        None => None,
+    };
+    let ds = ds;
     timing.insert("load".to_string(), t0.elapsed().as_secs_f64());
 
     let run_name = opts.run_name.clone().unwrap_or_else(|| ds.name.clone());
@@ -288,7 +299,10 @@ pub fn run(opts: &AuditOptions) -> Result<(PathBuf, RunManifest)> {
             ));
         }
     }
-    let checks = truth.as_ref().map(|t| demo_selfcheck(&ds, t, &sc));
+    let mut checks = truth.as_ref().map(|t| demo_selfcheck(&ds, t, &sc));
+    if let Some(flipped) = &injected {
+        checks.get_or_insert_with(Vec::new).extend(flip_checks("injected_flip", flipped, &sc, n_train, aum.as_deref()));
+    }
     timing.insert("scores".to_string(), t3.elapsed().as_secs_f64());
     let t4 = Instant::now();
 
@@ -308,7 +322,11 @@ pub fn run(opts: &AuditOptions) -> Result<(PathBuf, RunManifest)> {
     }
     write("duplicates.parquet", tables::duplicates(&ds, &sc.duplicates), "one duplicate pair")?;
     if let Some(c) = &checks {
-        write("selfcheck.parquet", tables::selfcheck(c), "one flag or score checked against the planted problems")?;
+        write(
+            "selfcheck.parquet",
+            tables::selfcheck(c),
+            "one flag or score checked against planted or injected problems",
+        )?;
     }
     write(
         "confusion.parquet",
@@ -382,28 +400,8 @@ pub fn demo_selfcheck(ds: &Dataset, truth: &demo::DemoTruth, sc: &scores::Scores
     };
     let flag = |f: &dyn Fn(&scores::ImageScores) -> bool| -> Vec<bool> { train.iter().map(f).collect() };
     let value = |f: &dyn Fn(&scores::ImageScores) -> f64| -> Vec<f64> { train.iter().map(f).collect() };
-    let mut checks = vec![
-        selfcheck::flag_check("likely_mislabeled", "label_flip", &flag(&|s| s.flags.likely_mislabeled), &flipped),
-        selfcheck::flag_check("label_issue", "label_flip", &flag(&|s| s.label_issue == Some(true)), &flipped),
-        selfcheck::score_check("issue_score", "label_flip", &value(&|s| s.issue_score.unwrap_or(0.0)), &flipped),
-        selfcheck::score_check(
-            "1 - normalized_margin",
-            "label_flip",
-            &value(&|s| 1.0 - s.normalized_margin.unwrap_or(1.0)),
-            &flipped,
-        ),
-        selfcheck::score_check(
-            "1 - confidence_weighted_entropy",
-            "label_flip",
-            &value(&|s| 1.0 - s.confidence_weighted_entropy.unwrap_or(1.0)),
-            &flipped,
-        ),
-        selfcheck::score_check(
-            "1 - neighbor_agreement",
-            "label_flip",
-            &value(&|s| 1.0 - s.neighbor_agreement.unwrap_or(1.0)),
-            &flipped,
-        ),
+    let mut checks = flip_checks("label_flip", &flipped, sc, n_train, None);
+    checks.extend([
         selfcheck::flag_check("outlier", "outlier", &flag(&|s| s.flags.outlier), &outlier),
         selfcheck::flag_check(
             "top 2x by kth_distance",
@@ -412,7 +410,7 @@ pub fn demo_selfcheck(ds: &Dataset, truth: &demo::DemoTruth, sc: &scores::Scores
             &outlier,
         ),
         selfcheck::score_check("kth_distance", "outlier", &value(&|s| s.kth_distance.unwrap_or(0.0) as f64), &outlier),
-    ];
+    ]);
     // Duplicates: planted pairs found among the reported pairs.
     let key = |a: &str, b: &str| if a < b { (a.to_string(), b.to_string()) } else { (b.to_string(), a.to_string()) };
     let found: HashSet<(String, String)> = sc
@@ -441,4 +439,73 @@ pub fn demo_selfcheck(ds: &Dataset, truth: &demo::DemoTruth, sc: &scores::Scores
         images: n_train + ds.test.len(),
     });
     checks
+}
+
+/// The label-flip checks: every flag and score against a known set of flipped
+/// training labels (`target` names the set: planted or injected).
+pub fn flip_checks(
+    target: &str,
+    flipped: &[bool],
+    sc: &scores::Scores,
+    n_train: usize,
+    aum: Option<&[f32]>,
+) -> Vec<selfcheck::Check> {
+    let train = &sc.images[..n_train];
+    let flag = |f: &dyn Fn(&scores::ImageScores) -> bool| -> Vec<bool> { train.iter().map(f).collect() };
+    let value = |f: &dyn Fn(&scores::ImageScores) -> f64| -> Vec<f64> { train.iter().map(f).collect() };
+    let mut checks = vec![
+        selfcheck::flag_check("likely_mislabeled", target, &flag(&|s| s.flags.likely_mislabeled), flipped),
+        selfcheck::flag_check("label_issue", target, &flag(&|s| s.label_issue == Some(true)), flipped),
+        selfcheck::score_check("issue_score", target, &value(&|s| s.issue_score.unwrap_or(0.0)), flipped),
+        selfcheck::score_check(
+            "1 - normalized_margin",
+            target,
+            &value(&|s| 1.0 - s.normalized_margin.unwrap_or(1.0)),
+            flipped,
+        ),
+        selfcheck::score_check(
+            "1 - confidence_weighted_entropy",
+            target,
+            &value(&|s| 1.0 - s.confidence_weighted_entropy.unwrap_or(1.0)),
+            flipped,
+        ),
+        selfcheck::score_check(
+            "1 - neighbor_agreement",
+            target,
+            &value(&|s| 1.0 - s.neighbor_agreement.unwrap_or(1.0)),
+            flipped,
+        ),
+    ];
+    if let Some(a) = aum {
+        let neg: Vec<f64> = a.iter().map(|&v| -(v as f64)).collect();
+        checks.push(selfcheck::score_check("-aum", target, &neg, flipped));
+    }
+    checks
+}
+
+/// How injected label noise picks the new label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NoiseKind {
+    /// Any other class, uniformly.
+    Symmetric,
+    /// The next class (c to c + 1, the last to the first): one fixed confusion per class.
+    Pairwise,
+}
+
+/// Flips `rate` of the labels (rows chosen with `seed`); returns which rows were flipped.
+pub fn inject_noise(labels: &mut [u32], k: usize, rate: f64, kind: NoiseKind, seed: u64) -> Vec<bool> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x6e6f_6973_65);
+    let n = labels.len();
+    let m = ((rate * n as f64).round() as usize).min(n);
+    let mut flipped = vec![false; n];
+    for i in rand::seq::index::sample(&mut rng, n, m).into_vec() {
+        labels[i] = match kind {
+            NoiseKind::Symmetric => (labels[i] + rng.random_range(1..k as u32)) % k as u32,
+            NoiseKind::Pairwise => (labels[i] + 1) % k as u32,
+        };
+        flipped[i] = true;
+    }
+    flipped
 }

@@ -5,7 +5,7 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use misfit::audit::{self, AuditOptions, ModelOptions};
+use misfit::audit::{self, AuditOptions, ModelOptions, NoiseKind};
 use misfit::bench::{self, BenchConfig};
 use misfit::byo;
 use misfit::data::demo::DemoConfig;
@@ -170,6 +170,13 @@ struct AuditArgs {
     /// No progress bars or per-epoch lines.
     #[arg(long, short)]
     quiet: bool,
+    /// Self-check: flip this share of the training labels (seeded) before
+    /// training, and report every flag and score against the flipped set.
+    #[arg(long, value_name = "RATE")]
+    inject_noise: Option<f64>,
+    /// How injected noise picks the new label.
+    #[arg(long, default_value = "symmetric", value_parser = ["symmetric", "pairwise"])]
+    noise: String,
 }
 
 /// The model: import one, or train one (defaults: the built-in recipe for the
@@ -324,6 +331,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 seed: args.seed,
                 model: args.model.options()?,
                 progress: !args.quiet,
+                inject_noise: args
+                    .inject_noise
+                    .map(|r| (r, if args.noise == "pairwise" { NoiseKind::Pairwise } else { NoiseKind::Symmetric })),
             };
             let (dest, manifest) = audit::run(&opts)?;
             print!("{}", misfit::run::summary(&manifest));

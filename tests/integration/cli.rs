@@ -204,3 +204,25 @@ fn the_default_demo_audit_learns_the_demo_and_finds_the_planted_problems() {
     let top2: Vec<Option<&str>> = worst.column("class_name").unwrap().str().unwrap().iter().take(2).collect();
     assert!(top2.contains(&Some("square")) && top2.contains(&Some("notched_square")), "{top2:?}");
 }
+
+#[test]
+fn injected_noise_is_reported_against_every_flag_and_score() {
+    let dir = tempdir().unwrap();
+    let o =
+        misfit(&["data", "synth", "--out", "synth", "--train-per-class", "20", "--test-per-class", "5"], dir.path());
+    assert!(o.status.success());
+    let args = ["audit", "synth/demo.tar.gz", "--epochs", "1", "--folds", "2", "--width", "4", "--depth", "8", "-q"];
+    let o = misfit(&[&args[..], &["--inject-noise", "0.25", "--noise", "pairwise"]].concat(), dir.path());
+    assert!(o.status.success(), "{}", text(&o));
+    let checks = read_parquet(&dir.path().join("outputs/demo/selfcheck.parquet"));
+    let injected = checks.lazy().filter(col("target").eq(lit("injected_flip"))).collect().unwrap();
+    // 25% of the 222 training images of the archive, flipped before training.
+    let positives: Vec<Option<i64>> = injected.column("positives").unwrap().i64().unwrap().iter().collect();
+    assert!(positives.iter().all(|p| *p == Some(56)), "{positives:?}");
+    let names: Vec<Option<&str>> = injected.column("name").unwrap().str().unwrap().iter().collect();
+    for n in ["likely_mislabeled", "issue_score", "-aum"] {
+        assert!(names.contains(&Some(n)), "{names:?}");
+    }
+    let o = misfit(&[&args[..], &["--inject-noise", "1.5"]].concat(), dir.path());
+    assert!(!o.status.success() && text(&o).contains("--inject-noise 1.5"), "{}", text(&o));
+}
