@@ -301,7 +301,16 @@ pub fn run(opts: &AuditOptions) -> Result<(PathBuf, RunManifest)> {
     }
     let mut checks = truth.as_ref().map(|t| demo_selfcheck(&ds, t, &sc));
     if let Some(flipped) = &injected {
-        checks.get_or_insert_with(Vec::new).extend(flip_checks("injected_flip", flipped, &sc, n_train, aum.as_deref()));
+        let list = checks.get_or_insert_with(Vec::new);
+        list.extend(flip_checks("injected_flip", flipped, &sc, n_train, aum.as_deref()));
+        if let Some(t) = &truth {
+            // With planted flips too, the flags are judged against both sets together.
+            let planted: std::collections::HashSet<&str> =
+                t.problems.iter().filter(|p| p.kind == demo::ProblemKind::LabelFlip).map(|p| p.id.as_str()).collect();
+            let either: Vec<bool> =
+                (0..n_train).map(|i| flipped[i] || planted.contains(ds.train.ids[i].as_str())).collect();
+            list.extend(flip_checks("planted_or_injected_flip", &either, &sc, n_train, aum.as_deref()));
+        }
     }
     timing.insert("scores".to_string(), t3.elapsed().as_secs_f64());
     let t4 = Instant::now();

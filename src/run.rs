@@ -286,7 +286,7 @@ pub fn summary(m: &RunManifest) -> String {
                 (_, _, Some(a)) => format!("AUROC {a:.3}"),
                 _ => String::new(),
             };
-            let _ = writeln!(s, "check    {} vs planted {} ({}): {line}", c.name, c.target, c.positives);
+            let _ = writeln!(s, "check    {} vs {} ({}): {line}", c.name, c.target, c.positives);
         }
     }
     for t in &m.tables {

@@ -197,7 +197,7 @@ fn the_default_demo_audit_learns_the_demo_and_finds_the_planted_problems() {
     assert!(check("kth_distance", "auroc") >= 0.95, "{summary}");
     assert!(m["scores"]["recall"]["recall"].as_f64().unwrap() >= 0.98);
     // The figures are in the summary a user reads.
-    assert!(summary.contains("check    likely_mislabeled vs planted label_flip"), "{summary}");
+    assert!(summary.contains("check    likely_mislabeled vs label_flip"), "{summary}");
     // The look-alike pair is the most missed pair of classes.
     let classes = read_parquet(&dir.path().join("outputs/demo/classes.parquet"));
     let worst = classes.sort(["miss_rate"], SortMultipleOptions::default().with_order_descending(true)).unwrap();
