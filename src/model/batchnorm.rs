@@ -81,10 +81,7 @@ pub struct BatchNormTrain {
 }
 
 fn slice<'a, T>(data: &'a [T], l: &Layout) -> candle_core::Result<&'a [T]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("batch norm: operands must be contiguous"),
-    }
+    super::conv::contiguous(data, l, "a batch-norm operand")
 }
 
 impl CustomOp3 for BatchNormTrain {

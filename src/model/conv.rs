@@ -213,10 +213,11 @@ pub fn backward_filter<T: Elem>(x: &[T], dy: &[T], g: &Geometry) -> Vec<T> {
     dw
 }
 
-fn contiguous<'a, T>(data: &'a [T], l: &Layout, what: &str) -> candle_core::Result<&'a [T]> {
+/// The elements of a contiguous operand; an error naming `what` otherwise.
+pub(crate) fn contiguous<'a, T>(data: &'a [T], l: &Layout, what: &str) -> candle_core::Result<&'a [T]> {
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("conv2d: {what} must be contiguous"),
+        None => candle_core::bail!("{what} must be contiguous"),
     }
 }
 
@@ -231,10 +232,10 @@ fn dispatch(
 ) -> candle_core::Result<CpuStorage> {
     match (s1, s2) {
         (CpuStorage::F32(a), CpuStorage::F32(b)) => {
-            Ok(CpuStorage::F32(f32s(contiguous(a, l1, "lhs")?, contiguous(b, l2, "rhs")?)))
+            Ok(CpuStorage::F32(f32s(contiguous(a, l1, "conv2d lhs")?, contiguous(b, l2, "conv2d rhs")?)))
         }
         (CpuStorage::F64(a), CpuStorage::F64(b)) => {
-            Ok(CpuStorage::F64(f64s(contiguous(a, l1, "lhs")?, contiguous(b, l2, "rhs")?)))
+            Ok(CpuStorage::F64(f64s(contiguous(a, l1, "conv2d lhs")?, contiguous(b, l2, "conv2d rhs")?)))
         }
         _ => candle_core::bail!("conv2d: f32 or f64 operands of one type expected"),
     }
