@@ -42,6 +42,8 @@ pub struct ModelOptions {
     pub no_augment: bool,
     /// Cross-validation folds (default: [`cv::default_folds`]).
     pub folds: Option<usize>,
+    /// Skip the threshold-sample run that sets the AUM threshold.
+    pub no_aum_threshold: bool,
     pub device: Option<DeviceChoice>,
 }
 
@@ -114,6 +116,7 @@ struct ModelStage {
     test_features: Vec<f32>,
     fold: Option<Vec<u32>>,
     dynamics: Option<Dynamics>,
+    aum_threshold: Option<cv::AumThreshold>,
     summary: serde_json::Value,
 }
 
@@ -140,6 +143,7 @@ fn model_stage(ds: &Dataset, opts: &AuditOptions, device: &Device, state_dir: &s
             test_features: test.features,
             fold: None,
             dynamics: None,
+            aum_threshold: None,
             summary,
         });
     }
@@ -169,7 +173,7 @@ fn model_stage(ds: &Dataset, opts: &AuditOptions, device: &Device, state_dir: &s
         return Err(Error::Usage("--epochs and --batch-size must be at least 1".into()));
     }
     let folds = m.folds.unwrap_or_else(|| cv::default_folds(ds.train.len()));
-    let out = cv::cross_validate(ds, &mcfg, &t, folds, Some(state_dir), device, opts.progress)?;
+    let out = cv::cross_validate(ds, &mcfg, &t, folds, Some(state_dir), device, opts.progress, !m.no_aum_threshold)?;
     let test = model::predict(&out.model, &ds.test.pixels, ds.test.len(), h, w, batch)?;
     let train_final = model::predict(&out.model, &ds.train.pixels, ds.train.len(), h, w, batch)?;
     let last: BTreeMap<String, serde_json::Value> = out
@@ -188,6 +192,11 @@ fn model_stage(ds: &Dataset, opts: &AuditOptions, device: &Device, state_dir: &s
         "folds": folds,
         "device": model::device_name(device),
         "last_epoch": last,
+        "aum_threshold": out.aum_threshold.as_ref().map(|a| serde_json::json!({
+            "threshold": a.threshold,
+            "threshold_samples": a.is_threshold_sample.iter().filter(|x| **x).count(),
+            "flagged": (0..a.aum.len()).filter(|&i| !a.is_threshold_sample[i] && a.aum[i] < a.threshold).count(),
+        })),
     });
     Ok(ModelStage {
         model: out.model,
@@ -197,6 +206,7 @@ fn model_stage(ds: &Dataset, opts: &AuditOptions, device: &Device, state_dir: &s
         test_features: test.features,
         fold: Some(out.fold_of),
         dynamics: Some(out.dynamics),
+        aum_threshold: out.aum_threshold,
         summary,
     })
 }
@@ -299,10 +309,22 @@ pub fn run(opts: &AuditOptions) -> Result<(PathBuf, RunManifest)> {
             ));
         }
     }
-    let mut checks = truth.as_ref().map(|t| demo_selfcheck(&ds, t, &sc));
+    let mut checks = truth.as_ref().map(|t| {
+        let mut c = demo_selfcheck(&ds, t, &sc);
+        if let Some(a) = &stage.aum_threshold {
+            let planted: std::collections::HashSet<&str> =
+                t.problems.iter().filter(|p| p.kind == demo::ProblemKind::LabelFlip).map(|p| p.id.as_str()).collect();
+            let flipped: Vec<bool> = ds.train.ids.iter().map(|id| planted.contains(id.as_str())).collect();
+            c.push(aum_check("label_flip", &flipped, a));
+        }
+        c
+    });
     if let Some(flipped) = &injected {
         let list = checks.get_or_insert_with(Vec::new);
         list.extend(flip_checks("injected_flip", flipped, &sc, n_train, aum.as_deref()));
+        if let Some(a) = &stage.aum_threshold {
+            list.push(aum_check("injected_flip", flipped, a));
+        }
         if let Some(t) = &truth {
             // With planted flips too, the flags are judged against both sets together.
             let planted: std::collections::HashSet<&str> =
@@ -322,7 +344,23 @@ pub fn run(opts: &AuditOptions) -> Result<(PathBuf, RunManifest)> {
         Ok(())
     };
     let samples = tables::model_columns(tables::samples(&ds), &ds.classes, &outputs, &fold, stage.dynamics.as_ref());
-    let samples = tables::score_columns(samples, &ds.classes, &sc.images).finish();
+    let samples = tables::score_columns(samples, &ds.classes, &sc.images);
+    let aum_flag: Vec<Option<bool>> = (0..labels.len())
+        .map(|i| {
+            stage
+                .aum_threshold
+                .as_ref()
+                .filter(|a| i < a.aum.len() && !a.is_threshold_sample[i])
+                .map(|a| a.aum[i] < a.threshold)
+        })
+        .collect();
+    let samples = samples
+        .opt_bool(
+            "aum_mislabeled",
+            "AUM below the threshold-sample threshold (Pleiss et al.; train only, null for threshold samples)",
+            aum_flag.iter().copied(),
+        )
+        .finish();
     write("samples.parquet", samples, "one image")?;
     write("classes.parquet", tables::classes(&ds, &eval, Some(&sc)), "one class")?;
     write("embeddings.parquet", tables::embeddings(&ds, &train_emb, &test_emb, dim), "one image")?;
@@ -517,4 +555,12 @@ pub fn inject_noise(labels: &mut [u32], k: usize, rate: f64, kind: NoiseKind, se
         flipped[i] = true;
     }
     flipped
+}
+
+/// The AUM-threshold flag against known flips, over the images that were not threshold samples.
+fn aum_check(target: &str, flipped: &[bool], a: &cv::AumThreshold) -> selfcheck::Check {
+    let rows: Vec<usize> = (0..a.aum.len()).filter(|&i| !a.is_threshold_sample[i]).collect();
+    let flag: Vec<bool> = rows.iter().map(|&i| a.aum[i] < a.threshold).collect();
+    let truth: Vec<bool> = rows.iter().map(|&i| flipped[i]).collect();
+    selfcheck::flag_check("aum_mislabeled", target, &flag, &truth)
 }

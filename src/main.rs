@@ -228,6 +228,9 @@ struct ModelArgs {
     /// Cross-validation folds (default: 5 up to 20,000 training images, 4 above).
     #[arg(long)]
     folds: Option<usize>,
+    /// Skip the extra training run with threshold samples that sets the AUM threshold.
+    #[arg(long)]
+    no_aum_threshold: bool,
     #[arg(long, value_enum)]
     device: Option<DeviceArg>,
 }
@@ -258,6 +261,7 @@ impl ModelArgs {
             label_smoothing: self.label_smoothing,
             no_augment: self.no_augment,
             folds: self.folds,
+            no_aum_threshold: self.no_aum_threshold,
             device: self.device.map(Into::into),
         })
     }

@@ -58,6 +58,23 @@ pub struct CvOutput {
     pub dynamics: Dynamics,
     /// Epoch summaries of every job (`fold 1/5`, ..., `final`).
     pub history: Vec<(String, Vec<EpochSummary>)>,
+    /// The threshold-sample run, when asked for.
+    pub aum_threshold: Option<AumThreshold>,
+}
+
+/// Name of the fake class of the threshold-sample run.
+pub const THRESHOLD_CLASS: &str = "__aum_threshold__";
+
+/// The AUM threshold of Pleiss et al. 2020 from a run with threshold samples.
+#[derive(Debug)]
+pub struct AumThreshold {
+    /// 99th percentile of the threshold samples' AUM: images of real classes
+    /// whose AUM is below it are as badly fitted as deliberately mislabeled ones.
+    pub threshold: f32,
+    /// Which training rows were relabelled to the fake class.
+    pub is_threshold_sample: Vec<bool>,
+    /// Every training row's AUM in that run.
+    pub aum: Vec<f32>,
 }
 
 /// A seed for job `job` derived from the run seed.
@@ -65,7 +82,8 @@ pub fn job_seed(seed: u64, job: usize) -> u64 {
     seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(job as u64 + 1)
 }
 
-/// Runs K-fold cross-validation and the final training on `ds.train`.
+/// Runs K-fold cross-validation and the final training on `ds.train`, and,
+/// with `aum_threshold`, a run with threshold samples for the AUM threshold.
 /// With `state_dir`, each job's state is kept there after every epoch, and
 /// a later call with the same inputs resumes where it stopped.
 #[allow(clippy::too_many_arguments)]
@@ -77,6 +95,7 @@ pub fn cross_validate(
     state_dir: Option<&Path>,
     device: &Device,
     progress: bool,
+    aum_threshold: bool,
 ) -> Result<CvOutput> {
     let n = ds.train.len();
     if folds < 2 || folds > n {
@@ -102,23 +121,24 @@ pub fn cross_validate(
         features: vec![0.0; n * mcfg.feature_dim()],
     };
     let mut history = Vec::new();
-    let mut run_job = |job: usize, rows: &[usize], label: String| -> Result<(ResNet, Dynamics)> {
-        let seed = job_seed(tcfg.seed, job);
-        let model = ResNet::init(mcfg.clone(), seed, device)?;
-        let cfg = TrainConfig { seed, ..tcfg.clone() };
-        let key = format!("{:x}", Sha256::digest(format!("{key_base}|job {job}").as_bytes()));
-        let path = state_dir.map(|d| d.join(format!("job-{job}.safetensors")));
-        let resume = path.as_deref().map(|p| Resume { path: p, key });
-        let set = TrainSet { pixels: &ds.train.pixels, labels: &ds.train.labels, height: h, width: w, rows };
-        let (dynamics, summaries) =
-            train(&model, &set, &cfg, resume.as_ref(), &Reporter { enabled: progress, label: label.clone() })?;
-        history.push((label, summaries));
-        Ok((model, dynamics))
-    };
+    let mut run_job =
+        |job: usize, rows: &[usize], labels: &[u32], mcfg: &ModelConfig, label: String| -> Result<(ResNet, Dynamics)> {
+            let seed = job_seed(tcfg.seed, job);
+            let model = ResNet::init(mcfg.clone(), seed, device)?;
+            let cfg = TrainConfig { seed, ..tcfg.clone() };
+            let key = format!("{:x}", Sha256::digest(format!("{key_base}|job {job}").as_bytes()));
+            let path = state_dir.map(|d| d.join(format!("job-{job}.safetensors")));
+            let resume = path.as_deref().map(|p| Resume { path: p, key });
+            let set = TrainSet { pixels: &ds.train.pixels, labels, height: h, width: w, rows };
+            let (dynamics, summaries) =
+                train(&model, &set, &cfg, resume.as_ref(), &Reporter { enabled: progress, label: label.clone() })?;
+            history.push((label, summaries));
+            Ok((model, dynamics))
+        };
     for k in 0..folds {
         let train_rows: Vec<usize> = (0..n).filter(|&i| fold_of[i] != k as u32).collect();
         let held: Vec<usize> = (0..n).filter(|&i| fold_of[i] == k as u32).collect();
-        let (model, _) = run_job(k, &train_rows, format!("fold {}/{folds}", k + 1))?;
+        let (model, _) = run_job(k, &train_rows, &ds.train.labels, mcfg, format!("fold {}/{folds}", k + 1))?;
         let px: Vec<u8> = held.iter().flat_map(|&i| ds.train.pixels[i * len..(i + 1) * len].iter().copied()).collect();
         let p = model::predict(&model, &px, held.len(), h, w, 256)?;
         for (j, &i) in held.iter().enumerate() {
@@ -128,8 +148,33 @@ pub fn cross_validate(
         }
     }
     let all: Vec<usize> = (0..n).collect();
-    let (model, dynamics) = run_job(folds, &all, "final".into())?;
-    Ok(CvOutput { folds, fold_of, out_of_sample: oos, model, dynamics, history })
+    let (model, dynamics) = run_job(folds, &all, &ds.train.labels, mcfg, "final".into())?;
+    let aum_threshold = if aum_threshold {
+        // Pleiss et al. 2020: relabel N/(c+1) images to an extra, fake class;
+        // their AUM shows how low the AUM of a mislabeled image runs.
+        let c = mcfg.classes.len() as u32;
+        let m = n / (c as usize + 1);
+        let mut rng = ChaCha8Rng::seed_from_u64(job_seed(tcfg.seed, folds + 1));
+        let chosen = rand::seq::index::sample(&mut rng, n, m).into_vec();
+        let mut labels = ds.train.labels.clone();
+        let mut is_threshold = vec![false; n];
+        for &i in &chosen {
+            labels[i] = c;
+            is_threshold[i] = true;
+        }
+        let mut fake = mcfg.clone();
+        fake.classes.push(THRESHOLD_CLASS.to_string());
+        let (_, d) = run_job(folds + 1, &all, &labels, &fake, "AUM threshold".into())?;
+        let aum: Vec<f32> = (0..n).map(|i| d.aum(i)).collect();
+        let mut t: Vec<f32> = chosen.iter().map(|&i| aum[i]).collect();
+        t.sort_by(f32::total_cmp);
+        let threshold =
+            t.get(((t.len() as f64 * 0.99).ceil() as usize).saturating_sub(1)).copied().unwrap_or(f32::NEG_INFINITY);
+        Some(AumThreshold { threshold, is_threshold_sample: is_threshold, aum })
+    } else {
+        None
+    };
+    Ok(CvOutput { folds, fold_of, out_of_sample: oos, model, dynamics, history, aum_threshold })
 }
 
 #[cfg(test)]
