@@ -51,11 +51,16 @@ fn keep_at_least_n_per_class(m: &Matrix, n: f64) -> Matrix {
     out.iter().map(|row| round_preserving_sum(row)).collect()
 }
 
-/// Indices of the `count` largest values among `candidates` (by `score`), ties to the later index.
+/// Indices of the `count` largest values among `candidates` (by `score`),
+/// ties to the later index; a selection, not a sort (linear time).
 fn top(candidates: &[usize], count: usize, score: impl Fn(usize) -> f64) -> Vec<usize> {
-    let mut c: Vec<usize> = candidates.to_vec();
-    c.sort_by(|&a, &b| score(a).total_cmp(&score(b)).then(a.cmp(&b)));
-    c[c.len().saturating_sub(count)..].to_vec()
+    let mut c: Vec<(f64, usize)> = candidates.iter().map(|&i| (score(i), i)).collect();
+    let cut = c.len().saturating_sub(count);
+    if cut == 0 {
+        return candidates.to_vec();
+    }
+    c.select_nth_unstable_by(cut, |a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    c[cut..].iter().map(|&(_, i)| i).collect()
 }
 
 /// Flags label issues among the images (`labels`, out-of-sample `probs`)
