@@ -265,6 +265,17 @@ pub fn train(
                 correct_n += c as usize;
             }
             bar.inc(m as u64);
+            if report.enabled {
+                let seen = (b * bs + m) as f64;
+                bar.set_message(format!(
+                    "{} epoch {}/{} loss {:.3} acc {:.1}%",
+                    report.label,
+                    epoch + 1,
+                    cfg.epochs,
+                    loss_sum / seen,
+                    100.0 * correct_n as f64 / seen
+                ));
+            }
         }
         bar.finish_and_clear();
         dynamics.push_epoch(&ep_loss, &ep_margin, &ep_correct);
