@@ -1,17 +1,9 @@
 //! `misfit score`: bring-your-own probabilities, labels and embeddings from
 //! .npy and Parquet, and the bad inputs it must refuse.
 
-use std::path::Path;
-use std::process::{Command, Output};
 use tempfile::tempdir;
 
-fn misfit(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_misfit")).args(args).current_dir(cwd).output().unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
+use crate::util::{misfit, text};
 
 #[test]
 fn generated_npy_files_score_like_cleanlab_would_and_write_tables() {

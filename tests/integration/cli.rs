@@ -2,16 +2,9 @@
 
 use polars::prelude::*;
 use std::path::Path;
-use std::process::{Command, Output};
 use tempfile::tempdir;
 
-fn misfit(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_misfit")).args(args).current_dir(cwd).output().unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
+use crate::util::{misfit, text};
 
 fn read_parquet(p: &Path) -> DataFrame {
     ParquetReader::new(std::fs::File::open(p).unwrap()).finish().unwrap()

@@ -4,10 +4,11 @@ use candle_core::{DType, Device, Tensor, Var};
 use misfit::model::{checkpoint, ModelConfig, Params, ResNet, Shortcut};
 use misfit::train::{self, Reporter, TrainConfig, TrainSet};
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 use tempfile::tempdir;
+
+use crate::util::misfit;
 
 fn tiny(shortcut: Shortcut) -> ModelConfig {
     ModelConfig {
@@ -109,10 +110,6 @@ fn divergence_stops_with_an_error_naming_epoch_and_batch() {
     let err =
         train::train(&m, &set, &cfg, None, &Reporter { enabled: false, label: "t".into() }).unwrap_err().to_string();
     assert!(err.contains("diverged at epoch") && err.contains("batch") && err.contains("--lr"), "{err}");
-}
-
-fn misfit(args: &[&str], cwd: &Path) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_misfit")).args(args).current_dir(cwd).output().unwrap()
 }
 
 const SMALL: [&str; 13] = [

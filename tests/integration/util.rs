@@ -2,6 +2,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 use misfit::data::{self, Dataset, DatasetSpec, LoadOptions};
 
@@ -121,4 +122,14 @@ pub fn small_folder(prefix: &str) -> Vec<(String, Vec<u8>)> {
         files.push((format!("{prefix}test/{class}/t0.png"), png(&pattern(100 + c as u8, 8, 6), 8, 6)));
     }
     files
+}
+
+/// Runs the `misfit` binary in `cwd`.
+pub fn misfit(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_misfit")).args(args).current_dir(cwd).output().unwrap()
+}
+
+/// Standard output and error of a run, together.
+pub fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
