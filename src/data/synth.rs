@@ -7,7 +7,6 @@ use flate2::write::GzEncoder;
 use image::codecs::png::PngEncoder;
 use image::ImageEncoder;
 use rayon::prelude::*;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::demo::{self, DemoConfig};
@@ -86,9 +85,7 @@ pub fn write(cfg: &DemoConfig, out_dir: &Path) -> Result<SynthOutput> {
     let t = &demo.truth;
     text.push_str(&format!("lookalike,{},{}\n", t.lookalike.0, t.lookalike.1));
     text.push_str(&format!("shared_background,{},{}\n", t.shared_background.0, t.shared_background.1));
-    let mut f = AtomicFile::create(&pairs)?;
-    f.writer().write_all(text.as_bytes()).map_err(|e| Error::io(&pairs, e))?;
-    f.commit()?;
+    crate::atomic::write(&pairs, text.as_bytes())?;
 
     Ok(SynthOutput { archive, ground_truth, pairs, images: ds.train.len() + ds.test.len(), problems: t.problems.len() })
 }
