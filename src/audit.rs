@@ -304,8 +304,8 @@ pub fn run(opts: &AuditOptions) -> Result<(PathBuf, RunManifest)> {
     if let Some(r) = &sc.recall {
         if !r.reached_target {
             problems.note(format!(
-                "HNSW recall@{} is {:.3} at ef {} (target {}): neighbours may be missing",
-                score_cfg.k, r.recall, r.ef_search, score_cfg.recall_target
+                "{} recall@{} is {:.3} at ef/nprobe {} (target {}): neighbours may be missing",
+                r.index, score_cfg.k, r.recall, r.ef_search, score_cfg.recall_target
             ));
         }
     }

@@ -420,7 +420,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 count(&|s| s.flags.outlier)
             );
             if let Some(r) = &sc.recall {
-                println!("index    HNSW recall@{} {:.3} at ef {}", cfg.k, r.recall, r.ef_search);
+                println!("index    {} recall@{} {:.3} at ef/nprobe {}", r.index, cfg.k, r.recall, r.ef_search);
             }
             println!("time     {}", timing.iter().map(|(k, v)| format!("{k} {v:.2} s")).collect::<Vec<_>>().join(", "));
             println!("run written to {}", dest.display());

@@ -104,7 +104,7 @@ pub struct RunManifest {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ScoresSummary {
     pub config: crate::scores::ScoreConfig,
-    /// HNSW recall@k against exact search.
+    /// Neighbour-index recall@k against exact search.
     pub recall: Option<crate::scores::RecallReport>,
     /// Confident learning's per-class noise rates, and its noise matrix p(given | true).
     pub noise_rate: Vec<f64>,
@@ -276,8 +276,8 @@ pub fn summary(m: &RunManifest) -> String {
         if let Some(r) = &sc.recall {
             let _ = writeln!(
                 s,
-                "index    HNSW recall@{} {:.3} at ef {} ({} queries)",
-                sc.config.k, r.recall, r.ef_search, r.queries
+                "index    {} recall@{} {:.3} at ef/nprobe {} ({} queries)",
+                r.index, sc.config.k, r.recall, r.ef_search, r.queries
             );
         }
         for c in &sc.selfcheck {

@@ -10,6 +10,7 @@ pub mod combine;
 pub mod count;
 pub mod duplicates;
 pub mod filter;
+pub mod ivf;
 pub mod neighbors;
 pub mod rank;
 pub mod selfcheck;
@@ -89,12 +90,17 @@ pub struct ScoreInput<'a> {
     pub aum: Option<&'a [f32]>,
 }
 
-/// The recall check of the HNSW index.
+/// Training sets larger than this are searched with the IVF index instead of HNSW.
+pub const IVF_ABOVE: usize = 200_000;
+
+/// The recall check of the neighbour index.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RecallReport {
-    /// Recall@k on the sampled queries at the ef finally used.
+    /// `hnsw` or `ivf`.
+    pub index: String,
+    /// Recall@k on the sampled queries at the ef (or nprobe) finally used.
     pub recall: f64,
-    /// ef used for the search.
+    /// ef used for the HNSW search, or lists probed for the IVF search.
     pub ef_search: usize,
     /// Queries sampled.
     pub queries: usize,
@@ -180,13 +186,12 @@ pub fn score(input: &ScoreInput, cfg: &ScoreConfig) -> Result<Scores> {
 }
 
 /// Neighbours of every train and test image among the training images, by
-/// HNSW, with ef raised (doubling, up to 1024) until the sampled recall
-/// against exact search reaches the target.
+/// HNSW (IVF above [`IVF_ABOVE`] training images), with ef (nprobe) raised,
+/// doubling, until the sampled recall against exact search reaches the target.
 fn search_neighbors(e: &Embeddings, cfg: &ScoreConfig) -> (neighbors::Neighbors, neighbors::Neighbors, RecallReport) {
     let dim = e.dim;
     let n_train = e.train.len() / dim;
     let n_test = e.test.len() / dim;
-    let index = neighbors::Index::build(e.train, dim, &cfg.hnsw);
     let self_rows: Vec<Option<u32>> = (0..n_train as u32).map(Some).collect();
     let none = vec![None; n_test];
     // Recall sample: train queries (themselves excluded) and test queries.
@@ -203,10 +208,24 @@ fn search_neighbors(e: &Embeddings, cfg: &ScoreConfig) -> (neighbors::Neighbors,
         }
     }
     let truth = neighbors::exact(e.train, &q, dim, cfg.k, &q_self);
-    let mut ef = cfg.hnsw.ef_search;
+    let large = n_train > IVF_ABOVE;
+    let (hnsw, ivf) = if large {
+        (None, Some(ivf::Ivf::build(e.train, dim, cfg.seed)))
+    } else {
+        (Some(neighbors::Index::build(e.train, dim, &cfg.hnsw)), None)
+    };
+    let (mut ef, max_ef) = match &ivf {
+        Some(i) => (8, i.lists()),
+        None => (cfg.hnsw.ef_search, 1024),
+    };
     loop {
-        let tr = index.search(e.train, dim, cfg.k, ef, &self_rows);
-        let te = index.search(e.test, dim, cfg.k, ef, &none);
+        let (tr, te) = match (&hnsw, &ivf) {
+            (Some(h), _) => (h.search(e.train, dim, cfg.k, ef, &self_rows), h.search(e.test, dim, cfg.k, ef, &none)),
+            (_, Some(i)) => {
+                (i.search(e.train, e.train, cfg.k, ef, &self_rows), i.search(e.train, e.test, cfg.k, ef, &none))
+            }
+            _ => unreachable!("one index is built"),
+        };
         let hits: usize = sample
             .iter()
             .enumerate()
@@ -217,8 +236,13 @@ fn search_neighbors(e: &Embeddings, cfg: &ScoreConfig) -> (neighbors::Neighbors,
             .sum();
         let recall = hits as f64 / (sample.len() * cfg.k).max(1) as f64;
         let reached = recall >= cfg.recall_target;
-        if reached || ef >= 1024 {
-            return (tr, te, RecallReport { recall, ef_search: ef, queries: sample.len(), reached_target: reached });
+        if reached || ef >= max_ef {
+            let index = if large { "ivf" } else { "hnsw" }.to_string();
+            return (
+                tr,
+                te,
+                RecallReport { index, recall, ef_search: ef, queries: sample.len(), reached_target: reached },
+            );
         }
         ef *= 2;
     }

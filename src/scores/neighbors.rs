@@ -46,7 +46,8 @@ fn nearest(mut c: Vec<(u32, f32)>, k: usize) -> Vec<(u32, f32)> {
     let cmp = |a: &(u32, f32), b: &(u32, f32)| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0));
     if c.len() > k {
         c.select_nth_unstable_by(k, cmp);
-        c.truncate(k);
+        // A fresh vector: truncating would keep the candidates' whole allocation.
+        c = c[..k].to_vec();
     }
     c.sort_by(cmp);
     c

@@ -34,7 +34,7 @@ fn generated_npy_files_score_like_cleanlab_would_and_write_tables() {
     let flagged = df.column("likely_mislabeled").unwrap().bool().unwrap().sum().unwrap();
     // 10% of 3,000 labels were flipped; the flags find about that many.
     assert!((200..=400).contains(&flagged), "{flagged} flagged");
-    assert!(text(&o).contains("HNSW recall@10"), "{}", text(&o));
+    assert!(text(&o).contains("hnsw recall@10"), "{}", text(&o));
 }
 
 #[test]
