@@ -13,7 +13,7 @@ use rayon::prelude::*;
 use super::neighbors::Neighbors;
 
 /// `out[m, n] = a[m, dim] * b[n, dim]^T` (dot products of rows).
-fn dots(a: &[f32], b: &[f32], dim: usize) -> Vec<f32> {
+pub(crate) fn dots(a: &[f32], b: &[f32], dim: usize) -> Vec<f32> {
     let (m, n) = (a.len() / dim, b.len() / dim);
     let mut out = vec![0f32; m * n];
     if m == 0 || n == 0 {

@@ -64,32 +64,7 @@ pub fn exact(train: &[f32], queries: &[f32], dim: usize, k: usize, self_row: &[O
         .flat_map_iter(|b| {
             let q0 = b * BLOCK;
             let m = BLOCK.min(nq - q0);
-            let mut dots = vec![0f32; m * n];
-            // dots[m, n] = queries[m, dim] * train^T[dim, n]
-            // SAFETY: the strides address queries[q0.., dim] and train[n, dim] in bounds.
-            unsafe {
-                gemm::gemm(
-                    m,
-                    n,
-                    dim,
-                    dots.as_mut_ptr(),
-                    1,
-                    n as isize,
-                    false,
-                    queries[q0 * dim..].as_ptr(),
-                    1,
-                    dim as isize,
-                    train.as_ptr(),
-                    dim as isize,
-                    1,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
-            }
+            let dots = super::ivf::dots(&queries[q0 * dim..(q0 + m) * dim], train, dim);
             (0..m)
                 .map(|i| {
                     let skip = self_row[q0 + i];
