@@ -120,6 +120,38 @@ struct ModelStage {
     summary: serde_json::Value,
 }
 
+/// The model and training configuration of a trained audit: the recipe for
+/// the dataset, overridden by the options.
+fn training_setup(ds: &Dataset, opts: &AuditOptions) -> Result<(ModelConfig, TrainConfig)> {
+    let m = &opts.model;
+    let (depth, width, mut t) = recipe(&opts.spec, opts.seed);
+    t.epochs = m.epochs.unwrap_or(t.epochs);
+    t.batch_size = m.batch_size.unwrap_or(t.batch_size);
+    t.lr = m.lr.unwrap_or(t.lr);
+    t.sgd.momentum = m.momentum.unwrap_or(t.sgd.momentum);
+    t.sgd.nesterov = m.nesterov || t.sgd.nesterov;
+    t.sgd.weight_decay = m.weight_decay.unwrap_or(t.sgd.weight_decay);
+    t.schedule = m.schedule.clone().unwrap_or(t.schedule);
+    t.label_smoothing = m.label_smoothing.unwrap_or(t.label_smoothing);
+    if m.no_augment {
+        t.augment = Augment { crop_padding: 0, flip: false };
+    }
+    let (mean, std) = channel_stats(&ds.train.pixels);
+    let mcfg = ModelConfig {
+        depth: m.depth.unwrap_or(depth),
+        width: m.width.unwrap_or(width),
+        shortcut: m.shortcut.unwrap_or(Shortcut::A),
+        classes: ds.classes.clone(),
+        mean,
+        std,
+    };
+    mcfg.validate()?;
+    if t.epochs == 0 || t.batch_size == 0 {
+        return Err(Error::Usage("--epochs and --batch-size must be at least 1".into()));
+    }
+    Ok((mcfg, t))
+}
+
 fn model_stage(ds: &Dataset, opts: &AuditOptions, device: &Device, state_dir: &std::path::Path) -> Result<ModelStage> {
     let m = &opts.model;
     let (h, w) = (ds.height, ds.width);
@@ -147,31 +179,7 @@ fn model_stage(ds: &Dataset, opts: &AuditOptions, device: &Device, state_dir: &s
             summary,
         });
     }
-    let (depth, width, mut t) = recipe(&opts.spec, opts.seed);
-    t.epochs = m.epochs.unwrap_or(t.epochs);
-    t.batch_size = m.batch_size.unwrap_or(t.batch_size);
-    t.lr = m.lr.unwrap_or(t.lr);
-    t.sgd.momentum = m.momentum.unwrap_or(t.sgd.momentum);
-    t.sgd.nesterov = m.nesterov || t.sgd.nesterov;
-    t.sgd.weight_decay = m.weight_decay.unwrap_or(t.sgd.weight_decay);
-    t.schedule = m.schedule.clone().unwrap_or(t.schedule);
-    t.label_smoothing = m.label_smoothing.unwrap_or(t.label_smoothing);
-    if m.no_augment {
-        t.augment = Augment { crop_padding: 0, flip: false };
-    }
-    let (mean, std) = channel_stats(&ds.train.pixels);
-    let mcfg = ModelConfig {
-        depth: m.depth.unwrap_or(depth),
-        width: m.width.unwrap_or(width),
-        shortcut: m.shortcut.unwrap_or(Shortcut::A),
-        classes: ds.classes.clone(),
-        mean,
-        std,
-    };
-    mcfg.validate()?;
-    if t.epochs == 0 || t.batch_size == 0 {
-        return Err(Error::Usage("--epochs and --batch-size must be at least 1".into()));
-    }
+    let (mcfg, t) = training_setup(ds, opts)?;
     let folds = m.folds.unwrap_or_else(|| cv::default_folds(ds.train.len()));
     let out = cv::cross_validate(ds, &mcfg, &t, folds, Some(state_dir), device, opts.progress, !m.no_aum_threshold)?;
     let test = model::predict(&out.model, &ds.test.pixels, ds.test.len(), h, w, batch)?;
@@ -220,6 +228,8 @@ struct RecordedConfig<'a> {
     model: &'a ModelOptions,
     #[serde(skip_serializing_if = "Option::is_none")]
     demo: Option<&'a demo::DemoConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    inject_noise: Option<(f64, NoiseKind)>,
 }
 
 /// Runs an audit and returns its manifest and where the run was written.
@@ -241,10 +251,19 @@ pub fn run(opts: &AuditOptions) -> Result<(PathBuf, RunManifest)> {
     if ds.test.is_empty() {
         return Err(Error::Usage(format!("{}: the audit needs a test split, and this dataset has none", ds.source)));
     }
+    let device = model::select_device(opts.model.device.unwrap_or(DeviceChoice::Auto))?;
     let mut ds = ds;
     let injected = match opts.inject_noise {
         Some((rate, kind)) if (0.0..1.0).contains(&rate) => {
-            Some(inject_noise(&mut ds.train.labels, ds.classes.len(), rate, kind, opts.seed))
+            let confusion = match kind {
+                NoiseKind::Confusion => {
+                    let (m, source) = probe_confusion(&ds, opts, &device)?;
+                    problems.note(format!("--noise confusion follows the test-split confusion of {source}"));
+                    Some(m)
+                }
+                _ => None,
+            };
+            Some(inject_noise(&mut ds.train.labels, ds.classes.len(), rate, kind, opts.seed, confusion.as_deref()))
         }
         Some((rate, _)) => return Err(Error::Usage(format!("--inject-noise {rate}: give a share from 0 to below 1"))),
         None => None,
@@ -265,12 +284,12 @@ pub fn run(opts: &AuditOptions) -> Result<(PathBuf, RunManifest)> {
         seed: opts.seed,
         model: &opts.model,
         demo: demo_cfg,
+        inject_noise: opts.inject_noise,
     };
     let config = serde_json::to_value(&config).expect("config serialises");
     let meta = TableMeta { config_json: config.to_string(), dataset_fingerprint: ds.fingerprint() };
 
     let t1 = Instant::now();
-    let device = model::select_device(opts.model.device.unwrap_or(DeviceChoice::Auto))?;
     let stage = model_stage(&ds, opts, &device, &state_dir)?;
     timing.insert("model".to_string(), t1.elapsed().as_secs_f64());
 
@@ -538,23 +557,73 @@ pub enum NoiseKind {
     Symmetric,
     /// The next class (c to c + 1, the last to the first): one fixed confusion per class.
     Pairwise,
+    /// A class drawn in proportion to how often a model trained on the clean
+    /// labels mistakes this class for it on the test split (its confusion
+    /// matrix): the mistakes a real annotator is likely to make.
+    Confusion,
 }
 
-/// Flips `rate` of the labels (rows chosen with `seed`); returns which rows were flipped.
-pub fn inject_noise(labels: &mut [u32], k: usize, rate: f64, kind: NoiseKind, seed: u64) -> Vec<bool> {
+/// Flips `rate` of the labels (rows chosen with `seed`); returns which rows
+/// were flipped. `confusion[given][predicted]` (test-split counts) is needed
+/// by [`NoiseKind::Confusion`]; a class the model never confuses with another
+/// falls back to a uniform choice.
+pub fn inject_noise(
+    labels: &mut [u32],
+    k: usize,
+    rate: f64,
+    kind: NoiseKind,
+    seed: u64,
+    confusion: Option<&[Vec<usize>]>,
+) -> Vec<bool> {
+    use rand::distr::{weighted::WeightedIndex, Distribution};
     use rand::{Rng, SeedableRng};
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x6e6f_6973_65);
     let n = labels.len();
     let m = ((rate * n as f64).round() as usize).min(n);
+    // Off-diagonal confusion weights per class; None where a row has none.
+    let weights: Vec<Option<WeightedIndex<usize>>> = (0..k)
+        .map(|c| {
+            let row = confusion.and_then(|m| m.get(c))?;
+            let w: Vec<usize> = (0..k).map(|j| if j == c { 0 } else { row.get(j).copied().unwrap_or(0) }).collect();
+            WeightedIndex::new(w).ok()
+        })
+        .collect();
     let mut flipped = vec![false; n];
     for i in rand::seq::index::sample(&mut rng, n, m).into_vec() {
-        labels[i] = match kind {
-            NoiseKind::Symmetric => (labels[i] + rng.random_range(1..k as u32)) % k as u32,
-            NoiseKind::Pairwise => (labels[i] + 1) % k as u32,
+        let c = labels[i];
+        labels[i] = match (kind, &weights[c as usize]) {
+            (NoiseKind::Pairwise, _) => (c + 1) % k as u32,
+            (NoiseKind::Confusion, Some(w)) => w.sample(&mut rng) as u32,
+            _ => (c + rng.random_range(1..k as u32)) % k as u32,
         };
         flipped[i] = true;
     }
     flipped
+}
+
+/// The confusion matrix that [`NoiseKind::Confusion`] follows: the imported
+/// model's, or that of one model trained with the audit's recipe on the
+/// clean labels, on the test split. Returns it with a note of its source.
+fn probe_confusion(ds: &Dataset, opts: &AuditOptions, device: &Device) -> Result<(Vec<Vec<usize>>, String)> {
+    let (h, w) = (ds.height, ds.width);
+    let (model, source) = match &opts.model.import {
+        Some(path) => {
+            let import = checkpoint::ImportOptions {
+                classes: Some(ds.classes.clone()),
+                mean: opts.model.mean,
+                std: opts.model.std,
+            };
+            (checkpoint::load(path, &import, device)?.0, format!("imported {}", path.display()))
+        }
+        None => {
+            let (mcfg, t) = training_setup(ds, opts)?;
+            (cv::train_probe(ds, &mcfg, &t, device, opts.progress)?, "a probe model trained on the clean labels".into())
+        }
+    };
+    let p = model::predict(&model, &ds.test.pixels, ds.test.len(), h, w, 256)?;
+    let pred: Vec<u32> = (0..p.len()).map(|i| p.predicted(i)).collect();
+    let eval = evaluate::evaluate(&ds.test.labels, &pred, ds.classes.len());
+    Ok((eval.confusion, format!("{source}: test accuracy {:.4}", eval.accuracy)))
 }
 
 /// The AUM-threshold flag against known flips, over the images that were not threshold samples.
@@ -563,4 +632,33 @@ fn aum_check(target: &str, flipped: &[bool], a: &cv::AumThreshold) -> selfcheck:
     let flag: Vec<bool> = rows.iter().map(|&i| a.aum[i] < a.threshold).collect();
     let truth: Vec<bool> = rows.iter().map(|&i| flipped[i]).collect();
     selfcheck::flag_check("aum_mislabeled", target, &flag, &truth)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn confusion_noise_follows_the_confusion_matrix() {
+        // Class 0 is only ever mistaken for class 2; class 1 never is mistaken.
+        let confusion = vec![vec![50, 0, 10, 0], vec![0, 60, 0, 0], vec![3, 0, 57, 0], vec![0, 0, 0, 60]];
+        let mut labels: Vec<u32> = (0..4000).map(|i| (i % 4) as u32).collect();
+        let before = labels.clone();
+        let flipped = inject_noise(&mut labels, 4, 0.5, NoiseKind::Confusion, 3, Some(&confusion));
+        assert_eq!(flipped.iter().filter(|f| **f).count(), 2000);
+        let mut to = vec![vec![0usize; 4]; 4];
+        for i in 0..labels.len() {
+            assert_eq!(flipped[i], labels[i] != before[i], "row {i}");
+            to[before[i] as usize][labels[i] as usize] += flipped[i] as usize;
+        }
+        // Every flip of class 0 goes to 2, every flip of class 2 to 0.
+        assert!(to[0][2] > 400 && to[0][1] + to[0][3] == 0, "{to:?}");
+        assert!(to[2][0] > 400 && to[2][1] + to[2][3] == 0, "{to:?}");
+        // Classes without off-diagonal counts fall back to a uniform choice.
+        assert!((1..4).filter(|&j| j != 1).all(|j| to[1][j] > 100) && to[1][0] > 100, "{to:?}");
+        // Same seed, same flips.
+        let mut again: Vec<u32> = before.clone();
+        inject_noise(&mut again, 4, 0.5, NoiseKind::Confusion, 3, Some(&confusion));
+        assert_eq!(again, labels);
+    }
 }

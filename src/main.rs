@@ -131,6 +131,23 @@ impl From<DeviceArg> for DeviceChoice {
     }
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum NoiseArg {
+    Symmetric,
+    Pairwise,
+    Confusion,
+}
+
+impl From<NoiseArg> for NoiseKind {
+    fn from(n: NoiseArg) -> Self {
+        match n {
+            NoiseArg::Symmetric => NoiseKind::Symmetric,
+            NoiseArg::Pairwise => NoiseKind::Pairwise,
+            NoiseArg::Confusion => NoiseKind::Confusion,
+        }
+    }
+}
+
 /// How to read a dataset.
 #[derive(Args, Clone)]
 struct LoadArgs {
@@ -175,8 +192,11 @@ struct AuditArgs {
     #[arg(long, value_name = "RATE")]
     inject_noise: Option<f64>,
     /// How injected noise picks the new label.
-    #[arg(long, default_value = "symmetric", value_parser = ["symmetric", "pairwise"])]
-    noise: String,
+    /// symmetric: any other class; pairwise: the next class; confusion: in
+    /// proportion to a model's test-split confusion (the imported model's, or
+    /// one trained first on the clean labels).
+    #[arg(long, value_enum, default_value = "symmetric")]
+    noise: NoiseArg,
 }
 
 /// The model: import one, or train one (defaults: the built-in recipe for the
@@ -335,9 +355,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 seed: args.seed,
                 model: args.model.options()?,
                 progress: !args.quiet,
-                inject_noise: args
-                    .inject_noise
-                    .map(|r| (r, if args.noise == "pairwise" { NoiseKind::Pairwise } else { NoiseKind::Symmetric })),
+                inject_noise: args.inject_noise.map(|r| (r, args.noise.into())),
             };
             let (dest, manifest) = audit::run(&opts)?;
             print!("{}", misfit::run::summary(&manifest));

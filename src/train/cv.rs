@@ -177,6 +177,30 @@ pub fn cross_validate(
     Ok(CvOutput { folds, fold_of, out_of_sample: oos, model, dynamics, history, aum_threshold })
 }
 
+/// One model trained on every training image with the recipe, for a look at
+/// its mistakes before the audit proper (the confusion that `--noise
+/// confusion` follows). Its seed is its own job's; it keeps no state.
+pub fn train_probe(
+    ds: &Dataset,
+    mcfg: &ModelConfig,
+    tcfg: &TrainConfig,
+    device: &Device,
+    progress: bool,
+) -> Result<ResNet> {
+    let seed = job_seed(tcfg.seed, PROBE_JOB);
+    let model = ResNet::init(mcfg.clone(), seed, device)?;
+    let all: Vec<usize> = (0..ds.train.len()).collect();
+    let set =
+        TrainSet { pixels: &ds.train.pixels, labels: &ds.train.labels, height: ds.height, width: ds.width, rows: &all };
+    let cfg = TrainConfig { seed, ..tcfg.clone() };
+    train(&model, &set, &cfg, None, &Reporter { enabled: progress, label: "probe".into() })?;
+    Ok(model)
+}
+
+/// Job number of [`train_probe`], far from the folds' (0..K), the final
+/// model's (K) and the AUM run's (K + 1).
+const PROBE_JOB: usize = 1000;
+
 #[cfg(test)]
 mod tests {
     use super::*;

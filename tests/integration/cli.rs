@@ -225,4 +225,14 @@ fn injected_noise_is_reported_against_every_flag_and_score() {
     }
     let o = misfit(&[&args[..], &["--inject-noise", "1.5"]].concat(), dir.path());
     assert!(!o.status.success() && text(&o).contains("--inject-noise 1.5"), "{}", text(&o));
+    // Confusion noise: a probe model is trained first, and the run says so.
+    let o = misfit(&[&args[..], &["--inject-noise", "0.25", "--noise", "confusion"]].concat(), dir.path());
+    assert!(o.status.success(), "{}", text(&o));
+    let run: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("outputs/demo/run.json")).unwrap()).unwrap();
+    assert!(run["notes"].to_string().contains("--noise confusion follows the test-split confusion"), "{run}");
+    assert_eq!(run["config"]["inject_noise"], serde_json::json!([0.25, "confusion"]));
+    let checks = read_parquet(&dir.path().join("outputs/demo/selfcheck.parquet"));
+    let injected = checks.lazy().filter(col("name").eq(lit("likely_mislabeled"))).collect().unwrap();
+    assert_eq!(injected.column("positives").unwrap().i64().unwrap().get(0), Some(56));
 }
