@@ -11,7 +11,7 @@ use misfit::byo;
 use misfit::data::demo::DemoConfig;
 use misfit::data::{fetch, inspect, synth, DatasetSpec, LoadOptions};
 use misfit::model::{self, DeviceChoice, Shortcut};
-use misfit::scores::{PruneMethod, ScoreConfig};
+use misfit::scores::{IndexChoice, PruneMethod, ScoreConfig};
 use misfit::train::Schedule;
 
 /// Audit an image-classification dataset and its model: likely mislabeled
@@ -64,6 +64,16 @@ struct ScoreArgs {
     outputs: PathBuf,
     #[arg(long, default_value = "score", value_name = "NAME")]
     run: String,
+    /// Neighbour index: hnsw up to 200,000 training samples and ivf above (auto), or one of them.
+    #[arg(long, value_enum, default_value = "auto")]
+    index: IndexArg,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum IndexArg {
+    Auto,
+    Hnsw,
+    Ivf,
 }
 
 #[derive(Subcommand)]
@@ -425,6 +435,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let cfg = ScoreConfig {
                 k: a.k,
                 prune: PruneMethod::parse(&a.prune).expect("clap checked the value"),
+                index: match a.index {
+                    IndexArg::Auto => IndexChoice::Auto,
+                    IndexArg::Hnsw => IndexChoice::Hnsw,
+                    IndexArg::Ivf => IndexChoice::Ivf,
+                },
                 ..ScoreConfig::default()
             };
             let (dest, timing, sc, data) = byo::run(&files, &cfg, &a.outputs, &a.run)?;

@@ -1,7 +1,7 @@
 //! An inverted-file index for large sets of unit vectors, where building an
 //! HNSW graph one point at a time is too slow: spherical k-means splits the
-//! training vectors into about sqrt(n) lists; the queries of each list are
-//! compared with every member of the `nprobe` lists nearest to it, as one
+//! training vectors into about 2 sqrt(n) lists; each query is compared with
+//! every member of the `nprobe` lists nearest to it, list by list, as one
 //! matrix multiply per list. Deterministic (seeded sample, fixed order).
 //! Written here because the vector-search crates at hand offer graphs, not
 //! this GEMM-shaped search.
@@ -68,10 +68,10 @@ impl Ivf {
     /// Builds the index over unit training vectors.
     pub fn build(train: &[f32], dim: usize, seed: u64) -> Self {
         let n = train.len() / dim;
-        let nlist = ((n as f64).sqrt().round() as usize).clamp(1, n.max(1));
+        let nlist = ((2.0 * (n as f64).sqrt()).round() as usize).clamp(1, n.max(1));
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let sample: Vec<usize> = {
-            let mut s = rand::seq::index::sample(&mut rng, n, (64 * nlist).min(n)).into_vec();
+            let mut s = rand::seq::index::sample(&mut rng, n, (40 * nlist).min(n)).into_vec();
             s.sort_unstable();
             s
         };
@@ -109,7 +109,10 @@ impl Ivf {
     }
 
     /// The `k` nearest training rows of each query among the members of the
-    /// `nprobe` lists nearest to the query's own list, leaving out `self_row[q]`.
+    /// `nprobe` lists whose centroids are nearest to the query, leaving out
+    /// `self_row[q]`. Scanned list by list (every query that probes a list is
+    /// compared with its members in one matrix multiply), a batch of lists at a
+    /// time, each batch's candidates merged into every query's running top k.
     pub fn search(
         &self,
         train: &[f32],
@@ -121,60 +124,89 @@ impl Ivf {
         let dim = self.dim;
         let nlist = self.lists.len();
         let nq = queries.len() / dim;
-        let home = assign(queries, &self.centroids, dim);
-        let mut by_list = vec![Vec::new(); nlist];
-        for (q, &c) in home.iter().enumerate() {
-            by_list[c as usize].push(q);
-        }
-        let cc = dots(&self.centroids, &self.centroids, dim);
         let nprobe = nprobe.clamp(1, nlist);
-        let results: Vec<(usize, Vec<(u32, f32)>)> = (0..nlist)
-            .into_par_iter()
-            .filter(|&l| !by_list[l].is_empty())
-            .flat_map_iter(|l| {
-                let row = &cc[l * nlist..(l + 1) * nlist];
-                let mut order: Vec<usize> = (0..nlist).collect();
-                order.select_nth_unstable_by(nprobe - 1, |&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
-                let mut cand: Vec<u32> = order[..nprobe].iter().flat_map(|&p| self.lists[p].iter().copied()).collect();
-                cand.sort_unstable();
-                let cand_rows: Vec<f32> = cand
-                    .iter()
-                    .flat_map(|&i| train[i as usize * dim..(i as usize + 1) * dim].iter().copied())
-                    .collect();
-                let q_rows: Vec<f32> =
-                    by_list[l].iter().flat_map(|&q| queries[q * dim..(q + 1) * dim].iter().copied()).collect();
-                let d = dots(&q_rows, &cand_rows, dim);
-                let nc = cand.len();
-                by_list[l]
-                    .iter()
-                    .enumerate()
-                    .map(|(j, &q)| {
-                        let mut c: Vec<(u32, f32)> = (0..nc)
-                            .filter(|&t| Some(cand[t]) != self_row[q])
-                            .map(|t| (cand[t], (2.0 - 2.0 * d[j * nc + t]).max(0.0).sqrt()))
-                            .collect();
-                        let cmp = |a: &(u32, f32), b: &(u32, f32)| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0));
-                        if c.len() > k {
-                            c.select_nth_unstable_by(k, cmp);
-                            // A fresh vector: truncating would keep the candidates' allocation.
-                            c = c[..k].to_vec();
+        // The nprobe nearest centroids of every query.
+        let probes: Vec<u32> = queries
+            .par_chunks(1024 * dim)
+            .flat_map_iter(|block| {
+                let d = dots(block, &self.centroids, dim);
+                d.chunks(nlist)
+                    .flat_map(|row| {
+                        let mut order: Vec<u32> = (0..nlist as u32).collect();
+                        let cmp = |a: &u32, b: &u32| row[*b as usize].total_cmp(&row[*a as usize]).then(a.cmp(b));
+                        if nprobe < nlist {
+                            order.select_nth_unstable_by(nprobe - 1, cmp);
                         }
-                        c.sort_by(cmp);
-                        (q, c)
+                        order.truncate(nprobe);
+                        order
                     })
                     .collect::<Vec<_>>()
             })
             .collect();
-        let mut rows = vec![Vec::new(); nq];
-        for (q, c) in results {
-            rows[q] = c;
+        let mut by_list: Vec<Vec<u32>> = vec![Vec::new(); nlist];
+        for (q, p) in probes.chunks(nprobe).enumerate() {
+            for &l in p {
+                by_list[l as usize].push(q as u32);
+            }
+        }
+        // Running top k of every query: (distance, row), best first.
+        let mut best: Vec<(f32, u32)> = vec![(f32::INFINITY, u32::MAX); nq * k];
+        let less = |a: &(f32, u32), b: &(f32, u32)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).is_lt();
+        let lists: Vec<usize> = (0..nlist).filter(|&l| !by_list[l].is_empty() && !self.lists[l].is_empty()).collect();
+        for batch in lists.chunks(rayon::current_num_threads() * 4) {
+            let found: Vec<(u32, Vec<(f32, u32)>)> = batch
+                .par_iter()
+                .flat_map_iter(|&l| {
+                    let members = &self.lists[l];
+                    let rows: Vec<f32> = members
+                        .iter()
+                        .flat_map(|&i| train[i as usize * dim..(i as usize + 1) * dim].iter().copied())
+                        .collect();
+                    by_list[l].chunks(2048).flat_map(move |qs| {
+                        let q_rows: Vec<f32> = qs
+                            .iter()
+                            .flat_map(|&q| queries[q as usize * dim..(q as usize + 1) * dim].iter().copied())
+                            .collect();
+                        let d = dots(&q_rows, &rows, dim);
+                        let nm = members.len();
+                        qs.iter()
+                            .enumerate()
+                            .map(|(j, &q)| {
+                                // Top k by insertion: most members fail the first comparison.
+                                let mut c: Vec<(f32, u32)> = Vec::with_capacity(k + 1);
+                                let row = &d[j * nm..(j + 1) * nm];
+                                for (t, &dot) in row.iter().enumerate() {
+                                    if Some(members[t]) == self_row[q as usize] {
+                                        continue;
+                                    }
+                                    let cand = ((2.0 - 2.0 * dot).max(0.0).sqrt(), members[t]);
+                                    if c.len() == k && !less(&cand, &c[k - 1]) {
+                                        continue;
+                                    }
+                                    let at = c.partition_point(|x| less(x, &cand));
+                                    c.insert(at, cand);
+                                    c.truncate(k);
+                                }
+                                (q, c)
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            for (q, c) in found {
+                let top = &mut best[q as usize * k..(q as usize + 1) * k];
+                let mut merged: Vec<(f32, u32)> = top.iter().chain(&c).copied().collect();
+                merged.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+                top.copy_from_slice(&merged[..k]);
+            }
         }
         let mut out = Neighbors { k, index: Vec::with_capacity(nq * k), distance: Vec::with_capacity(nq * k) };
-        for r in rows {
-            // Pad a short candidate list with its last neighbour (only when a
-            // probe holds fewer than k points; the recall check sees it).
-            for t in 0..k {
-                let (i, d) = r.get(t).or(r.last()).copied().unwrap_or((0, 2.0));
+        for top in best.chunks(k) {
+            // A query whose probed lists hold fewer than k rows repeats its
+            // last neighbour (the recall check sees it).
+            let last = top.iter().rev().find(|c| c.1 != u32::MAX).copied().unwrap_or((2.0, 0));
+            for &c in top {
+                let (d, i) = if c.1 == u32::MAX { last } else { c };
                 out.index.push(i);
                 out.distance.push(d);
             }

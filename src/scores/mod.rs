@@ -39,6 +39,19 @@ pub struct ScoreConfig {
     pub duplicates: duplicates::DuplicateConfig,
     /// Seed of the recall sample.
     pub seed: u64,
+    /// Which index searches the neighbours.
+    pub index: IndexChoice,
+}
+
+/// The neighbour index.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IndexChoice {
+    /// HNSW up to [`IVF_ABOVE`] training images, IVF above.
+    #[default]
+    Auto,
+    Hnsw,
+    Ivf,
 }
 
 impl Default for ScoreConfig {
@@ -51,6 +64,7 @@ impl Default for ScoreConfig {
             recall_queries: 1000,
             duplicates: duplicates::DuplicateConfig::default(),
             seed: 0,
+            index: IndexChoice::Auto,
         }
     }
 }
@@ -208,7 +222,11 @@ fn search_neighbors(e: &Embeddings, cfg: &ScoreConfig) -> (neighbors::Neighbors,
         }
     }
     let truth = neighbors::exact(e.train, &q, dim, cfg.k, &q_self);
-    let large = n_train > IVF_ABOVE;
+    let large = match cfg.index {
+        IndexChoice::Auto => n_train > IVF_ABOVE,
+        IndexChoice::Hnsw => false,
+        IndexChoice::Ivf => true,
+    };
     let (hnsw, ivf) = if large {
         (None, Some(ivf::Ivf::build(e.train, dim, cfg.seed)))
     } else {
@@ -218,32 +236,25 @@ fn search_neighbors(e: &Embeddings, cfg: &ScoreConfig) -> (neighbors::Neighbors,
         Some(i) => (8, i.lists()),
         None => (cfg.hnsw.ef_search, 1024),
     };
-    loop {
-        let (tr, te) = match (&hnsw, &ivf) {
-            (Some(h), _) => (h.search(e.train, dim, cfg.k, ef, &self_rows), h.search(e.test, dim, cfg.k, ef, &none)),
-            (_, Some(i)) => {
-                (i.search(e.train, e.train, cfg.k, ef, &self_rows), i.search(e.train, e.test, cfg.k, ef, &none))
-            }
-            _ => unreachable!("one index is built"),
-        };
-        let hits: usize = sample
-            .iter()
-            .enumerate()
-            .map(|(j, &s)| {
-                let found = if s < n_train { tr.of(s) } else { te.of(s - n_train) };
-                found.iter().filter(|i| truth.of(j).contains(i)).count()
-            })
-            .sum();
+    // Same answer per query whatever else is searched: tune ef (nprobe) on the
+    // sample alone, then search every image once with it.
+    let search = |rows: &[f32], ef: usize, self_rows: &[Option<u32>]| match (&hnsw, &ivf) {
+        (Some(h), _) => h.search(rows, dim, cfg.k, ef, self_rows),
+        (_, Some(i)) => i.search(e.train, rows, cfg.k, ef, self_rows),
+        _ => unreachable!("one index is built"),
+    };
+    let recall = loop {
+        let found = search(&q, ef, &q_self);
+        let hits: usize =
+            (0..sample.len()).map(|j| found.of(j).iter().filter(|i| truth.of(j).contains(i)).count()).sum();
         let recall = hits as f64 / (sample.len() * cfg.k).max(1) as f64;
-        let reached = recall >= cfg.recall_target;
-        if reached || ef >= max_ef {
-            let index = if large { "ivf" } else { "hnsw" }.to_string();
-            return (
-                tr,
-                te,
-                RecallReport { index, recall, ef_search: ef, queries: sample.len(), reached_target: reached },
-            );
+        if recall >= cfg.recall_target || ef >= max_ef {
+            break recall;
         }
-        ef *= 2;
-    }
+        ef = (ef * 2).min(max_ef);
+    };
+    let (tr, te) = (search(e.train, ef, &self_rows), search(e.test, ef, &none));
+    let index = if large { "ivf" } else { "hnsw" }.to_string();
+    let reached = recall >= cfg.recall_target;
+    (tr, te, RecallReport { index, recall, ef_search: ef, queries: sample.len(), reached_target: reached })
 }
