@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use crate::attack;
 use crate::data::{self, demo, Dataset, DatasetSpec, LoadOptions, Problems};
 use crate::error::{Error, Result};
 use crate::evaluate::{self, Evaluation};
@@ -66,6 +67,8 @@ pub struct AuditOptions {
     pub progress: bool,
     /// Self-check: flip this share of the training labels before training.
     pub inject_noise: Option<(f64, NoiseKind)>,
+    /// The attack stage (None: skipped).
+    pub attack: Option<attack::AttackConfig>,
 }
 
 /// The built-in recipes: the demo's (small, fast on 2 CPU cores) and the
@@ -81,6 +84,15 @@ pub fn recipe(spec: &DatasetSpec, seed: u64) -> (usize, usize, TrainConfig) {
             (20, DEMO_WIDTH, t)
         }
         _ => (20, 16, TrainConfig::cifar(100, seed)),
+    }
+}
+
+/// Test images attacked per class by default: 20 on the demo (the attack
+/// stage then takes about 20 s of its 3 minutes on 2 cores), 100 elsewhere.
+pub fn attack_per_class(spec: &DatasetSpec) -> usize {
+    match spec {
+        DatasetSpec::Demo(_) => 20,
+        _ => 100,
     }
 }
 
@@ -230,6 +242,8 @@ struct RecordedConfig<'a> {
     demo: Option<&'a demo::DemoConfig>,
     #[serde(skip_serializing_if = "Option::is_none")]
     inject_noise: Option<(f64, NoiseKind)>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attack: Option<&'a attack::AttackConfig>,
 }
 
 /// Runs an audit and returns its manifest and where the run was written.
@@ -285,6 +299,7 @@ pub fn run(opts: &AuditOptions) -> Result<(PathBuf, RunManifest)> {
         model: &opts.model,
         demo: demo_cfg,
         inject_noise: opts.inject_noise,
+        attack: opts.attack.as_ref(),
     };
     let config = serde_json::to_value(&config).expect("config serialises");
     let meta = TableMeta { config_json: config.to_string(), dataset_fingerprint: ds.fingerprint() };
@@ -354,6 +369,16 @@ pub fn run(opts: &AuditOptions) -> Result<(PathBuf, RunManifest)> {
         }
     }
     timing.insert("scores".to_string(), t3.elapsed().as_secs_f64());
+    let t_attack = Instant::now();
+    let attacked = match &opts.attack {
+        Some(cfg) => {
+            let cfg = attack::AttackConfig { seed: opts.seed, ..cfg.clone() };
+            let victims = attack::victims(&ds, &stage.test_logits, &stage.train_logits, &cfg);
+            Some((attack::run(&stage.model, &ds, victims, &cfg, opts.progress)?, cfg))
+        }
+        None => None,
+    };
+    timing.insert("attacks".to_string(), t_attack.elapsed().as_secs_f64());
     let t4 = Instant::now();
 
     let mut written = Vec::new();
@@ -373,15 +398,52 @@ pub fn run(opts: &AuditOptions) -> Result<(PathBuf, RunManifest)> {
                 .map(|a| a.aum[i] < a.threshold)
         })
         .collect();
-    let samples = samples
-        .opt_bool(
-            "aum_mislabeled",
-            "AUM below the threshold-sample threshold (Pleiss et al.; train only, null for threshold samples)",
-            aum_flag.iter().copied(),
-        )
-        .finish();
-    write("samples.parquet", samples, "one image")?;
-    write("classes.parquet", tables::classes(&ds, &eval, Some(&sc)), "one class")?;
+    let samples = samples.opt_bool(
+        "aum_mislabeled",
+        "AUM below the threshold-sample threshold (Pleiss et al.; train only, null for threshold samples)",
+        aum_flag.iter().copied(),
+    );
+    let samples = match &attacked {
+        Some((res, _)) => {
+            let (mut was, mut linf, mut l2) =
+                (vec![false; labels.len()], vec![None; labels.len()], vec![None; labels.len()]);
+            for (i, v) in res.victims.iter().enumerate() {
+                let row = if v.split == data::Split::Train { v.row } else { n_train + v.row };
+                was[row] = true;
+                linf[row] = res.radius_linf[i];
+                l2[row] = res.radius_l2[i];
+            }
+            samples
+                .bool("attacked", "whether the attack stage attacked this image", was)
+                .opt_f32(
+                    "radius_linf",
+                    "smallest L-inf budget (bisection over PGD) that flips the image, [0, 1] pixel units; null: not attacked or not flipped within the largest budget",
+                    linf,
+                )
+                .opt_f32("radius_l2", "the same in L2", l2)
+        }
+        None => samples,
+    };
+    write("samples.parquet", samples.finish(), "one image")?;
+    let summary_attacks = attacked.as_ref().map(|(res, cfg)| {
+        let miss: Vec<f64> = eval.classes.iter().map(|c| c.miss_rate).collect();
+        attack::AttackSummary::new(res, cfg, &miss)
+    });
+    let radius = summary_attacks.as_ref().map(|a| (&a.median_radius_linf[..], &a.median_radius_l2[..]));
+    write("classes.parquet", tables::classes(&ds, &eval, Some(&sc), radius), "one class")?;
+    let mut summary_attacks = summary_attacks;
+    if let (Some((res, cfg)), Some(sum)) = (&attacked, summary_attacks.as_mut()) {
+        write("attacks.parquet", tables::attacks(&ds, res, cfg), "one attacked image under one attack at one budget")?;
+        write(
+            "attack_classes.parquet",
+            tables::attack_classes(&ds.classes, &sum.per_class),
+            "one class under one attack at one budget (test victims)",
+        )?;
+        sum.examples = attack::write_examples(&ds, res, cfg, &run.path("attack_examples"))?
+            .into_iter()
+            .map(|n| format!("attack_examples/{n}"))
+            .collect();
+    }
     write("embeddings.parquet", tables::embeddings(&ds, &train_emb, &test_emb, dim), "one image")?;
     if let Some((tr, te)) = &sc.neighbors {
         write("neighbors.parquet", tables::neighbors(&ds, tr, te), "one (image, neighbour rank) pair")?;
@@ -427,6 +489,7 @@ pub fn run(opts: &AuditOptions) -> Result<(PathBuf, RunManifest)> {
         model: Some(stage.summary),
         evaluation: Some(eval),
         scores: Some(ScoresSummary::new(&sc, &score_cfg, checks.unwrap_or_default())),
+        attacks: summary_attacks,
         timing_s: timing,
     };
     let dest = run.commit(&manifest)?;

@@ -9,6 +9,7 @@
 //! report) slot in between.
 
 pub mod atomic;
+pub mod attack;
 pub mod audit;
 pub mod bench;
 pub mod byo;

@@ -5,6 +5,7 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use misfit::attack;
 use misfit::audit::{self, AuditOptions, ModelOptions, NoiseKind};
 use misfit::bench::{self, BenchConfig};
 use misfit::byo;
@@ -80,28 +81,15 @@ enum IndexArg {
 enum BenchCommand {
     /// Training-step and inference throughput of a ResNet at one batch size,
     /// misfit against PyTorch (when importable by --python) in the same run.
-    Train {
-        #[arg(long, default_value_t = 20)]
-        depth: usize,
-        /// Channels of the first stage.
-        #[arg(long, default_value_t = 16)]
-        width: usize,
-        /// Image side in pixels.
-        #[arg(long, default_value_t = 32)]
-        size: usize,
-        #[arg(long, default_value_t = 128)]
-        batch: usize,
-        /// Timed steps.
-        #[arg(long, default_value_t = 5)]
-        steps: usize,
-        /// Untimed steps first.
-        #[arg(long, default_value_t = 1)]
-        warmup: usize,
-        /// Python interpreter with PyTorch for the reference.
-        #[arg(long, default_value = "python3")]
-        python: String,
-        #[arg(long, value_enum, default_value = "auto")]
-        device: DeviceArg,
+    Train(BenchModelArgs),
+    /// PGD throughput (L-inf, 8/255 in PyTorch; every image takes every
+    /// step) of a ResNet, misfit against PyTorch in the same run.
+    Attack {
+        #[command(flatten)]
+        model: BenchModelArgs,
+        /// PGD steps per attack.
+        #[arg(long, default_value_t = 10)]
+        pgd_steps: usize,
     },
     /// Bring-your-own scoring at scale on generated data (probabilities,
     /// labels with 10% flipped, embeddings), against cleanlab's
@@ -122,6 +110,45 @@ enum BenchCommand {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+}
+
+/// The model and batch a benchmark times.
+#[derive(Args)]
+struct BenchModelArgs {
+    #[arg(long, default_value_t = 20)]
+    depth: usize,
+    /// Channels of the first stage.
+    #[arg(long, default_value_t = 16)]
+    width: usize,
+    /// Image side in pixels.
+    #[arg(long, default_value_t = 32)]
+    size: usize,
+    #[arg(long, default_value_t = 128)]
+    batch: usize,
+    /// Timed steps (batches).
+    #[arg(long, default_value_t = 5)]
+    steps: usize,
+    /// Untimed steps first.
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+    /// Python interpreter with PyTorch for the reference.
+    #[arg(long, default_value = "python3")]
+    python: String,
+    #[arg(long, value_enum, default_value = "auto")]
+    device: DeviceArg,
+}
+
+impl BenchModelArgs {
+    fn config(&self) -> BenchConfig {
+        BenchConfig {
+            depth: self.depth,
+            width: self.width,
+            size: self.size,
+            batch: self.batch,
+            steps: self.steps,
+            warmup: self.warmup,
+        }
+    }
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -158,6 +185,91 @@ impl From<NoiseArg> for NoiseKind {
     }
 }
 
+/// The attack stage of the audit.
+#[derive(Args, Clone)]
+struct AttackArgs {
+    /// Skip the attack stage.
+    #[arg(long)]
+    no_attacks: bool,
+    /// Attacks, METHOD:NORM[:TARGET] (method fgsm or pgd, norm linf or l2,
+    /// target least-likely or a class name; untargeted without one).
+    #[arg(long, value_delimiter = ',', default_value = "fgsm:linf,pgd:linf,pgd:linf:least-likely,pgd:l2")]
+    attacks: Vec<String>,
+    /// L-inf budgets in [0, 1] pixel units; fractions allowed (8/255).
+    #[arg(long, value_delimiter = ',', default_value = "1/255,2/255,4/255,8/255")]
+    eps: Vec<String>,
+    /// L2 budgets in [0, 1] pixel units (norm over all values of an image).
+    #[arg(long, value_delimiter = ',', default_value = "0.125,0.25,0.5,1")]
+    eps_l2: Vec<String>,
+    /// PGD steps.
+    #[arg(long, default_value_t = 10)]
+    attack_steps: usize,
+    /// PGD step size as a multiple of the budget (default 2.5 / steps).
+    #[arg(long)]
+    attack_step_ratio: Option<f32>,
+    /// PGD random restarts.
+    #[arg(long, default_value_t = 1)]
+    attack_restarts: usize,
+    /// Test images attacked per class (a seeded sample), or `all`
+    /// (default: 100; 20 on the built-in demo, to keep it within 3 minutes).
+    #[arg(long)]
+    attack_per_class: Option<String>,
+    /// Also attack test images the model misclassifies (flipped at budget 0).
+    #[arg(long)]
+    attack_misclassified: bool,
+    /// Also attack this many training images per class.
+    #[arg(long, default_value_t = 0)]
+    attack_train_per_class: usize,
+    /// Skip the bisection for each image's smallest flipping budget.
+    #[arg(long)]
+    no_radius: bool,
+    /// Images per attack batch.
+    #[arg(long, default_value_t = 256)]
+    attack_batch: usize,
+}
+
+impl AttackArgs {
+    fn config(&self, spec: &DatasetSpec) -> anyhow::Result<Option<attack::AttackConfig>> {
+        if self.no_attacks {
+            return Ok(None);
+        }
+        let budgets = |v: &[String], flag: &str| -> anyhow::Result<Vec<f32>> {
+            v.iter()
+                .map(|b| {
+                    let parsed = match b.split_once('/') {
+                        Some((n, d)) => {
+                            n.trim().parse::<f32>().ok().zip(d.trim().parse::<f32>().ok()).map(|(n, d)| n / d)
+                        }
+                        None => b.trim().parse::<f32>().ok(),
+                    };
+                    parsed.ok_or_else(|| anyhow::anyhow!("{flag} '{b}': not a number or fraction"))
+                })
+                .collect()
+        };
+        let per_class = match self.attack_per_class.as_deref() {
+            None => Some(audit::attack_per_class(spec)),
+            Some("all") => None,
+            Some(n) => {
+                Some(n.parse::<usize>().map_err(|_| anyhow::anyhow!("--attack-per-class '{n}': a count or all"))?)
+            }
+        };
+        Ok(Some(attack::AttackConfig {
+            attacks: self.attacks.iter().map(|a| attack::AttackSpec::parse(a)).collect::<Result<_, _>>()?,
+            eps_linf: budgets(&self.eps, "--eps")?,
+            eps_l2: budgets(&self.eps_l2, "--eps-l2")?,
+            steps: self.attack_steps,
+            step_ratio: self.attack_step_ratio,
+            restarts: self.attack_restarts,
+            radius: !self.no_radius,
+            per_class,
+            include_misclassified: self.attack_misclassified,
+            train_per_class: self.attack_train_per_class,
+            batch: self.attack_batch,
+            ..attack::AttackConfig::default()
+        }))
+    }
+}
+
 /// How to read a dataset.
 #[derive(Args, Clone)]
 struct LoadArgs {
@@ -183,6 +295,8 @@ struct AuditArgs {
     dataset: String,
     #[command(flatten)]
     load: LoadArgs,
+    #[command(flatten)]
+    attack: AttackArgs,
     /// Folder that holds run folders.
     #[arg(long, default_value = "outputs", value_name = "DIR")]
     outputs: PathBuf,
@@ -357,8 +471,10 @@ fn load_options(args: &LoadArgs) -> Result<LoadOptions> {
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Audit(args) => {
+            let spec = DatasetSpec::parse(&args.dataset)?;
             let opts = AuditOptions {
-                spec: DatasetSpec::parse(&args.dataset)?,
+                attack: args.attack.config(&spec)?,
+                spec,
                 load: load_options(&args.load)?,
                 outputs: args.outputs,
                 run_name: args.run,
@@ -398,9 +514,31 @@ fn run(cli: Cli) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Bench(BenchCommand::Train { depth, width, size, batch, steps, warmup, python, device }) => {
-            let device = model::select_device(device.into())?;
-            let cfg = BenchConfig { depth, width, size, batch, steps, warmup };
+        Command::Bench(BenchCommand::Attack { model: m, pgd_steps }) => {
+            let device = model::select_device(m.device.into())?;
+            let cfg = m.config();
+            println!(
+                "PGD-{pgd_steps} (L-inf) on ResNet-{}, width {}, {}x{} images, batch {}, {} timed batches after {}",
+                m.depth, m.width, m.size, m.size, m.batch, m.steps, m.warmup
+            );
+            let ours = bench::measure_pgd(&cfg, pgd_steps, &device)?;
+            println!("misfit  ({}): {ours:>7.1} images/s", model::device_name(&device));
+            let torch_device = if device.is_cuda() { "cuda" } else { "cpu" };
+            match bench::measure_torch(&m.python, &cfg, torch_device, pgd_steps)? {
+                Some(t) => {
+                    let theirs = t.pgd_img_s.unwrap_or(f64::NAN);
+                    println!("PyTorch {} ({} threads): {theirs:>7.1} images/s", t.torch, t.threads);
+                    println!("ratio misfit/PyTorch: {:.2}", ours / theirs);
+                }
+                None => println!("PyTorch: not importable by {}; no comparison (pass --python PATH)", m.python),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(BenchCommand::Train(m)) => {
+            let (depth, width, size, batch, steps, warmup) = (m.depth, m.width, m.size, m.batch, m.steps, m.warmup);
+            let python = m.python.clone();
+            let device = model::select_device(m.device.into())?;
+            let cfg = m.config();
             println!("ResNet-{depth}, width {width}, {size}x{size} images, batch {batch}, {steps} timed steps after {warmup}");
             let ours = bench::measure(&cfg, &device)?;
             println!(
@@ -413,7 +551,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 ours.infer_img_s
             );
             let torch_device = if device.is_cuda() { "cuda" } else { "cpu" };
-            match bench::measure_torch(&python, &cfg, torch_device)? {
+            match bench::measure_torch(&python, &cfg, torch_device, 0)? {
                 Some(t) => {
                     println!(
                         "PyTorch {} ({} threads): train {:>7.1} img/s (step {:.3} s), inference {:>7.1} img/s",
@@ -503,6 +641,12 @@ fn tempdir_for_bench(dir: Option<PathBuf>) -> Result<PathBuf> {
     std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
     Ok(d)
 }
+
+/// mimalloc: the training and attack loops allocate and free tensors of megabytes
+/// many times a second; glibc hands those to mmap and back, and the page
+/// faults showed up as a third of the wall time (sys) on 2 cores.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     match run(Cli::parse()) {

@@ -96,6 +96,9 @@ pub struct RunManifest {
     /// Label-quality scoring: neighbour recall, noise estimate, flag counts, self-check.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scores: Option<ScoresSummary>,
+    /// Attacks: overall and per-class success per attack and budget, radii.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attacks: Option<crate::attack::AttackSummary>,
     /// Wall time of each stage, in seconds.
     pub timing_s: BTreeMap<String, f64>,
 }
@@ -289,8 +292,54 @@ pub fn summary(m: &RunManifest) -> String {
             let _ = writeln!(s, "check    {} vs {} ({}): {line}", c.name, c.target, c.positives);
         }
     }
+    if let Some(a) = &m.attacks {
+        let _ =
+            writeln!(s, "attacked {} test images ({:.1} images/s, every attack and budget)", a.victims, a.images_per_s);
+        let mut names: Vec<&str> = Vec::new();
+        for o in &a.overall {
+            if !names.contains(&o.attack.as_str()) {
+                names.push(&o.attack);
+            }
+        }
+        for name in names {
+            let parts: Vec<String> = a
+                .overall
+                .iter()
+                .filter(|o| o.attack == name)
+                .map(|o| {
+                    let rho = o.miss_rate_spearman.map(|r| format!(", rho {r:+.2}")).unwrap_or_default();
+                    format!("{} {:.0}%{rho}", budget_label(&o.attack, o.budget), 100.0 * o.rate)
+                })
+                .collect();
+            let _ = writeln!(s, "attack   {name}: {}", parts.join("; "));
+            // Per class at the smallest budget that flips some but not all.
+            let pick = a.overall.iter().filter(|o| o.attack == name).find(|o| o.rate > 0.0 && o.rate < 1.0);
+            if let Some(o) = pick {
+                let mut rows: Vec<&crate::attack::ClassSuccess> =
+                    a.per_class.iter().filter(|c| c.attack == name && c.budget == o.budget && c.attacked > 0).collect();
+                rows.sort_by(|x, y| y.rate.total_cmp(&x.rate));
+                let parts: Vec<String> = rows
+                    .iter()
+                    .map(|c| format!("{} {:.0}%", m.dataset.classes[c.class as usize], 100.0 * c.rate))
+                    .collect();
+                let _ = writeln!(s, "         by class at {}: {}", budget_label(name, o.budget), parts.join(", "));
+            }
+        }
+        let _ =
+            writeln!(s, "         rho: Spearman correlation across classes between attack success and test miss rate");
+    }
     for t in &m.tables {
         let _ = writeln!(s, "table    {} ({} rows, one row = {})", t.file, t.rows, t.row);
     }
     s
+}
+
+/// `2/255` for an L-inf budget that is a whole number of grey levels, the plain number otherwise.
+pub fn budget_label(attack: &str, budget: f32) -> String {
+    let levels = budget * 255.0;
+    if attack.contains(":linf") && (levels - levels.round()).abs() < 1e-3 {
+        format!("{}/255", levels.round())
+    } else {
+        format!("{budget}")
+    }
 }

@@ -323,6 +323,7 @@ pub fn classes(
     ds: &Dataset,
     eval: &crate::evaluate::Evaluation,
     scores: Option<&crate::scores::Scores>,
+    radius: Option<(&[Option<f32>], &[Option<f32>])>,
 ) -> RecordBatch {
     let k = ds.classes.len();
     let train = ds.train.class_counts(k);
@@ -336,6 +337,16 @@ pub fn classes(
         .f64("miss_rate", "test misses over test images", c.iter().map(|r| r.miss_rate))
         .f64("miss_rate_low", "95% Wilson interval, low end", c.iter().map(|r| r.miss_rate_low))
         .f64("miss_rate_high", "95% Wilson interval, high end", c.iter().map(|r| r.miss_rate_high));
+    let b = match radius {
+        Some((linf, l2)) => b
+            .opt_f32(
+                "median_radius_linf",
+                "median smallest L-inf budget flipping the class's attacked test images (null: above the largest budget)",
+                linf.iter().copied(),
+            )
+            .opt_f32("median_radius_l2", "the same in L2, [0, 1] pixel units", l2.iter().copied()),
+        None => b,
+    };
     let Some(s) = scores else { return b.finish() };
     let count = |f: &dyn Fn(&crate::scores::ImageScores) -> bool| -> Vec<i64> {
         let mut v = vec![0i64; k];
@@ -545,5 +556,66 @@ pub fn selfcheck(checks: &[crate::scores::selfcheck::Check]) -> RecordBatch {
         .opt_f64("auroc", "scores: area under the ROC curve", checks.iter().map(|c| c.auroc))
         .i64("positives", "known bad images", checks.iter().map(|c| c.positives as i64))
         .i64("images", "images checked", checks.iter().map(|c| c.images as i64))
+        .finish()
+}
+
+/// One row per attacked image x attack x budget.
+pub fn attacks(ds: &Dataset, res: &crate::attack::AttackResults, cfg: &crate::attack::AttackConfig) -> RecordBatch {
+    use crate::data::Split;
+    let v = |r: &crate::attack::AttackRow| &res.victims[r.victim];
+    let set = |s: Split| if s == Split::Train { &ds.train } else { &ds.test };
+    let spec = |r: &crate::attack::AttackRow| &cfg.attacks[r.attack];
+    let rows = &res.rows;
+    let name = |c: u32| ds.classes[c as usize].as_str();
+    TableBuilder::new()
+        .utf8("id", "attacked image", rows.iter().map(|r| set(v(r).split).ids[v(r).row].as_str()))
+        .utf8("split", "train or test", rows.iter().map(|r| v(r).split.as_str()))
+        .i32("label", "given label", rows.iter().map(|r| v(r).label as i32))
+        .utf8("label_name", "given label's name", rows.iter().map(|r| name(v(r).label)))
+        .utf8("attack", "METHOD:NORM[:TARGET], e.g. pgd:linf:least-likely", rows.iter().map(|r| spec(r).name()))
+        .utf8(
+            "method",
+            "fgsm or pgd",
+            rows.iter().map(|r| if spec(r).method == crate::attack::Method::Fgsm { "fgsm" } else { "pgd" }),
+        )
+        .utf8("norm", "linf or l2", rows.iter().map(|r| spec(r).norm.as_str()))
+        .bool("targeted", "whether success means reaching a target class", rows.iter().map(|r| r.target.is_some()))
+        .opt_i32("target", "target class (null: untargeted)", rows.iter().map(|r| r.target.map(|t| t as i32)))
+        .opt_utf8("target_name", "target class name", rows.iter().map(|r| r.target.map(name)))
+        .f32(
+            "budget",
+            "budget in the attack's norm, [0, 1] pixel units (8/255 = 0.0314)",
+            rows.iter().map(|r| r.budget),
+        )
+        .bool(
+            "success",
+            "untargeted: prediction left the label; targeted: prediction is the target",
+            rows.iter().map(|r| r.success),
+        )
+        .i32("adv_pred", "prediction on the adversarial image", rows.iter().map(|r| r.adv_pred as i32))
+        .utf8("adv_pred_name", "its class name", rows.iter().map(|r| name(r.adv_pred)))
+        .f32("adv_prob", "softmax probability of adv_pred", rows.iter().map(|r| r.adv_prob))
+        .f32("linf", "L-inf norm of the perturbation used, [0, 1] pixel units", rows.iter().map(|r| r.linf))
+        .f32("l2", "L2 norm of the perturbation used, [0, 1] pixel units", rows.iter().map(|r| r.l2))
+        .i32(
+            "steps",
+            "gradient steps taken before success (all, over every restart, on failure)",
+            rows.iter().map(|r| r.steps as i32),
+        )
+        .finish()
+}
+
+/// One row per class x attack x budget: success among the class's test victims.
+pub fn attack_classes(classes: &[String], per_class: &[crate::attack::ClassSuccess]) -> RecordBatch {
+    TableBuilder::new()
+        .i32("class", "class index", per_class.iter().map(|c| c.class as i32))
+        .utf8("class_name", "class name", per_class.iter().map(|c| classes[c.class as usize].as_str()))
+        .utf8("attack", "METHOD:NORM[:TARGET]", per_class.iter().map(|c| c.attack.as_str()))
+        .f32("budget", "budget in the attack's norm, [0, 1] pixel units", per_class.iter().map(|c| c.budget))
+        .i64("attacked", "test images of the class attacked", per_class.iter().map(|c| c.attacked as i64))
+        .i64("successes", "of those, flipped", per_class.iter().map(|c| c.successes as i64))
+        .f64("success_rate", "successes over attacked", per_class.iter().map(|c| c.rate))
+        .f64("success_rate_low", "95% Wilson interval, low end", per_class.iter().map(|c| c.low))
+        .f64("success_rate_high", "95% Wilson interval, high end", per_class.iter().map(|c| c.high))
         .finish()
 }

@@ -102,10 +102,58 @@ pub struct TorchThroughput {
     pub train_step_s: f64,
     pub train_img_s: f64,
     pub infer_img_s: f64,
+    /// Images per second through PGD (when asked for).
+    #[serde(default)]
+    pub pgd_img_s: Option<f64>,
+}
+
+/// Images per second through a PGD attack of `pgd_steps` steps (L-inf, eval
+/// mode, frozen weights) at `cfg.batch`. The budget is 0 and the goal is the
+/// model's own prediction, so no image succeeds early: every image takes
+/// every step, as in the PyTorch reference loop.
+pub fn measure_pgd(cfg: &BenchConfig, pgd_steps: usize, device: &Device) -> Result<f64> {
+    use crate::attack::{pgd, Norm};
+    let mcfg = ModelConfig {
+        depth: cfg.depth,
+        width: cfg.width,
+        shortcut: Shortcut::A,
+        classes: (0..10).map(|i| i.to_string()).collect(),
+        mean: IMAGENET_MEAN,
+        std: IMAGENET_STD,
+    };
+    let model = ResNet::init(mcfg, 0, device)?.frozen();
+    let x = Tensor::rand(0f32, 1f32, (cfg.batch, 3, cfg.size, cfg.size), device)?;
+    let pred = crate::model::Predictions {
+        classes: 10,
+        feature_dim: 0,
+        logits: model.forward(&x, false)?.logits.flatten_all()?.to_vec1()?,
+        features: Vec::new(),
+    };
+    let goal: Vec<u32> = (0..cfg.batch).map(|i| pred.predicted(i)).collect();
+    let x0: Vec<f32> = x.flatten_all()?.to_vec1()?;
+    let how = pgd::Steps { steps: pgd_steps, step_ratio: 2.5 / pgd_steps as f32, restarts: 1, random_start: true };
+    let eps = vec![0f32; cfg.batch];
+    let mut total = 0f64;
+    for i in 0..cfg.warmup + cfg.steps {
+        let t = Instant::now();
+        let o = pgd::attack(&model, &x0, (3, cfg.size, cfg.size), &goal, false, &eps, Norm::Linf, &how, i as u64)?;
+        if o.success.iter().any(|s| *s) {
+            return Err(Error::Usage("an image succeeded at budget 0: the benchmark would time fewer steps".into()));
+        }
+        if i >= cfg.warmup {
+            total += t.elapsed().as_secs_f64();
+        }
+    }
+    Ok(cfg.batch as f64 * cfg.steps.max(1) as f64 / total)
 }
 
 /// Runs the PyTorch reference with `python`; `Ok(None)` when PyTorch is not installed there.
-pub fn measure_torch(python: &str, cfg: &BenchConfig, device: &str) -> Result<Option<TorchThroughput>> {
+pub fn measure_torch(
+    python: &str,
+    cfg: &BenchConfig,
+    device: &str,
+    pgd_steps: usize,
+) -> Result<Option<TorchThroughput>> {
     let probe = std::process::Command::new(python).args(["-c", "import torch"]).output();
     match probe {
         Ok(o) if o.status.success() => {}
@@ -119,6 +167,7 @@ pub fn measure_torch(python: &str, cfg: &BenchConfig, device: &str) -> Result<Op
         .arg(&script)
         .args(&args)
         .arg(device)
+        .arg(pgd_steps.to_string())
         .output()
         .map_err(|e| Error::io(python, e))?;
     let _ = std::fs::remove_file(&script);

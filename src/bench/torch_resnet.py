@@ -6,6 +6,7 @@ import torch, torch.nn as nn, torch.nn.functional as F
 
 depth, width, size, batch, steps, warmup = (int(a) for a in sys.argv[1:7])
 device = sys.argv[7] if len(sys.argv) > 7 else "cpu"
+pgd_steps = int(sys.argv[8]) if len(sys.argv) > 8 else 0
 
 class Block(nn.Module):
     def __init__(s, inp, out, stride):
@@ -53,5 +54,26 @@ with torch.no_grad():
     sync(); t = time.perf_counter()
     for _ in range(steps): model(x)
     sync(); infer_s = (time.perf_counter() - t) / steps
-print(json.dumps({"torch": torch.__version__, "threads": torch.get_num_threads(),
-                  "train_step_s": train_s, "train_img_s": batch / train_s, "infer_img_s": batch / infer_s}))
+out = {"torch": torch.__version__, "threads": torch.get_num_threads(),
+       "train_step_s": train_s, "train_img_s": batch / train_s, "infer_img_s": batch / infer_s}
+if pgd_steps:
+    # PGD L-inf, 8/255, random start, pgd_steps steps and a final check, as
+    # misfit's loop does (whose benchmark makes every image take every step).
+    for p in model.parameters(): p.requires_grad_(False)
+    eps, alpha = 8 / 255, 2.5 * 8 / 255 / pgd_steps
+    with torch.no_grad(): labels = model(x).argmax(1)
+    def pgd():
+        d = (torch.rand_like(x) * 2 - 1) * eps
+        d = (x + d).clamp(0, 1) - x
+        for _ in range(pgd_steps):
+            d.requires_grad_(True)
+            loss = F.cross_entropy(model(x + d), labels, reduction="sum")
+            g, = torch.autograd.grad(loss, d)
+            d = (d.detach() + alpha * g.sign()).clamp(-eps, eps)
+            d = (x + d).clamp(0, 1) - x
+        with torch.no_grad(): return model(x + d).argmax(1)
+    for _ in range(warmup): pgd()
+    sync(); t = time.perf_counter()
+    for _ in range(steps): pgd()
+    sync(); out["pgd_img_s"] = batch * steps / (time.perf_counter() - t)
+print(json.dumps(out))

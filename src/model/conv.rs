@@ -283,9 +283,11 @@ impl CustomOp2 for Conv2d {
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         let dy = dy.contiguous()?;
         let g = geometry(x.layout(), w.layout(), self.stride, self.pad)?;
-        let dx = dy.apply_op2_no_bwd(w, &BackwardData(g))?;
-        let dw = x.apply_op2_no_bwd(&dy, &BackwardFilter(g))?;
-        Ok((Some(dx), Some(dw)))
+        // Only what autograd will use: no input gradient for the image batch
+        // of a training step, no weight gradient for a frozen model (attacks).
+        let dx = if x.track_op() { Some(dy.apply_op2_no_bwd(w, &BackwardData(g))?) } else { None };
+        let dw = if w.track_op() { Some(x.apply_op2_no_bwd(&dy, &BackwardFilter(g))?) } else { None };
+        Ok((dx, dw))
     }
 }
 

@@ -296,6 +296,10 @@ struct BatchNorm {
 }
 
 impl BatchNorm {
+    fn frozen(&self) -> Self {
+        BatchNorm { weight: self.weight.detach(), bias: self.bias.detach(), ..self.clone() }
+    }
+
     fn new(p: &Params, name: &str) -> Self {
         BatchNorm {
             weight: p.get(&format!("{name}.weight")),
@@ -368,6 +372,10 @@ struct Conv {
 }
 
 impl Conv {
+    fn frozen(&self) -> Self {
+        Conv { weight: self.weight.detach(), ..self.clone() }
+    }
+
     fn new(p: &Params, name: &str, stride: usize) -> Self {
         let weight = p.get(&format!("{name}.weight"));
         let k = weight.dims()[2];
@@ -406,6 +414,19 @@ struct Block {
 }
 
 impl Block {
+    fn frozen(&self) -> Self {
+        Block {
+            conv1: self.conv1.frozen(),
+            bn1: self.bn1.frozen(),
+            conv2: self.conv2.frozen(),
+            bn2: self.bn2.frozen(),
+            shortcut: match &self.shortcut {
+                ShortcutPath::B(c, b) => ShortcutPath::B(c.frozen(), b.frozen()),
+                other => other.clone(),
+            },
+        }
+    }
+
     fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let out = self.bn1.forward(&self.conv1.forward(x)?, train, true)?;
         let out = self.bn2.forward(&self.conv2.forward(&out)?, train, false)?;
@@ -510,6 +531,20 @@ impl ResNet {
         let features = out.mean((2, 3))?;
         let logits = features.matmul(&self.linear_w.t()?)?.broadcast_add(&self.linear_b)?;
         Ok(Output { logits, features })
+    }
+
+    /// The same model with its weights cut off from autograd: gradients flow
+    /// to the input only (attacks and saliency), and no weight gradient is
+    /// computed. Shares the weights' storage; meant for eval mode.
+    pub fn frozen(&self) -> ResNet {
+        ResNet {
+            conv1: self.conv1.frozen(),
+            bn1: self.bn1.frozen(),
+            blocks: self.blocks.iter().map(Block::frozen).collect(),
+            linear_w: self.linear_w.detach(),
+            linear_b: self.linear_b.detach(),
+            ..self.clone()
+        }
     }
 
     /// Copies the weights into a new, independent model (for a fresh fold or a snapshot).

@@ -8,7 +8,7 @@ use crate::util::{misfit, text};
 #[test]
 fn generated_npy_files_score_like_cleanlab_would_and_write_tables() {
     let dir = tempdir().unwrap();
-    misfit::bench::score::generate(dir.path(), 3000, 4, 8, 0.1, 5).unwrap();
+    misfit::bench::score::generate(dir.path(), 3000, 4, 64, 0.1, 5).unwrap();
     let o = misfit(
         &[
             "score",

@@ -83,6 +83,24 @@ fn the_demo_audit_writes_tables_that_polars_reads_and_joins_by_id() {
         .unwrap();
     assert_eq!(joined.height(), 96 + 6 + 6 + 6 + 4 + 10, "every planted id is a sample id");
 
+    // Attacks join the samples by id: every attacked image is a correctly
+    // classified test image, marked `attacked`, with a radius when flipped.
+    let attacks = read_parquet(&run.join("attacks.parquet"));
+    assert!(attacks.height() > 0);
+    let on = attacks
+        .lazy()
+        .join(samples.clone().lazy(), [col("id")], [col("id")], JoinArgs::new(JoinType::Inner))
+        .filter(
+            col("split").neq(lit("test")).or(col("pred").neq(col("label"))).or(col("attacked").not()).or(col(
+                "success",
+            )
+            .and(col("attack").eq(lit("pgd:linf")))
+            .and(col("radius_linf").is_null().or(col("radius_linf").gt(col("budget"))))),
+        )
+        .collect()
+        .unwrap();
+    assert_eq!(on.height(), 0, "{on}");
+
     let manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("run.json")).unwrap()).unwrap();
     assert_eq!(manifest["run_name"], "demo");
@@ -91,13 +109,13 @@ fn the_demo_audit_writes_tables_that_polars_reads_and_joins_by_id() {
     assert_eq!(manifest["planted"]["label_flip"], 96);
 
     // The same run again writes the same bytes, and leaves no temporary folder.
-    let before: Vec<Vec<u8>> = ["samples.parquet", "dynamics.parquet", "model.safetensors"]
+    let before: Vec<Vec<u8>> = ["samples.parquet", "dynamics.parquet", "model.safetensors", "attacks.parquet"]
         .iter()
         .map(|t| std::fs::read(run.join(t)).unwrap())
         .collect();
     let o = misfit(&QUICK, dir.path());
     assert!(o.status.success(), "{}", text(&o));
-    let after: Vec<Vec<u8>> = ["samples.parquet", "dynamics.parquet", "model.safetensors"]
+    let after: Vec<Vec<u8>> = ["samples.parquet", "dynamics.parquet", "model.safetensors", "attacks.parquet"]
         .iter()
         .map(|t| std::fs::read(run.join(t)).unwrap())
         .collect();
@@ -196,6 +214,24 @@ fn the_default_demo_audit_learns_the_demo_and_finds_the_planted_problems() {
     let worst = classes.sort(["miss_rate"], SortMultipleOptions::default().with_order_descending(true)).unwrap();
     let top2: Vec<Option<&str>> = worst.column("class_name").unwrap().str().unwrap().iter().take(2).collect();
     assert!(top2.contains(&Some("square")) && top2.contains(&Some("notched_square")), "{top2:?}");
+    // Attacks: per-class success in the summary, and the most missed classes
+    // (the look-alike pair) are among the most attacked at the smallest budget.
+    assert!(summary.contains("attack   pgd:linf:least-likely:") && summary.contains("by class at"), "{summary}");
+    let attacked = read_parquet(&dir.path().join("outputs/demo/attack_classes.parquet"));
+    let small = attacked
+        .lazy()
+        .filter(col("attack").eq(lit("pgd:linf")).and(col("budget").eq(lit(1.0f32 / 255.0))))
+        .sort(["success_rate"], SortMultipleOptions::default().with_order_descending(true))
+        .collect()
+        .unwrap();
+    let top3: Vec<Option<&str>> = small.column("class_name").unwrap().str().unwrap().iter().take(3).collect();
+    assert!(top3.contains(&Some("square")) && top3.contains(&Some("notched_square")), "{top3:?}");
+    assert!(m["attacks"]["examples"].as_array().unwrap().len() >= 10);
+    for e in m["attacks"]["examples"].as_array().unwrap() {
+        let png = dir.path().join("outputs/demo").join(e.as_str().unwrap());
+        let img = image::open(&png).unwrap();
+        assert_eq!((img.width(), img.height()), (3 * 16 * 4, 16 * 4), "{}", png.display());
+    }
 }
 
 #[test]

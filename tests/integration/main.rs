@@ -1,6 +1,7 @@
 //! Integration tests, one binary (one link) for all: each module tests one
 //! capability on real bytes that the tests write themselves, or on ../shared.
 
+mod attack;
 mod byo;
 mod cifar_bin;
 mod cli;
