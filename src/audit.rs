@@ -266,6 +266,10 @@ pub fn run(opts: &AuditOptions) -> Result<(PathBuf, RunManifest)> {
     if ds.test.is_empty() {
         return Err(Error::Usage(format!("{}: the audit needs a test split, and this dataset has none", ds.source)));
     }
+    // Before any training: a typo in an attack's target should not cost a training run.
+    if let Some(a) = &opts.attack {
+        a.validate(&ds.classes)?;
+    }
     let device = model::select_device(opts.model.device.unwrap_or(DeviceChoice::Auto))?;
     let mut ds = ds;
     let injected = match opts.inject_noise {
