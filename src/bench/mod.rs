@@ -28,6 +28,20 @@ pub struct BenchConfig {
     pub warmup: usize,
 }
 
+impl BenchConfig {
+    /// The benchmarked ResNet: option A shortcuts, 10 classes.
+    fn model_config(&self) -> ModelConfig {
+        ModelConfig {
+            depth: self.depth,
+            width: self.width,
+            shortcut: Shortcut::A,
+            classes: (0..10).map(|i| i.to_string()).collect(),
+            mean: IMAGENET_MEAN,
+            std: IMAGENET_STD,
+        }
+    }
+}
+
 /// Measured throughput.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Throughput {
@@ -45,15 +59,7 @@ pub struct Throughput {
 
 /// Measures misfit's ResNet on `device`.
 pub fn measure(cfg: &BenchConfig, device: &Device) -> Result<Throughput> {
-    let mcfg = ModelConfig {
-        depth: cfg.depth,
-        width: cfg.width,
-        shortcut: Shortcut::A,
-        classes: (0..10).map(|i| i.to_string()).collect(),
-        mean: IMAGENET_MEAN,
-        std: IMAGENET_STD,
-    };
-    let model = ResNet::init(mcfg, 0, device)?;
+    let model = ResNet::init(cfg.model_config(), 0, device)?;
     let x = Tensor::rand(0f32, 1f32, (cfg.batch, 3, cfg.size, cfg.size), device)?;
     let y = Tensor::from_vec((0..cfg.batch as u32).map(|i| i % 10).collect::<Vec<_>>(), cfg.batch, device)?;
     let mut sgd = Sgd::new(SgdConfig { momentum: 0.9, nesterov: false, weight_decay: 1e-4 });
@@ -113,15 +119,7 @@ pub struct TorchThroughput {
 /// every step, as in the PyTorch reference loop.
 pub fn measure_pgd(cfg: &BenchConfig, pgd_steps: usize, device: &Device) -> Result<f64> {
     use crate::attack::{pgd, Norm};
-    let mcfg = ModelConfig {
-        depth: cfg.depth,
-        width: cfg.width,
-        shortcut: Shortcut::A,
-        classes: (0..10).map(|i| i.to_string()).collect(),
-        mean: IMAGENET_MEAN,
-        std: IMAGENET_STD,
-    };
-    let model = ResNet::init(mcfg, 0, device)?.frozen();
+    let model = ResNet::init(cfg.model_config(), 0, device)?.frozen();
     let x = Tensor::rand(0f32, 1f32, (cfg.batch, 3, cfg.size, cfg.size), device)?;
     let pred = crate::model::Predictions {
         classes: 10,
