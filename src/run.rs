@@ -293,8 +293,7 @@ pub fn summary(m: &RunManifest) -> String {
         }
     }
     if let Some(a) = &m.attacks {
-        let _ =
-            writeln!(s, "attacked {} test images ({:.1} images/s, every attack and budget)", a.victims, a.images_per_s);
+        let _ = writeln!(s, "attacked {} images ({:.1} images/s, every attack and budget)", a.victims, a.images_per_s);
         let mut names: Vec<&str> = Vec::new();
         for o in &a.overall {
             if !names.contains(&o.attack.as_str()) {
