@@ -71,22 +71,42 @@ fn im2col<T: Elem>(x: &[T], g: &Geometry, col: &mut [T]) {
         for ky in 0..g.k {
             for kx in 0..g.k {
                 let row = &mut col[((ci * g.k + ky) * g.k + kx) * p..][..p];
+                let (lo, hi, first) = valid_columns(g, kx, wo);
                 for oy in 0..ho {
                     let iy = (oy * g.stride + ky) as isize - g.pad as isize;
                     let dst = &mut row[oy * wo..(oy + 1) * wo];
-                    if iy < 0 || iy >= g.h as isize {
+                    if iy < 0 || iy >= g.h as isize || lo >= hi {
                         dst.fill(T::default());
                         continue;
                     }
                     let src = &plane[iy as usize * g.w..(iy as usize + 1) * g.w];
-                    for (ox, d) in dst.iter_mut().enumerate() {
-                        let ix = (ox * g.stride + kx) as isize - g.pad as isize;
-                        *d = if ix < 0 || ix >= g.w as isize { T::default() } else { src[ix as usize] };
+                    dst[..lo].fill(T::default());
+                    dst[hi..].fill(T::default());
+                    if g.stride == 1 {
+                        dst[lo..hi].copy_from_slice(&src[first..first + (hi - lo)]);
+                    } else {
+                        for (d, v) in dst[lo..hi].iter_mut().zip(src[first..].iter().step_by(g.stride)) {
+                            *d = *v;
+                        }
                     }
                 }
             }
         }
     }
+}
+
+/// The output columns `lo..hi` whose input column `ox * stride + kx - pad`
+/// lies inside the image for kernel column `kx`, and the first such input
+/// column. Hoisting the bounds out of the inner loops lets them copy (stride 1)
+/// or gather without a branch per element.
+fn valid_columns(g: &Geometry, kx: usize, wo: usize) -> (usize, usize, usize) {
+    let s = g.stride as isize;
+    let a = g.pad as isize - kx as isize;
+    let lo = if a > 0 { (a + s - 1) / s } else { 0 };
+    let hi = ((g.w as isize + a + s - 1) / s).clamp(0, wo as isize);
+    let lo = lo.min(hi);
+    let first = (lo * s - a).max(0) as usize;
+    (lo as usize, hi as usize, first)
 }
 
 /// Adds a `[cin*k*k, ho*wo]` patch-gradient matrix back into a `[cin, h, w]` image gradient.
@@ -97,17 +117,19 @@ fn col2im<T: Elem>(col: &[T], g: &Geometry, dx: &mut [T]) {
         for ky in 0..g.k {
             for kx in 0..g.k {
                 let row = &col[((ci * g.k + ky) * g.k + kx) * p..][..p];
+                let (lo, hi, first) = valid_columns(g, kx, wo);
+                if lo >= hi {
+                    continue;
+                }
                 for oy in 0..ho {
                     let iy = (oy * g.stride + ky) as isize - g.pad as isize;
                     if iy < 0 || iy >= g.h as isize {
                         continue;
                     }
                     let dst = &mut plane[iy as usize * g.w..(iy as usize + 1) * g.w];
-                    for ox in 0..wo {
-                        let ix = (ox * g.stride + kx) as isize - g.pad as isize;
-                        if ix >= 0 && ix < g.w as isize {
-                            dst[ix as usize] += row[oy * wo + ox];
-                        }
+                    let src = &row[oy * wo + lo..oy * wo + hi];
+                    for (d, v) in dst[first..].iter_mut().step_by(g.stride).zip(src) {
+                        *d += *v;
                     }
                 }
             }
