@@ -23,6 +23,7 @@ use crate::data::{Dataset, Split};
 use crate::error::{Error, Result};
 use crate::evaluate::{wilson, Z95};
 use crate::model::{self, ResNet};
+use crate::scores::count::argmax;
 pub use pgd::{Outcome, Steps};
 
 /// The norm a budget is measured in.
@@ -306,7 +307,7 @@ pub fn victims(ds: &Dataset, test_logits: &[f32], train_logits: &[f32], cfg: &At
         for c in 0..k as u32 {
             let rows: Vec<usize> = (0..labels.len())
                 .filter(|&i| labels[i] == c)
-                .filter(|&i| !only_correct || pgd::argmax(&logits[i * k..(i + 1) * k]) == c)
+                .filter(|&i| !only_correct || argmax(&logits[i * k..(i + 1) * k]) as u32 == c)
                 .collect();
             let chosen: Vec<usize> = match cap {
                 Some(m) if m < rows.len() => {
@@ -320,7 +321,13 @@ pub fn victims(ds: &Dataset, test_logits: &[f32], train_logits: &[f32], cfg: &At
             for i in chosen {
                 let row = &logits[i * k..(i + 1) * k];
                 let least = row.iter().enumerate().fold(0, |b, (j, &v)| if v < row[b] { j } else { b });
-                out.push(Victim { split, row: i, label: c, clean_pred: pgd::argmax(row), least_likely: least as u32 });
+                out.push(Victim {
+                    split,
+                    row: i,
+                    label: c,
+                    clean_pred: argmax(row) as u32,
+                    least_likely: least as u32,
+                });
             }
         }
     };
@@ -406,7 +413,7 @@ pub fn run(
                     };
                     if o.success[t] {
                         carried[r] = Some(row.clone());
-                        if res.examples.iter().filter(|x| victims[x.victim].label == row_label(&victims, &row)).count()
+                        if res.examples.iter().filter(|x| victims[x.victim].label == victims[row.victim].label).count()
                             < cfg.png_per_class
                             && spec.is_radius_source(Norm::Linf)
                         {
@@ -473,10 +480,6 @@ pub fn run(
     res.images_per_s = victims.len() as f64 / started.elapsed().as_secs_f64().max(1e-9);
     res.victims = victims;
     Ok(res)
-}
-
-fn row_label(victims: &[Victim], row: &AttackRow) -> u32 {
-    victims[row.victim].label
 }
 
 fn norm_index(norm: Norm) -> usize {

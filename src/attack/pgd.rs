@@ -114,7 +114,7 @@ pub fn attack(
             // Record the state each image is in now; retire the successes.
             let mut keep = Vec::with_capacity(m);
             for (j, &i) in rows.iter().enumerate() {
-                let pred = argmax(&probs[j]);
+                let pred = crate::scores::count::argmax(&probs[j]) as u32;
                 let ok = succeeded(pred, i);
                 // Later restarts overwrite a failure; a success is final.
                 if ok || step == how.steps {
@@ -200,15 +200,4 @@ fn random_start(delta: &mut [f32], rows: &[usize], eps: &[f32], len: usize, norm
             }
         }
     }
-}
-
-/// The first largest entry.
-pub fn argmax(row: &[f32]) -> u32 {
-    let mut best = 0;
-    for (k, &v) in row.iter().enumerate() {
-        if v > row[best] {
-            best = k;
-        }
-    }
-    best as u32
 }

@@ -121,13 +121,8 @@ pub fn measure_pgd(cfg: &BenchConfig, pgd_steps: usize, device: &Device) -> Resu
     use crate::attack::{pgd, Norm};
     let model = ResNet::init(cfg.model_config(), 0, device)?.frozen();
     let x = Tensor::rand(0f32, 1f32, (cfg.batch, 3, cfg.size, cfg.size), device)?;
-    let pred = crate::model::Predictions {
-        classes: 10,
-        feature_dim: 0,
-        logits: model.forward(&x, false)?.logits.flatten_all()?.to_vec1()?,
-        features: Vec::new(),
-    };
-    let goal: Vec<u32> = (0..cfg.batch).map(|i| pred.predicted(i)).collect();
+    let logits: Vec<f32> = model.forward(&x, false)?.logits.flatten_all()?.to_vec1()?;
+    let goal: Vec<u32> = logits.chunks(10).map(|r| crate::scores::count::argmax(r) as u32).collect();
     let x0: Vec<f32> = x.flatten_all()?.to_vec1()?;
     let how = pgd::Steps { steps: pgd_steps, step_ratio: 2.5 / pgd_steps as f32, restarts: 1, random_start: true };
     let eps = vec![0f32; cfg.batch];
