@@ -5,43 +5,63 @@
 //! training step after the convolutions. Statistics are summed in f64 in a
 //! fixed order per channel, so results do not depend on the thread count.
 
-use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 use std::sync::{Arc, Mutex};
 
-use super::conv::Elem;
+/// Lanes of the f64 accumulators: independent partial sums the compiler can
+/// vectorise, combined in a fixed order (so sums do not depend on threads).
+const LANES: usize = 8;
 
-/// Per-channel batch mean and biased variance of `[b, c, hw]` data.
-fn stats<T: Elem + Into<f64>>(x: &[T], b: usize, c: usize, hw: usize) -> Vec<(f64, f64)> {
+/// `sum f(v)` over `values` in LANES interleaved f64 partial sums.
+fn lane_sum<T: WithDType>(values: &[T], f: impl Fn(T) -> f64) -> f64 {
+    let mut acc = [0f64; LANES];
+    let chunks = values.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for (a, &v) in acc.iter_mut().zip(chunk) {
+            *a += f(v);
+        }
+    }
+    for (a, &v) in acc.iter_mut().zip(tail) {
+        *a += f(v);
+    }
+    acc.iter().sum()
+}
+
+/// `sum f(u, v)` over two slices of one length, like [`lane_sum`].
+fn lane_sum2<T: WithDType>(us: &[T], vs: &[T], f: impl Fn(T, T) -> f64) -> f64 {
+    let mut acc = [0f64; LANES];
+    let (cu, cv) = (us.chunks_exact(LANES), vs.chunks_exact(LANES));
+    let (tu, tv) = (cu.remainder(), cv.remainder());
+    for (a8, b8) in cu.zip(cv) {
+        for ((a, &u), &v) in acc.iter_mut().zip(a8).zip(b8) {
+            *a += f(u, v);
+        }
+    }
+    for ((a, &u), &v) in acc.iter_mut().zip(tu).zip(tv) {
+        *a += f(u, v);
+    }
+    acc.iter().sum()
+}
+
+/// Per-channel batch mean and biased variance of `[b, c, hw]` data (two passes, f64 sums).
+fn stats<T: WithDType>(x: &[T], b: usize, c: usize, hw: usize) -> Vec<(f64, f64)> {
     (0..c)
         .into_par_iter()
         .map(|ch| {
             let n = (b * hw) as f64;
             let plane = |i: usize| &x[(i * c + ch) * hw..(i * c + ch + 1) * hw];
-            let mean = (0..b).map(|i| plane(i).iter().map(|&v| v.into()).sum::<f64>()).sum::<f64>() / n;
-            let var = (0..b).map(|i| plane(i).iter().map(|&v| (v.into() - mean).powi(2)).sum::<f64>()).sum::<f64>() / n;
+            let mean = (0..b).map(|i| lane_sum(plane(i), |v| v.to_f64())).sum::<f64>() / n;
+            let var = (0..b).map(|i| lane_sum(plane(i), |v| (v.to_f64() - mean).powi(2))).sum::<f64>() / n;
             (mean, var)
         })
         .collect()
 }
 
-/// Conversion back from f64 for the element types used.
-pub trait FromF64 {
-    fn from_f64(v: f64) -> Self;
-}
-impl FromF64 for f32 {
-    fn from_f64(v: f64) -> Self {
-        v as f32
-    }
-}
-impl FromF64 for f64 {
-    fn from_f64(v: f64) -> Self {
-        v
-    }
-}
-
 /// `y = (x - mean) / sqrt(var + eps) * gamma + beta`, then ReLU if asked; `[b, c, hw]`.
-fn forward<T: Elem + Into<f64> + FromF64>(
+/// The per-element work is one multiply-add in the element type.
+fn forward<T: WithDType>(
     x: &[T],
     g: &[T],
     bt: &[T],
@@ -51,19 +71,26 @@ fn forward<T: Elem + Into<f64> + FromF64>(
     st: &[(f64, f64)],
 ) -> Vec<T> {
     let (_, c, hw) = dims;
-    let coef: Vec<(f64, f64)> = (0..c)
+    let coef: Vec<(T, T)> = (0..c)
         .map(|ch| {
-            let scale = g[ch].into() / (st[ch].1 + eps).sqrt();
-            (scale, bt[ch].into() - st[ch].0 * scale)
+            let scale = g[ch].to_f64() / (st[ch].1 + eps).sqrt();
+            (T::from_f64(scale), T::from_f64(bt[ch].to_f64() - st[ch].0 * scale))
         })
         .collect();
-    let mut y = vec![T::default(); x.len()];
+    let mut y = vec![T::zero(); x.len()];
     y.par_chunks_mut(c * hw).zip(x.par_chunks(c * hw)).for_each(|(yi, xi)| {
         for ch in 0..c {
             let (s, t) = coef[ch];
-            for (o, &v) in yi[ch * hw..(ch + 1) * hw].iter_mut().zip(&xi[ch * hw..(ch + 1) * hw]) {
-                let r = v.into() * s + t;
-                *o = T::from_f64(if relu && r < 0.0 { 0.0 } else { r });
+            let out = yi[ch * hw..(ch + 1) * hw].iter_mut().zip(&xi[ch * hw..(ch + 1) * hw]);
+            if relu {
+                for (o, &v) in out {
+                    let r = v * s + t;
+                    *o = if r > T::zero() { r } else { T::zero() };
+                }
+            } else {
+                for (o, &v) in out {
+                    *o = v * s + t;
+                }
             }
         }
     });
@@ -133,7 +160,12 @@ impl CustomOp3 for BatchNormTrain {
         let dx = x.apply_op3_no_bwd(
             &dy,
             &if self.relu { res.clone() } else { dy.clone() },
-            &Backward { eps: self.eps, relu: self.relu, gamma: g.clone() },
+            &Backward {
+                eps: self.eps,
+                relu: self.relu,
+                gamma: g.clone(),
+                stats: self.last_stats.lock().expect("stats lock").clone(),
+            },
         )?;
         let c = x.dim(1)?;
         // dx holds [b, c, h, w] followed by dgamma [c] and dbeta [c].
@@ -151,9 +183,17 @@ struct Backward {
     eps: f64,
     relu: bool,
     gamma: Tensor,
+    /// The forward pass's batch statistics per channel (mean, biased variance).
+    stats: Vec<(f64, f64)>,
 }
 
-fn backward<T: Elem + Into<f64> + FromF64>(
+/// Per channel the sums of dy and of dy * x (f64), then
+/// `dx = k (dy - mean(dy)) - k xhat mean(dy xhat)` as one multiply-add chain
+/// per element in the element type. `dy` is first masked by the ReLU output
+/// when fused, into the output buffer, branch-free (the mask is data, a
+/// branch per element would be mispredicted half the time).
+#[allow(clippy::too_many_arguments)]
+fn backward<T: WithDType>(
     x: &[T],
     dy: &[T],
     y: &[T],
@@ -161,47 +201,52 @@ fn backward<T: Elem + Into<f64> + FromF64>(
     dims: (usize, usize, usize),
     eps: f64,
     relu: bool,
+    st: &[(f64, f64)],
 ) -> Vec<T> {
     let (b, c, hw) = dims;
     let n = (b * hw) as f64;
-    let st = stats(x, b, c, hw);
-    let g = |i: usize| -> f64 {
-        if relu && y[i].into() <= 0.0 {
-            0.0
+    let mut out = vec![T::zero(); x.len() + 2 * c];
+    let (dx, rest) = out.split_at_mut(x.len());
+    // dx <- dy, masked where the ReLU output is 0.
+    dx.par_chunks_mut(c * hw).zip(dy.par_chunks(c * hw).zip(y.par_chunks(c * hw))).for_each(|(d, (g, yv))| {
+        if relu {
+            for ((d, &g), &yv) in d.iter_mut().zip(g).zip(yv) {
+                *d = if yv > T::zero() { g } else { T::zero() };
+            }
         } else {
-            dy[i].into()
+            d.copy_from_slice(g);
         }
-    };
-    // Per channel: sum of dy and of dy * xhat.
+    });
+    let g: &[T] = dx;
+    // Per channel: sum of dy and sum of dy * xhat.
     let sums: Vec<(f64, f64)> = (0..c)
         .into_par_iter()
         .map(|ch| {
             let (mean, var) = st[ch];
-            let inv = 1.0 / (var + eps).sqrt();
-            let (mut s, mut sx) = (0.0, 0.0);
+            let (mut s, mut sxy) = (0.0, 0.0);
             for i in 0..b {
-                let base = (i * c + ch) * hw;
-                for j in base..base + hw {
-                    let d = g(j);
-                    s += d;
-                    sx += d * (x[j].into() - mean) * inv;
-                }
+                let plane = (i * c + ch) * hw..(i * c + ch + 1) * hw;
+                s += lane_sum(&g[plane.clone()], |v| v.to_f64());
+                sxy += lane_sum2(&g[plane.clone()], &x[plane], |u, v| (u * v).to_f64());
             }
-            (s, sx)
+            (s, (sxy - mean * s) / (var + eps).sqrt())
         })
         .collect();
-    let mut out = vec![T::default(); x.len() + 2 * c];
-    let (dx, rest) = out.split_at_mut(x.len());
-    dx.par_chunks_mut(c * hw).enumerate().for_each(|(i, d)| {
-        for ch in 0..c {
+    let coef: Vec<(T, T, T, T)> = (0..c)
+        .map(|ch| {
             let (mean, var) = st[ch];
             let inv = 1.0 / (var + eps).sqrt();
-            let k = gamma[ch].into() * inv;
+            let k = gamma[ch].to_f64() * inv;
             let (s, sx) = sums[ch];
-            let base = (i * c + ch) * hw;
-            for j in 0..hw {
-                let xhat = (x[base + j].into() - mean) * inv;
-                d[ch * hw + j] = T::from_f64(k * (g(base + j) - s / n - xhat * sx / n));
+            // dx = k dy + a (x - mean) + b0
+            (T::from_f64(k), T::from_f64(-k * inv * sx / n), T::from_f64(mean), T::from_f64(-k * s / n))
+        })
+        .collect();
+    dx.par_chunks_mut(c * hw).zip(x.par_chunks(c * hw)).for_each(|(d, xi)| {
+        for ch in 0..c {
+            let (k, a, mean, b0) = coef[ch];
+            for (o, &xv) in d[ch * hw..(ch + 1) * hw].iter_mut().zip(&xi[ch * hw..(ch + 1) * hw]) {
+                *o = k * *o + a * (xv - mean) + b0;
             }
         }
     });
@@ -244,6 +289,7 @@ impl CustomOp3 for Backward {
                 dims,
                 self.eps,
                 self.relu,
+                &self.stats,
             )),
             (
                 CpuStorage::F64(x),
@@ -258,9 +304,95 @@ impl CustomOp3 for Backward {
                 dims,
                 self.eps,
                 self.relu,
+                &self.stats,
             )),
             _ => candle_core::bail!("batch norm backward: f32 or f64 CPU operands of one type expected"),
         };
         Ok((out, Shape::from(b * c * h * w + 2 * c)))
+    }
+}
+
+/// Eval-mode batch norm as one op: `y = x * scale[c] + shift[c]`, then ReLU
+/// if asked, on `[b, c, h, w]`; `x.apply_op3(scale, shift, ChannelAffine { relu })`.
+/// The caller folds the running statistics into `scale` and `shift` (`[c]`
+/// tensors, so gradients reach gamma and beta through candle's own ops).
+/// Replaces four composed passes (subtract, multiply, add, ReLU) forward,
+/// and their allocating backward, in inference, attacks and saliency.
+#[derive(Clone, Copy, Debug)]
+pub struct ChannelAffine {
+    pub relu: bool,
+}
+
+/// `[b, c, hw]` x, `[c]` scale and shift.
+fn affine<T: WithDType>(x: &[T], scale: &[T], shift: &[T], dims: (usize, usize, usize), relu: bool) -> Vec<T> {
+    let (_, c, hw) = dims;
+    let mut y = vec![T::zero(); x.len()];
+    y.par_chunks_mut(c * hw).zip(x.par_chunks(c * hw)).for_each(|(yi, xi)| {
+        for ch in 0..c {
+            let (s, t) = (scale[ch], shift[ch]);
+            let out = yi[ch * hw..(ch + 1) * hw].iter_mut().zip(&xi[ch * hw..(ch + 1) * hw]);
+            if relu {
+                for (o, &v) in out {
+                    let r = v * s + t;
+                    *o = if r > T::zero() { r } else { T::zero() };
+                }
+            } else {
+                for (o, &v) in out {
+                    *o = v * s + t;
+                }
+            }
+        }
+    });
+    y
+}
+
+impl CustomOp3 for ChannelAffine {
+    fn name(&self) -> &'static str {
+        "misfit-channel-affine"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (b, c, h, w) = l1.shape().dims4()?;
+        if l2.shape().elem_count() != c || l3.shape().elem_count() != c {
+            candle_core::bail!("channel affine: {c} channels, scale {:?}, shift {:?}", l2.shape(), l3.shape());
+        }
+        let out = match (s1, s2, s3) {
+            (CpuStorage::F32(x), CpuStorage::F32(s), CpuStorage::F32(t)) => {
+                CpuStorage::F32(affine(slice(x, l1)?, slice(s, l2)?, slice(t, l3)?, (b, c, h * w), self.relu))
+            }
+            (CpuStorage::F64(x), CpuStorage::F64(s), CpuStorage::F64(t)) => {
+                CpuStorage::F64(affine(slice(x, l1)?, slice(s, l2)?, slice(t, l3)?, (b, c, h * w), self.relu))
+            }
+            _ => candle_core::bail!("channel affine: f32 or f64 operands of one type expected"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        scale: &Tensor,
+        shift: &Tensor,
+        res: &Tensor,
+        dy: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let g = if self.relu { super::residual::relu_mask(&dy.contiguous()?, res)? } else { dy.contiguous()? };
+        let dx = if x.track_op() {
+            // dx = dy * scale per channel: this op with a zero shift.
+            Some(g.apply_op3_no_bwd(&scale.detach(), &scale.detach().zeros_like()?, &ChannelAffine { relu: false })?)
+        } else {
+            None
+        };
+        let dscale = if scale.track_op() { Some((&g * x)?.sum((0, 2, 3))?) } else { None };
+        let dshift = if shift.track_op() { Some(g.sum((0, 2, 3))?) } else { None };
+        Ok((dx, dscale, dshift))
     }
 }

@@ -15,6 +15,7 @@
 pub mod batchnorm;
 pub mod checkpoint;
 pub mod conv;
+pub mod residual;
 
 /// Which device to compute on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -316,6 +317,14 @@ impl BatchNorm {
         if train && x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) {
             return self.forward_train_cpu(x, relu);
         }
+        if !train && x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) {
+            // y = x * scale + shift with the running statistics folded in.
+            let rm = self.running_mean.as_tensor().detach();
+            let rv = self.running_var.as_tensor().detach();
+            let scale = (&self.weight / (rv + BN_EPS)?.sqrt()?)?;
+            let shift = (&self.bias - (rm * &scale)?)?;
+            return x.contiguous()?.apply_op3(&scale, &shift, batchnorm::ChannelAffine { relu });
+        }
         let (centered, var) = if train {
             let mean = x.mean_keepdim((0, 2, 3))?;
             let centered = x.broadcast_sub(&mean)?;
@@ -432,10 +441,13 @@ impl Block {
         let out = self.bn2.forward(&self.conv2.forward(&out)?, train, false)?;
         let short = match &self.shortcut {
             ShortcutPath::Identity => x.clone(),
+            ShortcutPath::A(pad) if x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) => {
+                x.contiguous()?.apply_op1(residual::ShortcutA(*pad))?
+            }
             ShortcutPath::A(pad) => subsample2(x)?.pad_with_zeros(1, *pad, *pad)?,
             ShortcutPath::B(conv, bn) => bn.forward(&conv.forward(x)?, train, false)?,
         };
-        (out + short)?.relu()
+        residual::add_relu_tensors(&out, &short)
     }
 }
 

@@ -71,8 +71,17 @@ fn max_diff_ref(ours: &Tensor, reference: &[f64]) -> f64 {
 fn convolution_forward_and_gradients_match_a_direct_reference_over_random_shapes() {
     let dev = Device::Cpu;
     let mut rng = ChaCha8Rng::seed_from_u64(11);
-    let mut cases =
-        vec![(1, 3, 7, 5, 3, 1, 1), (2, 64, 8, 8, 64, 1, 2), (3, 16, 9, 9, 32, 3, 2), (1, 5, 6, 6, 4, 3, 1)];
+    // Fixed cases first; the last two batch more images than one GEMM group
+    // holds (16x16 and 8x8 images are grouped 4 and 16 to a GEMM), so a
+    // partial group is exercised.
+    let mut cases = vec![
+        (1, 3, 7, 5, 3, 1, 1),
+        (2, 64, 8, 8, 64, 1, 2),
+        (3, 16, 9, 9, 32, 3, 2),
+        (1, 5, 6, 6, 4, 3, 1),
+        (7, 5, 16, 16, 6, 3, 1),
+        (19, 3, 8, 8, 4, 3, 1),
+    ];
     for _ in 0..16 {
         let k = if rng.random_bool(0.5) { 3 } else { 1 };
         cases.push((
@@ -183,6 +192,74 @@ fn fused_batch_norm_and_relu_match_the_composed_formula_forward_and_backward() {
             for (name, v) in [("x", &x), ("gamma", &g), ("beta", &bt)] {
                 let d = max_diff(g1.get(v).unwrap(), g2.get(v).unwrap());
                 assert!(d < 1e-3, "{name} gradient {case}: {d}");
+            }
+        }
+    }
+}
+
+#[test]
+fn fused_residual_add_relu_and_shortcut_a_match_candles_composed_ops() {
+    use misfit::model::residual::{add_relu_tensors, ShortcutA};
+    let dev = Device::Cpu;
+    for (b, c, h, w, pad) in [(1, 3, 5, 4, 1), (4, 16, 8, 8, 8), (3, 8, 7, 9, 4), (2, 32, 2, 2, 16)] {
+        let case = format!("{b}x{c}x{h}x{w} pad {pad}");
+        let a = Var::from_tensor(&Tensor::randn(0f32, 1f32, (b, c, h, w), &dev).unwrap()).unwrap();
+        let s = Var::from_tensor(&Tensor::randn(0f32, 1f32, (b, c, h, w), &dev).unwrap()).unwrap();
+        let probe = Tensor::randn(0f32, 1f32, (b, c, h, w), &dev).unwrap();
+        let ours = add_relu_tensors(&a, &s).unwrap();
+        let theirs = (a.as_tensor() + s.as_tensor()).unwrap().relu().unwrap();
+        assert_eq!(max_diff(&ours, &theirs), 0.0, "add-relu forward {case}");
+        let g1 = (&ours * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+        let g2 = (&theirs * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+        for v in [&a, &s] {
+            assert_eq!(max_diff(g1.get(v).unwrap(), g2.get(v).unwrap()), 0.0, "add-relu gradient {case}");
+        }
+
+        let ours = a.as_tensor().apply_op1(ShortcutA(pad)).unwrap();
+        // x[:, :, ::2, ::2], then zero channels on both sides, from candle ops.
+        let rows: Vec<u32> = (0..h as u32).step_by(2).collect();
+        let cols: Vec<u32> = (0..w as u32).step_by(2).collect();
+        let theirs = a
+            .as_tensor()
+            .index_select(&Tensor::new(rows.as_slice(), &dev).unwrap(), 2)
+            .unwrap()
+            .index_select(&Tensor::new(cols.as_slice(), &dev).unwrap(), 3)
+            .unwrap()
+            .pad_with_zeros(1, pad, pad)
+            .unwrap();
+        assert_eq!(ours.dims(), theirs.dims(), "shortcut shape {case}");
+        assert_eq!(max_diff(&ours, &theirs), 0.0, "shortcut forward {case}");
+        let probe = Tensor::randn(0f32, 1f32, ours.dims(), &dev).unwrap();
+        let g1 = (&ours * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+        let g2 = (&theirs * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+        assert_eq!(max_diff(g1.get(&a).unwrap(), g2.get(&a).unwrap()), 0.0, "shortcut gradient {case}");
+    }
+}
+
+#[test]
+fn eval_mode_batch_norm_op_matches_the_composed_formula_forward_and_backward() {
+    use misfit::model::batchnorm::ChannelAffine;
+    let dev = Device::Cpu;
+    for (b, c, h, w) in [(1, 3, 5, 4), (8, 16, 8, 8), (3, 64, 2, 2)] {
+        for relu in [false, true] {
+            let case = format!("{b}x{c}x{h}x{w} relu {relu}");
+            let x = Var::from_tensor(&Tensor::randn(0.3f32, 2f32, (b, c, h, w), &dev).unwrap()).unwrap();
+            let s = Var::from_tensor(&Tensor::randn(1f32, 0.3f32, c, &dev).unwrap()).unwrap();
+            let t = Var::from_tensor(&Tensor::randn(0f32, 0.3f32, c, &dev).unwrap()).unwrap();
+            let ours = x.apply_op3(&s, &t, ChannelAffine { relu }).unwrap();
+            let theirs = x
+                .broadcast_mul(&s.reshape((1, c, 1, 1)).unwrap())
+                .unwrap()
+                .broadcast_add(&t.reshape((1, c, 1, 1)).unwrap())
+                .unwrap();
+            let theirs = if relu { theirs.relu().unwrap() } else { theirs };
+            assert!(max_diff(&ours, &theirs) < 1e-6, "forward {case}");
+            let probe = Tensor::randn(0f32, 1f32, (b, c, h, w), &dev).unwrap();
+            let g1 = (&ours * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+            let g2 = (&theirs * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+            for (name, v) in [("x", &x), ("scale", &s), ("shift", &t)] {
+                let d = max_diff(g1.get(v).unwrap(), g2.get(v).unwrap());
+                assert!(d < 1e-4, "{name} gradient {case}: {d}");
             }
         }
     }
