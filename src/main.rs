@@ -648,7 +648,18 @@ fn tempdir_for_bench(dir: Option<PathBuf>) -> Result<PathBuf> {
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// candle's CPU thread pool spins 25,000 rounds after every element-wise op
+/// before it parks; on 2 cores that spinning thread takes a core from the
+/// convolution threads that run next (a demo-sized training step was 10-25%
+/// slower). 1,000 rounds keeps its quick hand-offs. Set before any thread
+/// starts; a value in the environment wins.
+const CANDLE_SPIN_LIMIT: &str = "1000";
+
 fn main() -> ExitCode {
+    if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
+        // SAFETY: the first statement of main, before any other thread exists.
+        unsafe { std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", CANDLE_SPIN_LIMIT) };
+    }
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(e) => {
