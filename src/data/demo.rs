@@ -6,7 +6,9 @@
 //! these shapes with these planted faults. What is planted:
 //! - label flips: `flip_rate` of the training images carry another class's label;
 //! - a look-alike pair: `square` and `notched_square` differ only by a small
-//!   notch in one corner (as cat and dog differ in details);
+//!   notch in one corner (as cat and dog differ in details), and in a share
+//!   of both classes' images that corner is smudged (half foreground, half
+//!   background), so that those images are ambiguous whatever the model;
 //! - a shared background: `cross` and `chevron` sit on sky blue most of the
 //!   time (as airplane and bird share the sky), other classes rarely do;
 //! - exact and near duplicates within train and across train and test;
@@ -51,6 +53,10 @@ pub struct DemoConfig {
     pub cross_near_duplicates: usize,
     /// Images of no class added to train with a random label.
     pub outliers: usize,
+    /// Probability that a `square` or `notched_square` image has its notch
+    /// corner smudged, which makes it ambiguous between the two.
+    #[serde(default)]
+    pub lookalike_ambiguity: f64,
     /// Probability that a `cross` or `chevron` image has the sky background.
     pub sky_rate: f64,
     /// Probability that an image of another class has the sky background.
@@ -70,6 +76,7 @@ impl Default for DemoConfig {
             cross_exact_duplicates: 6,
             cross_near_duplicates: 4,
             outliers: 10,
+            lookalike_ambiguity: 0.12,
             sky_rate: 0.85,
             sky_rate_others: 0.05,
         }
@@ -211,6 +218,20 @@ fn render(class: Option<u32>, size: usize, cfg: &DemoConfig, rng: &mut ChaCha8Rn
     let cell = rng.random_range(2..=4usize) as f32;
     let outlier_kind = rng.random_range(0..2u8);
     let other = pick(rng, &FOREGROUND, 40.0);
+    let lookalike = matches!(class, Some(c) if c == LOOKALIKE.0 || c == LOOKALIKE.1);
+    let smudged = lookalike && rng.random_bool(cfg.lookalike_ambiguity);
+    // The notch corner of the square: the k x k pixels at one corner
+    // (k = size / 8, at least 2), whatever the square's size.
+    let h_sq = r * 0.85;
+    let notch = |x: usize, y: usize| -> bool {
+        let k = (size / 8).max(2) as f32;
+        let (lo_x, hi_x) = ((cx - h_sq - 0.5).ceil(), (cx + h_sq - 0.5).floor());
+        let (lo_y, hi_y) = ((cy - h_sq - 0.5).ceil(), (cy + h_sq - 0.5).floor());
+        let (fx, fy) = (x as f32, y as f32);
+        let in_x = if notch_corner & 1 == 0 { fx > hi_x - k && fx <= hi_x } else { fx < lo_x + k && fx >= lo_x };
+        let in_y = if notch_corner & 2 == 0 { fy > hi_y - k && fy <= hi_y } else { fy < lo_y + k && fy >= lo_y };
+        in_x && in_y
+    };
 
     let mut out = vec![0u8; size * size * 3];
     for y in 0..size {
@@ -237,21 +258,8 @@ fn render(class: Option<u32>, size: usize, cfg: &DemoConfig, rng: &mut ChaCha8Rn
                         d2 <= r * r && d2 >= (r - t) * (r - t)
                     }
                     "square" | "notched_square" => {
-                        let h = r * 0.85;
-                        let sq = dx.abs() <= h && dy.abs() <= h;
-                        if CLASSES[c as usize] == "square" {
-                            sq
-                        } else {
-                            // The notch: the k x k pixels at one corner of the
-                            // square (k = size / 8, at least 2), whatever its size.
-                            let k = (size / 8).max(2) as f32;
-                            let (lo_x, hi_x) = ((cx - h - 0.5).ceil(), (cx + h - 0.5).floor());
-                            let (lo_y, hi_y) = ((cy - h - 0.5).ceil(), (cy + h - 0.5).floor());
-                            let (fx, fy) = (x as f32, y as f32);
-                            let in_x = if notch_corner & 1 == 0 { fx > hi_x - k } else { fx < lo_x + k };
-                            let in_y = if notch_corner & 2 == 0 { fy > hi_y - k } else { fy < lo_y + k };
-                            sq && !(in_x && in_y)
-                        }
+                        let sq = dx.abs() <= h_sq && dy.abs() <= h_sq;
+                        sq && (CLASSES[c as usize] == "square" || !notch(x, y))
                     }
                     "stripes" => {
                         let t = if vertical { px } else { py };
@@ -261,7 +269,13 @@ fn render(class: Option<u32>, size: usize, cfg: &DemoConfig, rng: &mut ChaCha8Rn
                     _ => unreachable!("every class is drawn"),
                 },
             };
+            let smudge = smudged && notch(x, y);
             let base = match (class, inside) {
+                // Halfway between the foreground and the background.
+                _ if smudge => {
+                    let g = (px - s / 2.0) * gx + (py - s / 2.0) * gy;
+                    [0, 1, 2].map(|i| (fg[i] + bg[i] + g) / 2.0)
+                }
                 (None, true) if outlier_kind == 0 => {
                     [rng.random_range(0.0..255.0), rng.random_range(0.0..255.0), rng.random_range(0.0..255.0)]
                 }

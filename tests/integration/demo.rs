@@ -69,7 +69,7 @@ fn planted_problems_are_as_configured_and_true() {
 fn the_lookalike_pair_differs_only_in_a_small_detail() {
     // Drawn from the same random stream, a square and a notched square differ
     // only in the notch; a square and a disc (or a diamond) differ far more.
-    let cfg = DemoConfig { sky_rate: 0.0, sky_rate_others: 0.0, ..Default::default() };
+    let cfg = DemoConfig { sky_rate: 0.0, sky_rate_others: 0.0, lookalike_ambiguity: 0.0, ..Default::default() };
     let class = |name: &str| CLASSES.iter().position(|c| *c == name).unwrap() as u32;
     let differing = |a: &str, b: &str, stream: u64| {
         let (x, y) = (demo::draw(Some(class(a)), &cfg, stream), demo::draw(Some(class(b)), &cfg, stream));
@@ -83,6 +83,32 @@ fn the_lookalike_pair_differs_only_in_a_small_detail() {
         for other in ["disc", "diamond", "triangle"] {
             let d = differing("square", other, stream);
             assert!(d > 2 * notch, "stream {stream}: square and {other} differ in {d} pixels, the notch in {notch}");
+        }
+    }
+}
+
+#[test]
+fn a_smudged_notch_corner_makes_the_lookalike_pair_indistinguishable() {
+    let class = |name: &str| CLASSES.iter().position(|c| *c == name).unwrap() as u32;
+    let (sq, notched) = (class("square"), class("notched_square"));
+    // Always smudged: the same random stream draws the same image for both classes.
+    let always = DemoConfig { lookalike_ambiguity: 1.0, ..Default::default() };
+    for stream in 1..30 {
+        assert_eq!(
+            demo::draw(Some(sq), &always, stream),
+            demo::draw(Some(notched), &always, stream),
+            "stream {stream}"
+        );
+    }
+    // By default a share of the pair is smudged, and no other class is touched.
+    let cfg = DemoConfig::default();
+    let never = DemoConfig { lookalike_ambiguity: 0.0, ..Default::default() };
+    let same = (1..400).filter(|&s| demo::draw(Some(sq), &cfg, s) == demo::draw(Some(notched), &cfg, s)).count();
+    let share = same as f64 / 399.0;
+    assert!((share - cfg.lookalike_ambiguity).abs() < 0.05, "smudged share {share}");
+    for other in ["disc", "cross", "stripes"] {
+        for stream in 1..20 {
+            assert_eq!(demo::draw(Some(class(other)), &cfg, stream), demo::draw(Some(class(other)), &never, stream));
         }
     }
 }
