@@ -187,9 +187,14 @@ fn matmul<T: Elem>(
 /// image has 256 output pixels, an 8x8 one 64).
 const GEMM_COLUMNS: usize = 1024;
 
-/// Images per GEMM for geometry `g` (depends on the geometry only, never on threads).
+/// Batches are cut into at least this many groups, so that small images
+/// (grouped many to a GEMM) still give every thread work.
+const MIN_GROUPS: usize = 8;
+
+/// Images per GEMM for geometry `g` (depends on the geometry only, never on
+/// the thread count, so results do not either).
 fn images_per_gemm(g: &Geometry) -> usize {
-    (GEMM_COLUMNS / g.cols().max(1)).clamp(1, g.b.max(1))
+    (GEMM_COLUMNS / g.cols().max(1)).min(g.b / MIN_GROUPS).max(1)
 }
 
 /// Forward: `[b, cin, h, w]` x and `[cout, cin, k, k]` w to `[b, cout, ho, wo]`.
