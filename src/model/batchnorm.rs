@@ -70,31 +70,13 @@ fn forward<T: WithDType>(
     relu: bool,
     st: &[(f64, f64)],
 ) -> Vec<T> {
-    let (_, c, hw) = dims;
-    let coef: Vec<(T, T)> = (0..c)
+    let (scale, shift): (Vec<T>, Vec<T>) = (0..dims.1)
         .map(|ch| {
             let scale = g[ch].to_f64() / (st[ch].1 + eps).sqrt();
             (T::from_f64(scale), T::from_f64(bt[ch].to_f64() - st[ch].0 * scale))
         })
-        .collect();
-    let mut y = vec![T::zero(); x.len()];
-    y.par_chunks_mut(c * hw).zip(x.par_chunks(c * hw)).for_each(|(yi, xi)| {
-        for ch in 0..c {
-            let (s, t) = coef[ch];
-            let out = yi[ch * hw..(ch + 1) * hw].iter_mut().zip(&xi[ch * hw..(ch + 1) * hw]);
-            if relu {
-                for (o, &v) in out {
-                    let r = v * s + t;
-                    *o = if r > T::zero() { r } else { T::zero() };
-                }
-            } else {
-                for (o, &v) in out {
-                    *o = v * s + t;
-                }
-            }
-        }
-    });
-    y
+        .unzip();
+    affine(x, &scale, &shift, dims, relu)
 }
 
 /// The op: `x.apply_op3(gamma, beta, BatchNormTrain { .. })` on `[b, c, h, w]`.
