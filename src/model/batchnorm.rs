@@ -1,9 +1,10 @@
-//! Training-mode batch normalisation (optionally fused with ReLU) as one
-//! candle op with its own backward, for the CPU. Written by hand because
-//! candle composes it from broadcast and reduction ops, each a pass over
-//! memory with an allocation, forward and backward: the largest cost of a
-//! training step after the convolutions. Statistics are summed in f64 in a
-//! fixed order per channel, so results do not depend on the thread count.
+//! Batch normalisation (optionally fused with ReLU) as candle ops with their
+//! own backward, for the CPU: the training-mode op (batch statistics) and the
+//! eval-mode op (a per-channel affine map). Written by hand because candle
+//! composes it from broadcast and reduction ops, each a pass over memory with
+//! an allocation, forward and backward: the largest cost of a training step
+//! after the convolutions. Statistics are summed in f64 in a fixed order per
+//! channel, so results do not depend on the thread count.
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor, WithDType};
 use rayon::prelude::*;

@@ -1,16 +1,19 @@
 //! A 2-D convolution for the CPU whose forward and backward passes are all
-//! matrix multiplies: im2col + GEMM forward, GEMM + col2im for the input
-//! gradient, GEMM over im2col for the weight gradient (the `gemm` crate that
-//! candle itself uses). Written by hand because candle's CPU backward runs
-//! the input gradient as a direct `conv_transpose2d` and the weight gradient
-//! as a convolution with an image-sized kernel, which dominate a training
-//! step; no crate offers this op for candle. It is a candle `CustomOp2`, so
-//! autograd, attacks and saliency use it unchanged. Other devices use
-//! candle's own convolution.
+//! matrix multiplies: im2col + GEMM forward; for the input gradient, the
+//! forward convolution of dy with the flipped kernel (stride 1) or GEMM +
+//! col2im (stride 2); GEMM over im2col for the weight gradient (the `gemm`
+//! crate that candle itself uses). Small images are grouped so that one GEMM
+//! covers enough output pixels. Written by hand because candle's CPU
+//! backward runs the input gradient as a direct `conv_transpose2d` and the
+//! weight gradient as a convolution with an image-sized kernel, which
+//! dominate a training step; no crate offers this op for candle. It is a
+//! candle `CustomOp2`, so autograd, attacks and saliency use it unchanged.
+//! Other devices use candle's own convolution.
 //!
-//! Determinism: images are independent in the forward and input-gradient
-//! passes; the weight gradient sums per-chunk partial products in a fixed
-//! chunk order, so results do not depend on the number of threads.
+//! Determinism: image groups depend on the geometry only and are independent
+//! in the forward and input-gradient passes; the weight gradient sums
+//! per-chunk partial products in a fixed chunk order, so results do not
+//! depend on the number of threads.
 
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
