@@ -223,10 +223,10 @@ fn render(class: Option<u32>, size: usize, cfg: &DemoConfig, rng: &mut ChaCha8Rn
     // The notch corner of the square: the k x k pixels at one corner
     // (k = size / 8, at least 2), whatever the square's size.
     let h_sq = r * 0.85;
+    let k = (size / 8).max(2) as f32;
+    let (lo_x, hi_x) = ((cx - h_sq - 0.5).ceil(), (cx + h_sq - 0.5).floor());
+    let (lo_y, hi_y) = ((cy - h_sq - 0.5).ceil(), (cy + h_sq - 0.5).floor());
     let notch = |x: usize, y: usize| -> bool {
-        let k = (size / 8).max(2) as f32;
-        let (lo_x, hi_x) = ((cx - h_sq - 0.5).ceil(), (cx + h_sq - 0.5).floor());
-        let (lo_y, hi_y) = ((cy - h_sq - 0.5).ceil(), (cy + h_sq - 0.5).floor());
         let (fx, fy) = (x as f32, y as f32);
         let in_x = if notch_corner & 1 == 0 { fx > hi_x - k && fx <= hi_x } else { fx < lo_x + k && fx >= lo_x };
         let in_y = if notch_corner & 2 == 0 { fy > hi_y - k && fy <= hi_y } else { fy < lo_y + k && fy >= lo_y };
@@ -238,6 +238,8 @@ fn render(class: Option<u32>, size: usize, cfg: &DemoConfig, rng: &mut ChaCha8Rn
         for x in 0..size {
             let (px, py) = (x as f32 + 0.5, y as f32 + 0.5);
             let (dx, dy) = (px - cx, py - cy);
+            // The background's gradient at this pixel.
+            let grad = (px - s / 2.0) * gx + (py - s / 2.0) * gy;
             let inside = match class {
                 None => match outlier_kind {
                     0 => rng.random_bool(0.5),
@@ -272,19 +274,13 @@ fn render(class: Option<u32>, size: usize, cfg: &DemoConfig, rng: &mut ChaCha8Rn
             let smudge = smudged && notch(x, y);
             let base = match (class, inside) {
                 // Halfway between the foreground and the background.
-                _ if smudge => {
-                    let g = (px - s / 2.0) * gx + (py - s / 2.0) * gy;
-                    [0, 1, 2].map(|i| (fg[i] + bg[i] + g) / 2.0)
-                }
+                _ if smudge => [0, 1, 2].map(|i| (fg[i] + bg[i] + grad) / 2.0),
                 (None, true) if outlier_kind == 0 => {
                     [rng.random_range(0.0..255.0), rng.random_range(0.0..255.0), rng.random_range(0.0..255.0)]
                 }
                 (None, true) => other,
                 (_, true) => fg,
-                (_, false) => {
-                    let g = (px - s / 2.0) * gx + (py - s / 2.0) * gy;
-                    bg.map(|v| v + g)
-                }
+                (_, false) => bg.map(|v| v + grad),
             };
             for c in 0..3 {
                 let v = base[c] + rng.random_range(-10.0..=10.0f32);

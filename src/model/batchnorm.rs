@@ -6,31 +6,24 @@
 //! after the convolutions. Statistics are summed in f64 in a fixed order per
 //! channel, so results do not depend on the thread count.
 
-use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor, WithDType};
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 use std::sync::{Arc, Mutex};
+
+use super::cpu;
+use super::residual::{mask_relu, relu_mask};
 
 /// Lanes of the f64 accumulators: independent partial sums the compiler can
 /// vectorise, combined in a fixed order (so sums do not depend on threads).
 const LANES: usize = 8;
 
-/// `sum f(v)` over `values` in LANES interleaved f64 partial sums.
+/// `sum f(v)` over `values`, like [`lane_sum2`].
 fn lane_sum<T: WithDType>(values: &[T], f: impl Fn(T) -> f64) -> f64 {
-    let mut acc = [0f64; LANES];
-    let chunks = values.chunks_exact(LANES);
-    let tail = chunks.remainder();
-    for chunk in chunks {
-        for (a, &v) in acc.iter_mut().zip(chunk) {
-            *a += f(v);
-        }
-    }
-    for (a, &v) in acc.iter_mut().zip(tail) {
-        *a += f(v);
-    }
-    acc.iter().sum()
+    lane_sum2(values, values, |v, _| f(v))
 }
 
-/// `sum f(u, v)` over two slices of one length, like [`lane_sum`].
+/// `sum f(u, v)` over two slices of one length, in LANES interleaved f64
+/// partial sums.
 fn lane_sum2<T: WithDType>(us: &[T], vs: &[T], f: impl Fn(T, T) -> f64) -> f64 {
     let mut acc = [0f64; LANES];
     let (cu, cv) = (us.chunks_exact(LANES), vs.chunks_exact(LANES));
@@ -90,8 +83,14 @@ pub struct BatchNormTrain {
     pub last_stats: Arc<Mutex<Vec<(f64, f64)>>>,
 }
 
-fn slice<'a, T>(data: &'a [T], l: &Layout) -> candle_core::Result<&'a [T]> {
-    super::conv::contiguous(data, l, "a batch-norm operand")
+impl BatchNormTrain {
+    /// Normalises `[b, c, hw]` x with its batch statistics, which it keeps for the backward pass.
+    fn run<T: WithDType>(&self, x: &[T], g: &[T], bt: &[T], dims: (usize, usize, usize)) -> Vec<T> {
+        let st = stats(x, dims.0, dims.1, dims.2);
+        let y = forward(x, g, bt, dims, self.eps, self.relu, &st);
+        *self.last_stats.lock().expect("stats lock") = st;
+        y
+    }
 }
 
 impl CustomOp3 for BatchNormTrain {
@@ -110,23 +109,14 @@ impl CustomOp3 for BatchNormTrain {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (b, c, h, w) = l1.shape().dims4()?;
         let dims = (b, c, h * w);
-        let out = match (s1, s2, s3) {
-            (CpuStorage::F32(x), CpuStorage::F32(g), CpuStorage::F32(bt)) => {
-                let x = slice(x, l1)?;
-                let st = stats(x, b, c, h * w);
-                let y = forward(x, slice(g, l2)?, slice(bt, l3)?, dims, self.eps, self.relu, &st);
-                *self.last_stats.lock().expect("stats lock") = st;
-                CpuStorage::F32(y)
-            }
-            (CpuStorage::F64(x), CpuStorage::F64(g), CpuStorage::F64(bt)) => {
-                let x = slice(x, l1)?;
-                let st = stats(x, b, c, h * w);
-                let y = forward(x, slice(g, l2)?, slice(bt, l3)?, dims, self.eps, self.relu, &st);
-                *self.last_stats.lock().expect("stats lock") = st;
-                CpuStorage::F64(y)
-            }
-            _ => candle_core::bail!("batch norm: f32 or f64 operands of one type expected"),
-        };
+        let out = cpu::dispatch3(
+            "batch norm",
+            (s1, l1),
+            (s2, l2),
+            (s3, l3),
+            |x, g, bt| self.run(x, g, bt, dims),
+            |x, g, bt| self.run(x, g, bt, dims),
+        )?;
         Ok((out, l1.shape().clone()))
     }
 
@@ -146,7 +136,7 @@ impl CustomOp3 for BatchNormTrain {
             &Backward {
                 eps: self.eps,
                 relu: self.relu,
-                gamma: g.clone(),
+                gamma: g.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?,
                 stats: self.last_stats.lock().expect("stats lock").clone(),
             },
         )?;
@@ -165,7 +155,8 @@ impl CustomOp3 for BatchNormTrain {
 struct Backward {
     eps: f64,
     relu: bool,
-    gamma: Tensor,
+    /// Per-channel gamma.
+    gamma: Vec<f64>,
     /// The forward pass's batch statistics per channel (mean, biased variance).
     stats: Vec<(f64, f64)>,
 }
@@ -180,7 +171,7 @@ fn backward<T: WithDType>(
     x: &[T],
     dy: &[T],
     y: &[T],
-    gamma: &[T],
+    gamma: &[f64],
     dims: (usize, usize, usize),
     eps: f64,
     relu: bool,
@@ -194,7 +185,7 @@ fn backward<T: WithDType>(
     dx.par_chunks_mut(c * hw).zip(dy.par_chunks(c * hw).zip(y.par_chunks(c * hw))).for_each(|(d, (g, yv))| {
         if relu {
             for ((d, &g), &yv) in d.iter_mut().zip(g).zip(yv) {
-                *d = if yv > T::zero() { g } else { T::zero() };
+                *d = mask_relu(g, yv);
             }
         } else {
             d.copy_from_slice(g);
@@ -219,7 +210,7 @@ fn backward<T: WithDType>(
         .map(|ch| {
             let (mean, var) = st[ch];
             let inv = 1.0 / (var + eps).sqrt();
-            let k = gamma[ch].to_f64() * inv;
+            let k = gamma[ch] * inv;
             let (s, sx) = sums[ch];
             // dx = k dy + a (x - mean) + b0
             (T::from_f64(k), T::from_f64(-k * inv * sx / n), T::from_f64(mean), T::from_f64(-k * s / n))
@@ -256,41 +247,15 @@ impl CustomOp3 for Backward {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (b, c, h, w) = l1.shape().dims4()?;
         let dims = (b, c, h * w);
-        let gamma = self.gamma.contiguous()?;
-        let (gs, gl) = gamma.storage_and_layout();
-        let out = match (s1, s2, s3, &*gs) {
-            (
-                CpuStorage::F32(x),
-                CpuStorage::F32(dy),
-                CpuStorage::F32(y),
-                candle_core::Storage::Cpu(CpuStorage::F32(g)),
-            ) => CpuStorage::F32(backward(
-                slice(x, l1)?,
-                slice(dy, l2)?,
-                slice(y, l3)?,
-                slice(g, gl)?,
-                dims,
-                self.eps,
-                self.relu,
-                &self.stats,
-            )),
-            (
-                CpuStorage::F64(x),
-                CpuStorage::F64(dy),
-                CpuStorage::F64(y),
-                candle_core::Storage::Cpu(CpuStorage::F64(g)),
-            ) => CpuStorage::F64(backward(
-                slice(x, l1)?,
-                slice(dy, l2)?,
-                slice(y, l3)?,
-                slice(g, gl)?,
-                dims,
-                self.eps,
-                self.relu,
-                &self.stats,
-            )),
-            _ => candle_core::bail!("batch norm backward: f32 or f64 CPU operands of one type expected"),
-        };
+        let (eps, relu, gamma, st) = (self.eps, self.relu, &self.gamma, &self.stats);
+        let out = cpu::dispatch3(
+            "batch norm backward",
+            (s1, l1),
+            (s2, l2),
+            (s3, l3),
+            |x, dy, y| backward(x, dy, y, gamma, dims, eps, relu, st),
+            |x, dy, y| backward(x, dy, y, gamma, dims, eps, relu, st),
+        )?;
         Ok((out, Shape::from(b * c * h * w + 2 * c)))
     }
 }
@@ -347,15 +312,15 @@ impl CustomOp3 for ChannelAffine {
         if l2.shape().elem_count() != c || l3.shape().elem_count() != c {
             candle_core::bail!("channel affine: {c} channels, scale {:?}, shift {:?}", l2.shape(), l3.shape());
         }
-        let out = match (s1, s2, s3) {
-            (CpuStorage::F32(x), CpuStorage::F32(s), CpuStorage::F32(t)) => {
-                CpuStorage::F32(affine(slice(x, l1)?, slice(s, l2)?, slice(t, l3)?, (b, c, h * w), self.relu))
-            }
-            (CpuStorage::F64(x), CpuStorage::F64(s), CpuStorage::F64(t)) => {
-                CpuStorage::F64(affine(slice(x, l1)?, slice(s, l2)?, slice(t, l3)?, (b, c, h * w), self.relu))
-            }
-            _ => candle_core::bail!("channel affine: f32 or f64 operands of one type expected"),
-        };
+        let (dims, relu) = ((b, c, h * w), self.relu);
+        let out = cpu::dispatch3(
+            "channel affine",
+            (s1, l1),
+            (s2, l2),
+            (s3, l3),
+            |x, s, t| affine(x, s, t, dims, relu),
+            |x, s, t| affine(x, s, t, dims, relu),
+        )?;
         Ok((out, l1.shape().clone()))
     }
 
@@ -367,7 +332,7 @@ impl CustomOp3 for ChannelAffine {
         res: &Tensor,
         dy: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let g = if self.relu { super::residual::relu_mask(&dy.contiguous()?, res)? } else { dy.contiguous()? };
+        let g = if self.relu { relu_mask(&dy.contiguous()?, res)? } else { dy.contiguous()? };
         let dx = if x.track_op() {
             // dx = dy * scale per channel: this op with a zero shift.
             Some(g.apply_op3_no_bwd(&scale.detach(), &scale.detach().zeros_like()?, &ChannelAffine { relu: false })?)

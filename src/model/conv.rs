@@ -15,9 +15,10 @@
 //! per-chunk partial products in a fixed chunk order, so results do not
 //! depend on the number of threads.
 
-use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor, WithDType};
 use rayon::prelude::*;
-use std::ops::AddAssign;
+
+use super::cpu;
 
 /// The geometry of one convolution: `[b, cin, h, w]` input, `[cout, cin, k, k]`
 /// kernel, stride and zero padding, `[b, cout, ho, wo]` output.
@@ -55,21 +56,10 @@ impl Geometry {
 /// Images per partial weight gradient; fixed so that sums do not depend on threads.
 const FILTER_CHUNK: usize = 8;
 
-/// Element types the kernels run on.
-pub trait Elem: Copy + Default + AddAssign + Send + Sync + 'static {
-    const ONE: Self;
-}
-impl Elem for f32 {
-    const ONE: f32 = 1.0;
-}
-impl Elem for f64 {
-    const ONE: f64 = 1.0;
-}
-
 /// `[cin, h, w]` image to its `[cin*k*k, ho*wo]` patch matrix, whose rows
 /// start `ld` elements apart in `col` (`ld = ho*wo` for a matrix of its own;
 /// larger to place several images' matrices side by side).
-fn im2col<T: Elem>(x: &[T], g: &Geometry, col: &mut [T], ld: usize) {
+fn im2col<T: WithDType>(x: &[T], g: &Geometry, col: &mut [T], ld: usize) {
     let (ho, wo, p) = (g.ho(), g.wo(), g.cols());
     for ci in 0..g.cin {
         let plane = &x[ci * g.h * g.w..(ci + 1) * g.h * g.w];
@@ -81,12 +71,12 @@ fn im2col<T: Elem>(x: &[T], g: &Geometry, col: &mut [T], ld: usize) {
                     let iy = (oy * g.stride + ky) as isize - g.pad as isize;
                     let dst = &mut row[oy * wo..(oy + 1) * wo];
                     if iy < 0 || iy >= g.h as isize || lo >= hi {
-                        dst.fill(T::default());
+                        dst.fill(T::zero());
                         continue;
                     }
                     let src = &plane[iy as usize * g.w..(iy as usize + 1) * g.w];
-                    dst[..lo].fill(T::default());
-                    dst[hi..].fill(T::default());
+                    dst[..lo].fill(T::zero());
+                    dst[hi..].fill(T::zero());
                     if g.stride == 1 {
                         dst[lo..hi].copy_from_slice(&src[first..first + (hi - lo)]);
                     } else {
@@ -115,7 +105,7 @@ fn valid_columns(g: &Geometry, kx: usize, wo: usize) -> (usize, usize, usize) {
 }
 
 /// Adds a `[cin*k*k, ho*wo]` patch-gradient matrix back into a `[cin, h, w]` image gradient.
-fn col2im<T: Elem>(col: &[T], g: &Geometry, dx: &mut [T]) {
+fn col2im<T: WithDType>(col: &[T], g: &Geometry, dx: &mut [T]) {
     let (ho, wo, p) = (g.ho(), g.wo(), g.cols());
     for ci in 0..g.cin {
         let plane = &mut dx[ci * g.h * g.w..(ci + 1) * g.h * g.w];
@@ -145,7 +135,7 @@ fn col2im<T: Elem>(col: &[T], g: &Geometry, dx: &mut [T]) {
 /// `dst[m, n] = (accumulate ? dst : 0) + lhs[m, k] * rhs[k, n]`, with element
 /// strides given as (row stride, column stride) for each operand.
 #[allow(clippy::too_many_arguments)]
-fn matmul<T: Elem>(
+fn matmul<T: WithDType>(
     m: usize,
     n: usize,
     k: usize,
@@ -175,13 +165,23 @@ fn matmul<T: Elem>(
             rhs.as_ptr(),
             rhs_strides.1 as isize,
             rhs_strides.0 as isize,
-            T::ONE,
-            T::ONE,
+            T::one(),
+            T::one(),
             false,
             false,
             false,
             gemm::Parallelism::None,
         )
+    }
+}
+
+/// The patch matrices of images `images` side by side in `col`: image j's
+/// `[rows, p]` block starts at column `j * p` of a `[rows, images.len() * p]` matrix.
+fn im2col_group<T: WithDType>(x: &[T], g: &Geometry, images: impl ExactSizeIterator<Item = usize>, col: &mut [T]) {
+    let (in_len, p) = (g.cin * g.h * g.w, g.cols());
+    let ld = images.len() * p;
+    for (j, i) in images.enumerate() {
+        im2col(&x[i * in_len..(i + 1) * in_len], g, &mut col[j * p..], ld);
     }
 }
 
@@ -203,19 +203,16 @@ fn images_per_gemm(g: &Geometry) -> usize {
 /// Forward: `[b, cin, h, w]` x and `[cout, cin, k, k]` w to `[b, cout, ho, wo]`.
 /// Per group of images: their patch matrices side by side `[rows, n*p]`,
 /// one GEMM `[cout, rows] x [rows, n*p]`, then each image's block copied out.
-pub fn forward<T: Elem>(x: &[T], w: &[T], g: &Geometry) -> Vec<T> {
+pub fn forward<T: WithDType>(x: &[T], w: &[T], g: &Geometry) -> Vec<T> {
     let (rows, p) = (g.rows(), g.cols());
-    let (m, in_len, out_len) = (images_per_gemm(g), g.cin * g.h * g.w, g.cout * p);
-    let mut out = vec![T::default(); g.b * out_len];
+    let (m, out_len) = (images_per_gemm(g), g.cout * p);
+    let mut out = vec![T::zero(); g.b * out_len];
     out.par_chunks_mut(m * out_len).enumerate().for_each_init(
-        || (vec![T::default(); rows * m * p], vec![T::default(); if m > 1 { out_len * m } else { 0 }]),
+        || (vec![T::zero(); rows * m * p], vec![T::zero(); if m > 1 { out_len * m } else { 0 }]),
         |(col, tmp), (c, o)| {
             let n = o.len() / out_len;
             let ld = n * p;
-            for j in 0..n {
-                let i = c * m + j;
-                im2col(&x[i * in_len..(i + 1) * in_len], g, &mut col[j * p..], ld);
-            }
+            im2col_group(x, g, c * m..c * m + n, col);
             if n == 1 {
                 matmul(g.cout, p, rows, o, w, (rows, 1), col, (p, 1), false);
                 return;
@@ -235,11 +232,11 @@ pub fn forward<T: Elem>(x: &[T], w: &[T], g: &Geometry) -> Vec<T> {
 /// With stride 1 it is the forward convolution of dy with the kernel
 /// transposed and flipped, padded by `k - 1 - pad` (no scatter-add); with
 /// stride 2, GEMM then col2im.
-pub fn backward_data<T: Elem>(dy: &[T], w: &[T], g: &Geometry) -> Vec<T> {
+pub fn backward_data<T: WithDType>(dy: &[T], w: &[T], g: &Geometry) -> Vec<T> {
     let (rows, p) = (g.rows(), g.cols());
     if g.stride == 1 && g.pad < g.k {
         let k = g.k;
-        let mut wt = vec![T::default(); w.len()];
+        let mut wt = vec![T::zero(); w.len()];
         for co in 0..g.cout {
             for ci in 0..g.cin {
                 for ky in 0..k {
@@ -253,9 +250,9 @@ pub fn backward_data<T: Elem>(dy: &[T], w: &[T], g: &Geometry) -> Vec<T> {
         let gt = Geometry { b: g.b, cin: g.cout, h: g.ho(), w: g.wo(), cout: g.cin, k, stride: 1, pad: k - 1 - g.pad };
         return forward(dy, &wt, &gt);
     }
-    let mut dx = vec![T::default(); g.b * g.cin * g.h * g.w];
+    let mut dx = vec![T::zero(); g.b * g.cin * g.h * g.w];
     dx.par_chunks_mut(g.cin * g.h * g.w).enumerate().for_each_init(
-        || vec![T::default(); rows * p],
+        || vec![T::zero(); rows * p],
         |dcol, (i, d)| {
             // dcol[rows, p] = w^T[rows, cout] * dy_i[cout, p]
             matmul(rows, p, g.cout, dcol, w, (1, rows), &dy[i * g.cout * p..(i + 1) * g.cout * p], (p, 1), false);
@@ -271,23 +268,20 @@ pub fn backward_data<T: Elem>(dy: &[T], w: &[T], g: &Geometry) -> Vec<T> {
 /// `dw^T[rows, cout] += col[rows, n*p] * dy^T[n*p, cout]`. The transposed
 /// product runs the GEMM kernels about twice as fast as `dw = dy * col^T`
 /// when there are few output channels.
-pub fn backward_filter<T: Elem>(x: &[T], dy: &[T], g: &Geometry) -> Vec<T> {
+pub fn backward_filter<T: WithDType>(x: &[T], dy: &[T], g: &Geometry) -> Vec<T> {
     let (rows, p) = (g.rows(), g.cols());
-    let (m, in_len, out_len) = (images_per_gemm(g), g.cin * g.h * g.w, g.cout * p);
+    let (m, out_len) = (images_per_gemm(g), g.cout * p);
     let chunk = FILTER_CHUNK.max(m);
-    let chunks: Vec<usize> = (0..g.b.div_ceil(chunk)).collect();
-    let partials: Vec<Vec<T>> = chunks
-        .par_iter()
-        .map(|&c| {
-            let mut dwt = vec![T::default(); rows * g.cout];
-            let mut col = vec![T::default(); rows * m * p];
-            let mut dyc = vec![T::default(); if m > 1 { out_len * m } else { 0 }];
+    let partials: Vec<Vec<T>> = (0..g.b.div_ceil(chunk))
+        .into_par_iter()
+        .map(|c| {
+            let mut dwt = vec![T::zero(); rows * g.cout];
+            let mut col = vec![T::zero(); rows * m * p];
+            let mut dyc = vec![T::zero(); if m > 1 { out_len * m } else { 0 }];
             let images: Vec<usize> = (c * chunk..((c + 1) * chunk).min(g.b)).collect();
             for group in images.chunks(m) {
                 let ld = group.len() * p;
-                for (j, &i) in group.iter().enumerate() {
-                    im2col(&x[i * in_len..(i + 1) * in_len], g, &mut col[j * p..], ld);
-                }
+                im2col_group(x, g, group.iter().copied(), &mut col);
                 let dyg = if group.len() == 1 {
                     &dy[group[0] * out_len..(group[0] + 1) * out_len]
                 } else {
@@ -304,47 +298,19 @@ pub fn backward_filter<T: Elem>(x: &[T], dy: &[T], g: &Geometry) -> Vec<T> {
             dwt
         })
         .collect();
-    let mut dwt = vec![T::default(); rows * g.cout];
+    let mut dwt = vec![T::zero(); rows * g.cout];
     for part in partials {
         for (d, v) in dwt.iter_mut().zip(part) {
             *d += v;
         }
     }
-    let mut dw = vec![T::default(); g.cout * rows];
+    let mut dw = vec![T::zero(); g.cout * rows];
     for r in 0..rows {
         for co in 0..g.cout {
             dw[co * rows + r] = dwt[r * g.cout + co];
         }
     }
     dw
-}
-
-/// The elements of a contiguous operand; an error naming `what` otherwise.
-pub(crate) fn contiguous<'a, T>(data: &'a [T], l: &Layout, what: &str) -> candle_core::Result<&'a [T]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("{what} must be contiguous"),
-    }
-}
-
-/// Runs `f` on two storages of the same float type.
-fn dispatch(
-    s1: &CpuStorage,
-    l1: &Layout,
-    s2: &CpuStorage,
-    l2: &Layout,
-    f32s: impl Fn(&[f32], &[f32]) -> Vec<f32>,
-    f64s: impl Fn(&[f64], &[f64]) -> Vec<f64>,
-) -> candle_core::Result<CpuStorage> {
-    match (s1, s2) {
-        (CpuStorage::F32(a), CpuStorage::F32(b)) => {
-            Ok(CpuStorage::F32(f32s(contiguous(a, l1, "conv2d lhs")?, contiguous(b, l2, "conv2d rhs")?)))
-        }
-        (CpuStorage::F64(a), CpuStorage::F64(b)) => {
-            Ok(CpuStorage::F64(f64s(contiguous(a, l1, "conv2d lhs")?, contiguous(b, l2, "conv2d rhs")?)))
-        }
-        _ => candle_core::bail!("conv2d: f32 or f64 operands of one type expected"),
-    }
 }
 
 /// The convolution as a candle op: `x.apply_op2(w, Conv2d { stride, pad })`.
@@ -376,7 +342,7 @@ impl CustomOp2 for Conv2d {
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = geometry(l1, l2, self.stride, self.pad)?;
-        let out = dispatch(s1, l1, s2, l2, |x, w| forward(x, w, &g), |x, w| forward(x, w, &g))?;
+        let out = cpu::dispatch2("conv2d", (s1, l1), (s2, l2), |x, w| forward(x, w, &g), |x, w| forward(x, w, &g))?;
         Ok((out, Shape::from((g.b, g.cout, g.ho(), g.wo()))))
     }
 
@@ -413,7 +379,13 @@ impl CustomOp2 for BackwardData {
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = self.0;
-        let out = dispatch(s1, l1, s2, l2, |dy, w| backward_data(dy, w, &g), |dy, w| backward_data(dy, w, &g))?;
+        let out = cpu::dispatch2(
+            "conv2d backward",
+            (s1, l1),
+            (s2, l2),
+            |dy, w| backward_data(dy, w, &g),
+            |dy, w| backward_data(dy, w, &g),
+        )?;
         Ok((out, Shape::from((g.b, g.cin, g.h, g.w))))
     }
 }
@@ -434,7 +406,13 @@ impl CustomOp2 for BackwardFilter {
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let g = self.0;
-        let out = dispatch(s1, l1, s2, l2, |x, dy| backward_filter(x, dy, &g), |x, dy| backward_filter(x, dy, &g))?;
+        let out = cpu::dispatch2(
+            "conv2d backward",
+            (s1, l1),
+            (s2, l2),
+            |x, dy| backward_filter(x, dy, &g),
+            |x, dy| backward_filter(x, dy, &g),
+        )?;
         Ok((out, Shape::from((g.cout, g.cin, g.k, g.k))))
     }
 }
@@ -442,7 +420,7 @@ impl CustomOp2 for BackwardFilter {
 /// `conv2d(x, w)` with square kernels, no bias, no dilation, one group: the
 /// op above on the CPU (f32, f64), candle's convolution elsewhere.
 pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, pad: usize) -> candle_core::Result<Tensor> {
-    if x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) {
+    if cpu::takes_cpu_ops(x) {
         x.contiguous()?.apply_op2(&w.contiguous()?, Conv2d { stride, pad })
     } else {
         x.conv2d(w, pad, stride, 1, 1)

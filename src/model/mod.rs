@@ -15,6 +15,7 @@
 pub mod batchnorm;
 pub mod checkpoint;
 pub mod conv;
+pub mod cpu;
 pub mod residual;
 
 /// Which device to compute on.
@@ -314,10 +315,10 @@ impl BatchNorm {
     fn forward(&self, x: &Tensor, train: bool, relu: bool) -> candle_core::Result<Tensor> {
         let c = self.weight.dim(0)?;
         let shape = (1, c, 1, 1);
-        if train && x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) {
+        if train && cpu::takes_cpu_ops(x) {
             return self.forward_train_cpu(x, relu);
         }
-        if !train && x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) {
+        if !train && cpu::takes_cpu_ops(x) {
             // y = x * scale + shift with the running statistics folded in.
             let rm = self.running_mean.as_tensor().detach();
             let rv = self.running_var.as_tensor().detach();
@@ -396,15 +397,6 @@ impl Conv {
     }
 }
 
-/// `x[:, :, ::2, ::2]` of `[n, c, h, w]`.
-fn subsample2(x: &Tensor) -> candle_core::Result<Tensor> {
-    let (n, c, h, w) = x.dims4()?;
-    let x = if h % 2 == 1 { x.pad_with_zeros(2, 0, 1)? } else { x.clone() };
-    let x = if w % 2 == 1 { x.pad_with_zeros(3, 0, 1)? } else { x };
-    let (h2, w2) = (h.div_ceil(2), w.div_ceil(2));
-    x.reshape((n, c, h2, 2, w2, 2))?.narrow(3, 0, 1)?.narrow(5, 0, 1)?.reshape((n, c, h2, w2))
-}
-
 #[derive(Clone, Debug)]
 enum ShortcutPath {
     Identity,
@@ -441,10 +433,7 @@ impl Block {
         let out = self.bn2.forward(&self.conv2.forward(&out)?, train, false)?;
         let short = match &self.shortcut {
             ShortcutPath::Identity => x.clone(),
-            ShortcutPath::A(pad) if x.device().is_cpu() && matches!(x.dtype(), DType::F32 | DType::F64) => {
-                x.contiguous()?.apply_op1(residual::ShortcutA(*pad))?
-            }
-            ShortcutPath::A(pad) => subsample2(x)?.pad_with_zeros(1, *pad, *pad)?,
+            ShortcutPath::A(pad) => residual::shortcut_a(x, *pad)?,
             ShortcutPath::B(conv, bn) => bn.forward(&conv.forward(x)?, train, false)?,
         };
         residual::add_relu_tensors(&out, &short)

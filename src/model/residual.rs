@@ -10,7 +10,7 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
-use super::conv::contiguous;
+use super::cpu::{self, contiguous};
 
 /// Elements per parallel task of the element-wise maps.
 const CHUNK: usize = 1 << 15;
@@ -26,28 +26,20 @@ fn map2<T: WithDType>(a: &[T], b: &[T], f: impl Fn(T, T) -> T + Sync) -> Vec<T> 
     out
 }
 
-/// Runs a per-element map over two storages of one float type.
-fn dispatch2(
-    s1: &CpuStorage,
-    l1: &Layout,
-    s2: &CpuStorage,
-    l2: &Layout,
+/// A per-element map over two operands of one shape, as a candle op's output.
+fn elementwise(
     what: &str,
-    f32s: impl Fn(&[f32], &[f32]) -> Vec<f32>,
-    f64s: impl Fn(&[f64], &[f64]) -> Vec<f64>,
+    (s1, l1): (&CpuStorage, &Layout),
+    (s2, l2): (&CpuStorage, &Layout),
+    // Generic (each kernel its own zero-sized fn item), not `fn` pointers:
+    // an indirect call per element would keep the loop from vectorising.
+    f: impl Fn(f32, f32) -> f32 + Sync,
+    g: impl Fn(f64, f64) -> f64 + Sync,
 ) -> candle_core::Result<(CpuStorage, Shape)> {
     if l1.shape() != l2.shape() {
         candle_core::bail!("{what}: shapes {:?} and {:?} differ", l1.shape(), l2.shape());
     }
-    let out = match (s1, s2) {
-        (CpuStorage::F32(a), CpuStorage::F32(b)) => {
-            CpuStorage::F32(f32s(contiguous(a, l1, what)?, contiguous(b, l2, what)?))
-        }
-        (CpuStorage::F64(a), CpuStorage::F64(b)) => {
-            CpuStorage::F64(f64s(contiguous(a, l1, what)?, contiguous(b, l2, what)?))
-        }
-        _ => candle_core::bail!("{what}: f32 or f64 operands of one type expected"),
-    };
+    let out = cpu::dispatch2(what, (s1, l1), (s2, l2), |a, b| map2(a, b, &f), |a, b| map2(a, b, &g))?;
     Ok((out, l1.shape().clone()))
 }
 
@@ -60,7 +52,8 @@ fn add_relu<T: WithDType>(a: T, b: T) -> T {
     }
 }
 
-fn mask_relu<T: WithDType>(dy: T, y: T) -> T {
+/// `dy` where the ReLU output `y` is positive, else 0.
+pub(super) fn mask_relu<T: WithDType>(dy: T, y: T) -> T {
     if y > T::zero() {
         dy
     } else {
@@ -84,7 +77,7 @@ impl CustomOp2 for AddRelu {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        dispatch2(s1, l1, s2, l2, "add-relu", |a, b| map2(a, b, add_relu), |a, b| map2(a, b, add_relu))
+        elementwise("add-relu", (s1, l1), (s2, l2), add_relu, add_relu)
     }
 
     fn bwd(
@@ -115,7 +108,7 @@ impl CustomOp2 for ReluMask {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        dispatch2(s1, l1, s2, l2, "relu mask", |a, b| map2(a, b, mask_relu), |a, b| map2(a, b, mask_relu))
+        elementwise("relu mask", (s1, l1), (s2, l2), mask_relu, mask_relu)
     }
 }
 
@@ -126,11 +119,28 @@ pub(crate) fn relu_mask(dy: &Tensor, y: &Tensor) -> candle_core::Result<Tensor> 
 
 /// `relu(a + b)` on any device: the fused op on the CPU, candle's ops elsewhere.
 pub fn add_relu_tensors(a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
-    if a.device().is_cpu() && matches!(a.dtype(), candle_core::DType::F32 | candle_core::DType::F64) {
+    if cpu::takes_cpu_ops(a) {
         a.contiguous()?.apply_op2(&b.contiguous()?, AddRelu)
     } else {
         (a + b)?.relu()
     }
+}
+
+/// The option-A shortcut on any device: the op below on the CPU, candle's
+/// reshape, narrow and pad elsewhere.
+pub fn shortcut_a(x: &Tensor, pad: usize) -> candle_core::Result<Tensor> {
+    if cpu::takes_cpu_ops(x) {
+        return x.contiguous()?.apply_op1(ShortcutA(pad));
+    }
+    let (n, c, h, w) = x.dims4()?;
+    let x = if h % 2 == 1 { x.pad_with_zeros(2, 0, 1)? } else { x.clone() };
+    let x = if w % 2 == 1 { x.pad_with_zeros(3, 0, 1)? } else { x };
+    let (h2, w2) = (h.div_ceil(2), w.div_ceil(2));
+    x.reshape((n, c, h2, 2, w2, 2))?
+        .narrow(3, 0, 1)?
+        .narrow(5, 0, 1)?
+        .reshape((n, c, h2, w2))?
+        .pad_with_zeros(1, pad, pad)
 }
 
 /// Shape of the option-A shortcut: `[n, c, h, w]` to `[n, c + 2 pad, ceil(h/2), ceil(w/2)]`.

@@ -1,0 +1,59 @@
+//! What misfit's CPU ops (`conv`, `batchnorm`, `residual`) share: when a
+//! tensor takes them, its operands as slices, and one kernel run on f32 or
+//! f64 storages alike.
+
+use candle_core::{CpuStorage, DType, Layout, Tensor};
+
+/// Whether `t` goes through misfit's CPU ops (a CPU tensor of f32 or f64);
+/// other devices and types use candle's own ops.
+pub fn takes_cpu_ops(t: &Tensor) -> bool {
+    t.device().is_cpu() && matches!(t.dtype(), DType::F32 | DType::F64)
+}
+
+/// The elements of a contiguous operand; an error naming `what` otherwise.
+pub(crate) fn contiguous<'a, T>(data: &'a [T], l: &Layout, what: &str) -> candle_core::Result<&'a [T]> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => candle_core::bail!("{what}: operand must be contiguous"),
+    }
+}
+
+/// Runs a kernel on two storages of one float type: `f32s` on f32 data,
+/// `f64s` on f64 (one generic function passed twice); `what` names the op in errors.
+pub(crate) fn dispatch2(
+    what: &str,
+    (s1, l1): (&CpuStorage, &Layout),
+    (s2, l2): (&CpuStorage, &Layout),
+    f32s: impl Fn(&[f32], &[f32]) -> Vec<f32>,
+    f64s: impl Fn(&[f64], &[f64]) -> Vec<f64>,
+) -> candle_core::Result<CpuStorage> {
+    Ok(match (s1, s2) {
+        (CpuStorage::F32(a), CpuStorage::F32(b)) => {
+            CpuStorage::F32(f32s(contiguous(a, l1, what)?, contiguous(b, l2, what)?))
+        }
+        (CpuStorage::F64(a), CpuStorage::F64(b)) => {
+            CpuStorage::F64(f64s(contiguous(a, l1, what)?, contiguous(b, l2, what)?))
+        }
+        _ => candle_core::bail!("{what}: f32 or f64 operands of one type expected"),
+    })
+}
+
+/// [`dispatch2`] for three storages.
+pub(crate) fn dispatch3(
+    what: &str,
+    (s1, l1): (&CpuStorage, &Layout),
+    (s2, l2): (&CpuStorage, &Layout),
+    (s3, l3): (&CpuStorage, &Layout),
+    f32s: impl Fn(&[f32], &[f32], &[f32]) -> Vec<f32>,
+    f64s: impl Fn(&[f64], &[f64], &[f64]) -> Vec<f64>,
+) -> candle_core::Result<CpuStorage> {
+    Ok(match (s1, s2, s3) {
+        (CpuStorage::F32(a), CpuStorage::F32(b), CpuStorage::F32(c)) => {
+            CpuStorage::F32(f32s(contiguous(a, l1, what)?, contiguous(b, l2, what)?, contiguous(c, l3, what)?))
+        }
+        (CpuStorage::F64(a), CpuStorage::F64(b), CpuStorage::F64(c)) => {
+            CpuStorage::F64(f64s(contiguous(a, l1, what)?, contiguous(b, l2, what)?, contiguous(c, l3, what)?))
+        }
+        _ => candle_core::bail!("{what}: f32 or f64 operands of one type expected"),
+    })
+}
