@@ -1,9 +1,11 @@
-//! A 2-D convolution for the CPU whose forward and backward passes are all
-//! matrix multiplies: im2col + GEMM forward; for the input gradient, the
-//! forward convolution of dy with the flipped kernel (stride 1) or GEMM +
-//! col2im (stride 2); GEMM over im2col for the weight gradient (the `gemm`
-//! crate that candle itself uses). Small images are grouped so that one GEMM
-//! covers enough output pixels. Written by hand because candle's CPU
+//! A 2-D convolution for the CPU with fast forward and backward passes. f32
+//! 3x3 convolutions (stride 1 or 2) on CPUs with AVX2 run the direct kernels
+//! of [`super::direct`] for the forward pass and the weight gradient;
+//! everything else runs as matrix multiplies: im2col + GEMM forward, GEMM
+//! over im2col for the weight gradient (the `gemm` crate that candle itself
+//! uses). The input gradient is the forward convolution of dy with the
+//! flipped kernel (stride 1) or GEMM + col2im (stride 2). Small images are
+//! grouped so that one GEMM covers enough output pixels. Written by hand because candle's CPU
 //! backward runs the input gradient as a direct `conv_transpose2d` and the
 //! weight gradient as a convolution with an image-sized kernel, which
 //! dominate a training step; no crate offers this op for candle. It is a
@@ -18,7 +20,7 @@
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
-use super::cpu;
+use super::{cpu, direct};
 
 /// The geometry of one convolution: `[b, cin, h, w]` input, `[cout, cin, k, k]`
 /// kernel, stride and zero padding, `[b, cout, ho, wo]` output.
@@ -200,10 +202,53 @@ fn images_per_gemm(g: &Geometry) -> usize {
     (GEMM_COLUMNS / g.cols().max(1)).min(g.b / MIN_GROUPS).max(1)
 }
 
+/// The convolution's element types: f32 takes the direct kernels of
+/// [`direct`] where they apply (3x3, stride 1 or 2, AVX2 and FMA); everything else
+/// takes im2col + GEMM.
+pub trait Element: WithDType {
+    /// Forward pass of `g` (see [`forward`]).
+    fn conv_forward(x: &[Self], w: &[Self], g: &Geometry) -> Vec<Self> {
+        gemm_forward(x, w, g)
+    }
+    /// Weight gradient of `g` (see [`backward_filter`]).
+    fn conv_filter(x: &[Self], dy: &[Self], g: &Geometry) -> Vec<Self> {
+        gemm_backward_filter(x, dy, g)
+    }
+}
+
+impl Element for f64 {}
+
+impl Element for f32 {
+    fn conv_forward(x: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
+        if direct::supports(g) {
+            direct::forward(x, w, g)
+        } else {
+            gemm_forward(x, w, g)
+        }
+    }
+    fn conv_filter(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
+        if direct::supports(g) {
+            direct::backward_filter(x, dy, g)
+        } else {
+            gemm_backward_filter(x, dy, g)
+        }
+    }
+}
+
 /// Forward: `[b, cin, h, w]` x and `[cout, cin, k, k]` w to `[b, cout, ho, wo]`.
+pub fn forward<T: Element>(x: &[T], w: &[T], g: &Geometry) -> Vec<T> {
+    T::conv_forward(x, w, g)
+}
+
+/// Weight gradient: x and dy to `[cout, cin, k, k]` dw.
+pub fn backward_filter<T: Element>(x: &[T], dy: &[T], g: &Geometry) -> Vec<T> {
+    T::conv_filter(x, dy, g)
+}
+
+/// The forward pass by im2col + GEMM.
 /// Per group of images: their patch matrices side by side `[rows, n*p]`,
 /// one GEMM `[cout, rows] x [rows, n*p]`, then each image's block copied out.
-pub fn forward<T: WithDType>(x: &[T], w: &[T], g: &Geometry) -> Vec<T> {
+fn gemm_forward<T: WithDType>(x: &[T], w: &[T], g: &Geometry) -> Vec<T> {
     let (rows, p) = (g.rows(), g.cols());
     let (m, out_len) = (images_per_gemm(g), g.cout * p);
     let mut out = vec![T::zero(); g.b * out_len];
@@ -232,7 +277,7 @@ pub fn forward<T: WithDType>(x: &[T], w: &[T], g: &Geometry) -> Vec<T> {
 /// With stride 1 it is the forward convolution of dy with the kernel
 /// transposed and flipped, padded by `k - 1 - pad` (no scatter-add); with
 /// stride 2, GEMM then col2im.
-pub fn backward_data<T: WithDType>(dy: &[T], w: &[T], g: &Geometry) -> Vec<T> {
+pub fn backward_data<T: Element>(dy: &[T], w: &[T], g: &Geometry) -> Vec<T> {
     let (rows, p) = (g.rows(), g.cols());
     if g.stride == 1 && g.pad < g.k {
         let k = g.k;
@@ -262,13 +307,13 @@ pub fn backward_data<T: WithDType>(dy: &[T], w: &[T], g: &Geometry) -> Vec<T> {
     dx
 }
 
-/// Weight gradient: x and dy to `[cout, cin, k, k]` dw. Partial sums per
+/// The weight gradient by im2col + GEMM. Partial sums per
 /// chunk of images (FILTER_CHUNK, or one GEMM group when larger), added in
 /// chunk order. Within a chunk, per group of images (see [`forward`]):
 /// `dw^T[rows, cout] += col[rows, n*p] * dy^T[n*p, cout]`. The transposed
 /// product runs the GEMM kernels about twice as fast as `dw = dy * col^T`
 /// when there are few output channels.
-pub fn backward_filter<T: WithDType>(x: &[T], dy: &[T], g: &Geometry) -> Vec<T> {
+fn gemm_backward_filter<T: WithDType>(x: &[T], dy: &[T], g: &Geometry) -> Vec<T> {
     let (rows, p) = (g.rows(), g.cols());
     let (m, out_len) = (images_per_gemm(g), g.cout * p);
     let chunk = FILTER_CHUNK.max(m);

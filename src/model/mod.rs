@@ -16,6 +16,7 @@ pub mod batchnorm;
 pub mod checkpoint;
 pub mod conv;
 pub mod cpu;
+pub mod direct;
 pub mod residual;
 
 /// Which device to compute on.

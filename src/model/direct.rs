@@ -1,0 +1,541 @@
+//! Direct 3x3 convolution kernels (stride 1 and 2) for f32 on x86-64 CPUs
+//! with AVX2 and FMA: the forward pass (which is also the input gradient of
+//! a stride-1 convolution, see [`super::conv`]) and the weight gradient of
+//! every convolution of a ResNet-20. Written by hand because im2col + GEMM writes and re-reads a
+//! patch matrix nine times the size of its input for every call, which cost
+//! as much as the multiply itself at these channel counts (16-64); no crate
+//! offers a direct convolution for candle's CPU tensors.
+//!
+//! Layout: each input channel is zero-padded into a plane of width
+//! `wp = w + 2 * pad` and stored flat. Output pixel `(oy, ox)` gets flat
+//! index `j = oy * wp + ox`, and kernel tap `(ky, kx)` reads the input at
+//! `j + ky * wp + kx`: the 2-D convolution becomes a 1-D one over flat
+//! planes, vectorised along `j`. The `wp - wo` positions at the end of each
+//! output row are computed and dropped (6% of the work for 32x32 images).
+//! Stride 2 splits the padded image into four phase planes first (see
+//! [`Plane::new`]), which turns it into the same pattern.
+//!
+//! Register tiles (accumulators held in 256-bit registers): the forward
+//! pass sums `co` output channels x `v` registers of 8 positions, the weight
+//! gradient `fco` output channels x 3 kernel columns. With AVX-512VL there
+//! are 32 registers instead of 16, so the tiles are larger (fewer loads per
+//! multiply-add); the vectors stay 256 bits wide, which is all the
+//! multiply throughput that Zen 4 has in either width. Every output element
+//! is summed in a fixed order, whatever the number of threads, but the
+//! two instruction sets tile, and so round, differently.
+
+use super::conv::Geometry;
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+/// Kernel size the direct kernels handle.
+const K: usize = 3;
+/// f32 lanes in a 256-bit register.
+const LANES: usize = 8;
+
+/// The instruction set the kernels run with, and its register tiles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Isa {
+    /// AVX2 + FMA: 16 registers.
+    Avx2,
+    /// AVX2 + FMA + AVX-512F/VL: 32 registers.
+    Avx512,
+}
+
+impl Isa {
+    /// The best the CPU has, if any.
+    fn detect() -> Option<Isa> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")) {
+                return None;
+            }
+            if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl") {
+                return Some(Isa::Avx512);
+            }
+            Some(Isa::Avx2)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        None
+    }
+    /// Output channels per forward tile.
+    fn co(self) -> usize {
+        match self {
+            Isa::Avx2 => 4,
+            Isa::Avx512 => 8,
+        }
+    }
+    /// Positions per forward tile (registers x lanes) for geometry `g`:
+    /// with AVX-512, 3 registers unless that rounds the flat positions
+    /// (`ho * wp`) up by more than a tenth (8x8 images: 80 positions, 96
+    /// with 3 registers), then 2.
+    fn px(self, g: &Geometry) -> usize {
+        match self {
+            Isa::Avx2 => 2 * LANES,
+            Isa::Avx512 => {
+                let n = Plane::new(g, 1).n_out;
+                if n.div_ceil(3 * LANES) * 3 * LANES * 10 > n * 11 {
+                    2 * LANES
+                } else {
+                    3 * LANES
+                }
+            }
+        }
+    }
+    /// Output channels per weight-gradient tile.
+    fn fco(self) -> usize {
+        match self {
+            Isa::Avx2 => 3,
+            Isa::Avx512 => 8,
+        }
+    }
+}
+
+/// Whether the direct kernels take convolution `g`: 3x3, stride 1 or 2, on a CPU
+/// with AVX2 and FMA.
+pub fn supports(g: &Geometry) -> bool {
+    g.k == K && (g.stride == 1 || g.stride == 2) && Isa::detect().is_some()
+}
+
+fn isa(g: &Geometry) -> Isa {
+    match Isa::detect() {
+        Some(isa) if g.k == K && (g.stride == 1 || g.stride == 2) => isa,
+        _ => panic!("direct convolution called for {g:?} without AVX2 and FMA"),
+    }
+}
+
+/// Flat-plane sizes of one image of geometry `g` (see the module docs).
+#[derive(Clone, Copy, Debug)]
+struct Plane {
+    /// Row pitch of the flat output and of the input planes: the padded
+    /// width `wp` (stride 1), or `ceil(wp / 2)` (stride 2, phase planes).
+    pitch: usize,
+    /// Output height and width.
+    ho: usize,
+    wo: usize,
+    /// Flat output positions computed per channel: `ho * pitch` rounded up to whole tiles.
+    n_out: usize,
+    /// Elements per input plane: every position a tile reads, zeros beyond the image.
+    len: usize,
+    /// Elements per input channel: one plane (stride 1) or four phase planes (stride 2).
+    chan: usize,
+    /// Where kernel tap `(ky, kx)` reads for output position `j`: `j + offs[ky * 3 + kx]`
+    /// from the start of the channel.
+    offs: [usize; K * K],
+}
+
+impl Plane {
+    /// The planes for tiles of `px` positions.
+    ///
+    /// Stride 2: the padded image is split into four phase planes,
+    /// `P[a][b](y, x) = padded(2y + a, 2x + b)`, so that tap `(ky, kx)` of
+    /// output `(oy, ox)` reads `P[ky % 2][kx % 2](oy + ky / 2, ox + kx / 2)`:
+    /// a stride-1 pattern again, over planes of half the width.
+    fn new(g: &Geometry, px: usize) -> Plane {
+        let wp = g.w + 2 * g.pad;
+        let (ho, wo) = (g.ho(), g.wo());
+        let pitch = if g.stride == 1 { wp } else { wp.div_ceil(2) };
+        let n_out = (ho * pitch).div_ceil(px) * px;
+        let mut offs = [0; K * K];
+        let (len, chan) = if g.stride == 1 {
+            for (t, o) in offs.iter_mut().enumerate() {
+                *o = (t / K) * pitch + t % K;
+            }
+            // The last tile's last lane plus the furthest tap offset.
+            let len = n_out + (K - 1) * (pitch + 1);
+            (len, len)
+        } else {
+            let len = n_out + pitch + 1;
+            for (t, o) in offs.iter_mut().enumerate() {
+                let (ky, kx) = (t / K, t % K);
+                *o = ((ky % 2) * 2 + kx % 2) * len + (ky / 2) * pitch + kx / 2;
+            }
+            (len, 4 * len)
+        };
+        Plane { pitch, ho, wo, n_out, len, chan, offs }
+    }
+}
+
+/// `[cin, h, w]` image into `[cin, chan]` zero-padded flat planes (phase
+/// planes for stride 2). Only the padding is zeroed for stride 1: the image
+/// rows overwrite the rest.
+fn pad_image(x: &[f32], g: &Geometry, pl: &Plane, buf: &mut [f32]) {
+    let (w, pad, wp) = (g.w, g.pad, pl.pitch);
+    for (plane, img) in buf.chunks_exact_mut(pl.chan).zip(x.chunks_exact(g.h * w)) {
+        if g.stride == 2 {
+            plane.fill(0.0);
+            for (y, row) in img.chunks_exact(w).enumerate() {
+                let py = y + pad;
+                for (xx, v) in row.iter().enumerate() {
+                    let px = xx + pad;
+                    plane[((py % 2) * 2 + px % 2) * pl.len + (py / 2) * pl.pitch + px / 2] = *v;
+                }
+            }
+            continue;
+        }
+        // Top padding rows and the first row's left padding.
+        plane[..pad * wp + pad].fill(0.0);
+        for (y, row) in img.chunks_exact(w).enumerate() {
+            let at = (y + pad) * wp + pad;
+            plane[at..at + w].copy_from_slice(row);
+            // This row's right padding and the next row's left padding.
+            plane[at + w..at + w + 2 * pad].fill(0.0);
+        }
+        // Bottom padding rows and the slack the last tiles read.
+        plane[(g.h + pad) * wp + pad..].fill(0.0);
+    }
+}
+
+/// `[cout, cin, 3, 3]` weights as `[cout / co, cin, 9, co]` (zeros for the
+/// channels past `cout` in the last block), so that a tile reads its
+/// weights in order.
+fn pack_weights(w: &[f32], g: &Geometry, co_tile: usize) -> Vec<f32> {
+    let blocks = g.cout.div_ceil(co_tile);
+    let mut packed = vec![0f32; blocks * g.cin * K * K * co_tile];
+    for co in 0..g.cout {
+        for ci in 0..g.cin {
+            for t in 0..K * K {
+                packed[(((co / co_tile) * g.cin + ci) * K * K + t) * co_tile + co % co_tile] =
+                    w[(co * g.cin + ci) * K * K + t];
+            }
+        }
+    }
+    packed
+}
+
+/// Forward: `[b, cin, h, w]` x and `[cout, cin, 3, 3]` w to `[b, cout, ho, wo]`,
+/// one image per task. Callers check [`supports`] first.
+pub fn forward(x: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
+    forward_with(isa(g), x, w, g)
+}
+
+fn forward_with(isa: Isa, x: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
+    use rayon::prelude::*;
+    let px = isa.px(g);
+    let pl = Plane::new(g, px);
+    let blocks = g.cout.div_ceil(isa.co());
+    let packed = pack_weights(w, g, isa.co());
+    let (in_len, out_len) = (g.cin * g.h * g.w, g.cout * pl.ho * pl.wo);
+    // Every element is written below, so the output is not zeroed first.
+    let mut out: Vec<f32> = Vec::with_capacity(g.b * out_len);
+    out.spare_capacity_mut()[..g.b * out_len].par_chunks_mut(out_len).enumerate().for_each_init(
+        || (vec![0f32; g.cin * pl.chan], vec![0f32; blocks * isa.co() * pl.n_out]),
+        |(inp, flat), (i, o)| {
+            pad_image(&x[i * in_len..(i + 1) * in_len], g, &pl, inp);
+            forward_image(isa, px, inp, &packed, g.cin, blocks, &pl, flat);
+            for (co, plane) in o.chunks_exact_mut(pl.ho * pl.wo).enumerate() {
+                for (oy, row) in plane.chunks_exact_mut(pl.wo).enumerate() {
+                    for (d, v) in row.iter_mut().zip(&flat[co * pl.n_out + oy * pl.pitch..]) {
+                        d.write(*v);
+                    }
+                }
+            }
+        },
+    );
+    // SAFETY: the loop above wrote all `b * out_len` elements (`out_len`
+    // per image: `cout` planes of `ho` rows of `wo`).
+    unsafe { out.set_len(g.b * out_len) };
+    out
+}
+
+/// One image's flat output planes `[blocks * co, n_out]` from its padded
+/// planes `[cin, len]` and packed weights.
+#[allow(clippy::too_many_arguments)]
+fn forward_image(
+    isa: Isa,
+    px: usize,
+    inp: &[f32],
+    packed: &[f32],
+    cin: usize,
+    blocks: usize,
+    pl: &Plane,
+    flat: &mut [f32],
+) {
+    let co = isa.co();
+    assert!(
+        pl.n_out % px == 0
+            && inp.len() >= cin * pl.chan
+            && packed.len() >= blocks * cin * K * K * co
+            && flat.len() >= blocks * co * pl.n_out
+    );
+    let (i, w, f) = (inp.as_ptr(), packed.as_ptr(), flat.as_mut_ptr());
+    // SAFETY: `isa` was detected on this CPU; the assert above bounds every
+    // read (`ci * len + px + (K-1) * (wp+1) + px_tile <= cin * len`) and write.
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        match isa {
+            Isa::Avx2 => forward_avx2(i, w, cin, blocks, pl, f),
+            Isa::Avx512 if px == 2 * LANES => forward_avx512_2(i, w, cin, blocks, pl, f),
+            Isa::Avx512 => forward_avx512(i, w, cin, blocks, pl, f),
+        }
+    };
+}
+
+/// The forward tile loop, stamped out per instruction set: `$co` output
+/// channels x `$v` registers of positions.
+macro_rules! forward_kernel {
+    ($name:ident, $features:literal, $co:expr, $v:expr) => {
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $features)]
+        unsafe fn $name(inp: *const f32, packed: *const f32, cin: usize, blocks: usize, pl: &Plane, flat: *mut f32) {
+            const CO: usize = $co;
+            const V: usize = $v;
+            for px in (0..pl.n_out).step_by(V * LANES) {
+                for cb in 0..blocks {
+                    let mut acc = [[_mm256_setzero_ps(); V]; CO];
+                    let mut wt = packed.add(cb * cin * K * K * CO);
+                    for ci in 0..cin {
+                        let base = inp.add(ci * pl.chan + px);
+                        for ky in 0..K {
+                            for kx in 0..K {
+                                let p = base.add(pl.offs[ky * K + kx]);
+                                let a: [__m256; V] = std::array::from_fn(|v| _mm256_loadu_ps(p.add(v * LANES)));
+                                for (c, row) in acc.iter_mut().enumerate() {
+                                    let wv = _mm256_broadcast_ss(&*wt.add(c));
+                                    for (r, av) in row.iter_mut().zip(a) {
+                                        *r = _mm256_fmadd_ps(wv, av, *r);
+                                    }
+                                }
+                                wt = wt.add(CO);
+                            }
+                        }
+                    }
+                    for (c, row) in acc.iter().enumerate() {
+                        for (v, r) in row.iter().enumerate() {
+                            _mm256_storeu_ps(flat.add((cb * CO + c) * pl.n_out + px + v * LANES), *r);
+                        }
+                    }
+                }
+            }
+        }
+    };
+}
+
+forward_kernel!(forward_avx2, "avx2,fma", 4, 2);
+forward_kernel!(forward_avx512, "avx2,fma,avx512f,avx512vl", 8, 3);
+forward_kernel!(forward_avx512_2, "avx2,fma,avx512f,avx512vl", 8, 2);
+
+/// Images per partial weight gradient; fixed so that sums do not depend on threads.
+const FILTER_CHUNK: usize = 8;
+
+/// Weight gradient: x `[b, cin, h, w]` and dy `[b, cout, ho, wo]` to
+/// `[cout, cin, 3, 3]`. Partial sums per chunk of FILTER_CHUNK images, added
+/// in chunk order. Callers check [`supports`] first.
+pub fn backward_filter(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
+    backward_filter_with(isa(g), x, dy, g)
+}
+
+fn backward_filter_with(isa: Isa, x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
+    use rayon::prelude::*;
+    let pl = Plane::new(g, LANES);
+    let rows = g.cout.div_ceil(isa.fco()) * isa.fco();
+    let (in_len, out_len) = (g.cin * g.h * g.w, g.cout * pl.ho * pl.wo);
+    let dw_len = g.cout * g.cin * K * K;
+    let partials: Vec<Vec<f32>> = (0..g.b.div_ceil(FILTER_CHUNK))
+        .into_par_iter()
+        .map(|c| {
+            let images = c * FILTER_CHUNK..((c + 1) * FILTER_CHUNK).min(g.b);
+            let n = images.len();
+            let mut inp = vec![0f32; n * g.cin * pl.chan];
+            // dy in flat layout, zeros at the dropped positions.
+            let mut dyf = vec![0f32; n * rows * pl.n_out];
+            for (j, i) in images.enumerate() {
+                pad_image(&x[i * in_len..(i + 1) * in_len], g, &pl, &mut inp[j * g.cin * pl.chan..]);
+                let (d, f) = (&dy[i * out_len..(i + 1) * out_len], &mut dyf[j * rows * pl.n_out..]);
+                for co in 0..g.cout {
+                    for oy in 0..pl.ho {
+                        f[co * pl.n_out + oy * pl.pitch..][..pl.wo]
+                            .copy_from_slice(&d[(co * pl.ho + oy) * pl.wo..][..pl.wo]);
+                    }
+                }
+            }
+            let mut dw = vec![0f32; dw_len];
+            filter_chunk(isa, &inp, &dyf, n, g, &pl, &mut dw);
+            dw
+        })
+        .collect();
+    let mut dw = vec![0f32; dw_len];
+    for part in partials {
+        for (d, v) in dw.iter_mut().zip(part) {
+            *d += v;
+        }
+    }
+    dw
+}
+
+/// Adds the weight gradient of `n` images into `dw` `[cout, cin, 3, 3]`,
+/// from their padded planes `[n, cin, len]` and flat dy `[n, cout rounded
+/// up to whole tiles, n_out]`.
+fn filter_chunk(isa: Isa, inp: &[f32], dyf: &[f32], n: usize, g: &Geometry, pl: &Plane, dw: &mut [f32]) {
+    let blocks = g.cout.div_ceil(isa.fco());
+    assert!(
+        inp.len() >= n * g.cin * pl.chan
+            && dyf.len() >= n * blocks * isa.fco() * pl.n_out
+            && dw.len() >= g.cout * g.cin * K * K
+            && pl.n_out % LANES == 0
+    );
+    // SAFETY: `isa` was detected on this CPU; the assert above bounds every
+    // read (`(img * cin + ci) * len + j + (K-1) * (wp+1) + LANES <= n * cin * len`).
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        match isa {
+            Isa::Avx2 => filter_avx2(inp.as_ptr(), dyf.as_ptr(), n, g, blocks, pl, dw),
+            Isa::Avx512 => filter_avx512(inp.as_ptr(), dyf.as_ptr(), n, g, blocks, pl, dw),
+        }
+    };
+}
+
+/// Flat output positions per image summed per weight-gradient pass before
+/// the accumulators are reduced (keeps the chunk's block of dy in L2).
+const JB: usize = 64;
+
+/// The weight-gradient loop, stamped out per instruction set: `$co` output
+/// channels x 3 kernel columns, for one input channel and kernel row, summed
+/// over a block of positions of every image of the chunk.
+macro_rules! filter_kernel {
+    ($name:ident, $features:literal, $co:expr) => {
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $features)]
+        unsafe fn $name(
+            inp: *const f32,
+            dyf: *const f32,
+            n: usize,
+            g: &Geometry,
+            blocks: usize,
+            pl: &Plane,
+            dw: &mut [f32],
+        ) {
+            const CO: usize = $co;
+            let rows = blocks * CO;
+            for jb in (0..pl.n_out).step_by(JB) {
+                let je = (jb + JB).min(pl.n_out);
+                for cb in 0..blocks {
+                    for ci in 0..g.cin {
+                        for ky in 0..K {
+                            let mut acc = [[_mm256_setzero_ps(); K]; CO];
+                            for img in 0..n {
+                                let base = inp.add((img * g.cin + ci) * pl.chan);
+                                let taps: [*const f32; K] = std::array::from_fn(|kx| base.add(pl.offs[ky * K + kx]));
+                                let d = dyf.add((img * rows + cb * CO) * pl.n_out);
+                                for j in (jb..je).step_by(LANES) {
+                                    let a: [__m256; K] = std::array::from_fn(|kx| _mm256_loadu_ps(taps[kx].add(j)));
+                                    for (c, accs) in acc.iter_mut().enumerate() {
+                                        let dv = _mm256_loadu_ps(d.add(c * pl.n_out + j));
+                                        for (r, av) in accs.iter_mut().zip(a) {
+                                            *r = _mm256_fmadd_ps(dv, av, *r);
+                                        }
+                                    }
+                                }
+                            }
+                            for (c, accs) in acc.iter().enumerate() {
+                                let co = cb * CO + c;
+                                if co >= g.cout {
+                                    break;
+                                }
+                                for (kx, r) in accs.iter().enumerate() {
+                                    dw[((co * g.cin + ci) * K + ky) * K + kx] += hsum(*r);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+}
+
+filter_kernel!(filter_avx2, "avx2,fma", 3);
+filter_kernel!(filter_avx512, "avx2,fma,avx512f,avx512vl", 8);
+
+/// Sum of the 8 lanes, in a fixed order.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn hsum(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+    _mm_cvtss_f32(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Forward and weight gradient in f64 by the definition.
+    fn reference(x: &[f32], w: &[f32], dy: &[f32], g: &Geometry) -> (Vec<f64>, Vec<f64>) {
+        let (ho, wo) = (g.ho(), g.wo());
+        let mut out = vec![0f64; g.b * g.cout * ho * wo];
+        let mut dw = vec![0f64; w.len()];
+        for n in 0..g.b {
+            for co in 0..g.cout {
+                for oy in 0..ho {
+                    for ox in 0..wo {
+                        let o = ((n * g.cout + co) * ho + oy) * wo + ox;
+                        for ci in 0..g.cin {
+                            for ky in 0..K {
+                                for kx in 0..K {
+                                    let (iy, ix) =
+                                        ((oy + ky) as isize - g.pad as isize, (ox + kx) as isize - g.pad as isize);
+                                    if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
+                                        continue;
+                                    }
+                                    let xi = ((n * g.cin + ci) * g.h + iy as usize) * g.w + ix as usize;
+                                    let wi = ((co * g.cin + ci) * K + ky) * K + kx;
+                                    out[o] += x[xi] as f64 * w[wi] as f64;
+                                    dw[wi] += dy[o] as f64 * x[xi] as f64;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        (out, dw)
+    }
+
+    fn max_diff(a: &[f32], b: &[f64]) -> f64 {
+        assert_eq!(a.len(), b.len());
+        a.iter().zip(b).map(|(a, b)| (*a as f64 - b).abs()).fold(0.0, f64::max)
+    }
+
+    /// Both instruction sets' kernels (those this CPU has) against the
+    /// definition, over image sizes whose flat positions do and do not fill
+    /// whole tiles, channel counts that do and do not fill whole register
+    /// tiles, padding 0, 1 and 2, stride 1 and 2 (odd and even sizes).
+    #[test]
+    fn each_instruction_sets_kernels_match_the_definition() {
+        let isas: Vec<Isa> = match Isa::detect() {
+            Some(Isa::Avx512) => vec![Isa::Avx2, Isa::Avx512],
+            Some(Isa::Avx2) => vec![Isa::Avx2],
+            None => {
+                eprintln!("no AVX2 and FMA on this CPU: the direct kernels are not used, nothing to check");
+                return;
+            }
+        };
+        let mut seed = 7u32;
+        let mut next = move || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+        };
+        for (b, cin, h, w, cout, pad) in [
+            (1, 3, 8, 8, 5, 1),
+            (3, 16, 16, 16, 16, 1),
+            (2, 8, 32, 32, 12, 1),
+            (9, 13, 7, 11, 9, 0),
+            (2, 4, 5, 6, 3, 2),
+        ] {
+            let g = Geometry { b, cin, h, w, cout, k: K, stride: 1, pad };
+            let x: Vec<f32> = (0..b * cin * h * w).map(|_| next()).collect();
+            let wt: Vec<f32> = (0..cout * cin * K * K).map(|_| next()).collect();
+            let dy: Vec<f32> = (0..b * cout * g.ho() * g.wo()).map(|_| next()).collect();
+            let (out, dw) = reference(&x, &wt, &dy, &g);
+            for &isa in &isas {
+                // Sums of up to 9 * 16 products of values in [-0.5, 0.5).
+                let e = max_diff(&forward_with(isa, &x, &wt, &g), &out);
+                assert!(e < 1e-5, "forward {isa:?} {g:?}: {e}");
+                let e = max_diff(&backward_filter_with(isa, &x, &dy, &g), &dw);
+                assert!(e < 1e-4, "weight gradient {isa:?} {g:?}: {e}");
+            }
+        }
+    }
+}
