@@ -655,10 +655,25 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// starts; a value in the environment wins.
 const CANDLE_SPIN_LIMIT: &str = "1000";
 
+/// mimalloc's index of its `purge_delay` option (`mi_option_e` in mimalloc
+/// v3's mimalloc.h, as built by libmimalloc-sys 0.1.49, pinned in
+/// Cargo.lock; the crate names only some options).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
 fn main() -> ExitCode {
     if std::env::var_os("CANDLE_BARRIER_POOL_SPIN_LIMIT").is_none() {
         // SAFETY: the first statement of main, before any other thread exists.
         unsafe { std::env::set_var("CANDLE_BARRIER_POOL_SPIN_LIMIT", CANDLE_SPIN_LIMIT) };
+    }
+    // mimalloc gives freed memory back to the OS 10 ms after it is free; a
+    // training step frees and reallocates tens of megabytes of tensors, and
+    // taking them back cost page faults and the kernel's zeroing of each
+    // page (5-9% of a ResNet-20 step). Keep it instead: the process holds its
+    // peak, which it reaches in the first step anyway. The environment's
+    // MIMALLOC_PURGE_DELAY wins.
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: sets one option value; mimalloc reads it at each purge.
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
     }
     match run(Cli::parse()) {
         Ok(code) => code,
