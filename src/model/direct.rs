@@ -58,26 +58,21 @@ impl Isa {
         #[cfg(not(target_arch = "x86_64"))]
         None
     }
-    /// Output channels per forward tile.
-    fn co(self) -> usize {
+    /// The forward register tile for geometry `g`. With AVX-512: 8 output
+    /// channels x 3 registers, unless that rounds the flat positions up by
+    /// more than a tenth (8x8 images: 80 positions, 96 with 3 registers);
+    /// then 4 channels x 5 registers where that fits them exactly, else 8 x 2.
+    fn forward_tile(self, g: &Geometry) -> Tile {
         match self {
-            Isa::Avx2 => 4,
-            Isa::Avx512 => 8,
-        }
-    }
-    /// Positions per forward tile (registers x lanes) for geometry `g`:
-    /// with AVX-512, 3 registers unless that rounds the flat positions
-    /// (`ho * wp`) up by more than a tenth (8x8 images: 80 positions, 96
-    /// with 3 registers), then 2.
-    fn px(self, g: &Geometry) -> usize {
-        match self {
-            Isa::Avx2 => 2 * LANES,
+            Isa::Avx2 => Tile { co: 4, v: 2 },
             Isa::Avx512 => {
                 let n = Plane::new(g, 1).n_out;
-                if n.div_ceil(3 * LANES) * 3 * LANES * 10 > n * 11 {
-                    2 * LANES
+                if n.div_ceil(3 * LANES) * 3 * LANES * 10 <= n * 11 {
+                    Tile { co: 8, v: 3 }
+                } else if n % (5 * LANES) == 0 {
+                    Tile { co: 4, v: 5 }
                 } else {
-                    3 * LANES
+                    Tile { co: 8, v: 2 }
                 }
             }
         }
@@ -88,6 +83,21 @@ impl Isa {
             Isa::Avx2 => 3,
             Isa::Avx512 => 8,
         }
+    }
+}
+
+/// A forward register tile: `co` output channels x `v` registers of
+/// [`LANES`] positions (`co * v` accumulators).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Tile {
+    co: usize,
+    v: usize,
+}
+
+impl Tile {
+    /// Positions per tile.
+    fn px(self) -> usize {
+        self.v * LANES
     }
 }
 
@@ -157,33 +167,49 @@ impl Plane {
 }
 
 /// `[cin, h, w]` image into `[cin, chan]` zero-padded flat planes (phase
-/// planes for stride 2). Only the padding is zeroed for stride 1: the image
-/// rows overwrite the rest.
+/// planes for stride 2).
 fn pad_image(x: &[f32], g: &Geometry, pl: &Plane, buf: &mut [f32]) {
     let (w, pad, wp) = (g.w, g.pad, pl.pitch);
     for (plane, img) in buf.chunks_exact_mut(pl.chan).zip(x.chunks_exact(g.h * w)) {
-        if g.stride == 2 {
-            plane.fill(0.0);
-            for (y, row) in img.chunks_exact(w).enumerate() {
-                let py = y + pad;
-                for (xx, v) in row.iter().enumerate() {
-                    let px = xx + pad;
-                    plane[((py % 2) * 2 + px % 2) * pl.len + (py / 2) * pl.pitch + px / 2] = *v;
-                }
-            }
-            continue;
-        }
-        // Top padding rows and the first row's left padding.
-        plane[..pad * wp + pad].fill(0.0);
+        // One fill of the plane, then the rows (zeroing only the padding
+        // took a libc call per gap between rows).
+        plane.fill(0.0);
         for (y, row) in img.chunks_exact(w).enumerate() {
-            let at = (y + pad) * wp + pad;
-            plane[at..at + w].copy_from_slice(row);
-            // This row's right padding and the next row's left padding.
-            plane[at + w..at + w + 2 * pad].fill(0.0);
+            let py = y + pad;
+            if g.stride == 1 {
+                copy_row(&mut plane[py * wp + pad..][..w], row);
+                continue;
+            }
+            for (xx, v) in row.iter().enumerate() {
+                let px = xx + pad;
+                plane[((py % 2) * 2 + px % 2) * pl.len + (py / 2) * pl.pitch + px / 2] = *v;
+            }
         }
-        // Bottom padding rows and the slack the last tiles read.
-        plane[(g.h + pad) * wp + pad..].fill(0.0);
     }
+}
+
+/// Copies a row of `src.len()` elements into `dst` (of equal length) in
+/// blocks of 8, which the compiler inlines as vector moves;
+/// `copy_from_slice` calls libc's memmove, whose per-call cost was 2-3% of
+/// a training step in profiles for rows of 4-32 floats.
+fn copy_row<T: Copy>(dst: &mut [T], src: &[T]) {
+    assert_eq!(dst.len(), src.len());
+    let (mut d, mut s) = (dst.chunks_exact_mut(LANES), src.chunks_exact(LANES));
+    for (d, s) in (&mut d).zip(&mut s) {
+        let block: [T; LANES] = s.try_into().expect("chunks_exact gives whole blocks");
+        d.copy_from_slice(&block);
+    }
+    for (d, s) in d.into_remainder().iter_mut().zip(s.remainder()) {
+        *d = *s;
+    }
+}
+
+/// Initialised values seen as possibly uninitialised ones, to copy into
+/// an output that is not zeroed first.
+fn as_uninit(s: &[f32]) -> &[std::mem::MaybeUninit<f32>] {
+    // SAFETY: `MaybeUninit<f32>` has the layout of `f32`, and every
+    // initialised value is a valid possibly-uninitialised one.
+    unsafe { &*(s as *const [f32] as *const [std::mem::MaybeUninit<f32>]) }
 }
 
 /// `[cout, cin, 3, 3]` weights as `[cout / co, cin, 9, co]` (zeros for the
@@ -211,23 +237,21 @@ pub fn forward(x: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
 
 fn forward_with(isa: Isa, x: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
     use rayon::prelude::*;
-    let px = isa.px(g);
-    let pl = Plane::new(g, px);
-    let blocks = g.cout.div_ceil(isa.co());
-    let packed = pack_weights(w, g, isa.co());
+    let tile = isa.forward_tile(g);
+    let pl = Plane::new(g, tile.px());
+    let blocks = g.cout.div_ceil(tile.co);
+    let packed = pack_weights(w, g, tile.co);
     let (in_len, out_len) = (g.cin * g.h * g.w, g.cout * pl.ho * pl.wo);
     // Every element is written below, so the output is not zeroed first.
     let mut out: Vec<f32> = Vec::with_capacity(g.b * out_len);
     out.spare_capacity_mut()[..g.b * out_len].par_chunks_mut(out_len).enumerate().for_each_init(
-        || (vec![0f32; g.cin * pl.chan], vec![0f32; blocks * isa.co() * pl.n_out]),
+        || (vec![0f32; g.cin * pl.chan], vec![0f32; blocks * tile.co * pl.n_out]),
         |(inp, flat), (i, o)| {
             pad_image(&x[i * in_len..(i + 1) * in_len], g, &pl, inp);
-            forward_image(isa, px, inp, &packed, g.cin, blocks, &pl, flat);
+            forward_image(isa, tile, inp, &packed, g.cin, blocks, &pl, flat);
             for (co, plane) in o.chunks_exact_mut(pl.ho * pl.wo).enumerate() {
                 for (oy, row) in plane.chunks_exact_mut(pl.wo).enumerate() {
-                    for (d, v) in row.iter_mut().zip(&flat[co * pl.n_out + oy * pl.pitch..]) {
-                        d.write(*v);
-                    }
+                    copy_row(row, as_uninit(&flat[co * pl.n_out + oy * pl.pitch..][..pl.wo]));
                 }
             }
         },
@@ -243,7 +267,7 @@ fn forward_with(isa: Isa, x: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
 #[allow(clippy::too_many_arguments)]
 fn forward_image(
     isa: Isa,
-    px: usize,
+    tile: Tile,
     inp: &[f32],
     packed: &[f32],
     cin: usize,
@@ -251,9 +275,9 @@ fn forward_image(
     pl: &Plane,
     flat: &mut [f32],
 ) {
-    let co = isa.co();
+    let co = tile.co;
     assert!(
-        pl.n_out % px == 0
+        pl.n_out % tile.px() == 0
             && inp.len() >= cin * pl.chan
             && packed.len() >= blocks * cin * K * K * co
             && flat.len() >= blocks * co * pl.n_out
@@ -263,10 +287,12 @@ fn forward_image(
     // read (`ci * len + px + (K-1) * (wp+1) + px_tile <= cin * len`) and write.
     #[cfg(target_arch = "x86_64")]
     unsafe {
-        match isa {
-            Isa::Avx2 => forward_avx2(i, w, cin, blocks, pl, f),
-            Isa::Avx512 if px == 2 * LANES => forward_avx512_2(i, w, cin, blocks, pl, f),
-            Isa::Avx512 => forward_avx512(i, w, cin, blocks, pl, f),
+        match (isa, tile.co, tile.v) {
+            (Isa::Avx2, 4, 2) => forward_avx2(i, w, cin, blocks, pl, f),
+            (Isa::Avx512, 8, 3) => forward_avx512(i, w, cin, blocks, pl, f),
+            (Isa::Avx512, 4, 5) => forward_avx512_4x5(i, w, cin, blocks, pl, f),
+            (Isa::Avx512, 8, 2) => forward_avx512_8x2(i, w, cin, blocks, pl, f),
+            _ => unreachable!("no kernel for {isa:?} {tile:?}"),
         }
     };
 }
@@ -313,7 +339,8 @@ macro_rules! forward_kernel {
 
 forward_kernel!(forward_avx2, "avx2,fma", 4, 2);
 forward_kernel!(forward_avx512, "avx2,fma,avx512f,avx512vl", 8, 3);
-forward_kernel!(forward_avx512_2, "avx2,fma,avx512f,avx512vl", 8, 2);
+forward_kernel!(forward_avx512_4x5, "avx2,fma,avx512f,avx512vl", 4, 5);
+forward_kernel!(forward_avx512_8x2, "avx2,fma,avx512f,avx512vl", 8, 2);
 
 /// Images per partial weight gradient; fixed so that sums do not depend on threads.
 const FILTER_CHUNK: usize = 8;
@@ -344,8 +371,10 @@ fn backward_filter_with(isa: Isa, x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f3
                 let (d, f) = (&dy[i * out_len..(i + 1) * out_len], &mut dyf[j * rows * pl.n_out..]);
                 for co in 0..g.cout {
                     for oy in 0..pl.ho {
-                        f[co * pl.n_out + oy * pl.pitch..][..pl.wo]
-                            .copy_from_slice(&d[(co * pl.ho + oy) * pl.wo..][..pl.wo]);
+                        copy_row(
+                            &mut f[co * pl.n_out + oy * pl.pitch..][..pl.wo],
+                            &d[(co * pl.ho + oy) * pl.wo..][..pl.wo],
+                        );
                     }
                 }
             }
@@ -387,7 +416,7 @@ fn filter_chunk(isa: Isa, inp: &[f32], dyf: &[f32], n: usize, g: &Geometry, pl: 
 
 /// Flat output positions per image summed per weight-gradient pass before
 /// the accumulators are reduced (keeps the chunk's block of dy in L2).
-const JB: usize = 64;
+const JB: usize = 512;
 
 /// The weight-gradient loop, stamped out per instruction set: `$co` output
 /// channels x 3 kernel columns, for one input channel and kernel row, summed
@@ -512,6 +541,7 @@ mod tests {
                 return;
             }
         };
+        let mut tiles = std::collections::BTreeSet::new();
         let mut seed = 7u32;
         let mut next = move || {
             seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
@@ -530,6 +560,8 @@ mod tests {
             let dy: Vec<f32> = (0..b * cout * g.ho() * g.wo()).map(|_| next()).collect();
             let (out, dw) = reference(&x, &wt, &dy, &g);
             for &isa in &isas {
+                let t = isa.forward_tile(&g);
+                tiles.insert((isa as u8, t.co, t.v));
                 // Sums of up to 9 * 16 products of values in [-0.5, 0.5).
                 let e = max_diff(&forward_with(isa, &x, &wt, &g), &out);
                 assert!(e < 1e-5, "forward {isa:?} {g:?}: {e}");
@@ -537,5 +569,7 @@ mod tests {
                 assert!(e < 1e-4, "weight gradient {isa:?} {g:?}: {e}");
             }
         }
+        // Every forward kernel ran: AVX2's one tile and AVX-512's three.
+        assert_eq!(tiles.len(), if isas.len() == 2 { 4 } else { 1 }, "{tiles:?}");
     }
 }
