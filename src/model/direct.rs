@@ -440,8 +440,12 @@ pub fn backward_filter(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
 fn backward_filter_with(isa: Isa, x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
     use rayon::prelude::*;
     let pl = Plane::new(g);
-    let rows = g.cout.div_ceil(isa.fco()) * isa.fco();
-    let (in_len, out_len) = (g.cin * g.h * g.w, g.cout * pl.ho * pl.wo);
+    let (in_len, plane_out) = (g.cin * g.h * g.w, pl.ho * pl.wo);
+    let out_len = g.cout * plane_out;
+    // Row mode (see `forward_with`) reads dy where it is; flat mode copies
+    // it into flat planes with zeros at the padding columns.
+    let rows = pl.wo % LANES == 0;
+    let pos = if rows { Positions::rows(&pl) } else { Positions::flat(&pl) };
     let dw_len = g.cout * g.cin * K * K;
     let partials: Vec<Vec<f32>> = (0..g.b.div_ceil(FILTER_CHUNK))
         .into_par_iter()
@@ -449,11 +453,26 @@ fn backward_filter_with(isa: Isa, x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f3
             let images = c * FILTER_CHUNK..((c + 1) * FILTER_CHUNK).min(g.b);
             let n = images.len();
             let mut inp = vec![0f32; n * g.cin * pl.chan];
-            // dy in flat layout, zeros at the dropped positions.
-            let mut dyf = vec![0f32; n * rows * pl.n_out];
-            for (j, i) in images.enumerate() {
+            for (j, i) in images.clone().enumerate() {
                 pad_image(&x[i * in_len..(i + 1) * in_len], g, &pl, &mut inp[j * g.cin * pl.chan..]);
-                let (d, f) = (&dy[i * out_len..(i + 1) * out_len], &mut dyf[j * rows * pl.n_out..]);
+            }
+            let mut dw = vec![0f32; dw_len];
+            if rows && g.cout % isa.fco() == 0 {
+                let d = &dy[images.start * out_len..images.end * out_len];
+                filter_chunk(isa, &inp, d, plane_out, n, g, &pl, &pos, &mut dw);
+                return dw;
+            }
+            // dy with whole register tiles of channels (zeros past `cout`),
+            // in flat layout (zeros at the padding columns) unless in row mode.
+            let chans = g.cout.div_ceil(isa.fco()) * isa.fco();
+            let dy_chan = if rows { plane_out } else { pl.n_out };
+            let mut dyf = vec![0f32; n * chans * dy_chan];
+            for (j, i) in images.enumerate() {
+                let (d, f) = (&dy[i * out_len..(i + 1) * out_len], &mut dyf[j * chans * dy_chan..]);
+                if rows {
+                    copy_row(&mut f[..out_len], d);
+                    continue;
+                }
                 for co in 0..g.cout {
                     for oy in 0..pl.ho {
                         copy_row(
@@ -463,8 +482,7 @@ fn backward_filter_with(isa: Isa, x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f3
                     }
                 }
             }
-            let mut dw = vec![0f32; dw_len];
-            filter_chunk(isa, &inp, &dyf, n, g, &pl, &mut dw);
+            filter_chunk(isa, &inp, &dyf, dy_chan, n, g, &pl, &pos, &mut dw);
             dw
         })
         .collect();
@@ -478,30 +496,48 @@ fn backward_filter_with(isa: Isa, x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f3
 }
 
 /// Adds the weight gradient of `n` images into `dw` `[cout, cin, 3, 3]`,
-/// from their padded planes `[n, cin, len]` and flat dy `[n, cout rounded
-/// up to whole tiles, n_out]`.
-fn filter_chunk(isa: Isa, inp: &[f32], dyf: &[f32], n: usize, g: &Geometry, pl: &Plane, dw: &mut [f32]) {
+/// from their padded planes `[n, cin, chan]` and dy `[n, cout rounded up to
+/// whole register tiles, dy_chan]` (register `i` of `pos` reads dy at `8i`
+/// in each channel, the input at `pos.src[i]`).
+#[allow(clippy::too_many_arguments)]
+fn filter_chunk(
+    isa: Isa,
+    inp: &[f32],
+    dy: &[f32],
+    dy_chan: usize,
+    n: usize,
+    g: &Geometry,
+    pl: &Plane,
+    pos: &Positions,
+    dw: &mut [f32],
+) {
     let blocks = g.cout.div_ceil(isa.fco());
+    let nv = pos.src.len();
+    let max_src = pos.src.iter().max().copied().unwrap_or(0);
+    let max_off = pl.offs.iter().max().copied().unwrap_or(0);
     assert!(
-        inp.len() >= n * g.cin * pl.chan
-            && dyf.len() >= n * blocks * isa.fco() * pl.n_out
+        nv * LANES <= dy_chan
+            && (n * g.cin - 1) * pl.chan + max_src + max_off + LANES <= inp.len()
+            && n * blocks * isa.fco() * dy_chan <= dy.len()
             && dw.len() >= g.cout * g.cin * K * K
-            && pl.n_out % LANES == 0
     );
+    let (i, d) = (inp.as_ptr(), dy.as_ptr());
     // SAFETY: `isa` was detected on this CPU; the assert above bounds every
-    // read (`(img * cin + ci) * len + j + (K-1) * (wp+1) + LANES <= n * cin * len`).
+    // read (image channel start + register position + tap offset + 8 lanes;
+    // dy channel start + 8 * register + 8 lanes).
     #[cfg(target_arch = "x86_64")]
     unsafe {
         match isa {
-            Isa::Avx2 => filter_avx2(inp.as_ptr(), dyf.as_ptr(), n, g, blocks, pl, dw),
-            Isa::Avx512 => filter_avx512(inp.as_ptr(), dyf.as_ptr(), n, g, blocks, pl, dw),
+            Isa::Avx2 => filter_avx2(i, d, dy_chan, n, g, blocks, pl, &pos.src, dw),
+            Isa::Avx512 => filter_avx512(i, d, dy_chan, n, g, blocks, pl, &pos.src, dw),
         }
     };
 }
 
-/// Flat output positions per image summed per weight-gradient pass before
-/// the accumulators are reduced (keeps the chunk's block of dy in L2).
-const JB: usize = 512;
+/// Registers of positions summed per weight-gradient pass before the
+/// accumulators are reduced (keeps the chunk's block of dy in L2; 8-256
+/// registers measured, 32-64 fastest).
+const JB: usize = 64;
 
 /// The weight-gradient loop, stamped out per instruction set: `$co` output
 /// channels x 3 kernel columns, for one input channel and kernel row, summed
@@ -510,19 +546,22 @@ macro_rules! filter_kernel {
     ($name:ident, $features:literal, $co:expr) => {
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = $features)]
+        #[allow(clippy::too_many_arguments)]
         unsafe fn $name(
             inp: *const f32,
-            dyf: *const f32,
+            dy: *const f32,
+            dy_chan: usize,
             n: usize,
             g: &Geometry,
             blocks: usize,
             pl: &Plane,
+            src: &[usize],
             dw: &mut [f32],
         ) {
             const CO: usize = $co;
-            let rows = blocks * CO;
-            for jb in (0..pl.n_out).step_by(JB) {
-                let je = (jb + JB).min(pl.n_out);
+            let dy_img = blocks * CO * dy_chan;
+            for vb in (0..src.len()).step_by(JB) {
+                let ve = (vb + JB).min(src.len());
                 for cb in 0..blocks {
                     for ci in 0..g.cin {
                         for ky in 0..K {
@@ -530,11 +569,12 @@ macro_rules! filter_kernel {
                             for img in 0..n {
                                 let base = inp.add((img * g.cin + ci) * pl.chan);
                                 let taps: [*const f32; K] = std::array::from_fn(|kx| base.add(pl.offs[ky * K + kx]));
-                                let d = dyf.add((img * rows + cb * CO) * pl.n_out);
-                                for j in (jb..je).step_by(LANES) {
-                                    let a: [__m256; K] = std::array::from_fn(|kx| _mm256_loadu_ps(taps[kx].add(j)));
+                                let d = dy.add(img * dy_img + cb * CO * dy_chan);
+                                for i in vb..ve {
+                                    let s = *src.get_unchecked(i);
+                                    let a: [__m256; K] = std::array::from_fn(|kx| _mm256_loadu_ps(taps[kx].add(s)));
                                     for (c, accs) in acc.iter_mut().enumerate() {
-                                        let dv = _mm256_loadu_ps(d.add(c * pl.n_out + j));
+                                        let dv = _mm256_loadu_ps(d.add(c * dy_chan + i * LANES));
                                         for (r, av) in accs.iter_mut().zip(a) {
                                             *r = _mm256_fmadd_ps(dv, av, *r);
                                         }
