@@ -1,19 +1,24 @@
 //! Direct 3x3 convolution kernels (stride 1 and 2) for f32 on x86-64 CPUs
 //! with AVX2 and FMA: the forward pass (which is also the input gradient of
 //! a stride-1 convolution, see [`super::conv`]) and the weight gradient of
-//! every convolution of a ResNet-20. Written by hand because im2col + GEMM writes and re-reads a
-//! patch matrix nine times the size of its input for every call, which cost
-//! as much as the multiply itself at these channel counts (16-64); no crate
-//! offers a direct convolution for candle's CPU tensors.
+//! every convolution of a ResNet-20. Written by hand because im2col + GEMM
+//! writes and re-reads a patch matrix nine times the size of its input for
+//! every call, which cost as much as the multiply itself at these channel
+//! counts (16-64); no crate offers a direct convolution for candle's CPU
+//! tensors.
 //!
 //! Layout: each input channel is zero-padded into a plane of width
 //! `wp = w + 2 * pad` and stored flat. Output pixel `(oy, ox)` gets flat
 //! index `j = oy * wp + ox`, and kernel tap `(ky, kx)` reads the input at
 //! `j + ky * wp + kx`: the 2-D convolution becomes a 1-D one over flat
-//! planes, vectorised along `j`. The `wp - wo` positions at the end of each
-//! output row are computed and dropped (6% of the work for 32x32 images).
-//! Stride 2 splits the padded image into four phase planes first (see
-//! [`Plane::new`]), which turns it into the same pattern.
+//! planes, vectorised along `j`. Stride 2 splits the padded image into four
+//! phase planes first (see [`Plane::new`]), which turns it into the same
+//! pattern. Which positions each register covers is a list per geometry
+//! ([`Positions`]): in row mode (output rows a whole number of registers
+//! wide, as in 32x32, 16x16 and 8x8 images) only real output pixels, stored
+//! straight into the output; in flat mode (other sizes) runs of 8 flat
+//! positions, padding columns included, computed into a buffer and dropped
+//! when the rows are copied out.
 //!
 //! Register tiles (accumulators held in 256-bit registers): the forward
 //! pass sums `co` output channels x `v` registers of 8 positions, the weight
@@ -103,7 +108,9 @@ pub fn supports(g: &Geometry) -> bool {
 fn isa(g: &Geometry) -> Isa {
     match Isa::detect() {
         Some(isa) if g.k == K && (g.stride == 1 || g.stride == 2) => isa,
-        _ => panic!("direct convolution called for {g:?} without AVX2 and FMA"),
+        _ => panic!(
+            "direct convolution called for {g:?}: it takes 3x3 kernels, stride 1 or 2, on CPUs with AVX2 and FMA"
+        ),
     }
 }
 
