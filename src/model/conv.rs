@@ -10,7 +10,7 @@
 //! weight gradient as a convolution with an image-sized kernel, which
 //! dominate a training step; no crate offers this op for candle. It is a
 //! candle `CustomOp2`, so autograd, attacks and saliency use it unchanged.
-//! Other devices use candle's own convolution.
+//! Other devices (CUDA) use [`super::conv_cuda`].
 //!
 //! Determinism: image groups depend on the geometry only and are independent
 //! in the forward and input-gradient passes; the weight gradient sums
@@ -463,11 +463,12 @@ impl CustomOp2 for BackwardFilter {
 }
 
 /// `conv2d(x, w)` with square kernels, no bias, no dilation, one group: the
-/// op above on the CPU (f32, f64), candle's convolution elsewhere.
+/// op above on the CPU (f32, f64); elsewhere (CUDA) candle's forward with
+/// the matrix-multiply backward of [`super::conv_cuda`].
 pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, pad: usize) -> candle_core::Result<Tensor> {
     if cpu::takes_cpu_ops(x) {
         x.contiguous()?.apply_op2(&w.contiguous()?, Conv2d { stride, pad })
     } else {
-        x.conv2d(w, pad, stride, 1, 1)
+        super::conv_cuda::conv2d(x, w, stride, pad)
     }
 }

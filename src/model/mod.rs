@@ -15,6 +15,7 @@
 pub mod batchnorm;
 pub mod checkpoint;
 pub mod conv;
+pub mod conv_cuda;
 pub mod cpu;
 pub mod direct;
 pub mod residual;
