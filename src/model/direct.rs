@@ -20,14 +20,16 @@
 //! positions, padding columns included, computed into a buffer and dropped
 //! when the rows are copied out.
 //!
-//! Register tiles (accumulators held in 256-bit registers): the forward
-//! pass sums `co` output channels x `v` registers of 8 positions, the weight
-//! gradient `fco` output channels x 3 kernel columns. With AVX-512VL there
+//! Register tiles (accumulators held in registers): the forward pass sums
+//! `co` output channels x `v` registers of 8 or 16 positions, the weight
+//! gradient `fco` output channels x 3 kernel columns. With AVX-512 there
 //! are 32 registers instead of 16, so the tiles are larger (fewer loads per
-//! multiply-add); the vectors stay 256 bits wide, which is all the
-//! multiply throughput that Zen 4 has in either width. Every output element
-//! is summed in a fixed order, whatever the number of threads, but the
-//! two instruction sets tile, and so round, differently.
+//! multiply-add), and the registers are 512 bits wide where output rows are
+//! a whole number of 16 lanes (32x32 and 16x16 outputs), 256 bits
+//! otherwise (see [`Isa::for_geometry`]). Every output element is summed in
+//! a fixed order, whatever the number of threads; the forward pass sums
+//! each lane in the same order in either width, the weight gradient's lane
+//! sums depend on the instruction set.
 
 use super::conv::Geometry;
 #[cfg(target_arch = "x86_64")]
@@ -35,16 +37,21 @@ use std::arch::x86_64::*;
 
 /// Kernel size the direct kernels handle.
 const K: usize = 3;
-/// f32 lanes in a 256-bit register.
+/// f32 lanes in a 256-bit register (also the block size of [`copy_row`]).
 const LANES: usize = 8;
+/// f32 lanes in a 512-bit register.
+const LANES_512: usize = 16;
 
 /// The instruction set the kernels run with, and its register tiles.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Isa {
     /// AVX2 + FMA: 16 registers.
     Avx2,
-    /// AVX2 + FMA + AVX-512F/VL: 32 registers.
+    /// AVX2 + FMA + AVX-512F/VL: 32 registers of 256 bits.
     Avx512,
+    /// AVX-512F: 32 registers of 512 bits. Taken (see [`Isa::for_geometry`])
+    /// where output rows are a whole number of 16-lane registers wide.
+    Avx512Zmm,
 }
 
 impl Isa {
@@ -63,11 +70,31 @@ impl Isa {
         #[cfg(not(target_arch = "x86_64"))]
         None
     }
+    /// The instruction set for convolution `g` on a CPU that has `self`:
+    /// 512-bit registers where the output rows are a whole number of them
+    /// wide (32x32 and 16x16 images), so that registers cover real output
+    /// pixels only; 256-bit ones otherwise (8x8 images: a 16-lane register
+    /// would straddle rows, and flat mode's padding columns would waste a
+    /// fifth of the work). Intel's AVX-512 cores run twice the multiply-adds
+    /// per cycle with 512-bit vectors; Zen 4 runs the same in either width.
+    fn for_geometry(self, g: &Geometry) -> Isa {
+        match self {
+            Isa::Avx512 if g.wo() % LANES_512 == 0 => Isa::Avx512Zmm,
+            isa => isa,
+        }
+    }
+    /// f32 lanes per register.
+    fn lanes(self) -> usize {
+        match self {
+            Isa::Avx2 | Isa::Avx512 => LANES,
+            Isa::Avx512Zmm => LANES_512,
+        }
+    }
     /// The forward register tiles this instruction set has kernels for.
     fn forward_tiles(self) -> &'static [Tile] {
         match self {
             Isa::Avx2 => &[Tile { co: 4, v: 2 }],
-            Isa::Avx512 => &[Tile { co: 8, v: 3 }, Tile { co: 4, v: 5 }, Tile { co: 4, v: 4 }],
+            Isa::Avx512 | Isa::Avx512Zmm => &[Tile { co: 8, v: 3 }, Tile { co: 4, v: 5 }, Tile { co: 4, v: 4 }],
         }
     }
     /// The forward tile for `nv` vectors of positions and `cout` output
@@ -86,13 +113,13 @@ impl Isa {
     fn fco(self) -> usize {
         match self {
             Isa::Avx2 => 3,
-            Isa::Avx512 => 8,
+            Isa::Avx512 | Isa::Avx512Zmm => 8,
         }
     }
 }
 
 /// A forward register tile: `co` output channels x `v` registers of
-/// [`LANES`] positions (`co * v` accumulators).
+/// positions (`co * v` accumulators).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Tile {
     co: usize,
@@ -107,7 +134,7 @@ pub fn supports(g: &Geometry) -> bool {
 
 fn isa(g: &Geometry) -> Isa {
     match Isa::detect() {
-        Some(isa) if g.k == K && (g.stride == 1 || g.stride == 2) => isa,
+        Some(isa) if g.k == K && (g.stride == 1 || g.stride == 2) => isa.for_geometry(g),
         _ => panic!(
             "direct convolution called for {g:?}: it takes 3x3 kernels, stride 1 or 2, on CPUs with AVX2 and FMA"
         ),
@@ -123,6 +150,8 @@ struct Plane {
     /// Output height and width.
     ho: usize,
     wo: usize,
+    /// f32 lanes per register.
+    lanes: usize,
     /// Flat output positions per channel: `ho * pitch` rounded up to whole registers.
     n_out: usize,
     /// Elements per input plane: every position a tile reads, zeros beyond the image.
@@ -141,11 +170,11 @@ impl Plane {
     /// `P[a][b](y, x) = padded(2y + a, 2x + b)`, so that tap `(ky, kx)` of
     /// output `(oy, ox)` reads `P[ky % 2][kx % 2](oy + ky / 2, ox + kx / 2)`:
     /// a stride-1 pattern again, over planes of half the width.
-    fn new(g: &Geometry) -> Plane {
+    fn new(g: &Geometry, lanes: usize) -> Plane {
         let wp = g.w + 2 * g.pad;
         let (ho, wo) = (g.ho(), g.wo());
         let pitch = if g.stride == 1 { wp } else { wp.div_ceil(2) };
-        let n_out = (ho * pitch).div_ceil(LANES) * LANES;
+        let n_out = (ho * pitch).div_ceil(lanes) * lanes;
         let mut offs = [0; K * K];
         let (len, chan) = if g.stride == 1 {
             for (t, o) in offs.iter_mut().enumerate() {
@@ -162,7 +191,7 @@ impl Plane {
             }
             (len, 4 * len)
         };
-        Plane { pitch, ho, wo, n_out, len, chan, offs }
+        Plane { pitch, ho, wo, lanes, n_out, len, chan, offs }
     }
 }
 
@@ -237,7 +266,7 @@ pub fn forward(x: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
 
 fn forward_with(isa: Isa, x: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
     use rayon::prelude::*;
-    let pl = Plane::new(g);
+    let pl = Plane::new(g, isa.lanes());
     let (in_len, plane_out, out_len) = (g.cin * g.h * g.w, pl.ho * pl.wo, g.cout * pl.ho * pl.wo);
     // Row mode (output rows a whole number of registers wide: 32x32, 16x16,
     // 8x8 images): registers cover only real output pixels and are stored
@@ -277,14 +306,13 @@ fn forward_with(isa: Isa, x: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
 /// The forward pass's mode (row mode or not), register positions and tile
 /// for geometry `g`.
 fn plan(isa: Isa, g: &Geometry, pl: &Plane) -> (bool, Positions, Tile) {
-    let rows = pl.wo % LANES == 0;
+    let rows = pl.wo % pl.lanes == 0;
     let pos = if rows { Positions::rows(pl) } else { Positions::flat(pl) };
     let tile = isa.forward_tile(pos.src.len(), g.cout);
     (rows, pos.tiled(tile.v), tile)
 }
 
-/// Where the forward kernels read and write, one entry per register of 8
-/// positions: `src` the flat input position (before the tap offset),
+/// Where the kernels read and write, one entry per register of positions: `src` the flat input position (before the tap offset),
 /// `dst` the offset in an output channel. Lists are cut into tiles of `v`
 /// registers; the last tile repeats the last register, which computes and
 /// stores the same values twice (harmless) instead of running past the end.
@@ -295,15 +323,16 @@ struct Positions {
 }
 
 impl Positions {
-    /// Flat mode: register `i` covers flat positions `8i..8i+8` of input and output.
+    /// Flat mode: register `i` covers flat positions `i*l..(i+1)*l` of input
+    /// and output (`l` lanes).
     fn flat(pl: &Plane) -> Positions {
-        let p: Vec<usize> = (0..pl.n_out / LANES).map(|i| i * LANES).collect();
+        let p: Vec<usize> = (0..pl.n_out / pl.lanes).map(|i| i * pl.lanes).collect();
         Positions { src: p.clone(), dst: p }
     }
-    /// Row mode: register `i` covers output pixels `8i..8i+8` of the
+    /// Row mode: register `i` covers output pixels `i*l..(i+1)*l` of the
     /// `[ho, wo]` plane, which start at flat position `oy * pitch + ox`.
     fn rows(pl: &Plane) -> Positions {
-        let dst: Vec<usize> = (0..pl.ho * pl.wo / LANES).map(|i| i * LANES).collect();
+        let dst: Vec<usize> = (0..pl.ho * pl.wo / pl.lanes).map(|i| i * pl.lanes).collect();
         let src = dst.iter().map(|o| (o / pl.wo) * pl.pitch + o % pl.wo).collect();
         Positions { src, dst }
     }
@@ -346,10 +375,10 @@ fn forward_image(
     assert!(
         pos.src.len() % tile.v == 0
             && pos.src.len() == pos.dst.len()
-            && (cin - 1) * pl.chan + max_src + max_off + LANES <= inp.len()
+            && (cin - 1) * pl.chan + max_src + max_off + pl.lanes <= inp.len()
             && packed.len() >= blocks * cin * K * K * tile.co
             && dst.channels <= blocks * tile.co
-            && (dst.channels - 1) * dst.chan + max_dst + LANES <= dst.len
+            && (dst.channels - 1) * dst.chan + max_dst + pl.lanes <= dst.len
     );
     let (i, w) = (inp.as_ptr(), packed.as_ptr());
     let tiles = pos.src.len() / tile.v;
@@ -361,20 +390,26 @@ fn forward_image(
     unsafe {
         let o = &pl.offs;
         let (optr, chan, channels) = (dst.ptr, dst.chan, dst.channels);
-        match (isa, tile.co, tile.v) {
-            (Isa::Avx2, 4, 2) => forward_avx2(i, w, cin, blocks, pl.chan, o, s, d, tiles, optr, chan, channels),
-            (Isa::Avx512, 8, 3) => forward_avx512_8x3(i, w, cin, blocks, pl.chan, o, s, d, tiles, optr, chan, channels),
-            (Isa::Avx512, 4, 5) => forward_avx512_4x5(i, w, cin, blocks, pl.chan, o, s, d, tiles, optr, chan, channels),
-            (Isa::Avx512, 4, 4) => forward_avx512_4x4(i, w, cin, blocks, pl.chan, o, s, d, tiles, optr, chan, channels),
+        let kernel = match (isa, tile.co, tile.v) {
+            (Isa::Avx2, 4, 2) => forward_avx2,
+            (Isa::Avx512, 8, 3) => forward_avx512_8x3,
+            (Isa::Avx512, 4, 5) => forward_avx512_4x5,
+            (Isa::Avx512, 4, 4) => forward_avx512_4x4,
+            (Isa::Avx512Zmm, 8, 3) => forward_zmm_8x3,
+            (Isa::Avx512Zmm, 4, 5) => forward_zmm_4x5,
+            (Isa::Avx512Zmm, 4, 4) => forward_zmm_4x4,
             _ => unreachable!("no kernel for {isa:?} {tile:?}"),
-        }
+        };
+        kernel(i, w, cin, blocks, pl.chan, o, s, d, tiles, optr, chan, channels)
     };
 }
 
 /// The forward tile loop, stamped out per instruction set: `$co` output
-/// channels x `$v` registers of positions.
+/// channels x `$v` registers of positions, with the register type and its
+/// zero, load, broadcast, multiply-add and store.
 macro_rules! forward_kernel {
-    ($name:ident, $features:literal, $co:expr, $v:expr) => {
+    ($name:ident, $features:literal, $co:expr, $v:expr,
+     $vt:ty, $zero:ident, $load:ident, $set1:ident, $fma:ident, $store:ident) => {
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = $features)]
         #[allow(clippy::too_many_arguments)]
@@ -398,17 +433,17 @@ macro_rules! forward_kernel {
                 let s: [usize; V] = std::array::from_fn(|v| *src.add(t * V + v));
                 let d: [usize; V] = std::array::from_fn(|v| *dst.add(t * V + v));
                 for cb in 0..blocks {
-                    let mut acc = [[_mm256_setzero_ps(); V]; CO];
+                    let mut acc = [[$zero(); V]; CO];
                     let mut wt = packed.add(cb * cin * K * K * CO);
                     for ci in 0..cin {
                         let base = inp.add(ci * chan);
                         for off in offs {
                             let p = base.add(*off);
-                            let a: [__m256; V] = std::array::from_fn(|v| _mm256_loadu_ps(p.add(s[v])));
+                            let a: [$vt; V] = std::array::from_fn(|v| $load(p.add(s[v])));
                             for (c, row) in acc.iter_mut().enumerate() {
-                                let wv = _mm256_broadcast_ss(&*wt.add(c));
+                                let wv = $set1(*wt.add(c));
                                 for (r, av) in row.iter_mut().zip(a) {
-                                    *r = _mm256_fmadd_ps(wv, av, *r);
+                                    *r = $fma(wv, av, *r);
                                 }
                             }
                             wt = wt.add(CO);
@@ -420,7 +455,7 @@ macro_rules! forward_kernel {
                             break;
                         }
                         for (v, r) in row.iter().enumerate() {
-                            _mm256_storeu_ps(out.add(co * out_chan + d[v]), *r);
+                            $store(out.add(co * out_chan + d[v]), *r);
                         }
                     }
                 }
@@ -429,10 +464,20 @@ macro_rules! forward_kernel {
     };
 }
 
-forward_kernel!(forward_avx2, "avx2,fma", 4, 2);
-forward_kernel!(forward_avx512_8x3, "avx2,fma,avx512f,avx512vl", 8, 3);
-forward_kernel!(forward_avx512_4x5, "avx2,fma,avx512f,avx512vl", 4, 5);
-forward_kernel!(forward_avx512_4x4, "avx2,fma,avx512f,avx512vl", 4, 4);
+forward_kernel!(forward_avx2, "avx2,fma", 4, 2,
+    __m256, _mm256_setzero_ps, _mm256_loadu_ps, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_storeu_ps);
+forward_kernel!(forward_avx512_8x3, "avx2,fma,avx512f,avx512vl", 8, 3,
+    __m256, _mm256_setzero_ps, _mm256_loadu_ps, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_storeu_ps);
+forward_kernel!(forward_avx512_4x5, "avx2,fma,avx512f,avx512vl", 4, 5,
+    __m256, _mm256_setzero_ps, _mm256_loadu_ps, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_storeu_ps);
+forward_kernel!(forward_avx512_4x4, "avx2,fma,avx512f,avx512vl", 4, 4,
+    __m256, _mm256_setzero_ps, _mm256_loadu_ps, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_storeu_ps);
+forward_kernel!(forward_zmm_8x3, "avx2,fma,avx512f", 8, 3,
+    __m512, _mm512_setzero_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_storeu_ps);
+forward_kernel!(forward_zmm_4x5, "avx2,fma,avx512f", 4, 5,
+    __m512, _mm512_setzero_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_storeu_ps);
+forward_kernel!(forward_zmm_4x4, "avx2,fma,avx512f", 4, 4,
+    __m512, _mm512_setzero_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_storeu_ps);
 
 /// Images per partial weight gradient; fixed so that sums do not depend on threads.
 const FILTER_CHUNK: usize = 8;
@@ -446,12 +491,12 @@ pub fn backward_filter(x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
 
 fn backward_filter_with(isa: Isa, x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f32> {
     use rayon::prelude::*;
-    let pl = Plane::new(g);
+    let pl = Plane::new(g, isa.lanes());
     let (in_len, plane_out) = (g.cin * g.h * g.w, pl.ho * pl.wo);
     let out_len = g.cout * plane_out;
     // Row mode (see `forward_with`) reads dy where it is; flat mode copies
     // it into flat planes with zeros at the padding columns.
-    let rows = pl.wo % LANES == 0;
+    let rows = pl.wo % pl.lanes == 0;
     let pos = if rows { Positions::rows(&pl) } else { Positions::flat(&pl) };
     let dw_len = g.cout * g.cin * K * K;
     let partials: Vec<Vec<f32>> = (0..g.b.div_ceil(FILTER_CHUNK))
@@ -504,8 +549,8 @@ fn backward_filter_with(isa: Isa, x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f3
 
 /// Adds the weight gradient of `n` images into `dw` `[cout, cin, 3, 3]`,
 /// from their padded planes `[n, cin, chan]` and dy `[n, cout rounded up to
-/// whole register tiles, dy_chan]` (register `i` of `pos` reads dy at `8i`
-/// in each channel, the input at `pos.src[i]`).
+/// whole register tiles, dy_chan]` (register `i` of `pos` reads dy at
+/// `i * lanes` in each channel, the input at `pos.src[i]`).
 #[allow(clippy::too_many_arguments)]
 fn filter_chunk(
     isa: Isa,
@@ -523,20 +568,21 @@ fn filter_chunk(
     let max_src = pos.src.iter().max().copied().unwrap_or(0);
     let max_off = pl.offs.iter().max().copied().unwrap_or(0);
     assert!(
-        nv * LANES <= dy_chan
-            && (n * g.cin - 1) * pl.chan + max_src + max_off + LANES <= inp.len()
+        nv * pl.lanes <= dy_chan
+            && (n * g.cin - 1) * pl.chan + max_src + max_off + pl.lanes <= inp.len()
             && n * blocks * isa.fco() * dy_chan <= dy.len()
             && dw.len() >= g.cout * g.cin * K * K
     );
     let (i, d) = (inp.as_ptr(), dy.as_ptr());
     // SAFETY: `isa` was detected on this CPU; the assert above bounds every
-    // read (image channel start + register position + tap offset + 8 lanes;
-    // dy channel start + 8 * register + 8 lanes).
+    // read (image channel start + register position + tap offset + lanes;
+    // dy channel start + lanes * (register + 1)).
     #[cfg(target_arch = "x86_64")]
     unsafe {
         match isa {
             Isa::Avx2 => filter_avx2(i, d, dy_chan, n, g, blocks, pl, &pos.src, dw),
             Isa::Avx512 => filter_avx512(i, d, dy_chan, n, g, blocks, pl, &pos.src, dw),
+            Isa::Avx512Zmm => filter_zmm(i, d, dy_chan, n, g, blocks, pl, &pos.src, dw),
         }
     };
 }
@@ -548,9 +594,11 @@ const JB: usize = 64;
 
 /// The weight-gradient loop, stamped out per instruction set: `$co` output
 /// channels x 3 kernel columns, for one input channel and kernel row, summed
-/// over a block of positions of every image of the chunk.
+/// over a block of positions of every image of the chunk; the register
+/// type, its lanes, zero, load, multiply-add and lane sum.
 macro_rules! filter_kernel {
-    ($name:ident, $features:literal, $co:expr) => {
+    ($name:ident, $features:literal, $co:expr,
+     $vt:ty, $lanes:expr, $zero:ident, $load:ident, $fma:ident, $hsum:ident) => {
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = $features)]
         #[allow(clippy::too_many_arguments)]
@@ -572,18 +620,18 @@ macro_rules! filter_kernel {
                 for cb in 0..blocks {
                     for ci in 0..g.cin {
                         for ky in 0..K {
-                            let mut acc = [[_mm256_setzero_ps(); K]; CO];
+                            let mut acc = [[$zero(); K]; CO];
                             for img in 0..n {
                                 let base = inp.add((img * g.cin + ci) * pl.chan);
                                 let taps: [*const f32; K] = std::array::from_fn(|kx| base.add(pl.offs[ky * K + kx]));
                                 let d = dy.add(img * dy_img + cb * CO * dy_chan);
                                 for i in vb..ve {
                                     let s = *src.get_unchecked(i);
-                                    let a: [__m256; K] = std::array::from_fn(|kx| _mm256_loadu_ps(taps[kx].add(s)));
+                                    let a: [$vt; K] = std::array::from_fn(|kx| $load(taps[kx].add(s)));
                                     for (c, accs) in acc.iter_mut().enumerate() {
-                                        let dv = _mm256_loadu_ps(d.add(c * dy_chan + i * LANES));
+                                        let dv = $load(d.add(c * dy_chan + i * $lanes));
                                         for (r, av) in accs.iter_mut().zip(a) {
-                                            *r = _mm256_fmadd_ps(dv, av, *r);
+                                            *r = $fma(dv, av, *r);
                                         }
                                     }
                                 }
@@ -594,7 +642,7 @@ macro_rules! filter_kernel {
                                     break;
                                 }
                                 for (kx, r) in accs.iter().enumerate() {
-                                    dw[((co * g.cin + ci) * K + ky) * K + kx] += hsum(*r);
+                                    dw[((co * g.cin + ci) * K + ky) * K + kx] += $hsum(*r);
                                 }
                             }
                         }
@@ -605,8 +653,12 @@ macro_rules! filter_kernel {
     };
 }
 
-filter_kernel!(filter_avx2, "avx2,fma", 3);
-filter_kernel!(filter_avx512, "avx2,fma,avx512f,avx512vl", 8);
+filter_kernel!(filter_avx2, "avx2,fma", 3,
+    __m256, LANES, _mm256_setzero_ps, _mm256_loadu_ps, _mm256_fmadd_ps, hsum);
+filter_kernel!(filter_avx512, "avx2,fma,avx512f,avx512vl", 8,
+    __m256, LANES, _mm256_setzero_ps, _mm256_loadu_ps, _mm256_fmadd_ps, hsum);
+filter_kernel!(filter_zmm, "avx2,fma,avx512f", 8,
+    __m512, LANES_512, _mm512_setzero_ps, _mm512_loadu_ps, _mm512_fmadd_ps, hsum_512);
 
 /// Sum of the 8 lanes, in a fixed order.
 #[cfg(target_arch = "x86_64")]
@@ -616,6 +668,14 @@ fn hsum(v: __m256) -> f32 {
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
     _mm_cvtss_f32(s)
+}
+
+/// Sum of the 16 lanes, in a fixed order: the two halves added, then [`hsum`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,avx512f")]
+fn hsum_512(v: __m512) -> f32 {
+    let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
+    hsum(_mm256_add_ps(_mm512_castps512_ps256(v), hi))
 }
 
 #[cfg(test)]
@@ -668,7 +728,7 @@ mod tests {
     #[test]
     fn each_instruction_sets_kernels_match_the_definition() {
         let isas: Vec<Isa> = match Isa::detect() {
-            Some(Isa::Avx512) => vec![Isa::Avx2, Isa::Avx512],
+            Some(Isa::Avx512 | Isa::Avx512Zmm) => vec![Isa::Avx2, Isa::Avx512, Isa::Avx512Zmm],
             Some(Isa::Avx2) => vec![Isa::Avx2],
             None => {
                 eprintln!("no AVX2 and FMA on this CPU: the direct kernels are not used, nothing to check");
@@ -686,6 +746,7 @@ mod tests {
             (3, 16, 16, 16, 16, 1, 1),
             (2, 8, 32, 32, 12, 1, 1),
             (1, 4, 32, 32, 16, 1, 1),
+            (1, 3, 48, 48, 16, 1, 1),
             (9, 13, 7, 11, 9, 1, 0),
             (2, 4, 5, 6, 3, 1, 2),
             (3, 16, 32, 32, 32, 2, 1),
@@ -699,7 +760,7 @@ mod tests {
             let dy: Vec<f32> = (0..b * cout * g.ho() * g.wo()).map(|_| next()).collect();
             let (out, dw) = reference(&x, &wt, &dy, &g);
             for &isa in &isas {
-                let (rows, _, t) = plan(isa, &g, &Plane::new(&g));
+                let (rows, _, t) = plan(isa, &g, &Plane::new(&g, isa.lanes()));
                 tiles.insert((isa as u8, t.co, t.v, rows));
                 // Sums of up to 9 * 16 products of values in [-0.5, 0.5).
                 let e = max_diff(&forward_with(isa, &x, &wt, &g), &out);
