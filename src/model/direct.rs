@@ -71,15 +71,17 @@ impl Isa {
         None
     }
     /// The instruction set for convolution `g` on a CPU that has `self`:
-    /// 512-bit registers where the output rows are a whole number of them
-    /// wide (32x32 and 16x16 images), so that registers cover real output
-    /// pixels only; 256-bit ones otherwise (8x8 images: a 16-lane register
-    /// would straddle rows, and flat mode's padding columns would waste a
-    /// fifth of the work). Intel's AVX-512 cores run twice the multiply-adds
-    /// per cycle with 512-bit vectors; Zen 4 runs the same in either width.
+    /// 512-bit registers where they can cover real output pixels only:
+    /// output rows a whole number of 16 lanes wide (32x32 and 16x16
+    /// outputs), or, with stride 1, whole registers of output pixels in all
+    /// (8x8 outputs, on shifted planes, see [`Plane::new`]); 256-bit ones
+    /// otherwise (flat mode's padding columns would waste up to a fifth of
+    /// the work). Intel's AVX-512 cores run twice the multiply-adds per
+    /// cycle with 512-bit vectors; Zen 4 runs the same in either width.
     fn for_geometry(self, g: &Geometry) -> Isa {
         match self {
             Isa::Avx512 if g.wo() % LANES_512 == 0 => Isa::Avx512Zmm,
+            Isa::Avx512 if g.stride == 1 && (g.ho() * g.wo()) % LANES_512 == 0 => Isa::Avx512Zmm,
             isa => isa,
         }
     }
@@ -145,8 +147,11 @@ fn isa(g: &Geometry) -> Isa {
 #[derive(Clone, Copy, Debug)]
 struct Plane {
     /// Row pitch of the flat output and of the input planes: the padded
-    /// width `wp` (stride 1), or `ceil(wp / 2)` (stride 2, phase planes).
+    /// width `wp` (stride 1), `ceil(wp / 2)` (stride 2, phase planes) or
+    /// the output width (shifted planes).
     pitch: usize,
+    /// Shifted planes (see [`Plane::new`]).
+    shifted: bool,
     /// Output height and width.
     ho: usize,
     wo: usize,
@@ -156,7 +161,8 @@ struct Plane {
     n_out: usize,
     /// Elements per input plane: every position a tile reads, zeros beyond the image.
     len: usize,
-    /// Elements per input channel: one plane (stride 1) or four phase planes (stride 2).
+    /// Elements per input channel: one plane (stride 1), four phase planes
+    /// (stride 2) or three shifted planes.
     chan: usize,
     /// Where kernel tap `(ky, kx)` reads for output position `j`: `j + offs[ky * 3 + kx]`
     /// from the start of the channel.
@@ -170,13 +176,36 @@ impl Plane {
     /// `P[a][b](y, x) = padded(2y + a, 2x + b)`, so that tap `(ky, kx)` of
     /// output `(oy, ox)` reads `P[ky % 2][kx % 2](oy + ky / 2, ox + kx / 2)`:
     /// a stride-1 pattern again, over planes of half the width.
+    ///
+    /// Shifted planes (stride 1, 16 lanes, output rows narrower than a
+    /// register or not a whole number of them, but whole registers of
+    /// output pixels in all: 8x8 images): three copies of the padded image,
+    /// `S[kx](y, x) = padded(y, x + kx)` for `x < wo`, so that the pitch is
+    /// the output width and tap `(ky, kx)` of output `j = oy * wo + ox`
+    /// reads `S[kx]` at `j + ky * wo`: a register covers consecutive output
+    /// pixels across rows, with no padding columns among them.
     fn new(g: &Geometry, lanes: usize) -> Plane {
         let wp = g.w + 2 * g.pad;
         let (ho, wo) = (g.ho(), g.wo());
-        let pitch = if g.stride == 1 { wp } else { wp.div_ceil(2) };
+        let shifted = g.stride == 1 && lanes == LANES_512 && wo % lanes != 0 && (ho * wo) % lanes == 0;
+        let pitch = if shifted {
+            wo
+        } else if g.stride == 1 {
+            wp
+        } else {
+            wp.div_ceil(2)
+        };
         let n_out = (ho * pitch).div_ceil(lanes) * lanes;
         let mut offs = [0; K * K];
-        let (len, chan) = if g.stride == 1 {
+        let (len, chan) = if shifted {
+            // Rows of the padded image; the furthest read is tap (2, 2) of
+            // the last register, which ends at the last row's end.
+            let len = (g.h + 2 * g.pad) * wo;
+            for (t, o) in offs.iter_mut().enumerate() {
+                *o = (t % K) * len + (t / K) * pitch;
+            }
+            (len, K * len)
+        } else if g.stride == 1 {
             for (t, o) in offs.iter_mut().enumerate() {
                 *o = (t / K) * pitch + t % K;
             }
@@ -191,14 +220,33 @@ impl Plane {
             }
             (len, 4 * len)
         };
-        Plane { pitch, ho, wo, lanes, n_out, len, chan, offs }
+        Plane { pitch, shifted, ho, wo, lanes, n_out, len, chan, offs }
     }
 }
 
 /// `[cin, h, w]` image into `[cin, chan]` zero-padded flat planes (phase
-/// planes for stride 2).
+/// planes for stride 2, shifted planes where [`Plane::shifted`]).
 fn pad_image(x: &[f32], g: &Geometry, pl: &Plane, buf: &mut [f32]) {
     let (w, pad, wp) = (g.w, g.pad, pl.pitch);
+    if pl.shifted {
+        for (planes, img) in buf.chunks_exact_mut(pl.chan).zip(x.chunks_exact(g.h * w)) {
+            for (kx, plane) in planes.chunks_exact_mut(pl.len).enumerate() {
+                for (py, out) in plane.chunks_exact_mut(pl.wo).enumerate() {
+                    let y = py as isize - pad as isize;
+                    if y < 0 || y >= g.h as isize {
+                        out.fill(0.0);
+                        continue;
+                    }
+                    let row = &img[y as usize * w..][..w];
+                    for (ox, o) in out.iter_mut().enumerate() {
+                        let ix = (ox + kx) as isize - pad as isize;
+                        *o = if ix >= 0 && ix < w as isize { row[ix as usize] } else { 0.0 };
+                    }
+                }
+            }
+        }
+        return;
+    }
     for (plane, img) in buf.chunks_exact_mut(pl.chan).zip(x.chunks_exact(g.h * w)) {
         // One fill of the plane, then the rows (zeroing only the padding
         // took a libc call per gap between rows).
@@ -306,7 +354,7 @@ fn forward_with(isa: Isa, x: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
 /// The forward pass's mode (row mode or not), register positions and tile
 /// for geometry `g`.
 fn plan(isa: Isa, g: &Geometry, pl: &Plane) -> (bool, Positions, Tile) {
-    let rows = pl.wo % pl.lanes == 0;
+    let rows = pl.shifted || pl.wo % pl.lanes == 0;
     let pos = if rows { Positions::rows(pl) } else { Positions::flat(pl) };
     let tile = isa.forward_tile(pos.src.len(), g.cout);
     (rows, pos.tiled(tile.v), tile)
@@ -496,7 +544,7 @@ fn backward_filter_with(isa: Isa, x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f3
     let out_len = g.cout * plane_out;
     // Row mode (see `forward_with`) reads dy where it is; flat mode copies
     // it into flat planes with zeros at the padding columns.
-    let rows = pl.wo % pl.lanes == 0;
+    let rows = pl.shifted || pl.wo % pl.lanes == 0;
     let pos = if rows { Positions::rows(&pl) } else { Positions::flat(&pl) };
     let dw_len = g.cout * g.cin * K * K;
     let partials: Vec<Vec<f32>> = (0..g.b.div_ceil(FILTER_CHUNK))
@@ -721,7 +769,7 @@ mod tests {
         a.iter().zip(b).map(|(a, b)| (*a as f64 - b).abs()).fold(0.0, f64::max)
     }
 
-    /// Both instruction sets' kernels (those this CPU has) against the
+    /// Every instruction set's kernels (those this CPU has) against the
     /// definition, over image sizes whose flat positions do and do not fill
     /// whole tiles, channel counts that do and do not fill whole register
     /// tiles, padding 0, 1 and 2, stride 1 and 2 (odd and even sizes).
@@ -736,6 +784,7 @@ mod tests {
             }
         };
         let mut tiles = std::collections::BTreeSet::new();
+        let mut shifted = false;
         let mut seed = 7u32;
         let mut next = move || {
             seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
@@ -760,8 +809,10 @@ mod tests {
             let dy: Vec<f32> = (0..b * cout * g.ho() * g.wo()).map(|_| next()).collect();
             let (out, dw) = reference(&x, &wt, &dy, &g);
             for &isa in &isas {
-                let (rows, _, t) = plan(isa, &g, &Plane::new(&g, isa.lanes()));
+                let pl = Plane::new(&g, isa.lanes());
+                let (rows, _, t) = plan(isa, &g, &pl);
                 tiles.insert((isa as u8, t.co, t.v, rows));
+                shifted |= pl.shifted;
                 // Sums of up to 9 * 16 products of values in [-0.5, 0.5).
                 let e = max_diff(&forward_with(isa, &x, &wt, &g), &out);
                 assert!(e < 1e-5, "forward {isa:?} {g:?}: {e}");
@@ -774,5 +825,7 @@ mod tests {
         let expected = isas.iter().map(|isa| isa.forward_tiles().len()).sum::<usize>();
         assert_eq!(kernels.len(), expected, "{tiles:?}");
         assert!(tiles.iter().any(|t| t.3) && tiles.iter().any(|t| !t.3), "{tiles:?}");
+        // And the shifted planes, where the CPU has 512-bit registers.
+        assert_eq!(shifted, isas.contains(&Isa::Avx512Zmm));
     }
 }
