@@ -635,14 +635,18 @@ fn filter_chunk(
     };
 }
 
-/// Registers of positions summed per weight-gradient pass before the
-/// accumulators are reduced (keeps the chunk's block of dy in L2; 8-256
-/// registers measured, 32-64 fastest).
-const JB: usize = 64;
+/// Positions per weight-gradient pass (of one image, or of several small
+/// ones): dy for one block of output channels over this many positions (8
+/// channels x 512 positions x 4 bytes = 16 KB) stays in L1 while every
+/// input channel and kernel row passes over it. Passes over all 8 images of
+/// a chunk had re-read 256 KB of dy from L2 for each input channel and
+/// kernel row at 32x32.
+const JB: usize = 512;
 
 /// The weight-gradient loop, stamped out per instruction set: `$co` output
 /// channels x 3 kernel columns, for one input channel and kernel row, summed
-/// over a block of positions of every image of the chunk; the register
+/// over a block of positions (of one image or several small ones) into
+/// vector partial sums, reduced to lanes once per block of channels; the register
 /// type, its lanes, zero, load, multiply-add and lane sum.
 macro_rules! filter_kernel {
     ($name:ident, $features:literal, $co:expr,
@@ -662,38 +666,73 @@ macro_rules! filter_kernel {
             dw: &mut [f32],
         ) {
             const CO: usize = $co;
+            // Registers of positions per pass.
+            const JBR: usize = JB / $lanes;
             let dy_img = blocks * CO * dy_chan;
-            for vb in (0..src.len()).step_by(JB) {
-                let ve = (vb + JB).min(src.len());
-                for cb in 0..blocks {
-                    for ci in 0..g.cin {
-                        for ky in 0..K {
-                            let mut acc = [[$zero(); K]; CO];
-                            for img in 0..n {
-                                let base = inp.add((img * g.cin + ci) * pl.chan);
-                                let taps: [*const f32; K] = std::array::from_fn(|kx| base.add(pl.offs[ky * K + kx]));
-                                let d = dy.add(img * dy_img + cb * CO * dy_chan);
-                                for i in vb..ve {
-                                    let s = *src.get_unchecked(i);
-                                    let a: [$vt; K] = std::array::from_fn(|kx| $load(taps[kx].add(s)));
-                                    for (c, accs) in acc.iter_mut().enumerate() {
-                                        let dv = $load(d.add(c * dy_chan + i * $lanes));
-                                        for (r, av) in accs.iter_mut().zip(a) {
-                                            *r = $fma(dv, av, *r);
+            let zero = [[$zero(); K]; CO];
+            // Adds the lane sums of one (channel block, input channel, kernel
+            // row)'s registers into dw.
+            #[target_feature(enable = $features)]
+            #[inline]
+            fn add_sums(acc: &[[$vt; K]; CO], cb: usize, ci: usize, ky: usize, g: &Geometry, dw: &mut [f32]) {
+                for (c, accs) in acc.iter().enumerate() {
+                    let co = cb * CO + c;
+                    if co >= g.cout {
+                        break;
+                    }
+                    for (kx, r) in accs.iter().enumerate() {
+                        dw[((co * g.cin + ci) * K + ky) * K + kx] += $hsum(*r);
+                    }
+                }
+            }
+            // Per (input channel, kernel row): CO x 3 vector partial sums.
+            let mut sums = vec![zero; g.cin * K];
+            // Images per pass: as many as fill JB positions (small images).
+            let per_pass = (JBR / src.len().max(1)).max(1);
+            // One pass covers the whole chunk (8x8 images): the registers are
+            // reduced straight into dw, without the partial sums' round trip.
+            let once = n <= per_pass && src.len() <= JBR;
+            for cb in 0..blocks {
+                sums.fill(zero);
+                for first in (0..n).step_by(per_pass) {
+                    let images = first..(first + per_pass).min(n);
+                    for vb in (0..src.len()).step_by(JBR) {
+                        let ve = (vb + JBR).min(src.len());
+                        for ci in 0..g.cin {
+                            for ky in 0..K {
+                                let slot = sums.get_unchecked_mut(ci * K + ky);
+                                let mut acc = if once { zero } else { *slot };
+                                for img in images.clone() {
+                                    let base = inp.add((img * g.cin + ci) * pl.chan);
+                                    let taps: [*const f32; K] =
+                                        std::array::from_fn(|kx| base.add(pl.offs[ky * K + kx]));
+                                    let d = dy.add(img * dy_img + cb * CO * dy_chan);
+                                    for i in vb..ve {
+                                        let s = *src.get_unchecked(i);
+                                        let a: [$vt; K] = std::array::from_fn(|kx| $load(taps[kx].add(s)));
+                                        for (c, accs) in acc.iter_mut().enumerate() {
+                                            let dv = $load(d.add(c * dy_chan + i * $lanes));
+                                            for (r, av) in accs.iter_mut().zip(a) {
+                                                *r = $fma(dv, av, *r);
+                                            }
                                         }
                                     }
                                 }
-                            }
-                            for (c, accs) in acc.iter().enumerate() {
-                                let co = cb * CO + c;
-                                if co >= g.cout {
-                                    break;
-                                }
-                                for (kx, r) in accs.iter().enumerate() {
-                                    dw[((co * g.cin + ci) * K + ky) * K + kx] += $hsum(*r);
+                                if once {
+                                    add_sums(&acc, cb, ci, ky, g, dw);
+                                } else {
+                                    *slot = acc;
                                 }
                             }
                         }
+                    }
+                }
+                if once {
+                    continue;
+                }
+                for ci in 0..g.cin {
+                    for ky in 0..K {
+                        add_sums(&sums[ci * K + ky], cb, ci, ky, g, dw);
                     }
                 }
             }
