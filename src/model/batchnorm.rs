@@ -274,24 +274,26 @@ pub struct ChannelAffine {
 /// `[b, c, hw]` x, `[c]` scale and shift.
 fn affine<T: WithDType>(x: &[T], scale: &[T], shift: &[T], dims: (usize, usize, usize), relu: bool) -> Vec<T> {
     let (_, c, hw) = dims;
-    let mut y = vec![T::zero(); x.len()];
-    y.par_chunks_mut(c * hw).zip(x.par_chunks(c * hw)).for_each(|(yi, xi)| {
-        for ch in 0..c {
-            let (s, t) = (scale[ch], shift[ch]);
-            let out = yi[ch * hw..(ch + 1) * hw].iter_mut().zip(&xi[ch * hw..(ch + 1) * hw]);
-            if relu {
-                for (o, &v) in out {
-                    let r = v * s + t;
-                    *o = if r > T::zero() { r } else { T::zero() };
-                }
-            } else {
-                for (o, &v) in out {
-                    *o = v * s + t;
+    // SAFETY: each image's chunk is written whole, channel by channel.
+    unsafe {
+        cpu::par_build(x.len(), c * hw, |i, yi| {
+            let xi = &x[i * c * hw..][..yi.len()];
+            for ch in 0..c {
+                let (s, t) = (scale[ch], shift[ch]);
+                let out = yi[ch * hw..(ch + 1) * hw].iter_mut().zip(&xi[ch * hw..(ch + 1) * hw]);
+                if relu {
+                    for (o, &v) in out {
+                        let r = v * s + t;
+                        o.write(if r > T::zero() { r } else { T::zero() });
+                    }
+                } else {
+                    for (o, &v) in out {
+                        o.write(v * s + t);
+                    }
                 }
             }
-        }
-    });
-    y
+        })
+    }
 }
 
 impl CustomOp3 for ChannelAffine {

@@ -3,6 +3,8 @@
 //! f64 storages alike.
 
 use candle_core::{CpuStorage, DType, Layout, Tensor};
+use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Whether `t` goes through misfit's CPU ops (a CPU tensor of f32 or f64);
 /// other devices and types use candle's own ops.
@@ -56,4 +58,23 @@ pub(crate) fn dispatch3(
         }
         _ => candle_core::bail!("{what}: f32 or f64 operands of one type expected"),
     })
+}
+
+/// A vector of `len` elements built in parallel chunks of `chunk` elements
+/// (the last may be shorter) by `fill(chunk_index, out)`, without zeroing it
+/// first: zero-filled outputs that the ops then overwrite had cost a libc
+/// memset pass over every activation (about 3% of a training step).
+///
+/// # Safety
+/// `fill` must write every element of each `out` it is given.
+pub(crate) unsafe fn par_build<T: Send>(
+    len: usize,
+    chunk: usize,
+    fill: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync + Send,
+) -> Vec<T> {
+    let mut v: Vec<T> = Vec::with_capacity(len);
+    v.spare_capacity_mut()[..len].par_chunks_mut(chunk.max(1)).enumerate().for_each(|(i, out)| fill(i, out));
+    // SAFETY: the caller's `fill` wrote every element of the `len` above.
+    unsafe { v.set_len(len) };
+    v
 }

@@ -229,39 +229,57 @@ impl Plane {
 fn pad_image(x: &[f32], g: &Geometry, pl: &Plane, buf: &mut [f32]) {
     let (w, pad, wp) = (g.w, g.pad, pl.pitch);
     if pl.shifted {
+        let wo = pl.wo;
         for (planes, img) in buf.chunks_exact_mut(pl.chan).zip(x.chunks_exact(g.h * w)) {
             for (kx, plane) in planes.chunks_exact_mut(pl.len).enumerate() {
-                for (py, out) in plane.chunks_exact_mut(pl.wo).enumerate() {
-                    let y = py as isize - pad as isize;
-                    if y < 0 || y >= g.h as isize {
-                        out.fill(0.0);
+                // Output columns lo..hi read image columns from `first` on.
+                let lo = pad.saturating_sub(kx).min(wo);
+                let hi = (w + pad).saturating_sub(kx).clamp(lo, wo);
+                let first = lo + kx - pad;
+                for (py, out) in plane.chunks_exact_mut(wo).enumerate() {
+                    if py < pad || py >= pad + g.h {
+                        zero_row(out);
                         continue;
                     }
-                    let row = &img[y as usize * w..][..w];
-                    for (ox, o) in out.iter_mut().enumerate() {
-                        let ix = (ox + kx) as isize - pad as isize;
-                        *o = if ix >= 0 && ix < w as isize { row[ix as usize] } else { 0.0 };
-                    }
+                    zero_row(&mut out[..lo]);
+                    copy_row(&mut out[lo..hi], &img[(py - pad) * w + first..][..hi - lo]);
+                    zero_row(&mut out[hi..]);
                 }
             }
         }
         return;
     }
     for (plane, img) in buf.chunks_exact_mut(pl.chan).zip(x.chunks_exact(g.h * w)) {
-        // One fill of the plane, then the rows (zeroing only the padding
-        // took a libc call per gap between rows).
+        if g.stride == 1 {
+            // Zeros only where no pixel goes: above the first row, the
+            // padding between rows, below the last row.
+            zero_row(&mut plane[..pad * wp + pad]);
+            for (y, row) in img.chunks_exact(w).enumerate() {
+                let start = (y + pad) * wp + pad;
+                copy_row(&mut plane[start..start + w], row);
+                let end = if y + 1 < g.h { start + wp } else { plane.len() };
+                zero_row(&mut plane[start + w..end]);
+            }
+            continue;
+        }
         plane.fill(0.0);
         for (y, row) in img.chunks_exact(w).enumerate() {
             let py = y + pad;
-            if g.stride == 1 {
-                copy_row(&mut plane[py * wp + pad..][..w], row);
-                continue;
-            }
             for (xx, v) in row.iter().enumerate() {
                 let px = xx + pad;
                 plane[((py % 2) * 2 + px % 2) * pl.len + (py / 2) * pl.pitch + px / 2] = *v;
             }
         }
+    }
+}
+
+/// Zeros `dst` by copying from a block of zeros with [`copy_row`]: a
+/// `fill` becomes a libc memset call per gap, which cost more than the
+/// copies for gaps of 2-20 floats.
+fn zero_row(dst: &mut [f32]) {
+    const ZEROS: [f32; 64] = [0.0; 64];
+    for chunk in dst.chunks_mut(ZEROS.len()) {
+        copy_row(chunk, &ZEROS[..chunk.len()]);
     }
 }
 
@@ -512,20 +530,90 @@ macro_rules! forward_kernel {
     };
 }
 
-forward_kernel!(forward_avx2, "avx2,fma", 4, 2,
-    __m256, _mm256_setzero_ps, _mm256_loadu_ps, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_storeu_ps);
-forward_kernel!(forward_avx512_8x3, "avx2,fma,avx512f,avx512vl", 8, 3,
-    __m256, _mm256_setzero_ps, _mm256_loadu_ps, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_storeu_ps);
-forward_kernel!(forward_avx512_4x5, "avx2,fma,avx512f,avx512vl", 4, 5,
-    __m256, _mm256_setzero_ps, _mm256_loadu_ps, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_storeu_ps);
-forward_kernel!(forward_avx512_4x4, "avx2,fma,avx512f,avx512vl", 4, 4,
-    __m256, _mm256_setzero_ps, _mm256_loadu_ps, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_storeu_ps);
-forward_kernel!(forward_zmm_8x3, "avx2,fma,avx512f", 8, 3,
-    __m512, _mm512_setzero_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_storeu_ps);
-forward_kernel!(forward_zmm_4x5, "avx2,fma,avx512f", 4, 5,
-    __m512, _mm512_setzero_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_storeu_ps);
-forward_kernel!(forward_zmm_4x4, "avx2,fma,avx512f", 4, 4,
-    __m512, _mm512_setzero_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_storeu_ps);
+forward_kernel!(
+    forward_avx2,
+    "avx2,fma",
+    4,
+    2,
+    __m256,
+    _mm256_setzero_ps,
+    _mm256_loadu_ps,
+    _mm256_set1_ps,
+    _mm256_fmadd_ps,
+    _mm256_storeu_ps
+);
+forward_kernel!(
+    forward_avx512_8x3,
+    "avx2,fma,avx512f,avx512vl",
+    8,
+    3,
+    __m256,
+    _mm256_setzero_ps,
+    _mm256_loadu_ps,
+    _mm256_set1_ps,
+    _mm256_fmadd_ps,
+    _mm256_storeu_ps
+);
+forward_kernel!(
+    forward_avx512_4x5,
+    "avx2,fma,avx512f,avx512vl",
+    4,
+    5,
+    __m256,
+    _mm256_setzero_ps,
+    _mm256_loadu_ps,
+    _mm256_set1_ps,
+    _mm256_fmadd_ps,
+    _mm256_storeu_ps
+);
+forward_kernel!(
+    forward_avx512_4x4,
+    "avx2,fma,avx512f,avx512vl",
+    4,
+    4,
+    __m256,
+    _mm256_setzero_ps,
+    _mm256_loadu_ps,
+    _mm256_set1_ps,
+    _mm256_fmadd_ps,
+    _mm256_storeu_ps
+);
+forward_kernel!(
+    forward_zmm_8x3,
+    "avx2,fma,avx512f",
+    8,
+    3,
+    __m512,
+    _mm512_setzero_ps,
+    _mm512_loadu_ps,
+    _mm512_set1_ps,
+    _mm512_fmadd_ps,
+    _mm512_storeu_ps
+);
+forward_kernel!(
+    forward_zmm_4x5,
+    "avx2,fma,avx512f",
+    4,
+    5,
+    __m512,
+    _mm512_setzero_ps,
+    _mm512_loadu_ps,
+    _mm512_set1_ps,
+    _mm512_fmadd_ps,
+    _mm512_storeu_ps
+);
+forward_kernel!(
+    forward_zmm_4x4,
+    "avx2,fma,avx512f",
+    4,
+    4,
+    __m512,
+    _mm512_setzero_ps,
+    _mm512_loadu_ps,
+    _mm512_set1_ps,
+    _mm512_fmadd_ps,
+    _mm512_storeu_ps
+);
 
 /// Images per partial weight gradient; fixed so that sums do not depend on threads.
 const FILTER_CHUNK: usize = 8;
@@ -547,44 +635,51 @@ fn backward_filter_with(isa: Isa, x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f3
     let rows = pl.shifted || pl.wo % pl.lanes == 0;
     let pos = if rows { Positions::rows(&pl) } else { Positions::flat(&pl) };
     let dw_len = g.cout * g.cin * K * K;
+    let chans = g.cout.div_ceil(isa.fco()) * isa.fco();
+    let dy_chan = if rows { plane_out } else { pl.n_out };
     let partials: Vec<Vec<f32>> = (0..g.b.div_ceil(FILTER_CHUNK))
         .into_par_iter()
-        .map(|c| {
-            let images = c * FILTER_CHUNK..((c + 1) * FILTER_CHUNK).min(g.b);
-            let n = images.len();
-            let mut inp = vec![0f32; n * g.cin * pl.chan];
-            for (j, i) in images.clone().enumerate() {
-                pad_image(&x[i * in_len..(i + 1) * in_len], g, &pl, &mut inp[j * g.cin * pl.chan..]);
-            }
-            let mut dw = vec![0f32; dw_len];
-            if rows && g.cout % isa.fco() == 0 {
-                let d = &dy[images.start * out_len..images.end * out_len];
-                filter_chunk(isa, &inp, d, plane_out, n, g, &pl, &pos, &mut dw);
-                return dw;
-            }
-            // dy with whole register tiles of channels (zeros past `cout`),
-            // in flat layout (zeros at the padding columns) unless in row mode.
-            let chans = g.cout.div_ceil(isa.fco()) * isa.fco();
-            let dy_chan = if rows { plane_out } else { pl.n_out };
-            let mut dyf = vec![0f32; n * chans * dy_chan];
-            for (j, i) in images.enumerate() {
-                let (d, f) = (&dy[i * out_len..(i + 1) * out_len], &mut dyf[j * chans * dy_chan..]);
-                if rows {
-                    copy_row(&mut f[..out_len], d);
-                    continue;
+        // Buffers per thread, reused by its chunks: the padded planes are
+        // rewritten whole by `pad_image`; dy's copy has the same layout for
+        // every chunk, so its zeros stay where they are.
+        .map_init(
+            || (vec![0f32; FILTER_CHUNK * g.cin * pl.chan], Vec::new()),
+            |(inp, dyf), c| {
+                let images = c * FILTER_CHUNK..((c + 1) * FILTER_CHUNK).min(g.b);
+                let n = images.len();
+                for (j, i) in images.clone().enumerate() {
+                    pad_image(&x[i * in_len..(i + 1) * in_len], g, &pl, &mut inp[j * g.cin * pl.chan..]);
                 }
-                for co in 0..g.cout {
-                    for oy in 0..pl.ho {
-                        copy_row(
-                            &mut f[co * pl.n_out + oy * pl.pitch..][..pl.wo],
-                            &d[(co * pl.ho + oy) * pl.wo..][..pl.wo],
-                        );
+                let mut dw = vec![0f32; dw_len];
+                if rows && g.cout % isa.fco() == 0 {
+                    let d = &dy[images.start * out_len..images.end * out_len];
+                    filter_chunk(isa, inp, d, plane_out, n, g, &pl, &pos, &mut dw);
+                    return dw;
+                }
+                // dy with whole register tiles of channels (zeros past `cout`),
+                // in flat layout (zeros at the padding columns) unless in row mode.
+                if dyf.is_empty() {
+                    dyf.resize(FILTER_CHUNK * chans * dy_chan, 0f32);
+                }
+                for (j, i) in images.enumerate() {
+                    let (d, f) = (&dy[i * out_len..(i + 1) * out_len], &mut dyf[j * chans * dy_chan..]);
+                    if rows {
+                        copy_row(&mut f[..out_len], d);
+                        continue;
+                    }
+                    for co in 0..g.cout {
+                        for oy in 0..pl.ho {
+                            copy_row(
+                                &mut f[co * pl.n_out + oy * pl.pitch..][..pl.wo],
+                                &d[(co * pl.ho + oy) * pl.wo..][..pl.wo],
+                            );
+                        }
                     }
                 }
-            }
-            filter_chunk(isa, &inp, &dyf, dy_chan, n, g, &pl, &pos, &mut dw);
-            dw
-        })
+                filter_chunk(isa, inp, dyf, dy_chan, n, g, &pl, &pos, &mut dw);
+                dw
+            },
+        )
         .collect();
     let mut dw = vec![0f32; dw_len];
     for part in partials {
@@ -685,23 +780,24 @@ macro_rules! filter_kernel {
                     }
                 }
             }
-            // Per (input channel, kernel row): CO x 3 vector partial sums.
-            let mut sums = vec![zero; g.cin * K];
             // Images per pass: as many as fill JB positions (small images).
             let per_pass = (JBR / src.len().max(1)).max(1);
             // One pass covers the whole chunk (8x8 images): the registers are
             // reduced straight into dw, without the partial sums' round trip.
             let once = n <= per_pass && src.len() <= JBR;
+            // Per (input channel, kernel row): CO x 3 vector partial sums.
+            let mut sums = if once { Vec::new() } else { vec![zero; g.cin * K] };
             for cb in 0..blocks {
-                sums.fill(zero);
+                if !once {
+                    sums.fill(zero);
+                }
                 for first in (0..n).step_by(per_pass) {
                     let images = first..(first + per_pass).min(n);
                     for vb in (0..src.len()).step_by(JBR) {
                         let ve = (vb + JBR).min(src.len());
                         for ci in 0..g.cin {
                             for ky in 0..K {
-                                let slot = sums.get_unchecked_mut(ci * K + ky);
-                                let mut acc = if once { zero } else { *slot };
+                                let mut acc = if once { zero } else { sums[ci * K + ky] };
                                 for img in images.clone() {
                                     let base = inp.add((img * g.cin + ci) * pl.chan);
                                     let taps: [*const f32; K] =
@@ -721,7 +817,7 @@ macro_rules! filter_kernel {
                                 if once {
                                     add_sums(&acc, cb, ci, ky, g, dw);
                                 } else {
-                                    *slot = acc;
+                                    sums[ci * K + ky] = acc;
                                 }
                             }
                         }
@@ -740,12 +836,29 @@ macro_rules! filter_kernel {
     };
 }
 
-filter_kernel!(filter_avx2, "avx2,fma", 3,
-    __m256, LANES, _mm256_setzero_ps, _mm256_loadu_ps, _mm256_fmadd_ps, hsum);
-filter_kernel!(filter_avx512, "avx2,fma,avx512f,avx512vl", 8,
-    __m256, LANES, _mm256_setzero_ps, _mm256_loadu_ps, _mm256_fmadd_ps, hsum);
-filter_kernel!(filter_zmm, "avx2,fma,avx512f", 8,
-    __m512, LANES_512, _mm512_setzero_ps, _mm512_loadu_ps, _mm512_fmadd_ps, hsum_512);
+filter_kernel!(filter_avx2, "avx2,fma", 3, __m256, LANES, _mm256_setzero_ps, _mm256_loadu_ps, _mm256_fmadd_ps, hsum);
+filter_kernel!(
+    filter_avx512,
+    "avx2,fma,avx512f,avx512vl",
+    8,
+    __m256,
+    LANES,
+    _mm256_setzero_ps,
+    _mm256_loadu_ps,
+    _mm256_fmadd_ps,
+    hsum
+);
+filter_kernel!(
+    filter_zmm,
+    "avx2,fma,avx512f",
+    8,
+    __m512,
+    LANES_512,
+    _mm512_setzero_ps,
+    _mm512_loadu_ps,
+    _mm512_fmadd_ps,
+    hsum_512
+);
 
 /// Sum of the 8 lanes, in a fixed order.
 #[cfg(target_arch = "x86_64")]

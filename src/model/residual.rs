@@ -16,14 +16,17 @@ use super::cpu::{self, contiguous};
 const CHUNK: usize = 1 << 15;
 
 /// `f(a[i], b[i])` for every i, in parallel chunks.
-fn map2<T: WithDType>(a: &[T], b: &[T], f: impl Fn(T, T) -> T + Sync) -> Vec<T> {
-    let mut out = vec![T::zero(); a.len()];
-    out.par_chunks_mut(CHUNK).zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK))).for_each(|(o, (a, b))| {
-        for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
-            *o = f(a, b);
-        }
-    });
-    out
+fn map2<T: WithDType>(a: &[T], b: &[T], f: impl Fn(T, T) -> T + Sync + Send) -> Vec<T> {
+    assert_eq!(a.len(), b.len());
+    // SAFETY: each chunk writes every one of its elements.
+    unsafe {
+        cpu::par_build(a.len(), CHUNK, |i, o| {
+            let (a, b) = (&a[i * CHUNK..][..o.len()], &b[i * CHUNK..][..o.len()]);
+            for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
+                o.write(f(a, b));
+            }
+        })
+    }
 }
 
 /// A per-element map over two operands of one shape, as a candle op's output.
