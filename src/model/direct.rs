@@ -530,90 +530,49 @@ macro_rules! forward_kernel {
     };
 }
 
-forward_kernel!(
-    forward_avx2,
-    "avx2,fma",
-    4,
-    2,
-    __m256,
-    _mm256_setzero_ps,
-    _mm256_loadu_ps,
-    _mm256_set1_ps,
-    _mm256_fmadd_ps,
-    _mm256_storeu_ps
-);
-forward_kernel!(
-    forward_avx512_8x3,
-    "avx2,fma,avx512f,avx512vl",
-    8,
-    3,
-    __m256,
-    _mm256_setzero_ps,
-    _mm256_loadu_ps,
-    _mm256_set1_ps,
-    _mm256_fmadd_ps,
-    _mm256_storeu_ps
-);
-forward_kernel!(
-    forward_avx512_4x5,
-    "avx2,fma,avx512f,avx512vl",
-    4,
-    5,
-    __m256,
-    _mm256_setzero_ps,
-    _mm256_loadu_ps,
-    _mm256_set1_ps,
-    _mm256_fmadd_ps,
-    _mm256_storeu_ps
-);
-forward_kernel!(
-    forward_avx512_4x4,
-    "avx2,fma,avx512f,avx512vl",
-    4,
-    4,
-    __m256,
-    _mm256_setzero_ps,
-    _mm256_loadu_ps,
-    _mm256_set1_ps,
-    _mm256_fmadd_ps,
-    _mm256_storeu_ps
-);
-forward_kernel!(
-    forward_zmm_8x3,
-    "avx2,fma,avx512f",
-    8,
-    3,
-    __m512,
-    _mm512_setzero_ps,
-    _mm512_loadu_ps,
-    _mm512_set1_ps,
-    _mm512_fmadd_ps,
-    _mm512_storeu_ps
-);
-forward_kernel!(
-    forward_zmm_4x5,
-    "avx2,fma,avx512f",
-    4,
-    5,
-    __m512,
-    _mm512_setzero_ps,
-    _mm512_loadu_ps,
-    _mm512_set1_ps,
-    _mm512_fmadd_ps,
-    _mm512_storeu_ps
-);
-forward_kernel!(
-    forward_zmm_4x4,
-    "avx2,fma,avx512f",
-    4,
-    4,
-    __m512,
-    _mm512_setzero_ps,
-    _mm512_loadu_ps,
-    _mm512_set1_ps,
-    _mm512_fmadd_ps,
-    _mm512_storeu_ps
-);
+/// [`forward_kernel`] with 256-bit registers.
+macro_rules! forward_ymm {
+    ($name:ident, $features:literal, $co:expr, $v:expr) => {
+        forward_kernel!(
+            $name,
+            $features,
+            $co,
+            $v,
+            __m256,
+            _mm256_setzero_ps,
+            _mm256_loadu_ps,
+            _mm256_set1_ps,
+            _mm256_fmadd_ps,
+            _mm256_storeu_ps
+        );
+    };
+}
+
+/// [`forward_kernel`] with 512-bit registers.
+macro_rules! forward_zmm {
+    ($name:ident, $co:expr, $v:expr) => {
+        forward_kernel!(
+            $name,
+            "avx2,fma,avx512f",
+            $co,
+            $v,
+            __m512,
+            _mm512_setzero_ps,
+            _mm512_loadu_ps,
+            _mm512_set1_ps,
+            _mm512_fmadd_ps,
+            _mm512_storeu_ps
+        );
+    };
+}
+
+forward_ymm!(forward_avx2, "avx2,fma", 4, 2);
+forward_ymm!(forward_avx512_8x3, "avx2,fma,avx512f,avx512vl", 8, 3);
+forward_ymm!(forward_avx512_4x5, "avx2,fma,avx512f,avx512vl", 4, 5);
+forward_ymm!(forward_avx512_4x4, "avx2,fma,avx512f,avx512vl", 4, 4);
+forward_zmm!(forward_zmm_8x3, 8, 3);
+forward_zmm!(forward_zmm_4x5, 4, 5);
+forward_zmm!(forward_zmm_4x4, 4, 4);
 
 /// Images per partial weight gradient; fixed so that sums do not depend on threads.
 const FILTER_CHUNK: usize = 8;
