@@ -276,8 +276,8 @@ fn affine<T: WithDType>(x: &[T], scale: &[T], shift: &[T], dims: (usize, usize, 
     let (_, c, hw) = dims;
     // SAFETY: each image's chunk is written whole, channel by channel.
     unsafe {
-        cpu::par_build(x.len(), c * hw, |i, yi| {
-            let xi = &x[i * c * hw..][..yi.len()];
+        cpu::par_build(x.len(), c * hw, |start, yi| {
+            let xi = &x[start..][..yi.len()];
             for ch in 0..c {
                 let (s, t) = (scale[ch], shift[ch]);
                 let out = yi[ch * hw..(ch + 1) * hw].iter_mut().zip(&xi[ch * hw..(ch + 1) * hw]);

@@ -52,8 +52,7 @@ impl CustomOp3 for Conv2dGrad {
         y: &CpuStorage,
         yl: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        // A strided copy (affine 1, 0) gives a contiguous result whatever y's layout.
-        Ok((y.affine(yl, 1.0, 0.0)?, yl.shape().clone()))
+        pass_through(y, yl)
     }
 
     fn cuda_fwd(
@@ -65,7 +64,7 @@ impl CustomOp3 for Conv2dGrad {
         y: &CudaStorage,
         yl: &Layout,
     ) -> candle_core::Result<(CudaStorage, Shape)> {
-        Ok((y.affine(yl, 1.0, 0.0)?, yl.shape().clone()))
+        pass_through(y, yl)
     }
 
     fn bwd(
@@ -82,6 +81,12 @@ impl CustomOp3 for Conv2dGrad {
         let dw = if w.track_op() { Some(backward_filter(&xd, &dy, wd.dims4()?, self.stride, self.pad)?) } else { None };
         Ok((dx, dw, None))
     }
+}
+
+/// A contiguous copy of `y` on any backend: a strided copy (affine 1, 0)
+/// whatever y's layout.
+fn pass_through<S: BackendStorage>(y: &S, yl: &Layout) -> candle_core::Result<(S, Shape)> {
+    Ok((y.affine(yl, 1.0, 0.0)?, yl.shape().clone()))
 }
 
 /// Input gradient `[b, cin, h, w]` of a convolution of an input shaped

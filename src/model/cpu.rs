@@ -61,7 +61,8 @@ pub(crate) fn dispatch3(
 }
 
 /// A vector of `len` elements built in parallel chunks of `chunk` elements
-/// (the last may be shorter) by `fill(chunk_index, out)`, without zeroing it
+/// (the last may be shorter) by `fill(start, out)`, `out` holding elements
+/// `start..start + out.len()`, without zeroing it
 /// first: zero-filled outputs that the ops then overwrite had cost a libc
 /// memset pass over every activation (about 3% of a training step).
 ///
@@ -72,8 +73,9 @@ pub(crate) unsafe fn par_build<T: Send>(
     chunk: usize,
     fill: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync + Send,
 ) -> Vec<T> {
+    let chunk = chunk.max(1);
     let mut v: Vec<T> = Vec::with_capacity(len);
-    v.spare_capacity_mut()[..len].par_chunks_mut(chunk.max(1)).enumerate().for_each(|(i, out)| fill(i, out));
+    v.spare_capacity_mut()[..len].par_chunks_mut(chunk).enumerate().for_each(|(i, out)| fill(i * chunk, out));
     // SAFETY: the caller's `fill` wrote every element of the `len` above.
     unsafe { v.set_len(len) };
     v

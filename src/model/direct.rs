@@ -50,7 +50,7 @@ enum Isa {
     /// AVX2 + FMA + AVX-512F/VL: 32 registers of 256 bits.
     Avx512,
     /// AVX-512F: 32 registers of 512 bits. Taken (see [`Isa::for_geometry`])
-    /// where output rows are a whole number of 16-lane registers wide.
+    /// where 16-lane registers cover real output pixels only.
     Avx512Zmm,
 }
 
@@ -80,8 +80,7 @@ impl Isa {
     /// cycle with 512-bit vectors; Zen 4 runs the same in either width.
     fn for_geometry(self, g: &Geometry) -> Isa {
         match self {
-            Isa::Avx512 if g.wo() % LANES_512 == 0 => Isa::Avx512Zmm,
-            Isa::Avx512 if g.stride == 1 && (g.ho() * g.wo()) % LANES_512 == 0 => Isa::Avx512Zmm,
+            Isa::Avx512 if Plane::new(g, LANES_512).row_mode() => Isa::Avx512Zmm,
             isa => isa,
         }
     }
@@ -222,6 +221,14 @@ impl Plane {
         };
         Plane { pitch, shifted, ho, wo, lanes, n_out, len, chan, offs }
     }
+
+    /// Row mode: registers cover real output pixels only (output rows a
+    /// whole number of registers wide, or shifted planes), stored straight
+    /// into the output and reading dy where it is. Flat mode otherwise:
+    /// registers cover flat positions, padding columns included.
+    fn row_mode(&self) -> bool {
+        self.shifted || self.wo % self.lanes == 0
+    }
 }
 
 /// `[cin, h, w]` image into `[cin, chan]` zero-padded flat planes (phase
@@ -334,11 +341,8 @@ fn forward_with(isa: Isa, x: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
     use rayon::prelude::*;
     let pl = Plane::new(g, isa.lanes());
     let (in_len, plane_out, out_len) = (g.cin * g.h * g.w, pl.ho * pl.wo, g.cout * pl.ho * pl.wo);
-    // Row mode (output rows a whole number of registers wide: 32x32, 16x16,
-    // 8x8 images): registers cover only real output pixels and are stored
-    // straight into the output. Flat mode otherwise: registers cover the
-    // flat positions, padding columns included, into a buffer the rows are
-    // copied out of.
+    // Row mode (see `Plane::row_mode`) stores registers straight into the
+    // output; flat mode into a buffer the rows are copied out of.
     let (rows, pos, tile) = plan(isa, g, &pl);
     let blocks = g.cout.div_ceil(tile.co);
     let packed = pack_weights(w, g, tile.co);
@@ -372,14 +376,14 @@ fn forward_with(isa: Isa, x: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
 /// The forward pass's mode (row mode or not), register positions and tile
 /// for geometry `g`.
 fn plan(isa: Isa, g: &Geometry, pl: &Plane) -> (bool, Positions, Tile) {
-    let rows = pl.shifted || pl.wo % pl.lanes == 0;
-    let pos = if rows { Positions::rows(pl) } else { Positions::flat(pl) };
+    let pos = Positions::of(pl);
     let tile = isa.forward_tile(pos.src.len(), g.cout);
-    (rows, pos.tiled(tile.v), tile)
+    (pl.row_mode(), pos.tiled(tile.v), tile)
 }
 
-/// Where the kernels read and write, one entry per register of positions: `src` the flat input position (before the tap offset),
-/// `dst` the offset in an output channel. Lists are cut into tiles of `v`
+/// Where the kernels read and write, one entry per register of positions:
+/// `src` the flat input position (before the tap offset), `dst` the offset
+/// in an output channel. Lists are cut into tiles of `v`
 /// registers; the last tile repeats the last register, which computes and
 /// stores the same values twice (harmless) instead of running past the end.
 #[derive(Clone, Debug)]
@@ -389,6 +393,14 @@ struct Positions {
 }
 
 impl Positions {
+    /// The positions of `pl`'s mode (see [`Plane::row_mode`]).
+    fn of(pl: &Plane) -> Positions {
+        if pl.row_mode() {
+            Positions::rows(pl)
+        } else {
+            Positions::flat(pl)
+        }
+    }
     /// Flat mode: register `i` covers flat positions `i*l..(i+1)*l` of input
     /// and output (`l` lanes).
     fn flat(pl: &Plane) -> Positions {
@@ -589,10 +601,9 @@ fn backward_filter_with(isa: Isa, x: &[f32], dy: &[f32], g: &Geometry) -> Vec<f3
     let pl = Plane::new(g, isa.lanes());
     let (in_len, plane_out) = (g.cin * g.h * g.w, pl.ho * pl.wo);
     let out_len = g.cout * plane_out;
-    // Row mode (see `forward_with`) reads dy where it is; flat mode copies
-    // it into flat planes with zeros at the padding columns.
-    let rows = pl.shifted || pl.wo % pl.lanes == 0;
-    let pos = if rows { Positions::rows(&pl) } else { Positions::flat(&pl) };
+    // Row mode reads dy where it is; flat mode copies it into flat planes
+    // with zeros at the padding columns.
+    let (rows, pos) = (pl.row_mode(), Positions::of(&pl));
     let dw_len = g.cout * g.cin * K * K;
     let chans = g.cout.div_ceil(isa.fco()) * isa.fco();
     let dy_chan = if rows { plane_out } else { pl.n_out };
@@ -795,18 +806,15 @@ macro_rules! filter_kernel {
     };
 }
 
-filter_kernel!(filter_avx2, "avx2,fma", 3, __m256, LANES, _mm256_setzero_ps, _mm256_loadu_ps, _mm256_fmadd_ps, hsum);
-filter_kernel!(
-    filter_avx512,
-    "avx2,fma,avx512f,avx512vl",
-    8,
-    __m256,
-    LANES,
-    _mm256_setzero_ps,
-    _mm256_loadu_ps,
-    _mm256_fmadd_ps,
-    hsum
-);
+/// [`filter_kernel`] with 256-bit registers.
+macro_rules! filter_ymm {
+    ($name:ident, $features:literal, $co:expr) => {
+        filter_kernel!($name, $features, $co, __m256, LANES, _mm256_setzero_ps, _mm256_loadu_ps, _mm256_fmadd_ps, hsum);
+    };
+}
+
+filter_ymm!(filter_avx2, "avx2,fma", 3);
+filter_ymm!(filter_avx512, "avx2,fma,avx512f,avx512vl", 8);
 filter_kernel!(
     filter_zmm,
     "avx2,fma,avx512f",

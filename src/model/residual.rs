@@ -20,8 +20,8 @@ fn map2<T: WithDType>(a: &[T], b: &[T], f: impl Fn(T, T) -> T + Sync + Send) -> 
     assert_eq!(a.len(), b.len());
     // SAFETY: each chunk writes every one of its elements.
     unsafe {
-        cpu::par_build(a.len(), CHUNK, |i, o| {
-            let (a, b) = (&a[i * CHUNK..][..o.len()], &b[i * CHUNK..][..o.len()]);
+        cpu::par_build(a.len(), CHUNK, |start, o| {
+            let (a, b) = (&a[start..][..o.len()], &b[start..][..o.len()]);
             for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
                 o.write(f(a, b));
             }
