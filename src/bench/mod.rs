@@ -82,10 +82,12 @@ pub fn measure(cfg: &BenchConfig, device: &Device) -> Result<Throughput> {
         }
     }
     let steps = cfg.steps.max(1) as f64;
+    // Inference as `predict` runs it (and PyTorch under `no_grad`): no gradients tracked.
+    let frozen = model.frozen();
     let mut infer = 0f64;
     for i in 0..cfg.warmup + cfg.steps {
         let t0 = Instant::now();
-        model.forward(&x, false)?.logits.to_vec2::<f32>()?;
+        frozen.forward(&x, false)?.logits.to_vec2::<f32>()?;
         if i >= cfg.warmup {
             infer += t0.elapsed().as_secs_f64();
         }

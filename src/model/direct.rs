@@ -339,38 +339,84 @@ pub fn forward(x: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
 
 fn forward_with(isa: Isa, x: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
     use rayon::prelude::*;
-    let pl = Plane::new(g, isa.lanes());
-    let (in_len, plane_out, out_len) = (g.cin * g.h * g.w, pl.ho * pl.wo, g.cout * pl.ho * pl.wo);
-    // Row mode (see `Plane::row_mode`) stores registers straight into the
-    // output; flat mode into a buffer the rows are copied out of.
-    let (rows, pos, tile) = plan(isa, g, &pl);
-    let blocks = g.cout.div_ceil(tile.co);
-    let packed = pack_weights(w, g, tile.co);
+    let conv = Prepared::with(isa, w, g);
+    let (in_len, out_len) = (conv.in_len(), conv.out_len());
     // Every element is written below, so the output is not zeroed first.
     let mut out: Vec<f32> = Vec::with_capacity(g.b * out_len);
     out.spare_capacity_mut()[..g.b * out_len].par_chunks_mut(out_len).enumerate().for_each_init(
-        || (vec![0f32; g.cin * pl.chan], vec![0f32; if rows { 0 } else { blocks * tile.co * pl.n_out }]),
-        |(inp, flat), (i, o)| {
-            pad_image(&x[i * in_len..(i + 1) * in_len], g, &pl, inp);
-            if rows {
-                let dst = Dst { ptr: o.as_mut_ptr().cast(), len: o.len(), chan: plane_out, channels: g.cout };
-                forward_image(isa, tile, inp, &packed, g.cin, blocks, &pl, &pos, dst);
-                return;
-            }
-            let dst = Dst { ptr: flat.as_mut_ptr(), len: flat.len(), chan: pl.n_out, channels: blocks * tile.co };
-            forward_image(isa, tile, inp, &packed, g.cin, blocks, &pl, &pos, dst);
-            for (co, plane) in o.chunks_exact_mut(plane_out).enumerate() {
-                for (oy, row) in plane.chunks_exact_mut(pl.wo).enumerate() {
-                    copy_row(row, as_uninit(&flat[co * pl.n_out + oy * pl.pitch..][..pl.wo]));
-                }
-            }
-        },
+        || (Vec::new(), Vec::new()),
+        |(inp, flat), (i, o)| conv.run(&x[i * in_len..(i + 1) * in_len], o, inp, flat),
     );
-    // SAFETY: every element of the `b * out_len` was written above: in row
-    // mode the tiles' registers cover every output pixel of every channel;
-    // in flat mode the copy covers `cout` planes of `ho` rows of `wo`.
+    // SAFETY: `run` writes every element of each image's output.
     unsafe { out.set_len(g.b * out_len) };
     out
+}
+
+/// A forward convolution made ready to run image by image: its instruction
+/// set, planes, mode, register positions, tile and packed weights (built
+/// once per call, reused for every image).
+pub struct Prepared {
+    isa: Isa,
+    g: Geometry,
+    pl: Plane,
+    rows: bool,
+    pos: Positions,
+    tile: Tile,
+    blocks: usize,
+    packed: Vec<f32>,
+}
+
+impl Prepared {
+    /// Convolution `g` (its batch size is not used) with `[cout, cin, 3, 3]`
+    /// weights `w`. Callers check [`supports`] first.
+    pub fn new(w: &[f32], g: &Geometry) -> Prepared {
+        Prepared::with(isa(g), w, g)
+    }
+
+    fn with(isa: Isa, w: &[f32], g: &Geometry) -> Prepared {
+        let pl = Plane::new(g, isa.lanes());
+        let (rows, pos, tile) = plan(isa, g, &pl);
+        let blocks = g.cout.div_ceil(tile.co);
+        let packed = pack_weights(w, g, tile.co);
+        Prepared { isa, g: *g, pl, rows, pos, tile, blocks, packed }
+    }
+
+    /// Elements of one input image, `cin * h * w`.
+    pub fn in_len(&self) -> usize {
+        self.g.cin * self.g.h * self.g.w
+    }
+
+    /// Elements of one output image, `cout * ho * wo`.
+    pub fn out_len(&self) -> usize {
+        self.g.cout * self.pl.ho * self.pl.wo
+    }
+
+    /// One `[cin, h, w]` image into its `[cout, ho, wo]` output, all of
+    /// whose elements it writes. `inp` and `flat` are scratch buffers,
+    /// resized here and reusable across calls and geometries.
+    pub fn run(&self, x: &[f32], out: &mut [std::mem::MaybeUninit<f32>], inp: &mut Vec<f32>, flat: &mut Vec<f32>) {
+        let (g, pl, tile) = (&self.g, &self.pl, self.tile);
+        assert!(x.len() == self.in_len() && out.len() == self.out_len());
+        // `pad_image` writes every element of its planes.
+        inp.resize(g.cin * pl.chan, 0.0);
+        pad_image(x, g, pl, inp);
+        let plane_out = pl.ho * pl.wo;
+        if self.rows {
+            // Row mode (see `Plane::row_mode`) stores registers straight into the output.
+            let dst = Dst { ptr: out.as_mut_ptr().cast(), len: out.len(), chan: plane_out, channels: g.cout };
+            forward_image(self.isa, tile, inp, &self.packed, g.cin, self.blocks, pl, &self.pos, dst);
+            return;
+        }
+        // Flat mode: into a buffer the rows are copied out of.
+        flat.resize(self.blocks * tile.co * pl.n_out, 0.0);
+        let dst = Dst { ptr: flat.as_mut_ptr(), len: flat.len(), chan: pl.n_out, channels: self.blocks * tile.co };
+        forward_image(self.isa, tile, inp, &self.packed, g.cin, self.blocks, pl, &self.pos, dst);
+        for (co, plane) in out.chunks_exact_mut(plane_out).enumerate() {
+            for (oy, row) in plane.chunks_exact_mut(pl.wo).enumerate() {
+                copy_row(row, as_uninit(&flat[co * pl.n_out + oy * pl.pitch..][..pl.wo]));
+            }
+        }
+    }
 }
 
 /// The forward pass's mode (row mode or not), register positions and tile

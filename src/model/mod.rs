@@ -18,6 +18,7 @@ pub mod conv;
 pub mod conv_cuda;
 pub mod cpu;
 pub mod direct;
+pub mod infer;
 pub mod residual;
 
 /// Which device to compute on.
@@ -321,11 +322,7 @@ impl BatchNorm {
             return self.forward_train_cpu(x, relu);
         }
         if !train && cpu::takes_cpu_ops(x) {
-            // y = x * scale + shift with the running statistics folded in.
-            let rm = self.running_mean.as_tensor().detach();
-            let rv = self.running_var.as_tensor().detach();
-            let scale = (&self.weight / (rv + BN_EPS)?.sqrt()?)?;
-            let shift = (&self.bias - (rm * &scale)?)?;
+            let (scale, shift) = self.eval_scale_shift()?;
             return x.contiguous()?.apply_op3(&scale, &shift, batchnorm::ChannelAffine { relu });
         }
         let (centered, var) = if train {
@@ -351,6 +348,17 @@ impl BatchNorm {
         } else {
             Ok(y)
         }
+    }
+
+    /// Eval mode as `y = x * scale + shift` per channel: `[c]` scale and
+    /// shift with the running statistics folded in (gradients reach the
+    /// weight and bias through them).
+    fn eval_scale_shift(&self) -> candle_core::Result<(Tensor, Tensor)> {
+        let rm = self.running_mean.as_tensor().detach();
+        let rv = self.running_var.as_tensor().detach();
+        let scale = (&self.weight / (rv + BN_EPS)?.sqrt()?)?;
+        let shift = (&self.bias - (rm * &scale)?)?;
+        Ok((scale, shift))
     }
 
     /// Training mode on the CPU: the fused op of [`batchnorm`], then the
@@ -527,13 +535,81 @@ impl ResNet {
     /// statistics and updates the running ones.
     pub fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Output> {
         let x = x.broadcast_sub(&self.mean)?.broadcast_div(&self.std)?;
-        let mut out = self.bn1.forward(&self.conv1.forward(&x)?, train, true)?;
-        for block in &self.blocks {
-            out = block.forward(&out, train)?;
-        }
+        let out = match self.inference_trunk(&x, train)? {
+            Some(out) => out,
+            None => {
+                let mut out = self.bn1.forward(&self.conv1.forward(&x)?, train, true)?;
+                for block in &self.blocks {
+                    out = block.forward(&out, train)?;
+                }
+                out
+            }
+        };
         let features = out.mean((2, 3))?;
         let logits = features.matmul(&self.linear_w.t()?)?.broadcast_add(&self.linear_b)?;
         Ok(Output { logits, features })
+    }
+
+    /// The convolutional trunk of an eval-mode pass by [`infer::trunk`],
+    /// where it applies: normalised f32 `x` on the CPU, nothing tracking
+    /// gradients (a [`ResNet::frozen`] model and a plain input), direct
+    /// kernels for every convolution, no option-B shortcut. `None` otherwise.
+    fn inference_trunk(&self, x: &Tensor, train: bool) -> candle_core::Result<Option<Tensor>> {
+        let Some((stem, blocks, (b, c, h, w))) = self.inference_plan(x, train)? else { return Ok(None) };
+        let out = infer::trunk(&x.flatten_all()?.to_vec1::<f32>()?, b, &stem, &blocks);
+        Ok(Some(Tensor::from_vec(out, (b, c, h, w), x.device())?))
+    }
+
+    /// Whether an eval-mode pass of `x` runs the trunk by [`infer::trunk`]
+    /// (see [`ResNet::forward`]) rather than layer by layer.
+    pub fn takes_inference_trunk(&self, x: &Tensor) -> candle_core::Result<bool> {
+        Ok(self.inference_plan(x, false)?.is_some())
+    }
+
+    /// The layers of [`infer::trunk`] for `x` and the `[b, c, h, w]` shape
+    /// of its output, where it applies.
+    #[allow(clippy::type_complexity)]
+    fn inference_plan(
+        &self,
+        x: &Tensor,
+        train: bool,
+    ) -> candle_core::Result<Option<(infer::Layer, Vec<infer::Block>, (usize, usize, usize, usize))>> {
+        let convs = || {
+            std::iter::once((&self.conv1, &self.bn1))
+                .chain(self.blocks.iter().flat_map(|b| [(&b.conv1, &b.bn1), (&b.conv2, &b.bn2)]))
+        };
+        let tracks =
+            x.track_op() || convs().any(|(c, n)| c.weight.track_op() || n.weight.track_op() || n.bias.track_op());
+        let option_b = self.blocks.iter().any(|b| matches!(b.shortcut, ShortcutPath::B(..)));
+        if train || tracks || option_b || x.dtype() != DType::F32 || !x.device().is_cpu() {
+            return Ok(None);
+        }
+        let (b, _, mut h, mut w) = x.dims4()?;
+        let layer = |conv: &Conv, bn: &BatchNorm, h: &mut usize, w: &mut usize| {
+            let (cout, cin, k, _) = conv.weight.dims4()?;
+            let g = conv::Geometry { b, cin, h: *h, w: *w, cout, k, stride: conv.stride, pad: conv.padding };
+            if !direct::supports(&g) || g.pad != 1 {
+                return Ok(None);
+            }
+            (*h, *w) = (g.ho(), g.wo());
+            let (scale, shift) = bn.eval_scale_shift()?;
+            let conv = direct::Prepared::new(&conv.weight.flatten_all()?.to_vec1::<f32>()?, &g);
+            candle_core::Result::Ok(Some(infer::Layer { conv, scale: scale.to_vec1()?, shift: shift.to_vec1()? }))
+        };
+        let Some(stem) = layer(&self.conv1, &self.bn1, &mut h, &mut w)? else { return Ok(None) };
+        let mut blocks = Vec::with_capacity(self.blocks.len());
+        for bl in &self.blocks {
+            let (c, hin, win) = (bl.conv1.weight.dim(1)?, h, w);
+            let Some(conv1) = layer(&bl.conv1, &bl.bn1, &mut h, &mut w)? else { return Ok(None) };
+            let Some(conv2) = layer(&bl.conv2, &bl.bn2, &mut h, &mut w)? else { return Ok(None) };
+            let shortcut = match bl.shortcut {
+                ShortcutPath::A(pad) => infer::Shortcut::A { pad, c, h: hin, w: win },
+                _ => infer::Shortcut::Identity,
+            };
+            blocks.push(infer::Block { conv1, conv2, shortcut });
+        }
+        let c = blocks.last().map_or(stem.conv.out_len(), |bl| bl.conv2.conv.out_len()) / (h * w);
+        Ok(Some((stem, blocks, (b, c, h, w))))
     }
 
     /// The same model with its weights cut off from autograd: gradients flow
@@ -632,6 +708,8 @@ pub fn predict(model: &ResNet, pixels: &[u8], n: usize, h: usize, w: usize, batc
     };
     out.logits.reserve(n * out.classes);
     out.features.reserve(n * out.feature_dim);
+    // Nothing needs gradients: the frozen model takes the inference trunk.
+    let model = model.frozen();
     for start in (0..n).step_by(batch.max(1)) {
         let m = batch.min(n - start);
         let x = images_to_tensor(&pixels[start * len..(start + m) * len], m, h, w, model.device())?;

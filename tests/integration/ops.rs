@@ -281,3 +281,59 @@ fn eval_mode_batch_norm_op_matches_the_composed_formula_forward_and_backward() {
         }
     }
 }
+
+/// A ResNet with random batch-norm parameters and statistics, so that the
+/// eval-mode affine maps are not the identity.
+fn model_with_batch_norm_state(depth: usize, width: usize, seed: u64) -> misfit::model::ResNet {
+    let cfg = misfit::model::ModelConfig {
+        depth,
+        width,
+        shortcut: misfit::model::Shortcut::A,
+        classes: (0..10).map(|i| i.to_string()).collect(),
+        mean: [0.5; 3],
+        std: [0.25; 3],
+    };
+    let m = misfit::model::ResNet::init(cfg, seed, &Device::Cpu).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    for (name, v) in m.params.trainable.iter().chain(&m.params.buffers) {
+        let (lo, hi) = match name.rsplit('.').next().unwrap() {
+            "running_var" => (0.2, 3.0),
+            "running_mean" | "bias" if name.contains("bn") => (-0.5, 0.5),
+            "weight" if name.contains("bn") => (0.5, 1.5),
+            _ => continue,
+        };
+        let vals: Vec<f32> = (0..v.elem_count()).map(|_| rng.random_range(lo..hi)).collect();
+        v.set(&Tensor::from_vec(vals, v.shape(), &Device::Cpu).unwrap()).unwrap();
+    }
+    m
+}
+
+#[test]
+fn inference_image_by_image_gives_the_layer_by_layer_bits() {
+    // The trunk runs where the direct kernels do (x86-64 with AVX2 + FMA).
+    let direct =
+        cfg!(target_arch = "x86_64") && std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
+    // (depth, width, image side, batch): row mode at 16 and 32 pixels, flat
+    // mode and odd stride-2 inputs at 9 and 17, batch 1 and odd batches.
+    for (depth, width, side, batch) in [(8, 8, 16, 3), (8, 8, 17, 1), (14, 16, 32, 5), (8, 4, 9, 2)] {
+        let m = model_with_batch_norm_state(depth, width, side as u64).frozen();
+        let px: Vec<u8> = (0..batch * side * side * 3).map(|i| (i * 7919 % 251) as u8).collect();
+        let x = misfit::model::images_to_tensor(&px, batch, side, side, &Device::Cpu).unwrap();
+        assert_eq!(m.takes_inference_trunk(&x).unwrap(), direct, "{depth} {width} {side}");
+        let fast = m.forward(&x, false).unwrap();
+        // An input that tracks gradients (as in attacks) takes the layer-by-layer ops.
+        let xv = Var::from_tensor(&x).unwrap();
+        assert!(!m.takes_inference_trunk(xv.as_tensor()).unwrap());
+        let slow = m.forward(xv.as_tensor(), false).unwrap();
+        let bits = |t: &Tensor| {
+            t.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        };
+        assert_eq!(bits(&fast.logits), bits(&slow.logits), "logits, depth {depth} width {width} side {side}");
+        assert_eq!(bits(&fast.features), bits(&slow.features), "features, depth {depth} width {width} side {side}");
+        assert!(fast.logits.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() > 0.0);
+    }
+    // A model that tracks weight gradients never takes it.
+    let m = model_with_batch_norm_state(8, 8, 1);
+    let x = Tensor::zeros((2, 3, 16, 16), DType::F32, &Device::Cpu).unwrap();
+    assert!(!m.takes_inference_trunk(&x).unwrap());
+}
