@@ -40,7 +40,7 @@ fn lane_sum2<T: WithDType>(us: &[T], vs: &[T], f: impl Fn(T, T) -> f64) -> f64 {
 }
 
 /// Per-channel batch mean and biased variance of `[b, c, hw]` data (two passes, f64 sums).
-fn stats<T: WithDType>(x: &[T], b: usize, c: usize, hw: usize) -> Vec<(f64, f64)> {
+pub(super) fn stats<T: WithDType>(x: &[T], b: usize, c: usize, hw: usize) -> Vec<(f64, f64)> {
     (0..c)
         .into_par_iter()
         .map(|ch| {
@@ -55,7 +55,7 @@ fn stats<T: WithDType>(x: &[T], b: usize, c: usize, hw: usize) -> Vec<(f64, f64)
 
 /// `y = (x - mean) / sqrt(var + eps) * gamma + beta`, then ReLU if asked; `[b, c, hw]`.
 /// The per-element work is one multiply-add in the element type.
-fn forward<T: WithDType>(
+pub(super) fn forward<T: WithDType>(
     x: &[T],
     g: &[T],
     bt: &[T],
@@ -64,13 +64,20 @@ fn forward<T: WithDType>(
     relu: bool,
     st: &[(f64, f64)],
 ) -> Vec<T> {
-    let (scale, shift): (Vec<T>, Vec<T>) = (0..dims.1)
+    let (scale, shift) = scale_shift(g, bt, eps, st);
+    affine(x, &scale, &shift, dims, relu)
+}
+
+/// Per channel the `scale` and `shift` of `y = x * scale + shift` that
+/// normalise with batch statistics `st` (mean, biased variance), then
+/// apply gamma `g` and beta `bt`; computed in f64, rounded once.
+pub(super) fn scale_shift<T: WithDType>(g: &[T], bt: &[T], eps: f64, st: &[(f64, f64)]) -> (Vec<T>, Vec<T>) {
+    (0..st.len())
         .map(|ch| {
             let scale = g[ch].to_f64() / (st[ch].1 + eps).sqrt();
             (T::from_f64(scale), T::from_f64(bt[ch].to_f64() - st[ch].0 * scale))
         })
-        .unzip();
-    affine(x, &scale, &shift, dims, relu)
+        .unzip()
 }
 
 /// The op: `x.apply_op3(gamma, beta, BatchNormTrain { .. })` on `[b, c, h, w]`.
@@ -167,7 +174,7 @@ struct Backward {
 /// when fused, into the output buffer, branch-free (the mask is data, a
 /// branch per element would be mispredicted half the time).
 #[allow(clippy::too_many_arguments)]
-fn backward<T: WithDType>(
+pub(super) fn backward<T: WithDType>(
     x: &[T],
     dy: &[T],
     y: &[T],

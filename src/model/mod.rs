@@ -13,6 +13,7 @@
 //! pooled features `[n, 4 * width]` that enter the head.
 
 pub mod batchnorm;
+pub mod block;
 pub mod checkpoint;
 pub mod conv;
 pub mod conv_cuda;
@@ -368,18 +369,25 @@ impl BatchNorm {
         let op = batchnorm::BatchNormTrain { eps: BN_EPS, relu, last_stats: stats.clone() };
         let y = x.contiguous()?.apply_op3(&self.weight, &self.bias, op)?;
         let st = stats.lock().expect("stats lock").clone();
-        let n = (x.elem_count() / self.weight.dim(0)?) as f64;
+        self.update_running(&st, x.elem_count() / self.weight.dim(0)?, x.device())?;
+        Ok(y)
+    }
+
+    /// The running statistics after a training pass over `n` values per
+    /// channel whose batch statistics (mean, biased variance) were `st`:
+    /// momentum 0.1, unbiased variance, as PyTorch.
+    fn update_running(&self, st: &[(f64, f64)], n: usize, dev: &Device) -> candle_core::Result<()> {
+        let n = n as f64;
         let m = BN_MOMENTUM;
         let rm: Vec<f64> = self.running_mean.as_tensor().to_dtype(DType::F64)?.to_vec1()?;
         let rv: Vec<f64> = self.running_var.as_tensor().to_dtype(DType::F64)?.to_vec1()?;
-        let new_rm: Vec<f64> = rm.iter().zip(&st).map(|(r, s)| (1.0 - m) * r + m * s.0).collect();
+        let new_rm: Vec<f64> = rm.iter().zip(st).map(|(r, s)| (1.0 - m) * r + m * s.0).collect();
         let new_rv: Vec<f64> =
-            rv.iter().zip(&st).map(|(r, s)| (1.0 - m) * r + m * s.1 * n / (n - 1.0).max(1.0)).collect();
+            rv.iter().zip(st).map(|(r, s)| (1.0 - m) * r + m * s.1 * n / (n - 1.0).max(1.0)).collect();
         let dtype = self.running_mean.dtype();
-        let dev = x.device();
         self.running_mean.set(&Tensor::from_vec(new_rm, st.len(), dev)?.to_dtype(dtype)?)?;
         self.running_var.set(&Tensor::from_vec(new_rv, st.len(), dev)?.to_dtype(dtype)?)?;
-        Ok(y)
+        Ok(())
     }
 }
 
@@ -439,6 +447,13 @@ impl Block {
     }
 
     fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        if train && cpu::takes_cpu_ops(x) {
+            match self.shortcut {
+                ShortcutPath::Identity => return self.forward_train_cpu(x, block::Shortcut::Identity),
+                ShortcutPath::A(pad) => return self.forward_train_cpu(x, block::Shortcut::A(pad)),
+                ShortcutPath::B(..) => {}
+            }
+        }
         let out = self.bn1.forward(&self.conv1.forward(x)?, train, true)?;
         let out = self.bn2.forward(&self.conv2.forward(&out)?, train, false)?;
         let short = match &self.shortcut {
@@ -447,6 +462,34 @@ impl Block {
             ShortcutPath::B(conv, bn) => bn.forward(&conv.forward(x)?, train, false)?,
         };
         residual::add_relu_tensors(&out, &short)
+    }
+}
+
+impl Block {
+    /// Training mode on the CPU: the block as one op ([`block::BlockTrain`]),
+    /// then both batch norms' running statistics updated from the batch
+    /// statistics it measured.
+    fn forward_train_cpu(&self, x: &Tensor, shortcut: block::Shortcut) -> candle_core::Result<Tensor> {
+        let (cout, stride) = (self.conv1.weight.dim(0)?, self.conv1.stride);
+        let params = Tensor::cat(
+            &[
+                &self.conv1.weight.flatten_all()?,
+                &self.bn1.weight,
+                &self.bn1.bias,
+                &self.conv2.weight.flatten_all()?,
+                &self.bn2.weight,
+                &self.bn2.bias,
+            ],
+            0,
+        )?;
+        let op = block::BlockTrain::new(cout, stride, shortcut, BN_EPS);
+        let stats = op.stats.clone();
+        let y = x.contiguous()?.apply_op2(&params, op)?;
+        let (st1, st2) = stats.lock().expect("stats lock").clone();
+        let n = y.elem_count() / cout;
+        self.bn1.update_running(&st1, n, x.device())?;
+        self.bn2.update_running(&st2, n, x.device())?;
+        Ok(y)
     }
 }
 

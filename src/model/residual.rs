@@ -46,7 +46,7 @@ fn elementwise(
     Ok((out, l1.shape().clone()))
 }
 
-fn add_relu<T: WithDType>(a: T, b: T) -> T {
+pub(super) fn add_relu<T: WithDType>(a: T, b: T) -> T {
     let s = a + b;
     if s > T::zero() {
         s
@@ -159,7 +159,11 @@ fn shortcut_dims(dims: &[usize], pad: usize) -> candle_core::Result<(usize, usiz
 #[derive(Clone, Copy, Debug)]
 pub struct ShortcutA(pub usize);
 
-fn shortcut_forward<T: WithDType>(x: &[T], d: (usize, usize, usize, usize, usize, usize), pad: usize) -> Vec<T> {
+pub(super) fn shortcut_forward<T: WithDType>(
+    x: &[T],
+    d: (usize, usize, usize, usize, usize, usize),
+    pad: usize,
+) -> Vec<T> {
     let (n, c, h, w, h2, w2) = d;
     let co = c + 2 * pad;
     let mut out = vec![T::zero(); n * co * h2 * w2];
@@ -177,7 +181,11 @@ fn shortcut_forward<T: WithDType>(x: &[T], d: (usize, usize, usize, usize, usize
     out
 }
 
-fn shortcut_backward<T: WithDType>(dy: &[T], d: (usize, usize, usize, usize, usize, usize), pad: usize) -> Vec<T> {
+pub(super) fn shortcut_backward<T: WithDType>(
+    dy: &[T],
+    d: (usize, usize, usize, usize, usize, usize),
+    pad: usize,
+) -> Vec<T> {
     let (n, c, h, w, h2, w2) = d;
     let co = c + 2 * pad;
     let mut dx = vec![T::zero(); n * c * h * w];

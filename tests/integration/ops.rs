@@ -337,3 +337,65 @@ fn inference_image_by_image_gives_the_layer_by_layer_bits() {
     let x = Tensor::zeros((2, 3, 16, 16), DType::F32, &Device::Cpu).unwrap();
     assert!(!m.takes_inference_trunk(&x).unwrap());
 }
+
+#[test]
+fn a_residual_block_as_one_op_gives_the_values_of_its_five_ops_forward_and_backward() {
+    use misfit::model::batchnorm::BatchNormTrain;
+    use misfit::model::block::{BlockTrain, Shortcut};
+    use misfit::model::residual::{add_relu_tensors, shortcut_a};
+    use std::sync::{Arc, Mutex};
+    let dev = Device::Cpu;
+    // (batch, cin, side, cout, shortcut): identity blocks at 16 and 8
+    // pixels, option A from odd and even sides, batch 1 and odd batches.
+    let cases = [
+        (3, 8, 16, 8, Shortcut::Identity),
+        (1, 8, 17, 16, Shortcut::A(4)),
+        (5, 16, 8, 16, Shortcut::Identity),
+        (2, 4, 10, 8, Shortcut::A(2)),
+    ];
+    for dtype in [DType::F32, DType::F64] {
+        for (b, cin, side, cout, shortcut) in cases {
+            let stride = if shortcut == Shortcut::Identity { 1 } else { 2 };
+            let var = |shape: &[usize], mean: f64| {
+                let t = Tensor::randn(mean, 0.5, shape, &dev).unwrap().to_dtype(dtype).unwrap();
+                Var::from_tensor(&t).unwrap()
+            };
+            let x = var(&[b, cin, side, side], 0.2);
+            let (w1, g1, b1) = (var(&[cout, cin, 3, 3], 0.0), var(&[cout], 1.0), var(&[cout], 0.0));
+            let (w2, g2, b2) = (var(&[cout, cout, 3, 3], 0.0), var(&[cout], 1.0), var(&[cout], 0.0));
+            let params =
+                Tensor::cat(&[&w1.flatten_all().unwrap(), &g1, &b1, &w2.flatten_all().unwrap(), &g2, &b2], 0).unwrap();
+            let op = BlockTrain::new(cout, stride, shortcut, 1e-5);
+            let stats = op.stats.clone();
+            let ours = x.apply_op2(&params, op).unwrap();
+            // The same block as five ops.
+            let (s1, s2) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(Vec::new())));
+            let bn = |relu: bool, last_stats: &Arc<Mutex<Vec<(f64, f64)>>>| BatchNormTrain {
+                eps: 1e-5,
+                relu,
+                last_stats: last_stats.clone(),
+            };
+            let h = conv::conv2d(&x, &w1, stride, 1).unwrap().apply_op3(&g1, &b1, bn(true, &s1)).unwrap();
+            let o = conv::conv2d(&h, &w2, 1, 1).unwrap().apply_op3(&g2, &b2, bn(false, &s2)).unwrap();
+            let short = match shortcut {
+                Shortcut::Identity => x.as_tensor().clone(),
+                Shortcut::A(pad) => shortcut_a(&x, pad).unwrap(),
+            };
+            let theirs = add_relu_tensors(&o, &short).unwrap();
+            let case = format!("{dtype:?} {b}x{cin}x{side} to {cout} {shortcut:?}");
+            assert_eq!(ours.dims(), theirs.dims(), "{case}");
+            assert_eq!(max_diff(&ours, &theirs), 0.0, "forward {case}");
+            assert_eq!(*stats.lock().unwrap(), (s1.lock().unwrap().clone(), s2.lock().unwrap().clone()), "{case}");
+            let probe = Tensor::randn(0f64, 1f64, ours.dims(), &dev).unwrap().to_dtype(dtype).unwrap();
+            let ga = (&ours * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+            let gb = (&theirs * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+            for (name, v) in [("x", &x), ("w1", &w1), ("g1", &g1), ("b1", &b1), ("w2", &w2), ("g2", &g2), ("b2", &b2)] {
+                let (a, t) = (ga.get(v).unwrap(), gb.get(v).unwrap());
+                assert!(
+                    t.abs().unwrap().sum_all().unwrap().to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap() > 0.0
+                );
+                assert_eq!(max_diff(a, t), 0.0, "{name} gradient {case}");
+            }
+        }
+    }
+}
