@@ -131,6 +131,11 @@ struct BenchModelArgs {
     /// Untimed steps first.
     #[arg(long, default_value_t = 1)]
     warmup: usize,
+    /// Measure misfit then PyTorch this many times in turn and report the
+    /// median ratio of the pairs (shared or throttled machines drift by tens
+    /// of percent between runs).
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
     /// Python interpreter with PyTorch for the reference.
     #[arg(long, default_value = "python3")]
     python: String,
@@ -540,30 +545,47 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let device = model::select_device(m.device.into())?;
             let cfg = m.config();
             println!("ResNet-{depth}, width {width}, {size}x{size} images, batch {batch}, {steps} timed steps after {warmup}");
-            let ours = bench::measure(&cfg, &device)?;
-            println!(
-                "misfit  ({}): train {:>7.1} img/s (step {:.3} s: forward {:.3} s, backward {:.3} s), inference {:>7.1} img/s",
-                model::device_name(&device),
-                ours.train_img_s,
-                ours.train_step_s,
-                ours.forward_s,
-                ours.backward_s,
-                ours.infer_img_s
-            );
             let torch_device = if device.is_cuda() { "cuda" } else { "cpu" };
-            match bench::measure_torch(&python, &cfg, torch_device, 0)? {
-                Some(t) => {
-                    println!(
-                        "PyTorch {} ({} threads): train {:>7.1} img/s (step {:.3} s), inference {:>7.1} img/s",
-                        t.torch, t.threads, t.train_img_s, t.train_step_s, t.infer_img_s
-                    );
-                    println!(
-                        "ratio misfit/PyTorch: train {:.2}, inference {:.2}",
-                        ours.train_img_s / t.train_img_s,
-                        ours.infer_img_s / t.infer_img_s
-                    );
-                }
-                None => println!("PyTorch: not importable by {python}; no comparison (pass --python PATH)"),
+            let (mut train, mut infer) = (Vec::new(), Vec::new());
+            for _ in 0..m.rounds.max(1) {
+                let ours = bench::measure(&cfg, &device)?;
+                println!(
+                    "misfit  ({}): train {:>7.1} img/s (step {:.3} s: forward {:.3} s, backward {:.3} s), inference {:>7.1} img/s",
+                    model::device_name(&device),
+                    ours.train_img_s,
+                    ours.train_step_s,
+                    ours.forward_s,
+                    ours.backward_s,
+                    ours.infer_img_s
+                );
+                let Some(t) = bench::measure_torch(&python, &cfg, torch_device, 0)? else {
+                    println!("PyTorch: not importable by {python}; no comparison (pass --python PATH)");
+                    continue;
+                };
+                println!(
+                    "PyTorch {} ({} threads): train {:>7.1} img/s (step {:.3} s), inference {:>7.1} img/s",
+                    t.torch, t.threads, t.train_img_s, t.train_step_s, t.infer_img_s
+                );
+                train.push(ours.train_img_s / t.train_img_s);
+                infer.push(ours.infer_img_s / t.infer_img_s);
+                println!(
+                    "ratio misfit/PyTorch: train {:.2}, inference {:.2}",
+                    train[train.len() - 1],
+                    infer[infer.len() - 1]
+                );
+            }
+            if train.len() > 1 {
+                let (t, i) = (bench::Spread::of(&train), bench::Spread::of(&infer));
+                println!(
+                    "median ratio of {} rounds: train {:.2} ({:.2}-{:.2}), inference {:.2} ({:.2}-{:.2})",
+                    train.len(),
+                    t.median,
+                    t.min,
+                    t.max,
+                    i.median,
+                    i.min,
+                    i.max
+                );
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -101,6 +101,25 @@ pub fn measure(cfg: &BenchConfig, device: &Device) -> Result<Throughput> {
     })
 }
 
+/// Median and range of repeated measurements.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Spread {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    /// Of `values` (not empty; the mean of the middle two for an even count).
+    pub fn of(values: &[f64]) -> Spread {
+        let mut v = values.to_vec();
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        let median = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };
+        Spread { median, min: v[0], max: v[n - 1] }
+    }
+}
+
 /// PyTorch's figures for the same model, from `python` (None when PyTorch
 /// is not importable there).
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -186,18 +186,24 @@ pub(super) fn backward<T: WithDType>(
 ) -> Vec<T> {
     let (b, c, hw) = dims;
     let n = (b * hw) as f64;
-    let mut out = vec![T::zero(); x.len() + 2 * c];
-    let (dx, rest) = out.split_at_mut(x.len());
-    // dx <- dy, masked where the ReLU output is 0.
-    dx.par_chunks_mut(c * hw).zip(dy.par_chunks(c * hw).zip(y.par_chunks(c * hw))).for_each(|(d, (g, yv))| {
-        if relu {
-            for ((d, &g), &yv) in d.iter_mut().zip(g).zip(yv) {
-                *d = mask_relu(g, yv);
+    // dx <- dy, masked where the ReLU output is 0 (built without zero-filling first).
+    // SAFETY: each image's chunk is written whole.
+    let mut out = unsafe {
+        cpu::par_build_with_capacity(x.len(), x.len() + 2 * c, c * hw, |start, d| {
+            let (g, yv) = (&dy[start..][..d.len()], &y[start..][..d.len()]);
+            if relu {
+                for ((d, &g), &yv) in d.iter_mut().zip(g).zip(yv) {
+                    d.write(mask_relu(g, yv));
+                }
+            } else {
+                for (d, &g) in d.iter_mut().zip(g) {
+                    d.write(g);
+                }
             }
-        } else {
-            d.copy_from_slice(g);
-        }
-    });
+        })
+    };
+    out.resize(x.len() + 2 * c, T::zero());
+    let (dx, rest) = out.split_at_mut(x.len());
     let g: &[T] = dx;
     // Per channel: sum of dy and sum of dy * xhat.
     let sums: Vec<(f64, f64)> = (0..c)

@@ -73,8 +73,23 @@ pub(crate) unsafe fn par_build<T: Send>(
     chunk: usize,
     fill: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync + Send,
 ) -> Vec<T> {
+    // SAFETY: the caller's contract is this function's.
+    unsafe { par_build_with_capacity(len, len, chunk, fill) }
+}
+
+/// [`par_build`] into a vector with room for `capacity >= len` elements,
+/// for outputs that grow by a few elements afterwards.
+///
+/// # Safety
+/// As [`par_build`].
+pub(crate) unsafe fn par_build_with_capacity<T: Send>(
+    len: usize,
+    capacity: usize,
+    chunk: usize,
+    fill: impl Fn(usize, &mut [MaybeUninit<T>]) + Sync + Send,
+) -> Vec<T> {
     let chunk = chunk.max(1);
-    let mut v: Vec<T> = Vec::with_capacity(len);
+    let mut v: Vec<T> = Vec::with_capacity(capacity.max(len));
     v.spare_capacity_mut()[..len].par_chunks_mut(chunk).enumerate().for_each(|(i, out)| fill(i * chunk, out));
     // SAFETY: the caller's `fill` wrote every element of the `len` above.
     unsafe { v.set_len(len) };
