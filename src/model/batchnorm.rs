@@ -285,7 +285,13 @@ pub struct ChannelAffine {
 }
 
 /// `[b, c, hw]` x, `[c]` scale and shift.
-fn affine<T: WithDType>(x: &[T], scale: &[T], shift: &[T], dims: (usize, usize, usize), relu: bool) -> Vec<T> {
+pub(super) fn affine<T: WithDType>(
+    x: &[T],
+    scale: &[T],
+    shift: &[T],
+    dims: (usize, usize, usize),
+    relu: bool,
+) -> Vec<T> {
     let (_, c, hw) = dims;
     // SAFETY: each image's chunk is written whole, channel by channel.
     unsafe {

@@ -326,3 +326,204 @@ impl CustomOp3 for Backward {
         Ok((out?, shape))
     }
 }
+
+/// The eval-mode block for gradients with respect to the input only (a
+/// frozen model in attacks): `x.apply_op2(params, BlockEval::new(..))`,
+/// `params` the 1-D concatenation of conv1's weight, bn1's `[cout]` scale
+/// and shift (running statistics folded in, as the eval-mode batch-norm op
+/// takes them), conv2's weight, bn2's scale and shift. The same arithmetic
+/// as the five eval-mode ops, forward and backward; no parameter gradient
+/// (callers use it only where no parameter tracks one).
+pub struct BlockEval {
+    cout: usize,
+    stride: usize,
+    shortcut: Shortcut,
+    /// bn1's output (after ReLU) and the parameters, of the last forward pass.
+    saved: Arc<Mutex<Option<Box<dyn Any + Send>>>>,
+}
+
+/// What [`BlockEval`]'s backward pass needs: weights, scales, bn1's output.
+struct SavedEval<T> {
+    w1: Vec<T>,
+    w2: Vec<T>,
+    scale1: Vec<T>,
+    scale2: Vec<T>,
+    h: Vec<T>,
+}
+
+impl BlockEval {
+    /// As [`BlockTrain::new`].
+    pub fn new(cout: usize, stride: usize, shortcut: Shortcut) -> BlockEval {
+        BlockEval { cout, stride, shortcut, saved: Arc::new(Mutex::new(None)) }
+    }
+
+    fn train_shape(&self) -> BlockTrain {
+        BlockTrain::new(self.cout, self.stride, self.shortcut, 0.0)
+    }
+
+    fn forward<T: Element>(&self, x: &[T], p: &[T], g1: &Geometry, g2: &Geometry) -> Vec<T> {
+        let c = self.cout;
+        let (w1, p) = p.split_at(c * g1.cin * 9);
+        let (s1, p) = p.split_at(c);
+        let (t1, p) = p.split_at(c);
+        let (w2, p) = p.split_at(c * c * 9);
+        let (s2, t2) = p.split_at(c);
+        let hw = g2.h * g2.w;
+        let dims = (g1.b, c, hw);
+        let h = batchnorm::affine(&conv::forward(x, w1, g1), s1, t1, dims, true);
+        let mut out = conv::forward(&h, w2, g2);
+        let short_a;
+        let short: &[T] = match self.shortcut {
+            Shortcut::Identity => x,
+            Shortcut::A(pad) => {
+                short_a = residual::shortcut_forward(x, (g1.b, g1.cin, g1.h, g1.w, g2.h, g2.w), pad);
+                &short_a
+            }
+        };
+        // relu(bn2(c2) + shortcut) in place: `v * scale + shift`, then the residual op's sum and ReLU.
+        out.par_chunks_mut(c * hw).zip(short.par_chunks(c * hw)).for_each(|(o, r)| {
+            for ch in 0..c {
+                let (s, t) = (s2[ch], t2[ch]);
+                for (o, &r) in o[ch * hw..(ch + 1) * hw].iter_mut().zip(&r[ch * hw..(ch + 1) * hw]) {
+                    *o = residual::add_relu(*o * s + t, r);
+                }
+            }
+        });
+        let saved = SavedEval { w1: w1.to_vec(), w2: w2.to_vec(), scale1: s1.to_vec(), scale2: s2.to_vec(), h };
+        *self.saved.lock().expect("block lock") = Some(Box::new(saved));
+        out
+    }
+}
+
+impl CustomOp2 for BlockEval {
+    fn name(&self) -> &'static str {
+        "misfit-residual-block-eval"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (g1, g2) = self.train_shape().geometries(l1, l2)?;
+        let out = cpu::dispatch2(
+            "residual block (eval)",
+            (s1, l1),
+            (s2, l2),
+            |x, p| self.forward(x, p, &g1, &g2),
+            |x, p| self.forward(x, p, &g1, &g2),
+        )?;
+        Ok((out, Shape::from((g1.b, self.cout, g2.h, g2.w))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        params: &Tensor,
+        res: &Tensor,
+        dy: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        if params.track_op() {
+            candle_core::bail!("residual block (eval): no parameter gradient; use the layer-by-layer ops");
+        }
+        if !x.track_op() {
+            return Ok((None, None));
+        }
+        let (g1, g2) = self.train_shape().geometries(x.layout(), params.layout())?;
+        let op = BackwardEval { g1, g2, shortcut: self.shortcut, saved: self.saved.clone() };
+        Ok((Some(dy.contiguous()?.apply_op2_no_bwd(res, &op)?), None))
+    }
+}
+
+/// `dy.apply_op2_no_bwd(y, ..)`: [`BlockEval`]'s input gradient.
+struct BackwardEval {
+    g1: Geometry,
+    g2: Geometry,
+    shortcut: Shortcut,
+    saved: Arc<Mutex<Option<Box<dyn Any + Send>>>>,
+}
+
+impl BackwardEval {
+    fn run<T: Element>(&self, dy: &[T], y: &[T]) -> candle_core::Result<Vec<T>> {
+        let guard = self.saved.lock().expect("block lock");
+        let Some(s) = guard.as_ref().and_then(|s| s.downcast_ref::<SavedEval<T>>()) else {
+            candle_core::bail!("residual block backward: no forward pass of this element type to go back through");
+        };
+        let (g1, g2, c) = (&self.g1, &self.g2, self.g2.cout);
+        let hw = g2.h * g2.w;
+        // The eval-mode batch-norm op's backward: dy masked by its ReLU
+        // output where fused, times the scale (plus a zero shift, as it runs).
+        let scaled = |g: &mut [T], mask: &[T], scale: &[T]| {
+            g.par_chunks_mut(c * hw).zip(mask.par_chunks(c * hw)).for_each(|(g, m)| {
+                for ch in 0..c {
+                    for (g, &m) in g[ch * hw..(ch + 1) * hw].iter_mut().zip(&m[ch * hw..(ch + 1) * hw]) {
+                        *g = residual::mask_relu(*g, m) * scale[ch] + T::zero();
+                    }
+                }
+            })
+        };
+        // bn2's input gradient: dy masked by the output's ReLU, times bn2's scale.
+        let mut dc2 = dy.to_vec();
+        scaled(&mut dc2, y, &s.scale2);
+        let mut dh = conv::backward_data(&dc2, &s.w2, g2);
+        drop(dc2);
+        scaled(&mut dh, &s.h, &s.scale1);
+        let mut dx = conv::backward_data(&dh, &s.w1, g1);
+        match self.shortcut {
+            Shortcut::Identity => {
+                dx.par_chunks_mut(CHUNK).zip(dy.par_chunks(CHUNK).zip(y.par_chunks(CHUNK))).for_each(|(d, (g, y))| {
+                    for ((d, &g), &y) in d.iter_mut().zip(g).zip(y) {
+                        *d = *d + residual::mask_relu(g, y);
+                    }
+                })
+            }
+            Shortcut::A(pad) => {
+                let masked: Vec<T> = dy.iter().zip(y).map(|(&g, &y)| residual::mask_relu(g, y)).collect();
+                let short = residual::shortcut_backward(&masked, (g1.b, g1.cin, g1.h, g1.w, g2.h, g2.w), pad);
+                dx.par_chunks_mut(CHUNK).zip(short.par_chunks(CHUNK)).for_each(|(d, r)| {
+                    for (d, &r) in d.iter_mut().zip(r) {
+                        *d = *d + r;
+                    }
+                })
+            }
+        }
+        Ok(dx)
+    }
+
+    fn run_into<T: Element>(&self, dy: &[T], y: &[T], failed: &RefCell<Option<candle_core::Error>>) -> Vec<T> {
+        self.run(dy, y).unwrap_or_else(|e| {
+            *failed.borrow_mut() = Some(e);
+            Vec::new()
+        })
+    }
+}
+
+impl CustomOp2 for BackwardEval {
+    fn name(&self) -> &'static str {
+        "misfit-residual-block-eval-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let failed = RefCell::new(None);
+        let out = cpu::dispatch2(
+            "residual block backward",
+            (s1, l1),
+            (s2, l2),
+            |dy, y| self.run_into(dy, y, &failed),
+            |dy, y| self.run_into(dy, y, &failed),
+        );
+        if let Some(e) = failed.into_inner() {
+            return Err(e);
+        }
+        let g = &self.g1;
+        Ok((out?, Shape::from((g.b, g.cin, g.h, g.w))))
+    }
+}

@@ -447,11 +447,21 @@ impl Block {
     }
 
     fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        if train && cpu::takes_cpu_ops(x) {
-            match self.shortcut {
-                ShortcutPath::Identity => return self.forward_train_cpu(x, block::Shortcut::Identity),
-                ShortcutPath::A(pad) => return self.forward_train_cpu(x, block::Shortcut::A(pad)),
-                ShortcutPath::B(..) => {}
+        let shortcut = match self.shortcut {
+            ShortcutPath::Identity => Some(block::Shortcut::Identity),
+            ShortcutPath::A(pad) => Some(block::Shortcut::A(pad)),
+            ShortcutPath::B(..) => None,
+        };
+        if let (Some(shortcut), true) = (shortcut, cpu::takes_cpu_ops(x)) {
+            if train {
+                return self.forward_train_cpu(x, shortcut);
+            }
+            let frozen = [&self.conv1.weight, &self.bn1.weight, &self.bn1.bias, &self.conv2.weight, &self.bn2.weight]
+                .into_iter()
+                .chain([&self.bn2.bias])
+                .all(|t| !t.track_op());
+            if frozen {
+                return self.forward_eval_cpu(x, shortcut);
             }
         }
         let out = self.bn1.forward(&self.conv1.forward(x)?, train, true)?;
@@ -490,6 +500,21 @@ impl Block {
         self.bn1.update_running(&st1, n, x.device())?;
         self.bn2.update_running(&st2, n, x.device())?;
         Ok(y)
+    }
+}
+
+impl Block {
+    /// Eval mode on the CPU with frozen weights (gradients reach the input
+    /// only, as in attacks): the block as one op ([`block::BlockEval`]).
+    fn forward_eval_cpu(&self, x: &Tensor, shortcut: block::Shortcut) -> candle_core::Result<Tensor> {
+        let (s1, t1) = self.bn1.eval_scale_shift()?;
+        let (s2, t2) = self.bn2.eval_scale_shift()?;
+        let params = Tensor::cat(
+            &[&self.conv1.weight.flatten_all()?, &s1, &t1, &self.conv2.weight.flatten_all()?, &s2, &t2],
+            0,
+        )?;
+        let op = block::BlockEval::new(self.conv1.weight.dim(0)?, self.conv1.stride, shortcut);
+        x.contiguous()?.apply_op2(&params, op)
     }
 }
 

@@ -321,7 +321,7 @@ fn inference_image_by_image_gives_the_layer_by_layer_bits() {
         let x = misfit::model::images_to_tensor(&px, batch, side, side, &Device::Cpu).unwrap();
         assert_eq!(m.takes_inference_trunk(&x).unwrap(), direct, "{depth} {width} {side}");
         let fast = m.forward(&x, false).unwrap();
-        // An input that tracks gradients (as in attacks) takes the layer-by-layer ops.
+        // An input that tracks gradients (as in attacks) takes the op-by-op path (stem ops, block ops).
         let xv = Var::from_tensor(&x).unwrap();
         assert!(!m.takes_inference_trunk(xv.as_tensor()).unwrap());
         let slow = m.forward(xv.as_tensor(), false).unwrap();
@@ -396,6 +396,52 @@ fn a_residual_block_as_one_op_gives_the_values_of_its_five_ops_forward_and_backw
                 );
                 assert_eq!(max_diff(a, t), 0.0, "{name} gradient {case}");
             }
+        }
+    }
+}
+
+#[test]
+fn a_frozen_eval_mode_block_as_one_op_gives_the_values_of_its_five_ops_and_their_input_gradient() {
+    use misfit::model::batchnorm::ChannelAffine;
+    use misfit::model::block::{BlockEval, Shortcut};
+    use misfit::model::residual::{add_relu_tensors, shortcut_a};
+    let dev = Device::Cpu;
+    let cases = [
+        (3, 8, 16, 8, Shortcut::Identity),
+        (1, 8, 17, 16, Shortcut::A(4)),
+        (5, 16, 8, 16, Shortcut::Identity),
+        (2, 4, 10, 8, Shortcut::A(2)),
+    ];
+    for dtype in [DType::F32, DType::F64] {
+        for (b, cin, side, cout, shortcut) in cases {
+            let stride = if shortcut == Shortcut::Identity { 1 } else { 2 };
+            let t =
+                |shape: &[usize], mean: f64| Tensor::randn(mean, 0.5, shape, &dev).unwrap().to_dtype(dtype).unwrap();
+            let x = Var::from_tensor(&t(&[b, cin, side, side], 0.2)).unwrap();
+            let (w1, s1, t1) = (t(&[cout, cin, 3, 3], 0.0), t(&[cout], 1.0), t(&[cout], 0.0));
+            let (w2, s2, t2) = (t(&[cout, cout, 3, 3], 0.0), t(&[cout], 1.0), t(&[cout], 0.0));
+            let params =
+                Tensor::cat(&[&w1.flatten_all().unwrap(), &s1, &t1, &w2.flatten_all().unwrap(), &s2, &t2], 0).unwrap();
+            let ours = x.apply_op2(&params, BlockEval::new(cout, stride, shortcut)).unwrap();
+            let h =
+                conv::conv2d(&x, &w1, stride, 1).unwrap().apply_op3(&s1, &t1, ChannelAffine { relu: true }).unwrap();
+            let o = conv::conv2d(&h, &w2, 1, 1).unwrap().apply_op3(&s2, &t2, ChannelAffine { relu: false }).unwrap();
+            let short = match shortcut {
+                Shortcut::Identity => x.as_tensor().clone(),
+                Shortcut::A(pad) => shortcut_a(&x, pad).unwrap(),
+            };
+            let theirs = add_relu_tensors(&o, &short).unwrap();
+            let case = format!("{dtype:?} {b}x{cin}x{side} to {cout} {shortcut:?}");
+            assert_eq!(ours.dims(), theirs.dims(), "{case}");
+            assert_eq!(max_diff(&ours, &theirs), 0.0, "forward {case}");
+            let probe = Tensor::randn(0f64, 1f64, ours.dims(), &dev).unwrap().to_dtype(dtype).unwrap();
+            let ga = (&ours * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+            let gb = (&theirs * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+            let (a, t) = (ga.get(&x).unwrap(), gb.get(&x).unwrap());
+            assert!(
+                t.abs().unwrap().sum_all().unwrap().to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap() > 0.0
+            );
+            assert_eq!(max_diff(a, t), 0.0, "input gradient {case}");
         }
     }
 }
