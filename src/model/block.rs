@@ -225,6 +225,37 @@ struct Backward {
 /// Parallel chunks of the element-wise gradient sum.
 const CHUNK: usize = 1 << 15;
 
+/// Adds the shortcut's share of the input gradient into `dx`: `dy` masked
+/// by the output `y`'s ReLU, through option A's subsampling where it is one
+/// (conv1's geometry `g1`, conv2's `g2`).
+fn add_shortcut_gradient<T: Element>(
+    dx: &mut [T],
+    dy: &[T],
+    y: &[T],
+    shortcut: Shortcut,
+    g1: &Geometry,
+    g2: &Geometry,
+) {
+    match shortcut {
+        Shortcut::Identity => {
+            dx.par_chunks_mut(CHUNK).zip(dy.par_chunks(CHUNK).zip(y.par_chunks(CHUNK))).for_each(|(d, (g, y))| {
+                for ((d, &g), &y) in d.iter_mut().zip(g).zip(y) {
+                    *d += residual::mask_relu(g, y);
+                }
+            })
+        }
+        Shortcut::A(pad) => {
+            let masked: Vec<T> = dy.iter().zip(y).map(|(&g, &y)| residual::mask_relu(g, y)).collect();
+            let short = residual::shortcut_backward(&masked, (g1.b, g1.cin, g1.h, g1.w, g2.h, g2.w), pad);
+            dx.par_chunks_mut(CHUNK).zip(short.par_chunks(CHUNK)).for_each(|(d, r)| {
+                for (d, &r) in d.iter_mut().zip(r) {
+                    *d += r;
+                }
+            })
+        }
+    }
+}
+
 impl Backward {
     /// dy is the gradient of the block's output `y`; returns dx and the parameter gradient.
     fn run<T: Element>(&self, x: &[T], dy: &[T], y: &[T]) -> candle_core::Result<(Vec<T>, Vec<T>)> {
@@ -251,26 +282,9 @@ impl Backward {
         if !self.dx {
             return Ok((Vec::new(), dparams));
         }
-        // conv1's input gradient plus the shortcut's (dy masked by the ReLU).
+        // conv1's input gradient plus the shortcut's.
         let mut dx = conv::backward_data(dc1, &s.w1, g1);
-        match self.shortcut {
-            Shortcut::Identity => {
-                dx.par_chunks_mut(CHUNK).zip(dy.par_chunks(CHUNK).zip(y.par_chunks(CHUNK))).for_each(|(d, (g, y))| {
-                    for ((d, &g), &y) in d.iter_mut().zip(g).zip(y) {
-                        *d = *d + residual::mask_relu(g, y);
-                    }
-                })
-            }
-            Shortcut::A(pad) => {
-                let masked: Vec<T> = dy.iter().zip(y).map(|(&g, &y)| residual::mask_relu(g, y)).collect();
-                let short = residual::shortcut_backward(&masked, (g1.b, g1.cin, g1.h, g1.w, g2.h, g2.w), pad);
-                dx.par_chunks_mut(CHUNK).zip(short.par_chunks(CHUNK)).for_each(|(d, r)| {
-                    for (d, &r) in d.iter_mut().zip(r) {
-                        *d = *d + r;
-                    }
-                })
-            }
-        }
+        add_shortcut_gradient(&mut dx, dy, y, self.shortcut, g1, g2);
         Ok((dx, dparams))
     }
 
@@ -471,24 +485,7 @@ impl BackwardEval {
         drop(dc2);
         scaled(&mut dh, &s.h, &s.scale1);
         let mut dx = conv::backward_data(&dh, &s.w1, g1);
-        match self.shortcut {
-            Shortcut::Identity => {
-                dx.par_chunks_mut(CHUNK).zip(dy.par_chunks(CHUNK).zip(y.par_chunks(CHUNK))).for_each(|(d, (g, y))| {
-                    for ((d, &g), &y) in d.iter_mut().zip(g).zip(y) {
-                        *d = *d + residual::mask_relu(g, y);
-                    }
-                })
-            }
-            Shortcut::A(pad) => {
-                let masked: Vec<T> = dy.iter().zip(y).map(|(&g, &y)| residual::mask_relu(g, y)).collect();
-                let short = residual::shortcut_backward(&masked, (g1.b, g1.cin, g1.h, g1.w, g2.h, g2.w), pad);
-                dx.par_chunks_mut(CHUNK).zip(short.par_chunks(CHUNK)).for_each(|(d, r)| {
-                    for (d, &r) in d.iter_mut().zip(r) {
-                        *d = *d + r;
-                    }
-                })
-            }
-        }
+        add_shortcut_gradient(&mut dx, dy, y, self.shortcut, g1, g2);
         Ok(dx)
     }
 
