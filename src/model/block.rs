@@ -109,11 +109,7 @@ impl BlockTrain {
 
     fn forward<T: Element>(&self, x: &[T], p: &[T], g1: &Geometry, g2: &Geometry) -> Vec<T> {
         let c = self.cout;
-        let (w1, p) = p.split_at(c * g1.cin * 9);
-        let (gm1, p) = p.split_at(c);
-        let (bt1, p) = p.split_at(c);
-        let (w2, p) = p.split_at(c * c * 9);
-        let (gm2, bt2) = p.split_at(c);
+        let [w1, gm1, bt1, w2, gm2, bt2] = split_params(p, g1);
         let hw = g2.h * g2.w;
         let dims = (g1.b, c, hw);
         let c1 = conv::forward(x, w1, g1);
@@ -122,27 +118,7 @@ impl BlockTrain {
         let c2 = conv::forward(&h, w2, g2);
         let st2 = batchnorm::stats(&c2, g1.b, c, hw);
         let (scale, shift) = batchnorm::scale_shift(gm2, bt2, self.eps, &st2);
-        let short_a;
-        let short: &[T] = match self.shortcut {
-            Shortcut::Identity => x,
-            Shortcut::A(pad) => {
-                short_a = residual::shortcut_forward(x, (g1.b, g1.cin, g1.h, g1.w, g2.h, g2.w), pad);
-                &short_a
-            }
-        };
-        // relu(bn2(c2) + shortcut): the batch norm's `v * scale + shift`,
-        // then the residual op's sum and ReLU.
-        // SAFETY: each image's chunk is written whole, channel by channel.
-        let out = unsafe {
-            cpu::par_build(c2.len(), c * hw, |start, o| {
-                for (ch, o) in o.chunks_exact_mut(hw).enumerate() {
-                    let (s, t, at) = (scale[ch], shift[ch], start + ch * hw);
-                    for ((o, &v), &r) in o.iter_mut().zip(&c2[at..at + hw]).zip(&short[at..at + hw]) {
-                        o.write(residual::add_relu(v * s + t, r));
-                    }
-                }
-            })
-        };
+        let out = bn_add_relu(&c2, &scale, &shift, x, self.shortcut, g1, g2);
         let f64s = |v: &[T]| v.iter().map(|v| v.to_f64()).collect::<Vec<f64>>();
         let saved = Saved { w1: w1.to_vec(), w2: w2.to_vec(), gamma1: f64s(gm1), gamma2: f64s(gm2), c1, h, c2 };
         *self.saved.lock().expect("block lock") = Some(Box::new(saved));
@@ -220,6 +196,52 @@ struct Backward {
     saved: Arc<Mutex<Option<Box<dyn Any + Send>>>>,
     stats: Stats,
     dparams: Mutex<Option<DParams>>,
+}
+
+/// The concatenated parameters `[w1, a1, b1, w2, a2, b2]` of a block whose
+/// conv1 is `g1` (a: gamma or scale, b: beta or shift, `[cout]` each).
+fn split_params<'a, T>(p: &'a [T], g1: &Geometry) -> [&'a [T]; 6] {
+    let c = g1.cout;
+    let (w1, p) = p.split_at(c * g1.cin * 9);
+    let (a1, p) = p.split_at(c);
+    let (b1, p) = p.split_at(c);
+    let (w2, p) = p.split_at(c * c * 9);
+    let (a2, b2) = p.split_at(c);
+    [w1, a1, b1, w2, a2, b2]
+}
+
+/// The block's output `relu(c2 * scale + shift + shortcut(x))` per channel
+/// of conv2's output `c2`: the batch norm's `v * scale + shift`, then the
+/// residual op's sum and ReLU.
+fn bn_add_relu<T: Element>(
+    c2: &[T],
+    scale: &[T],
+    shift: &[T],
+    x: &[T],
+    shortcut: Shortcut,
+    g1: &Geometry,
+    g2: &Geometry,
+) -> Vec<T> {
+    let (c, hw) = (g2.cout, g2.h * g2.w);
+    let short_a;
+    let short: &[T] = match shortcut {
+        Shortcut::Identity => x,
+        Shortcut::A(pad) => {
+            short_a = residual::shortcut_forward(x, (g1.b, g1.cin, g1.h, g1.w, g2.h, g2.w), pad);
+            &short_a
+        }
+    };
+    // SAFETY: each image's chunk is written whole, channel by channel.
+    unsafe {
+        cpu::par_build(c2.len(), c * hw, |start, o| {
+            for (ch, o) in o.chunks_exact_mut(hw).enumerate() {
+                let (s, t, at) = (scale[ch], shift[ch], start + ch * hw);
+                for ((o, &v), &r) in o.iter_mut().zip(&c2[at..at + hw]).zip(&short[at..at + hw]) {
+                    o.write(residual::add_relu(v * s + t, r));
+                }
+            }
+        })
+    }
 }
 
 /// Parallel chunks of the element-wise gradient sum.
@@ -376,33 +398,10 @@ impl BlockEval {
     }
 
     fn forward<T: Element>(&self, x: &[T], p: &[T], g1: &Geometry, g2: &Geometry) -> Vec<T> {
-        let c = self.cout;
-        let (w1, p) = p.split_at(c * g1.cin * 9);
-        let (s1, p) = p.split_at(c);
-        let (t1, p) = p.split_at(c);
-        let (w2, p) = p.split_at(c * c * 9);
-        let (s2, t2) = p.split_at(c);
-        let hw = g2.h * g2.w;
-        let dims = (g1.b, c, hw);
+        let [w1, s1, t1, w2, s2, t2] = split_params(p, g1);
+        let dims = (g1.b, self.cout, g2.h * g2.w);
         let h = batchnorm::affine(&conv::forward(x, w1, g1), s1, t1, dims, true);
-        let mut out = conv::forward(&h, w2, g2);
-        let short_a;
-        let short: &[T] = match self.shortcut {
-            Shortcut::Identity => x,
-            Shortcut::A(pad) => {
-                short_a = residual::shortcut_forward(x, (g1.b, g1.cin, g1.h, g1.w, g2.h, g2.w), pad);
-                &short_a
-            }
-        };
-        // relu(bn2(c2) + shortcut) in place: `v * scale + shift`, then the residual op's sum and ReLU.
-        out.par_chunks_mut(c * hw).zip(short.par_chunks(c * hw)).for_each(|(o, r)| {
-            for ch in 0..c {
-                let (s, t) = (s2[ch], t2[ch]);
-                for (o, &r) in o[ch * hw..(ch + 1) * hw].iter_mut().zip(&r[ch * hw..(ch + 1) * hw]) {
-                    *o = residual::add_relu(*o * s + t, r);
-                }
-            }
-        });
+        let out = bn_add_relu(&conv::forward(&h, w2, g2), s2, t2, x, self.shortcut, g1, g2);
         let saved = SavedEval { w1: w1.to_vec(), w2: w2.to_vec(), scale1: s1.to_vec(), scale2: s2.to_vec(), h };
         *self.saved.lock().expect("block lock") = Some(Box::new(saved));
         out

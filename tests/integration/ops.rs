@@ -338,6 +338,18 @@ fn inference_image_by_image_gives_the_layer_by_layer_bits() {
     assert!(!m.takes_inference_trunk(&x).unwrap());
 }
 
+/// (batch, cin, side, cout, shortcut) of the block-op tests: identity blocks
+/// at 16 and 8 pixels, option A from odd and even sides, batch 1 and odd batches.
+const BLOCK_CASES: [(usize, usize, usize, usize, misfit::model::block::Shortcut); 4] = {
+    use misfit::model::block::Shortcut;
+    [
+        (3, 8, 16, 8, Shortcut::Identity),
+        (1, 8, 17, 16, Shortcut::A(4)),
+        (5, 16, 8, 16, Shortcut::Identity),
+        (2, 4, 10, 8, Shortcut::A(2)),
+    ]
+};
+
 #[test]
 fn a_residual_block_as_one_op_gives_the_values_of_its_five_ops_forward_and_backward() {
     use misfit::model::batchnorm::BatchNormTrain;
@@ -345,16 +357,8 @@ fn a_residual_block_as_one_op_gives_the_values_of_its_five_ops_forward_and_backw
     use misfit::model::residual::{add_relu_tensors, shortcut_a};
     use std::sync::{Arc, Mutex};
     let dev = Device::Cpu;
-    // (batch, cin, side, cout, shortcut): identity blocks at 16 and 8
-    // pixels, option A from odd and even sides, batch 1 and odd batches.
-    let cases = [
-        (3, 8, 16, 8, Shortcut::Identity),
-        (1, 8, 17, 16, Shortcut::A(4)),
-        (5, 16, 8, 16, Shortcut::Identity),
-        (2, 4, 10, 8, Shortcut::A(2)),
-    ];
     for dtype in [DType::F32, DType::F64] {
-        for (b, cin, side, cout, shortcut) in cases {
+        for (b, cin, side, cout, shortcut) in BLOCK_CASES {
             let stride = if shortcut == Shortcut::Identity { 1 } else { 2 };
             let var = |shape: &[usize], mean: f64| {
                 let t = Tensor::randn(mean, 0.5, shape, &dev).unwrap().to_dtype(dtype).unwrap();
@@ -406,14 +410,8 @@ fn a_frozen_eval_mode_block_as_one_op_gives_the_values_of_its_five_ops_and_their
     use misfit::model::block::{BlockEval, Shortcut};
     use misfit::model::residual::{add_relu_tensors, shortcut_a};
     let dev = Device::Cpu;
-    let cases = [
-        (3, 8, 16, 8, Shortcut::Identity),
-        (1, 8, 17, 16, Shortcut::A(4)),
-        (5, 16, 8, 16, Shortcut::Identity),
-        (2, 4, 10, 8, Shortcut::A(2)),
-    ];
     for dtype in [DType::F32, DType::F64] {
-        for (b, cin, side, cout, shortcut) in cases {
+        for (b, cin, side, cout, shortcut) in BLOCK_CASES {
             let stride = if shortcut == Shortcut::Identity { 1 } else { 2 };
             let t =
                 |shape: &[usize], mean: f64| Tensor::randn(mean, 0.5, shape, &dev).unwrap().to_dtype(dtype).unwrap();
