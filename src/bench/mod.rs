@@ -193,3 +193,15 @@ pub fn measure_torch(
         .map(Some)
         .map_err(|e| Error::Usage(format!("unreadable PyTorch reference output '{line}': {e}")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Spread;
+
+    #[test]
+    fn the_spread_of_rounds_is_their_median_and_range_whatever_their_order() {
+        assert_eq!(Spread::of(&[1.3, 0.9, 1.1]), Spread { median: 1.1, min: 0.9, max: 1.3 });
+        assert_eq!(Spread::of(&[1.0, 2.0, 0.5, 1.5]), Spread { median: 1.25, min: 0.5, max: 2.0 });
+        assert_eq!(Spread::of(&[0.7]), Spread { median: 0.7, min: 0.7, max: 0.7 });
+    }
+}
