@@ -1,7 +1,9 @@
-//! A residual block's training-mode pass as one candle op on the CPU:
-//! `relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))` with batch
-//! statistics, forward and backward, over the kernels of [`super::conv`],
-//! [`super::batchnorm`] and [`super::residual`]. Written by hand because,
+//! A residual block, `relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))`,
+//! as one candle op on the CPU, forward and backward, over the kernels of
+//! [`super::conv`], [`super::batchnorm`] and [`super::residual`]: in
+//! training ([`BlockTrain`]: batch statistics, every gradient) and in eval
+//! mode with frozen weights ([`BlockEval`]: running statistics, the input
+//! gradient only, as attacks need). Written by hand because,
 //! as five candle ops, autograd stores every gradient between them by
 //! zero-filling a tensor and adding the gradient into it (candle's
 //! `GradStore::or_insert`): a zero pass and an add pass over each
