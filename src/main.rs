@@ -547,6 +547,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("ResNet-{depth}, width {width}, {size}x{size} images, batch {batch}, {steps} timed steps after {warmup}");
             let torch_device = if device.is_cuda() { "cuda" } else { "cpu" };
             let (mut train, mut infer) = (Vec::new(), Vec::new());
+            let mut torch = true;
             for _ in 0..m.rounds.max(1) {
                 let ours = bench::measure(&cfg, &device)?;
                 println!(
@@ -558,21 +559,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     ours.backward_s,
                     ours.infer_img_s
                 );
+                if !torch {
+                    continue;
+                }
                 let Some(t) = bench::measure_torch(&python, &cfg, torch_device, 0)? else {
                     println!("PyTorch: not importable by {python}; no comparison (pass --python PATH)");
+                    torch = false;
                     continue;
                 };
                 println!(
                     "PyTorch {} ({} threads): train {:>7.1} img/s (step {:.3} s), inference {:>7.1} img/s",
                     t.torch, t.threads, t.train_img_s, t.train_step_s, t.infer_img_s
                 );
-                train.push(ours.train_img_s / t.train_img_s);
-                infer.push(ours.infer_img_s / t.infer_img_s);
-                println!(
-                    "ratio misfit/PyTorch: train {:.2}, inference {:.2}",
-                    train[train.len() - 1],
-                    infer[infer.len() - 1]
-                );
+                let (rt, ri) = (ours.train_img_s / t.train_img_s, ours.infer_img_s / t.infer_img_s);
+                println!("ratio misfit/PyTorch: train {rt:.2}, inference {ri:.2}");
+                train.push(rt);
+                infer.push(ri);
             }
             if train.len() > 1 {
                 let (t, i) = (bench::Spread::of(&train), bench::Spread::of(&infer));

@@ -43,9 +43,7 @@ pub type Stats = (Vec<(f64, f64)>, Vec<(f64, f64)>);
 /// weight, bn1's `[cout]` gamma and beta, conv2's `[cout, cout, 3, 3]`
 /// weight, bn2's gamma and beta; `[b, cout, ho, wo]` output.
 pub struct BlockTrain {
-    cout: usize,
-    stride: usize,
-    shortcut: Shortcut,
+    spec: Spec,
     eps: f64,
     /// The batch statistics of the last forward pass (the caller updates
     /// the running statistics from them).
@@ -66,22 +64,31 @@ struct Saved<T> {
     c2: Vec<T>,
 }
 
+/// What both block ops are built for: `cout` output channels, conv1's
+/// `stride` (1, or 2 with option A) and the shortcut.
+#[derive(Clone, Copy, Debug)]
+struct Spec {
+    cout: usize,
+    stride: usize,
+    shortcut: Shortcut,
+}
+
 impl BlockTrain {
     /// A block of `cout` output channels, conv1's `stride` (1, or 2 with
     /// option A), batch-norm epsilon `eps`.
     pub fn new(cout: usize, stride: usize, shortcut: Shortcut, eps: f64) -> BlockTrain {
         BlockTrain {
-            cout,
-            stride,
-            shortcut,
+            spec: Spec { cout, stride, shortcut },
             eps,
             stats: Arc::new(Mutex::new((Vec::new(), Vec::new()))),
             saved: Arc::new(Mutex::new(None)),
         }
     }
+}
 
+impl Spec {
     /// Length of the concatenated parameters for `cin` input channels.
-    pub fn params_len(&self, cin: usize) -> usize {
+    fn params_len(&self, cin: usize) -> usize {
         let c = self.cout;
         c * cin * 9 + 2 * c + c * c * 9 + 2 * c
     }
@@ -108,9 +115,11 @@ impl BlockTrain {
         }
         Ok((g1, g2))
     }
+}
 
+impl BlockTrain {
     fn forward<T: Element>(&self, x: &[T], p: &[T], g1: &Geometry, g2: &Geometry) -> Vec<T> {
-        let c = self.cout;
+        let c = self.spec.cout;
         let [w1, gm1, bt1, w2, gm2, bt2] = split_params(p, g1);
         let hw = g2.h * g2.w;
         let dims = (g1.b, c, hw);
@@ -120,7 +129,7 @@ impl BlockTrain {
         let c2 = conv::forward(&h, w2, g2);
         let st2 = batchnorm::stats(&c2, g1.b, c, hw);
         let (scale, shift) = batchnorm::scale_shift(gm2, bt2, self.eps, &st2);
-        let out = bn_add_relu(&c2, &scale, &shift, x, self.shortcut, g1, g2);
+        let out = bn_add_relu(&c2, &scale, &shift, x, self.spec.shortcut, g1, g2);
         let f64s = |v: &[T]| v.iter().map(|v| v.to_f64()).collect::<Vec<f64>>();
         let saved = Saved { w1: w1.to_vec(), w2: w2.to_vec(), gamma1: f64s(gm1), gamma2: f64s(gm2), c1, h, c2 };
         *self.saved.lock().expect("block lock") = Some(Box::new(saved));
@@ -141,7 +150,7 @@ impl CustomOp2 for BlockTrain {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (g1, g2) = self.geometries(l1, l2)?;
+        let (g1, g2) = self.spec.geometries(l1, l2)?;
         let out = cpu::dispatch2(
             "residual block",
             (s1, l1),
@@ -149,7 +158,7 @@ impl CustomOp2 for BlockTrain {
             |x, p| self.forward(x, p, &g1, &g2),
             |x, p| self.forward(x, p, &g1, &g2),
         )?;
-        Ok((out, Shape::from((g1.b, self.cout, g2.h, g2.w))))
+        Ok((out, Shape::from((g1.b, self.spec.cout, g2.h, g2.w))))
     }
 
     fn bwd(
@@ -159,12 +168,12 @@ impl CustomOp2 for BlockTrain {
         res: &Tensor,
         dy: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let (g1, g2) = self.geometries(x.layout(), params.layout())?;
+        let (g1, g2) = self.spec.geometries(x.layout(), params.layout())?;
         let stats = self.stats.lock().expect("block lock").clone();
         let op = Backward {
             g1,
             g2,
-            shortcut: self.shortcut,
+            shortcut: self.spec.shortcut,
             eps: self.eps,
             dx: x.track_op(),
             saved: self.saved.clone(),
@@ -373,9 +382,7 @@ impl CustomOp3 for Backward {
 /// as the five eval-mode ops, forward and backward; no parameter gradient
 /// (callers use it only where no parameter tracks one).
 pub struct BlockEval {
-    cout: usize,
-    stride: usize,
-    shortcut: Shortcut,
+    spec: Spec,
     /// bn1's output (after ReLU) and the parameters, of the last forward pass.
     saved: Arc<Mutex<Option<Box<dyn Any + Send>>>>,
 }
@@ -392,18 +399,14 @@ struct SavedEval<T> {
 impl BlockEval {
     /// As [`BlockTrain::new`].
     pub fn new(cout: usize, stride: usize, shortcut: Shortcut) -> BlockEval {
-        BlockEval { cout, stride, shortcut, saved: Arc::new(Mutex::new(None)) }
-    }
-
-    fn train_shape(&self) -> BlockTrain {
-        BlockTrain::new(self.cout, self.stride, self.shortcut, 0.0)
+        BlockEval { spec: Spec { cout, stride, shortcut }, saved: Arc::new(Mutex::new(None)) }
     }
 
     fn forward<T: Element>(&self, x: &[T], p: &[T], g1: &Geometry, g2: &Geometry) -> Vec<T> {
         let [w1, s1, t1, w2, s2, t2] = split_params(p, g1);
-        let dims = (g1.b, self.cout, g2.h * g2.w);
+        let dims = (g1.b, self.spec.cout, g2.h * g2.w);
         let h = batchnorm::affine(&conv::forward(x, w1, g1), s1, t1, dims, true);
-        let out = bn_add_relu(&conv::forward(&h, w2, g2), s2, t2, x, self.shortcut, g1, g2);
+        let out = bn_add_relu(&conv::forward(&h, w2, g2), s2, t2, x, self.spec.shortcut, g1, g2);
         let saved = SavedEval { w1: w1.to_vec(), w2: w2.to_vec(), scale1: s1.to_vec(), scale2: s2.to_vec(), h };
         *self.saved.lock().expect("block lock") = Some(Box::new(saved));
         out
@@ -422,7 +425,7 @@ impl CustomOp2 for BlockEval {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (g1, g2) = self.train_shape().geometries(l1, l2)?;
+        let (g1, g2) = self.spec.geometries(l1, l2)?;
         let out = cpu::dispatch2(
             "residual block (eval)",
             (s1, l1),
@@ -430,7 +433,7 @@ impl CustomOp2 for BlockEval {
             |x, p| self.forward(x, p, &g1, &g2),
             |x, p| self.forward(x, p, &g1, &g2),
         )?;
-        Ok((out, Shape::from((g1.b, self.cout, g2.h, g2.w))))
+        Ok((out, Shape::from((g1.b, self.spec.cout, g2.h, g2.w))))
     }
 
     fn bwd(
@@ -446,8 +449,8 @@ impl CustomOp2 for BlockEval {
         if !x.track_op() {
             return Ok((None, None));
         }
-        let (g1, g2) = self.train_shape().geometries(x.layout(), params.layout())?;
-        let op = BackwardEval { g1, g2, shortcut: self.shortcut, saved: self.saved.clone() };
+        let (g1, g2) = self.spec.geometries(x.layout(), params.layout())?;
+        let op = BackwardEval { g1, g2, shortcut: self.spec.shortcut, saved: self.saved.clone() };
         Ok((Some(dy.contiguous()?.apply_op2_no_bwd(res, &op)?), None))
     }
 }

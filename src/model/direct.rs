@@ -375,9 +375,10 @@ fn forward_with(isa: Isa, x: &[f32], w: &[f32], g: &Geometry) -> Vec<f32> {
     let (in_len, out_len) = (conv.in_len(), conv.out_len());
     // Every element is written below, so the output is not zeroed first.
     let mut out: Vec<f32> = Vec::with_capacity(g.b * out_len);
-    out.spare_capacity_mut()[..g.b * out_len].par_chunks_mut(out_len).enumerate().for_each(|(i, o)| {
-        SCRATCH.with_borrow_mut(|(inp, flat)| conv.run(&x[i * in_len..(i + 1) * in_len], o, inp, flat))
-    });
+    out.spare_capacity_mut()[..g.b * out_len]
+        .par_chunks_mut(out_len)
+        .enumerate()
+        .for_each(|(i, o)| conv.run(&x[i * in_len..(i + 1) * in_len], o));
     // SAFETY: `run` writes every element of each image's output.
     unsafe { out.set_len(g.b * out_len) };
     out
@@ -398,7 +399,6 @@ pub struct Prepared {
     isa: Isa,
     g: Geometry,
     pl: Plane,
-    rows: bool,
     pos: Positions,
     tile: Tile,
     blocks: usize,
@@ -414,10 +414,10 @@ impl Prepared {
 
     fn with(isa: Isa, w: &[f32], g: &Geometry) -> Prepared {
         let pl = Plane::new(g, isa.lanes());
-        let (rows, pos, tile) = plan(isa, g, &pl);
+        let (_, pos, tile) = plan(isa, g, &pl);
         let blocks = g.cout.div_ceil(tile.co);
         let packed = pack_weights(w, g, tile.co);
-        Prepared { isa, g: *g, pl, rows, pos, tile, blocks, packed }
+        Prepared { isa, g: *g, pl, pos, tile, blocks, packed }
     }
 
     /// Elements of one input image, `cin * h * w`.
@@ -431,16 +431,19 @@ impl Prepared {
     }
 
     /// One `[cin, h, w]` image into its `[cout, ho, wo]` output, all of
-    /// whose elements it writes. `inp` and `flat` are scratch buffers,
-    /// resized here and reusable across calls and geometries.
-    pub fn run(&self, x: &[f32], out: &mut [std::mem::MaybeUninit<f32>], inp: &mut Vec<f32>, flat: &mut Vec<f32>) {
+    /// whose elements it writes, with the thread's [`SCRATCH`].
+    pub fn run(&self, x: &[f32], out: &mut [std::mem::MaybeUninit<f32>]) {
+        SCRATCH.with_borrow_mut(|(inp, flat)| self.run_with(x, out, inp, flat))
+    }
+
+    fn run_with(&self, x: &[f32], out: &mut [std::mem::MaybeUninit<f32>], inp: &mut Vec<f32>, flat: &mut Vec<f32>) {
         let (g, pl, tile) = (&self.g, &self.pl, self.tile);
         assert!(x.len() == self.in_len() && out.len() == self.out_len());
         // `pad_image` writes every element of its planes.
         inp.resize(g.cin * pl.chan, 0.0);
         pad_image(x, g, pl, inp);
         let plane_out = pl.ho * pl.wo;
-        if self.rows {
+        if pl.row_mode() {
             // Row mode (see `Plane::row_mode`) stores registers straight into the output.
             let dst = Dst { ptr: out.as_mut_ptr().cast(), len: out.len(), chan: plane_out, channels: g.cout };
             forward_image(self.isa, tile, inp, &self.packed, g.cin, self.blocks, pl, &self.pos, dst);

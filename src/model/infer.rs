@@ -18,6 +18,7 @@ use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
 use super::direct::Prepared;
+use super::residual::add_relu;
 
 /// A convolution followed by eval-mode batch norm, `y = conv(x) * scale + shift`
 /// per output channel (`scale`, `shift`: `[cout]`), then ReLU where asked.
@@ -56,9 +57,6 @@ struct Scratch {
     mid: Vec<f32>,
     /// The block's output.
     next: Vec<f32>,
-    /// The convolutions' padded planes and flat-mode buffer.
-    inp: Vec<f32>,
-    flat: Vec<f32>,
 }
 
 /// `[b, 3, h, w]` normalised images through `stem` (with ReLU) and
@@ -69,12 +67,12 @@ pub fn trunk(x: &[f32], b: usize, stem: &Layer, blocks: &[Block]) -> Vec<f32> {
     assert_eq!(x.len(), b * in_len);
     let mut out = vec![0f32; b * out_len];
     out.par_chunks_mut(out_len).enumerate().for_each_init(Scratch::default, |s, (i, o)| {
-        conv_bn(stem, &x[i * in_len..(i + 1) * in_len], &mut s.cur, &mut s.inp, &mut s.flat);
+        conv_bn(stem, &x[i * in_len..(i + 1) * in_len], &mut s.cur);
         relu_in_place(&mut s.cur);
         for block in blocks {
-            conv_bn(&block.conv1, &s.cur, &mut s.mid, &mut s.inp, &mut s.flat);
+            conv_bn(&block.conv1, &s.cur, &mut s.mid);
             relu_in_place(&mut s.mid);
-            conv_bn(&block.conv2, &s.mid, &mut s.next, &mut s.inp, &mut s.flat);
+            conv_bn(&block.conv2, &s.mid, &mut s.next);
             add_shortcut_relu(&mut s.next, &s.cur, &block.shortcut);
             std::mem::swap(&mut s.cur, &mut s.next);
         }
@@ -85,9 +83,9 @@ pub fn trunk(x: &[f32], b: usize, stem: &Layer, blocks: &[Block]) -> Vec<f32> {
 
 /// `layer` on one image into `out` (resized to the output): the
 /// convolution, then `v * scale + shift` per channel.
-fn conv_bn(layer: &Layer, x: &[f32], out: &mut Vec<f32>, inp: &mut Vec<f32>, flat: &mut Vec<f32>) {
+fn conv_bn(layer: &Layer, x: &[f32], out: &mut Vec<f32>) {
     out.resize(layer.conv.out_len(), 0.0);
-    layer.conv.run(x, as_uninit_mut(out), inp, flat);
+    layer.conv.run(x, as_uninit_mut(out));
     let hw = out.len() / layer.scale.len();
     for ((plane, &s), &t) in out.chunks_exact_mut(hw).zip(&layer.scale).zip(&layer.shift) {
         for v in plane {
@@ -103,15 +101,14 @@ fn relu_in_place(v: &mut [f32]) {
     }
 }
 
-/// `out = relu(out + shortcut(x))` on one image, the sum in the order of
-/// the residual op (block output first; zeros for option A's added channels
+/// `out = relu(out + shortcut(x))` on one image by the residual op's
+/// [`add_relu`], in its order (block output first; zeros for option A's added channels
 /// and skipped pixels, as its tensor holds them).
 fn add_shortcut_relu(out: &mut [f32], x: &[f32], shortcut: &Shortcut) {
-    let relu = |s: f32| if s > 0.0 { s } else { 0.0 };
     match *shortcut {
         Shortcut::Identity => {
             for (o, &v) in out.iter_mut().zip(x) {
-                *o = relu(*o + v);
+                *o = add_relu(*o, v);
             }
         }
         Shortcut::A { pad, c, h, w } => {
@@ -121,7 +118,7 @@ fn add_shortcut_relu(out: &mut [f32], x: &[f32], shortcut: &Shortcut) {
                 for (y, row) in plane.chunks_exact_mut(w2).enumerate() {
                     for (xo, o) in row.iter_mut().enumerate() {
                         let v = src.map_or(0.0, |s| s[2 * y * w + 2 * xo]);
-                        *o = relu(*o + v);
+                        *o = add_relu(*o, v);
                     }
                 }
             }

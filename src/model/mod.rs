@@ -456,11 +456,7 @@ impl Block {
             if train {
                 return self.forward_train_cpu(x, shortcut);
             }
-            let frozen = [&self.conv1.weight, &self.bn1.weight, &self.bn1.bias, &self.conv2.weight, &self.bn2.weight]
-                .into_iter()
-                .chain([&self.bn2.bias])
-                .all(|t| !t.track_op());
-            if frozen {
+            if self.tensors().iter().all(|t| !t.track_op()) {
                 return self.forward_eval_cpu(x, shortcut);
             }
         }
@@ -473,25 +469,21 @@ impl Block {
         };
         residual::add_relu_tensors(&out, &short)
     }
-}
 
-impl Block {
+    /// The trained tensors in the block ops' parameter order: conv1's
+    /// weight, bn1's weight and bias, conv2's weight, bn2's weight and bias.
+    fn tensors(&self) -> [&Tensor; 6] {
+        let (c1, n1, c2, n2) = (&self.conv1, &self.bn1, &self.conv2, &self.bn2);
+        [&c1.weight, &n1.weight, &n1.bias, &c2.weight, &n2.weight, &n2.bias]
+    }
+
     /// Training mode on the CPU: the block as one op ([`block::BlockTrain`]),
     /// then both batch norms' running statistics updated from the batch
     /// statistics it measured.
     fn forward_train_cpu(&self, x: &Tensor, shortcut: block::Shortcut) -> candle_core::Result<Tensor> {
         let (cout, stride) = (self.conv1.weight.dim(0)?, self.conv1.stride);
-        let params = Tensor::cat(
-            &[
-                &self.conv1.weight.flatten_all()?,
-                &self.bn1.weight,
-                &self.bn1.bias,
-                &self.conv2.weight.flatten_all()?,
-                &self.bn2.weight,
-                &self.bn2.bias,
-            ],
-            0,
-        )?;
+        let flat = self.tensors().map(|t| t.flatten_all());
+        let params = Tensor::cat(&flat.into_iter().collect::<candle_core::Result<Vec<_>>>()?, 0)?;
         let op = block::BlockTrain::new(cout, stride, shortcut, BN_EPS);
         let stats = op.stats.clone();
         let y = x.contiguous()?.apply_op2(&params, op)?;
@@ -501,9 +493,7 @@ impl Block {
         self.bn2.update_running(&st2, n, x.device())?;
         Ok(y)
     }
-}
 
-impl Block {
     /// Eval mode on the CPU with frozen weights (gradients reach the input
     /// only, as in attacks): the block as one op ([`block::BlockEval`]).
     fn forward_eval_cpu(&self, x: &Tensor, shortcut: block::Shortcut) -> candle_core::Result<Tensor> {
@@ -642,12 +632,9 @@ impl ResNet {
         x: &Tensor,
         train: bool,
     ) -> candle_core::Result<Option<(infer::Layer, Vec<infer::Block>, (usize, usize, usize, usize))>> {
-        let convs = || {
-            std::iter::once((&self.conv1, &self.bn1))
-                .chain(self.blocks.iter().flat_map(|b| [(&b.conv1, &b.bn1), (&b.conv2, &b.bn2)]))
-        };
+        let stem = [&self.conv1.weight, &self.bn1.weight, &self.bn1.bias];
         let tracks =
-            x.track_op() || convs().any(|(c, n)| c.weight.track_op() || n.weight.track_op() || n.bias.track_op());
+            x.track_op() || stem.into_iter().chain(self.blocks.iter().flat_map(Block::tensors)).any(|t| t.track_op());
         let option_b = self.blocks.iter().any(|b| matches!(b.shortcut, ShortcutPath::B(..)));
         if train || tracks || option_b || x.dtype() != DType::F32 || !x.device().is_cpu() {
             return Ok(None);
