@@ -17,6 +17,7 @@ pub mod data;
 pub mod error;
 pub mod evaluate;
 pub mod model;
+pub mod ops;
 pub mod progress;
 pub mod run;
 pub mod scores;

@@ -17,8 +17,8 @@
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
-use super::direct::Prepared;
-use super::residual::add_relu;
+use crate::ops::direct::Prepared;
+use crate::ops::residual::add_relu;
 
 /// A convolution followed by eval-mode batch norm, `y = conv(x) * scale + shift`
 /// per output channel (`scale`, `shift`: `[cout]`), then ReLU where asked.
@@ -28,24 +28,15 @@ pub struct Layer {
     pub shift: Vec<f32>,
 }
 
-/// How a block's input reaches its output.
-pub enum Shortcut {
-    Identity,
-    /// Option A: `x[:, ::2, ::2]` with this many zero channels on each side;
-    /// the input is `[c, h, w]`.
-    A {
-        pad: usize,
-        c: usize,
-        h: usize,
-        w: usize,
-    },
-}
+pub use crate::ops::Shortcut;
 
 /// A basic block: `relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))`.
 pub struct Block {
     pub conv1: Layer,
     pub conv2: Layer,
     pub shortcut: Shortcut,
+    /// The block input's `[c, h, w]` (what option A subsamples).
+    pub input: [usize; 3],
 }
 
 /// Per-thread buffers, reused from image to image.
@@ -73,7 +64,7 @@ pub fn trunk(x: &[f32], b: usize, stem: &Layer, blocks: &[Block]) -> Vec<f32> {
             conv_bn(&block.conv1, &s.cur, &mut s.mid);
             relu_in_place(&mut s.mid);
             conv_bn(&block.conv2, &s.mid, &mut s.next);
-            add_shortcut_relu(&mut s.next, &s.cur, &block.shortcut);
+            add_shortcut_relu(&mut s.next, &s.cur, block.shortcut, block.input);
             std::mem::swap(&mut s.cur, &mut s.next);
         }
         o.copy_from_slice(&s.cur);
@@ -104,14 +95,14 @@ fn relu_in_place(v: &mut [f32]) {
 /// `out = relu(out + shortcut(x))` on one image by the residual op's
 /// [`add_relu`], in its order (block output first; zeros for option A's added channels
 /// and skipped pixels, as its tensor holds them).
-fn add_shortcut_relu(out: &mut [f32], x: &[f32], shortcut: &Shortcut) {
-    match *shortcut {
+fn add_shortcut_relu(out: &mut [f32], x: &[f32], shortcut: Shortcut, [c, h, w]: [usize; 3]) {
+    match shortcut {
         Shortcut::Identity => {
             for (o, &v) in out.iter_mut().zip(x) {
                 *o = add_relu(*o, v);
             }
         }
-        Shortcut::A { pad, c, h, w } => {
+        Shortcut::A(pad) => {
             let (h2, w2) = (h.div_ceil(2), w.div_ceil(2));
             for (co, plane) in out.chunks_exact_mut(h2 * w2).enumerate() {
                 let src = co.checked_sub(pad).filter(|&ch| ch < c).map(|ch| &x[ch * h * w..(ch + 1) * h * w]);

@@ -12,15 +12,10 @@
 //! configured per-channel mean and std. Output: logits `[n, classes]` and the
 //! pooled features `[n, 4 * width]` that enter the head.
 
-pub mod batchnorm;
-pub mod block;
 pub mod checkpoint;
-pub mod conv;
-pub mod conv_cuda;
-pub mod cpu;
-pub mod direct;
 pub mod infer;
-pub mod residual;
+
+use crate::ops::{batchnorm, block, conv, cpu, direct, residual};
 
 /// Which device to compute on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,7 +49,7 @@ pub fn device_name(device: &Device) -> String {
     }
 }
 
-use candle_core::{DType, Device, Tensor, Var, D};
+use candle_core::{DType, Device, Tensor, Var};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal, Uniform};
@@ -417,9 +412,9 @@ impl Conv {
 
 #[derive(Clone, Debug)]
 enum ShortcutPath {
-    Identity,
-    /// Subsample and pad this many zero channels on each side.
-    A(usize),
+    /// Identity or option A: no parameters, the block ops take it.
+    Free(crate::ops::Shortcut),
+    /// Option B: 1x1 convolution with stride 2, then batch norm.
     B(Conv, BatchNorm),
 }
 
@@ -448,8 +443,7 @@ impl Block {
 
     fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let shortcut = match self.shortcut {
-            ShortcutPath::Identity => Some(block::Shortcut::Identity),
-            ShortcutPath::A(pad) => Some(block::Shortcut::A(pad)),
+            ShortcutPath::Free(s) => Some(s),
             ShortcutPath::B(..) => None,
         };
         if let (Some(shortcut), true) = (shortcut, cpu::takes_cpu_ops(x)) {
@@ -463,8 +457,8 @@ impl Block {
         let out = self.bn1.forward(&self.conv1.forward(x)?, train, true)?;
         let out = self.bn2.forward(&self.conv2.forward(&out)?, train, false)?;
         let short = match &self.shortcut {
-            ShortcutPath::Identity => x.clone(),
-            ShortcutPath::A(pad) => residual::shortcut_a(x, *pad)?,
+            ShortcutPath::Free(block::Shortcut::Identity) => x.clone(),
+            ShortcutPath::Free(block::Shortcut::A(pad)) => residual::shortcut_a(x, *pad)?,
             ShortcutPath::B(conv, bn) => bn.forward(&conv.forward(x)?, train, false)?,
         };
         residual::add_relu_tensors(&out, &short)
@@ -545,8 +539,8 @@ impl ResNet {
                 let name = format!("layer{}.{b}", stage + 1);
                 let stride = if b == 0 && stage > 0 { 2 } else { 1 };
                 let shortcut = match (stride, config.shortcut) {
-                    (1, _) => ShortcutPath::Identity,
-                    (_, Shortcut::A) => ShortcutPath::A((config.width << stage) / 4),
+                    (1, _) => ShortcutPath::Free(block::Shortcut::Identity),
+                    (_, Shortcut::A) => ShortcutPath::Free(block::Shortcut::A((config.width << stage) / 4)),
                     (_, Shortcut::B) => ShortcutPath::B(
                         Conv::new(p, &format!("{name}.shortcut.0"), 2),
                         BatchNorm::new(p, &format!("{name}.shortcut.1")),
@@ -658,10 +652,10 @@ impl ResNet {
             let Some(conv1) = layer(&bl.conv1, &bl.bn1, &mut h, &mut w)? else { return Ok(None) };
             let Some(conv2) = layer(&bl.conv2, &bl.bn2, &mut h, &mut w)? else { return Ok(None) };
             let shortcut = match bl.shortcut {
-                ShortcutPath::A(pad) => infer::Shortcut::A { pad, c, h: hin, w: win },
-                _ => infer::Shortcut::Identity,
+                ShortcutPath::Free(s) => s,
+                ShortcutPath::B(..) => unreachable!("option-B models leave the trunk above"),
             };
-            blocks.push(infer::Block { conv1, conv2, shortcut });
+            blocks.push(infer::Block { conv1, conv2, shortcut, input: [c, hin, win] });
         }
         let c = blocks.last().map_or(stem.conv.out_len(), |bl| bl.conv2.conv.out_len()) / (h * w);
         Ok(Some((stem, blocks, (b, c, h, w))))
@@ -680,15 +674,6 @@ impl ResNet {
             ..self.clone()
         }
     }
-
-    /// Copies the weights into a new, independent model (for a fresh fold or a snapshot).
-    pub fn deep_clone(&self) -> Result<Self> {
-        let copy = |m: &BTreeMap<String, Var>| -> Result<BTreeMap<String, Var>> {
-            m.iter().map(|(k, v)| Ok((k.clone(), Var::from_tensor(&v.as_tensor().copy()?)?))).collect()
-        };
-        let params = Params { trainable: copy(&self.params.trainable)?, buffers: copy(&self.params.buffers)? };
-        ResNet::new(self.config.clone(), params)
-    }
 }
 
 /// `[n, h, w, 3]` u8 RGB pixels to a `[n, 3, h, w]` f32 tensor in [0, 1].
@@ -704,11 +689,6 @@ pub fn images_to_tensor(pixels: &[u8], n: usize, h: usize, w: usize, device: &De
         }
     }
     Tensor::from_vec(out, (n, 3, h, w), device)
-}
-
-/// Softmax probabilities of `[n, classes]` logits, as rows of f32.
-pub fn softmax_rows(logits: &Tensor) -> candle_core::Result<Vec<Vec<f32>>> {
-    candle_nn::ops::softmax(logits, D::Minus1)?.to_vec2()
 }
 
 /// Logits and features of a whole split, from eval-mode forward passes.

@@ -2,7 +2,7 @@
 //! implementations, and their independence from the thread count.
 
 use candle_core::{DType, Device, Tensor, Var};
-use misfit::model::conv;
+use misfit::ops::conv;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -80,7 +80,7 @@ fn convolution_forward_and_gradients_match_a_direct_reference_over_random_shapes
 /// candle tensor ops, so only candle's per-device kernels differ on a GPU.
 #[test]
 fn the_cuda_convolutions_backward_matches_a_direct_reference_over_random_shapes() {
-    check_against_direct_reference(misfit::model::conv_cuda::conv2d);
+    check_against_direct_reference(misfit::ops::conv_cuda::conv2d);
 }
 
 /// Forward and both gradients of `conv` against candle's convolution and a
@@ -179,7 +179,7 @@ fn a_training_step_is_bit_identical_whatever_the_thread_count() {
 
 #[test]
 fn fused_batch_norm_and_relu_match_the_composed_formula_forward_and_backward() {
-    use misfit::model::batchnorm::BatchNormTrain;
+    use misfit::ops::batchnorm::BatchNormTrain;
     use std::sync::{Arc, Mutex};
     let dev = Device::Cpu;
     for (b, c, h, w) in [(1, 3, 5, 4), (8, 16, 8, 8), (3, 64, 2, 2)] {
@@ -216,7 +216,7 @@ fn fused_batch_norm_and_relu_match_the_composed_formula_forward_and_backward() {
 
 #[test]
 fn fused_residual_add_relu_and_shortcut_a_match_candles_composed_ops() {
-    use misfit::model::residual::{add_relu_tensors, ShortcutA};
+    use misfit::ops::residual::{add_relu_tensors, ShortcutA};
     let dev = Device::Cpu;
     for (b, c, h, w, pad) in [(1, 3, 5, 4, 1), (4, 16, 8, 8, 8), (3, 8, 7, 9, 4), (2, 32, 2, 2, 16)] {
         let case = format!("{b}x{c}x{h}x{w} pad {pad}");
@@ -255,7 +255,7 @@ fn fused_residual_add_relu_and_shortcut_a_match_candles_composed_ops() {
 
 #[test]
 fn eval_mode_batch_norm_op_matches_the_composed_formula_forward_and_backward() {
-    use misfit::model::batchnorm::ChannelAffine;
+    use misfit::ops::batchnorm::ChannelAffine;
     let dev = Device::Cpu;
     for (b, c, h, w) in [(1, 3, 5, 4), (8, 16, 8, 8), (3, 64, 2, 2)] {
         for relu in [false, true] {
@@ -340,8 +340,8 @@ fn inference_image_by_image_gives_the_layer_by_layer_bits() {
 
 /// (batch, cin, side, cout, shortcut) of the block-op tests: identity blocks
 /// at 16 and 8 pixels, option A from odd and even sides, batch 1 and odd batches.
-const BLOCK_CASES: [(usize, usize, usize, usize, misfit::model::block::Shortcut); 4] = {
-    use misfit::model::block::Shortcut;
+const BLOCK_CASES: [(usize, usize, usize, usize, misfit::ops::block::Shortcut); 4] = {
+    use misfit::ops::block::Shortcut;
     [
         (3, 8, 16, 8, Shortcut::Identity),
         (1, 8, 17, 16, Shortcut::A(4)),
@@ -352,9 +352,9 @@ const BLOCK_CASES: [(usize, usize, usize, usize, misfit::model::block::Shortcut)
 
 #[test]
 fn a_residual_block_as_one_op_gives_the_values_of_its_five_ops_forward_and_backward() {
-    use misfit::model::batchnorm::BatchNormTrain;
-    use misfit::model::block::{BlockTrain, Shortcut};
-    use misfit::model::residual::{add_relu_tensors, shortcut_a};
+    use misfit::ops::batchnorm::BatchNormTrain;
+    use misfit::ops::block::{BlockTrain, Shortcut};
+    use misfit::ops::residual::{add_relu_tensors, shortcut_a};
     use std::sync::{Arc, Mutex};
     let dev = Device::Cpu;
     for dtype in [DType::F32, DType::F64] {
@@ -406,9 +406,9 @@ fn a_residual_block_as_one_op_gives_the_values_of_its_five_ops_forward_and_backw
 
 #[test]
 fn a_frozen_eval_mode_block_as_one_op_gives_the_values_of_its_five_ops_and_their_input_gradient() {
-    use misfit::model::batchnorm::ChannelAffine;
-    use misfit::model::block::{BlockEval, Shortcut};
-    use misfit::model::residual::{add_relu_tensors, shortcut_a};
+    use misfit::ops::batchnorm::ChannelAffine;
+    use misfit::ops::block::{BlockEval, Shortcut};
+    use misfit::ops::residual::{add_relu_tensors, shortcut_a};
     let dev = Device::Cpu;
     for dtype in [DType::F32, DType::F64] {
         for (b, cin, side, cout, shortcut) in BLOCK_CASES {

@@ -23,16 +23,8 @@ use std::cell::RefCell;
 use std::sync::{Arc, Mutex};
 
 use super::conv::{self, Element, Geometry};
+pub use super::Shortcut;
 use super::{batchnorm, cpu, residual};
-
-/// The block's shortcut.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Shortcut {
-    /// `x` itself (same shape as the output).
-    Identity,
-    /// Option A: `x[:, :, ::2, ::2]` with this many zero channels on each side.
-    A(usize),
-}
 
 /// Per-channel batch statistics (mean, biased variance) of the block's two
 /// batch norms in its last forward pass.

@@ -31,7 +31,7 @@
 //! each lane in the same order in either width, the weight gradient's lane
 //! sums depend on the instruction set.
 
-use super::conv::Geometry;
+use super::geometry::Geometry;
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 

@@ -46,7 +46,7 @@ fn elementwise(
     Ok((out, l1.shape().clone()))
 }
 
-pub(super) fn add_relu<T: WithDType>(a: T, b: T) -> T {
+pub(crate) fn add_relu<T: WithDType>(a: T, b: T) -> T {
     let s = a + b;
     if s > T::zero() {
         s
