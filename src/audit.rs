@@ -649,7 +649,7 @@ pub fn inject_noise(
 ) -> Vec<bool> {
     use rand::distr::{weighted::WeightedIndex, Distribution};
     use rand::{Rng, SeedableRng};
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x6e6f_6973_65);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(crate::seed::noise_injection(seed));
     let n = labels.len();
     let m = ((rate * n as f64).round() as usize).min(n);
     // Off-diagonal confusion weights per class; None where a row has none.

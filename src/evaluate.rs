@@ -3,22 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// z for a two-sided 95% interval.
-pub const Z95: f64 = 1.959_963_984_540_054;
-
-/// The Wilson score interval of a proportion `k / n` (written here: the
-/// statistics crates offer distributions, not this interval; it is three
-/// lines). Returns (low, high); (0, 1) for n = 0.
-pub fn wilson(k: usize, n: usize, z: f64) -> (f64, f64) {
-    if n == 0 {
-        return (0.0, 1.0);
-    }
-    let (n, p) = (n as f64, k as f64 / n as f64);
-    let denom = 1.0 + z * z / n;
-    let centre = (p + z * z / (2.0 * n)) / denom;
-    let half = z * (p * (1.0 - p) / n + z * z / (4.0 * n * n)).sqrt() / denom;
-    ((centre - half).max(0.0), (centre + half).min(1.0))
-}
+use crate::stats::{argmax, wilson, Z95};
 
 /// One class's test results.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -77,16 +62,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn wilson_matches_hand_computed_values() {
-        // 10 of 100: the textbook interval is 0.0552 .. 0.1744.
-        let (lo, hi) = wilson(10, 100, Z95);
-        assert!((lo - 0.05522).abs() < 1e-4 && (hi - 0.17436).abs() < 1e-4, "{lo} {hi}");
-        let (lo, hi) = wilson(0, 20, Z95);
-        assert_eq!(lo, 0.0);
-        assert!((hi - 0.16113).abs() < 1e-4, "{hi}");
-    }
-
-    #[test]
     fn evaluation_counts_misses_and_confusion() {
         let e = evaluate(&[0, 0, 1, 1, 1, 2], &[0, 1, 1, 1, 0, 2], 3);
         assert_eq!(e.confusion, vec![vec![1, 1, 0], vec![1, 2, 0], vec![0, 0, 1]]);
@@ -121,12 +96,7 @@ pub fn sample_outputs(logits: &[f32], k: usize, labels: &[u32]) -> SampleOutputs
         let sum: f64 = exps.iter().sum();
         let p: Vec<f64> = exps.iter().map(|e| e / sum).collect();
         let l = label as usize;
-        let mut pred = 0;
-        for c in 1..k {
-            if p[c] > p[pred] {
-                pred = c;
-            }
-        }
+        let pred = argmax(&p);
         let other = (0..k).filter(|&c| c != l).map(|c| p[c]).fold(0.0, f64::max);
         out.probs.extend(p.iter().map(|&v| v as f32));
         out.pred.push(pred as u32);

@@ -21,6 +21,8 @@ pub mod ops;
 pub mod progress;
 pub mod run;
 pub mod scores;
+pub mod seed;
+pub mod stats;
 pub mod tables;
 pub mod train;
 

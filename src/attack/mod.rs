@@ -21,9 +21,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::{Dataset, Split};
 use crate::error::{Error, Result};
-use crate::evaluate::{wilson, Z95};
 use crate::model::{self, ResNet};
-use crate::scores::count::argmax;
+use crate::stats::{argmax, argmin, median, spearman, wilson, Z95};
 pub use pgd::{Outcome, Steps};
 
 /// The norm a budget is measured in.
@@ -301,7 +300,7 @@ pub struct AttackResults {
 /// by a seeded sample, plus `train_per_class` training images per class.
 pub fn victims(ds: &Dataset, test_logits: &[f32], train_logits: &[f32], cfg: &AttackConfig) -> Vec<Victim> {
     let k = ds.classes.len();
-    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x6174_7461_636b);
+    let mut rng = ChaCha8Rng::seed_from_u64(crate::seed::attack_victims(cfg.seed));
     let mut out = Vec::new();
     let mut pick = |split: Split, labels: &[u32], logits: &[f32], cap: Option<usize>, only_correct: bool| {
         for c in 0..k as u32 {
@@ -320,7 +319,7 @@ pub fn victims(ds: &Dataset, test_logits: &[f32], train_logits: &[f32], cfg: &At
             };
             for i in chosen {
                 let row = &logits[i * k..(i + 1) * k];
-                let least = row.iter().enumerate().fold(0, |b, (j, &v)| if v < row[b] { j } else { b });
+                let least = argmin(row);
                 out.push(Victim {
                     split,
                     row: i,
@@ -386,7 +385,7 @@ pub fn run(
                 let todo: Vec<usize> = (0..rows.len()).filter(|&r| carried[r].is_none()).collect();
                 let xs: Vec<f32> = todo.iter().flat_map(|&r| x_rows[r * len..(r + 1) * len].iter().copied()).collect();
                 let g: Vec<u32> = todo.iter().map(|&r| goal[r]).collect();
-                let seed = attack_seed(cfg.seed, b, a, e);
+                let seed = crate::seed::attack_batch(cfg.seed, b, a, e);
                 let o = pgd::attack(
                     &model,
                     &xs,
@@ -455,7 +454,7 @@ pub fn run(
                 let n = norm_index(norm);
                 let tol = cfg.radius_tolerance * cfg.budgets(norm).iter().copied().find(|&b| b > 0.0).unwrap_or(1.0);
                 let labels: Vec<u32> = batch.iter().map(|v| v.label).collect();
-                let seed = attack_seed(cfg.seed, b, usize::MAX - n, 0);
+                let seed = crate::seed::attack_batch(cfg.seed, b, usize::MAX - n, 0);
                 let r = radius::bisect(
                     &model,
                     &x0,
@@ -487,15 +486,6 @@ fn norm_index(norm: Norm) -> usize {
         Norm::Linf => 0,
         Norm::L2 => 1,
     }
-}
-
-/// Seed of one attack on one batch at one budget.
-fn attack_seed(seed: u64, batch: usize, attack: usize, budget: usize) -> u64 {
-    let mut h = seed ^ 0x9e37_79b9_7f4a_7c15;
-    for v in [batch as u64, attack as u64, budget as u64] {
-        h = (h ^ v).wrapping_mul(0x1000_0000_01b3).rotate_left(29);
-    }
-    h
 }
 
 /// `[n, 3, h, w]` f32 in [0, 1] of the victims' images.
@@ -564,16 +554,11 @@ pub fn class_success(res: &AttackResults, cfg: &AttackConfig, k: usize) -> Vec<C
 pub fn median_radius(res: &AttackResults, radius: &[Option<f32>], k: usize) -> Vec<Option<f32>> {
     (0..k as u32)
         .map(|c| {
-            let mut r: Vec<f32> = (0..res.victims.len())
+            let r: Vec<f32> = (0..res.victims.len())
                 .filter(|&i| res.victims[i].label == c && res.victims[i].split == Split::Test)
                 .map(|i| radius.get(i).copied().flatten().unwrap_or(f32::INFINITY))
                 .collect();
-            if r.is_empty() {
-                return None;
-            }
-            r.sort_by(f32::total_cmp);
-            let m = if r.len() % 2 == 1 { r[r.len() / 2] } else { (r[r.len() / 2 - 1] + r[r.len() / 2]) / 2.0 };
-            m.is_finite().then_some(m)
+            median(&r).filter(|m| m.is_finite())
         })
         .collect()
 }
@@ -695,52 +680,9 @@ impl AttackSummary {
     }
 }
 
-/// Spearman's rank correlation (Pearson's of average ranks; None when either
-/// side is constant or shorter than 3). Hand-written: ten numbers do not
-/// justify a statistics dependency.
-pub fn spearman(a: &[f64], b: &[f64]) -> Option<f64> {
-    fn ranks(v: &[f64]) -> Vec<f64> {
-        let mut order: Vec<usize> = (0..v.len()).collect();
-        order.sort_by(|&i, &j| v[i].total_cmp(&v[j]));
-        let mut r = vec![0.0; v.len()];
-        let mut i = 0;
-        while i < order.len() {
-            let mut j = i;
-            while j + 1 < order.len() && v[order[j + 1]] == v[order[i]] {
-                j += 1;
-            }
-            for &o in &order[i..=j] {
-                r[o] = (i + j) as f64 / 2.0 + 1.0;
-            }
-            i = j + 1;
-        }
-        r
-    }
-    if a.len() != b.len() || a.len() < 3 {
-        return None;
-    }
-    let (ra, rb) = (ranks(a), ranks(b));
-    let n = a.len() as f64;
-    let (ma, mb) = (ra.iter().sum::<f64>() / n, rb.iter().sum::<f64>() / n);
-    let cov: f64 = ra.iter().zip(&rb).map(|(x, y)| (x - ma) * (y - mb)).sum();
-    let va: f64 = ra.iter().map(|x| (x - ma).powi(2)).sum();
-    let vb: f64 = rb.iter().map(|y| (y - mb).powi(2)).sum();
-    (va > 0.0 && vb > 0.0).then(|| cov / (va * vb).sqrt())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn spearman_matches_hand_computed_values() {
-        assert_eq!(spearman(&[1.0, 2.0, 3.0, 4.0], &[10.0, 20.0, 30.0, 40.0]), Some(1.0));
-        assert_eq!(spearman(&[1.0, 2.0, 3.0, 4.0], &[4.0, 3.0, 2.0, 1.0]), Some(-1.0));
-        // Ranks (1, 2.5, 2.5, 4) against (1, 2, 3, 4): 4.5 / sqrt(4.5 * 5) = 0.9487.
-        let r = spearman(&[1.0, 2.0, 2.0, 3.0], &[1.0, 2.0, 3.0, 4.0]).unwrap();
-        assert!((r - 0.948_683).abs() < 1e-6, "{r}");
-        assert_eq!(spearman(&[1.0, 1.0, 1.0], &[1.0, 2.0, 3.0]), None);
-    }
 
     #[test]
     fn attack_specs_parse_and_name_round_trip() {

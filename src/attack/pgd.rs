@@ -114,7 +114,7 @@ pub fn attack(
             // Record the state each image is in now; retire the successes.
             let mut keep = Vec::with_capacity(m);
             for (j, &i) in rows.iter().enumerate() {
-                let pred = crate::scores::count::argmax(&probs[j]) as u32;
+                let pred = crate::stats::argmax(&probs[j]) as u32;
                 let ok = succeeded(pred, i);
                 // Later restarts overwrite a failure; a success is final.
                 if ok || step == how.steps {

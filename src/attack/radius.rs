@@ -36,7 +36,7 @@ pub fn bisect(
         let mid: Vec<f32> = active.iter().map(|&i| (lo[i] + hi[i].expect("active")) / 2.0).collect();
         let xs: Vec<f32> = active.iter().flat_map(|&i| x0[i * len..(i + 1) * len].iter().copied()).collect();
         let goal: Vec<u32> = active.iter().map(|&i| labels[i]).collect();
-        let o = pgd::attack(model, &xs, shape, &goal, false, &mid, norm, how, seed.wrapping_add(round))?;
+        let o = pgd::attack(model, &xs, shape, &goal, false, &mid, norm, how, crate::seed::radius_round(seed, round))?;
         for (t, &i) in active.iter().enumerate() {
             if o.success[t] {
                 hi[i] = Some(mid[t]);

@@ -112,11 +112,10 @@ pub struct Spread {
 impl Spread {
     /// Of `values` (not empty; the mean of the middle two for an even count).
     pub fn of(values: &[f64]) -> Spread {
-        let mut v = values.to_vec();
-        v.sort_by(f64::total_cmp);
-        let n = v.len();
-        let median = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };
-        Spread { median, min: v[0], max: v[n - 1] }
+        let median = crate::stats::median(values).expect("values are not empty");
+        let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        Spread { median, min, max }
     }
 }
 
@@ -143,7 +142,7 @@ pub fn measure_pgd(cfg: &BenchConfig, pgd_steps: usize, device: &Device) -> Resu
     let model = ResNet::init(cfg.model_config(), 0, device)?.frozen();
     let x = Tensor::rand(0f32, 1f32, (cfg.batch, 3, cfg.size, cfg.size), device)?;
     let logits: Vec<f32> = model.forward(&x, false)?.logits.flatten_all()?.to_vec1()?;
-    let goal: Vec<u32> = logits.chunks(10).map(|r| crate::scores::count::argmax(r) as u32).collect();
+    let goal: Vec<u32> = logits.chunks(10).map(|r| crate::stats::argmax(r) as u32).collect();
     let x0: Vec<f32> = x.flatten_all()?.to_vec1()?;
     let how = pgd::Steps { steps: pgd_steps, step_ratio: 2.5 / pgd_steps as f32, restarts: 1, random_start: true };
     let eps = vec![0f32; cfg.batch];

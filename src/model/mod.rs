@@ -722,14 +722,7 @@ impl Predictions {
 
     /// The arg-max class of image `i` (the first on ties).
     pub fn predicted(&self, i: usize) -> u32 {
-        let row = self.logits_of(i);
-        let mut best = 0;
-        for (k, &v) in row.iter().enumerate() {
-            if v > row[best] {
-                best = k;
-            }
-        }
-        best as u32
+        crate::stats::argmax(self.logits_of(i)) as u32
     }
 }
 

@@ -126,7 +126,7 @@ pub fn combine(
         let d = kth(nb, q);
         let v = &class_kth.as_ref().expect("with neighbours")[label as usize];
         s.neighbor_agreement = Some(vote[label as usize]);
-        s.neighbor_label = Some(super::count::argmax(&vote.iter().map(|&x| x as f32).collect::<Vec<_>>()) as u32);
+        s.neighbor_label = Some(crate::stats::argmax(&vote.iter().map(|&x| x as f32).collect::<Vec<_>>()) as u32);
         s.kth_distance = Some(d);
         s.outlier_percentile = Some(v.partition_point(|&x| x < d) as f64 / v.len().max(1) as f64);
         s.flags.outlier = d as f64 > fence(label as usize);

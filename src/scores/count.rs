@@ -5,6 +5,8 @@
 //! Ported by hand because no Rust crate implements confident learning; the
 //! steps and tie-breaking follow cleanlab 2 so that results agree with it.
 
+use crate::stats::argmax;
+
 /// Per-class thresholds: the mean probability of class j over the images
 /// whose given label is j (the expected self-confidence of class j).
 pub fn thresholds(labels: &[u32], probs: &[f32], k: usize) -> Vec<f64> {
@@ -27,17 +29,6 @@ pub fn confident_class(row: &[f32], thresholds: &[f64]) -> Option<usize> {
         1 => Some(confident[0]),
         _ => Some(argmax(row)),
     }
-}
-
-/// Index of the largest value (the first on ties).
-pub fn argmax(row: &[f32]) -> usize {
-    let mut best = 0;
-    for (j, &v) in row.iter().enumerate() {
-        if v > row[best] {
-            best = j;
-        }
-    }
-    best
 }
 
 /// A `k x k` count matrix, `m[given][true]`.

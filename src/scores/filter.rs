@@ -8,7 +8,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::count::{argmax, round_preserving_sum, Matrix};
+use super::count::{round_preserving_sum, Matrix};
+use crate::stats::argmax;
 
 /// How label issues are chosen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -52,7 +52,7 @@ fn assign(rows: &[f32], centroids: &[f32], dim: usize) -> Vec<u32> {
         .flat_map_iter(|block| {
             let d = dots(block, centroids, dim);
             let c = centroids.len() / dim;
-            d.chunks(c).map(|r| super::count::argmax(r) as u32).collect::<Vec<_>>()
+            d.chunks(c).map(|r| crate::stats::argmax(r) as u32).collect::<Vec<_>>()
         })
         .collect()
 }

@@ -43,35 +43,6 @@ pub fn flag_check(name: &str, target: &str, flag: &[bool], truth: &[bool]) -> Ch
     }
 }
 
-/// Area under the ROC curve of `score` for `truth`, by the rank-sum
-/// (Mann-Whitney) formula with mid-ranks for ties. Written here because the
-/// statistics crates do not offer it; it is a dozen lines.
-pub fn auroc(score: &[f64], truth: &[bool]) -> f64 {
-    let n = score.len();
-    let mut order: Vec<usize> = (0..n).collect();
-    order.sort_by(|&a, &b| score[a].total_cmp(&score[b]));
-    let mut ranks = vec![0f64; n];
-    let mut i = 0;
-    while i < n {
-        let mut j = i;
-        while j + 1 < n && score[order[j + 1]] == score[order[i]] {
-            j += 1;
-        }
-        let mid = (i + j) as f64 / 2.0 + 1.0;
-        for &o in &order[i..=j] {
-            ranks[o] = mid;
-        }
-        i = j + 1;
-    }
-    let pos = truth.iter().filter(|t| **t).count() as f64;
-    let neg = n as f64 - pos;
-    if pos == 0.0 || neg == 0.0 {
-        return 0.5;
-    }
-    let rank_sum: f64 = ranks.iter().zip(truth).filter(|(_, t)| **t).map(|(r, _)| r).sum();
-    (rank_sum - pos * (pos + 1.0) / 2.0) / (pos * neg)
-}
-
 /// AUROC check of a score.
 pub fn score_check(name: &str, target: &str, score: &[f64], truth: &[bool]) -> Check {
     Check {
@@ -81,7 +52,7 @@ pub fn score_check(name: &str, target: &str, score: &[f64], truth: &[bool]) -> C
         recall: None,
         f1: None,
         flagged: None,
-        auroc: Some(auroc(score, truth)),
+        auroc: Some(crate::stats::auroc(score, truth)),
         positives: truth.iter().filter(|t| **t).count(),
         images: truth.len(),
     }
@@ -90,6 +61,7 @@ pub fn score_check(name: &str, target: &str, score: &[f64], truth: &[bool]) -> C
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stats::auroc;
 
     #[test]
     fn auroc_and_flag_metrics_match_hand_counts() {

@@ -77,11 +77,6 @@ pub struct AumThreshold {
     pub aum: Vec<f32>,
 }
 
-/// A seed for job `job` derived from the run seed.
-pub fn job_seed(seed: u64, job: usize) -> u64 {
-    seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(job as u64 + 1)
-}
-
 /// Runs K-fold cross-validation and the final training on `ds.train`, and,
 /// with `aum_threshold`, a run with threshold samples for the AUM threshold.
 /// With `state_dir`, each job's state is kept there after every epoch, and
@@ -123,7 +118,7 @@ pub fn cross_validate(
     let mut history = Vec::new();
     let mut run_job =
         |job: usize, rows: &[usize], labels: &[u32], mcfg: &ModelConfig, label: String| -> Result<(ResNet, Dynamics)> {
-            let seed = job_seed(tcfg.seed, job);
+            let seed = crate::seed::training_job(tcfg.seed, job);
             let model = ResNet::init(mcfg.clone(), seed, device)?;
             let cfg = TrainConfig { seed, ..tcfg.clone() };
             let key = format!("{:x}", Sha256::digest(format!("{key_base}|job {job}").as_bytes()));
@@ -154,7 +149,7 @@ pub fn cross_validate(
         // their AUM shows how low the AUM of a mislabeled image runs.
         let c = mcfg.classes.len() as u32;
         let m = n / (c as usize + 1);
-        let mut rng = ChaCha8Rng::seed_from_u64(job_seed(tcfg.seed, folds + 1));
+        let mut rng = ChaCha8Rng::seed_from_u64(crate::seed::training_job(tcfg.seed, folds + 1));
         let chosen = rand::seq::index::sample(&mut rng, n, m).into_vec();
         let mut labels = ds.train.labels.clone();
         let mut is_threshold = vec![false; n];
@@ -187,7 +182,7 @@ pub fn train_probe(
     device: &Device,
     progress: bool,
 ) -> Result<ResNet> {
-    let seed = job_seed(tcfg.seed, PROBE_JOB);
+    let seed = crate::seed::training_job(tcfg.seed, PROBE_JOB);
     let model = ResNet::init(mcfg.clone(), seed, device)?;
     let all: Vec<usize> = (0..ds.train.len()).collect();
     let set =

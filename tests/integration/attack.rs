@@ -234,8 +234,8 @@ fn the_shared_resnet20_falls_to_pgd_at_8_of_255_and_less_to_fgsm_at_1_of_255() {
     // "Clearly fewer": the 95% intervals do not overlap. (This model is
     // fragile: PyTorch's own FGSM at 1/255 flips 79% of the correctly
     // classified reference images, as misfit's does.)
-    let (_, fgsm_high) = misfit::evaluate::wilson(fgsm1.successes, fgsm1.attacked, misfit::evaluate::Z95);
-    let (pgd_low, _) = misfit::evaluate::wilson(pgd8.successes, pgd8.attacked, misfit::evaluate::Z95);
+    let (_, fgsm_high) = misfit::stats::wilson(fgsm1.successes, fgsm1.attacked, misfit::stats::Z95);
+    let (pgd_low, _) = misfit::stats::wilson(pgd8.successes, pgd8.attacked, misfit::stats::Z95);
     assert!(fgsm_high < pgd_low, "FGSM at 1/255 {:.3} vs PGD at 8/255 {:.3}", fgsm1.rate, pgd8.rate);
     let a = cfg.attacks.iter().position(|s| s.name() == "pgd:linf").unwrap();
     for r in res.rows.iter().filter(|r| r.attack == a && r.success) {
