@@ -11,13 +11,15 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::data::Split;
 use crate::error::{Error, Problem, Result};
-use crate::run::{RunDir, TableEntry};
+use crate::run::{schema, RunConfig, RunManifest, RunWriter, ScoreInputs};
 use crate::scores::{self, Embeddings, ScoreConfig, ScoreInput};
-use crate::tables::{self, TableBuilder, TableMeta};
+use crate::stages::{self, evaluate, scores as score_stage, Samples};
+use crate::table::{self, TableMeta};
 
 /// What `misfit score` reads.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ScoreFiles {
     /// Probabilities: `.npy` `[n, classes]`, or Parquet with a `probs` list column
     /// (and optionally `label`, `id`, `embedding` columns).
@@ -239,16 +241,28 @@ pub fn load(files: &ScoreFiles) -> Result<Loaded> {
     Ok(out)
 }
 
-/// Scores the files into `outputs/<run>/`: `samples.parquet`,
-/// `classes.parquet`, `neighbors.parquet` (with embeddings), `run.json`.
+/// A `misfit score` run's configuration (`run.json`'s `config`, and
+/// `misfit.config` in every table).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScoreRunConfig {
+    pub files: ScoreFiles,
+    pub scores: ScoreConfig,
+}
+
+/// Scores the files into `outputs/<run>/` through the audit's stages and
+/// run writer: `samples.parquet` and `classes.parquet` with every column
+/// that applies to samples without images or a test split (all rows are
+/// `train`), `embeddings.parquet` and `neighbors.parquet` when embeddings
+/// are given, `run.json`. Returns where the run is, its manifest and the scores.
 pub fn run(
     files: &ScoreFiles,
     cfg: &ScoreConfig,
     outputs: &Path,
     run_name: &str,
-) -> Result<(PathBuf, BTreeMap<String, f64>, scores::Scores, Loaded)> {
+) -> Result<(PathBuf, RunManifest, scores::Scores)> {
     let mut timing = BTreeMap::new();
     let t0 = Instant::now();
+    crate::run::check_name(run_name)?;
     let data = load(files)?;
     timing.insert("read".to_string(), t0.elapsed().as_secs_f64());
     let k = data.classes;
@@ -273,7 +287,9 @@ pub fn run(
     }
     let t1 = Instant::now();
     let emb = data.embeddings.as_ref().map(|(e, d)| (scores::neighbors::normalize(e, *d), *d));
+    let source = files.probs.display().to_string();
     let input = ScoreInput {
+        source: &source,
         classes: k,
         train_labels: &data.labels,
         probs: &data.probs,
@@ -286,40 +302,40 @@ pub fn run(
     timing.insert("score".to_string(), t1.elapsed().as_secs_f64());
 
     let t2 = Instant::now();
-    let run = RunDir::create(outputs, run_name)?;
-    let config = serde_json::json!({"files": files, "scores": cfg});
-    let meta = TableMeta { config_json: config.to_string(), dataset_fingerprint: String::new() };
-    let mut written = Vec::new();
-    let samples = TableBuilder::new()
-        .utf8("id", "sample id", data.ids.iter())
-        .i32("label", "given label, as a class index", data.labels.iter().map(|&l| l as i32))
-        .utf8("label_name", "given label, as a class name", data.labels.iter().map(|&l| classes[l as usize].as_str()));
-    let samples = tables::score_columns(samples, &classes, &sc.images).finish();
-    tables::write(&run.path("samples.parquet"), &samples, &meta)?;
-    written.push(TableEntry { file: "samples.parquet".into(), rows: samples.num_rows(), row: "one sample".into() });
-    let classes_t = TableBuilder::new()
-        .i32("class", "class index", (0..k).map(|i| i as i32))
-        .utf8("class_name", "class name", classes.iter())
-        .i64("samples", "samples with this label", counts.iter().map(|&c| c as i64))
-        .f64(
-            "estimated_noise_rate",
-            "confident learning's estimated share of wrong labels",
-            sc.noise.noise_rate.iter().copied(),
-        )
-        .finish();
-    tables::write(&run.path("classes.parquet"), &classes_t, &meta)?;
-    written.push(TableEntry { file: "classes.parquet".into(), rows: k, row: "one class".into() });
+    let config = ScoreRunConfig { files: files.clone(), scores: cfg.clone() };
+    let config_json = serde_json::to_value(&config).expect("config serialises").to_string();
+    let mut writer =
+        RunWriter::create(outputs, run_name, TableMeta { config_json, dataset_fingerprint: String::new() })?;
+    let samples = Samples {
+        classes: &classes,
+        train_ids: &data.ids,
+        train_labels: &data.labels,
+        test_ids: &[],
+        test_labels: &[],
+    };
+    let n = data.labels.len();
+    let ids: Vec<&str> = data.ids.iter().map(String::as_str).collect();
+    let outputs_ = evaluate::outputs_from_probs(&data.probs, k, &data.labels);
+    let parts = vec![
+        stages::data::sample_keys_of(&ids, &vec![Split::Train; n], &data.labels, &classes),
+        stages::model::sample_columns(&classes, &outputs_, &vec![None; n], None),
+        score_stage::sample_columns(&classes, &sc.images),
+    ];
+    writer.write(&schema::SAMPLES, &table::assemble(&schema::SAMPLES, parts))?;
+    let parts = vec![
+        stages::data::class_counts(&classes, &counts, &vec![0; k]),
+        score_stage::class_columns(&sc, &data.labels, k),
+    ];
+    writer.write(&schema::CLASSES, &table::assemble(&schema::CLASSES, parts))?;
+    if let (Some((e, d)), Some((tr, te))) = (&emb, &sc.neighbors) {
+        writer.write(&schema::EMBEDDINGS, &score_stage::embeddings(&samples, e, &[], *d))?;
+        writer.write(&schema::NEIGHBORS, &score_stage::neighbors(&samples, tr, te))?;
+    }
     timing.insert("tables".to_string(), t2.elapsed().as_secs_f64());
-    let manifest = serde_json::json!({
-        "misfit_version": env!("CARGO_PKG_VERSION"),
-        "run_name": run_name,
-        "config": config,
-        "samples": data.labels.len(),
-        "classes": classes,
-        "tables": written,
-        "scores": crate::run::ScoresSummary::new(&sc, cfg, Vec::new()),
-        "timing_s": timing,
-    });
-    let dest = run.commit_json(&manifest)?;
-    Ok((dest, timing, sc, data))
+    let mut manifest = RunManifest::new(run_name, RunConfig::Score(config));
+    manifest.inputs = Some(ScoreInputs { samples: n, classes, embedding_dim: emb.as_ref().map(|(_, d)| *d) });
+    manifest.scores = Some(score_stage::ScoresSummary::new(&sc, cfg, n, Vec::new()));
+    manifest.timing_s = timing;
+    let dest = writer.commit(&mut manifest)?;
+    Ok((dest, manifest, sc))
 }

@@ -61,6 +61,9 @@ pub enum Error {
     /// Downloading failed or the download did not match its published checksum.
     #[error("{0}")]
     Fetch(String),
+    /// A run folder could not be read (missing table, older schema).
+    #[error(transparent)]
+    Run(#[from] crate::run::read::ReadError),
 }
 
 impl From<Problem> for Error {

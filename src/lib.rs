@@ -3,10 +3,15 @@
 //! model misses most, which classes an attacker flips most easily, and how
 //! those facts connect.
 //!
-//! Data flows forward through one module per stage:
-//! [`data`] (load) -> [`tables`] (Parquet) -> [`run`] (output folder), driven
-//! by [`audit`]. Later stages (model, scores, attacks, explanations, rules,
-//! report) slot in between.
+//! The write side: `misfit audit` ([`audit`]) runs the [`stages`] (data,
+//! model, evaluate, scores, attacks, selfcheck), each owning its tables and
+//! its section of `run.json`; `misfit score` ([`byo`]) runs the scores stage
+//! on a model's files. Both write through one run writer into a run folder
+//! whose tables and columns are the contract ([`run::schema`]). The read
+//! side ([`run::read`]) opens any run folder for Polars. Beneath: loaders
+//! ([`data`]), the ResNet ([`model`]) on its kernels ([`ops`]), training
+//! ([`train`]), label-quality scores ([`scores`]), attacks ([`attack`]),
+//! the small statistics ([`stats`]) and seed streams ([`seed`]).
 
 pub mod atomic;
 pub mod attack;
@@ -15,15 +20,15 @@ pub mod bench;
 pub mod byo;
 pub mod data;
 pub mod error;
-pub mod evaluate;
 pub mod model;
 pub mod ops;
 pub mod progress;
 pub mod run;
 pub mod scores;
 pub mod seed;
+pub mod stages;
 pub mod stats;
-pub mod tables;
+pub mod table;
 pub mod train;
 
 pub use error::{Error, Problem, Result};

@@ -1,4 +1,5 @@
-//! The `misfit` command line: parses arguments and calls the library.
+//! The `misfit` command line: parses arguments and dispatches to the
+//! library, which does the work and the printing.
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -6,13 +7,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use misfit::attack;
-use misfit::audit::{self, AuditOptions, ModelOptions, NoiseKind};
+use misfit::audit::{self, AuditOptions, NoiseKind};
 use misfit::bench::{self, BenchConfig};
 use misfit::byo;
 use misfit::data::demo::DemoConfig;
 use misfit::data::{fetch, inspect, synth, DatasetSpec, LoadOptions};
 use misfit::model::{self, DeviceChoice, Shortcut};
+use misfit::run::summary::summary;
 use misfit::scores::{IndexChoice, PruneMethod, ScoreConfig};
+use misfit::train::recipe::ModelOptions;
 use misfit::train::Schedule;
 
 /// Audit an image-classification dataset and its model: likely mislabeled
@@ -216,7 +219,7 @@ struct AttackArgs {
     #[arg(long, default_value_t = 1)]
     attack_restarts: usize,
     /// Test images attacked per class (a seeded sample), or `all`
-    /// (default: 100; 20 on the built-in demo, to keep it within 3 minutes).
+    /// (default: 100; 40 on the built-in demo, to keep it within 3 minutes).
     #[arg(long)]
     attack_per_class: Option<String>,
     /// Also attack test images the model misclassifies (flipped at budget 0).
@@ -252,7 +255,7 @@ impl AttackArgs {
                 .collect()
         };
         let per_class = match self.attack_per_class.as_deref() {
-            None => Some(audit::attack_per_class(spec)),
+            None => Some(attack::default_per_class(spec)),
             Some("all") => None,
             Some(n) => {
                 Some(n.parse::<usize>().map_err(|_| anyhow::anyhow!("--attack-per-class '{n}': a count or all"))?)
@@ -489,7 +492,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 inject_noise: args.inject_noise.map(|r| (r, args.noise.into())),
             };
             let (dest, manifest) = audit::run(&opts)?;
-            print!("{}", misfit::run::summary(&manifest));
+            print!("{}", summary(&manifest));
             println!("run written to {}", dest.display());
             Ok(ExitCode::SUCCESS)
         }
@@ -508,87 +511,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if !(8..=256).contains(&cfg.size) || cfg.train_per_class == 0 {
                 bail!("--size must be 8 to 256 pixels and --train-per-class at least 1");
             }
-            let o = synth::write(&cfg, &out)?;
-            println!(
-                "wrote {} ({} images), {} ({} planted problems) and {}",
-                o.archive.display(),
-                o.images,
-                o.ground_truth.display(),
-                o.problems,
-                o.pairs.display()
-            );
+            println!("{}", synth::write(&cfg, &out)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(BenchCommand::Attack { model: m, pgd_steps }) => {
             let device = model::select_device(m.device.into())?;
-            let cfg = m.config();
-            println!(
-                "PGD-{pgd_steps} (L-inf) on ResNet-{}, width {}, {}x{} images, batch {}, {} timed batches after {}",
-                m.depth, m.width, m.size, m.size, m.batch, m.steps, m.warmup
-            );
-            let ours = bench::measure_pgd(&cfg, pgd_steps, &device)?;
-            println!("misfit  ({}): {ours:>7.1} images/s", model::device_name(&device));
-            let torch_device = if device.is_cuda() { "cuda" } else { "cpu" };
-            match bench::measure_torch(&m.python, &cfg, torch_device, pgd_steps)? {
-                Some(t) => {
-                    let theirs = t.pgd_img_s.unwrap_or(f64::NAN);
-                    println!("PyTorch {} ({} threads): {theirs:>7.1} images/s", t.torch, t.threads);
-                    println!("ratio misfit/PyTorch: {:.2}", ours / theirs);
-                }
-                None => println!("PyTorch: not importable by {}; no comparison (pass --python PATH)", m.python),
-            }
+            bench::report_attack(&m.config(), pgd_steps, &m.python, &device)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(BenchCommand::Train(m)) => {
-            let (depth, width, size, batch, steps, warmup) = (m.depth, m.width, m.size, m.batch, m.steps, m.warmup);
-            let python = m.python.clone();
             let device = model::select_device(m.device.into())?;
-            let cfg = m.config();
-            println!("ResNet-{depth}, width {width}, {size}x{size} images, batch {batch}, {steps} timed steps after {warmup}");
-            let torch_device = if device.is_cuda() { "cuda" } else { "cpu" };
-            let (mut train, mut infer) = (Vec::new(), Vec::new());
-            let mut torch = true;
-            for _ in 0..m.rounds.max(1) {
-                let ours = bench::measure(&cfg, &device)?;
-                println!(
-                    "misfit  ({}): train {:>7.1} img/s (step {:.3} s: forward {:.3} s, backward {:.3} s), inference {:>7.1} img/s",
-                    model::device_name(&device),
-                    ours.train_img_s,
-                    ours.train_step_s,
-                    ours.forward_s,
-                    ours.backward_s,
-                    ours.infer_img_s
-                );
-                if !torch {
-                    continue;
-                }
-                let Some(t) = bench::measure_torch(&python, &cfg, torch_device, 0)? else {
-                    println!("PyTorch: not importable by {python}; no comparison (pass --python PATH)");
-                    torch = false;
-                    continue;
-                };
-                println!(
-                    "PyTorch {} ({} threads): train {:>7.1} img/s (step {:.3} s), inference {:>7.1} img/s",
-                    t.torch, t.threads, t.train_img_s, t.train_step_s, t.infer_img_s
-                );
-                let (rt, ri) = (ours.train_img_s / t.train_img_s, ours.infer_img_s / t.infer_img_s);
-                println!("ratio misfit/PyTorch: train {rt:.2}, inference {ri:.2}");
-                train.push(rt);
-                infer.push(ri);
-            }
-            if train.len() > 1 {
-                let (t, i) = (bench::Spread::of(&train), bench::Spread::of(&infer));
-                println!(
-                    "median ratio of {} rounds: train {:.2} ({:.2}-{:.2}), inference {:.2} ({:.2}-{:.2})",
-                    train.len(),
-                    t.median,
-                    t.min,
-                    t.max,
-                    i.median,
-                    i.min,
-                    i.max
-                );
-            }
+            bench::report_train(&m.config(), m.rounds, &m.python, &device)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Score(a) => {
@@ -604,48 +537,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 },
                 ..ScoreConfig::default()
             };
-            let (dest, timing, sc, data) = byo::run(&files, &cfg, &a.outputs, &a.run)?;
-            let count = |f: &dyn Fn(&misfit::scores::ImageScores) -> bool| sc.images.iter().filter(|s| f(s)).count();
-            println!("samples  {} ({} classes)", data.labels.len(), data.classes);
-            println!(
-                "flagged  {} label_issue, {} likely_mislabeled, {} ambiguous, {} outlier",
-                count(&|s| s.label_issue == Some(true)),
-                count(&|s| s.flags.likely_mislabeled),
-                count(&|s| s.flags.ambiguous),
-                count(&|s| s.flags.outlier)
-            );
-            if let Some(r) = &sc.recall {
-                println!("index    {} recall@{} {:.3} at ef/nprobe {}", r.index, cfg.k, r.recall, r.ef_search);
-            }
-            println!("time     {}", timing.iter().map(|(k, v)| format!("{k} {v:.2} s")).collect::<Vec<_>>().join(", "));
+            let (dest, manifest, _) = byo::run(&files, &cfg, &a.outputs, &a.run)?;
+            print!("{}", summary(&manifest));
             println!("run written to {}", dest.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(BenchCommand::Score { n, classes, dim, embeddings, python, dir }) => {
-            let tmp = tempdir_for_bench(dir)?;
-            let b = bench::score::run(&tmp, n, classes, dim, embeddings, &python)?;
-            println!(
-                "{n} samples x {classes} classes{}",
-                if embeddings { format!(", {dim}-d embeddings") } else { String::new() }
-            );
-            println!(
-                "misfit   confident learning: {:.2} s of compute ({:.2} s with reading the files and writing the tables), {} flagged",
-                b.misfit_cl_compute_s, b.misfit_cl_s, b.misfit_flagged
-            );
-            if let Some(s) = b.misfit_full_s {
-                println!("misfit   everything with embeddings and neighbours: {s:.2} s");
-            }
-            match (b.cleanlab_s, &b.cleanlab, b.cleanlab_flagged, b.jaccard) {
-                (Some(s), Some(v), Some(f), Some(j)) => {
-                    println!("cleanlab {v} find_label_issues (prune_by_noise_rate): {s:.2} s, {f} flagged");
-                    println!(
-                        "ratio    cleanlab time / misfit time: {:.2} (compute), {:.2} (end to end); Jaccard of flagged sets {j:.6}",
-                        s / b.misfit_cl_compute_s,
-                        s / b.misfit_cl_s
-                    );
-                }
-                _ => println!("cleanlab: not importable by {python}; no comparison (pass --python PATH)"),
-            }
+            let dir = dir.unwrap_or_else(|| std::env::temp_dir().join(format!("misfit-bench-{}", std::process::id())));
+            bench::score::report(&dir, n, classes, dim, embeddings, &python)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Data(DataCommand::Fetch { name, dir }) => {
@@ -657,13 +556,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
-}
-
-/// The folder for a benchmark's generated files.
-fn tempdir_for_bench(dir: Option<PathBuf>) -> Result<PathBuf> {
-    let d = dir.unwrap_or_else(|| std::env::temp_dir().join(format!("misfit-bench-{}", std::process::id())));
-    std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
-    Ok(d)
 }
 
 /// mimalloc: the training and attack loops allocate and free tensors of megabytes

@@ -29,6 +29,19 @@ pub struct BenchConfig {
 }
 
 impl BenchConfig {
+    /// "ResNet-20, width 16, 32x32 images, batch 128, 5 timed steps after 1".
+    pub fn describe(&self, unit: &str) -> String {
+        format!(
+            "ResNet-{}, width {}, {s}x{s} images, batch {}, {} timed {unit} after {}",
+            self.depth,
+            self.width,
+            self.batch,
+            self.steps,
+            self.warmup,
+            s = self.size
+        )
+    }
+
     /// The benchmarked ResNet: option A shortcuts, 10 classes.
     fn model_config(&self) -> ModelConfig {
         ModelConfig {
@@ -203,4 +216,72 @@ mod tests {
         assert_eq!(Spread::of(&[1.0, 2.0, 0.5, 1.5]), Spread { median: 1.25, min: 0.5, max: 2.0 });
         assert_eq!(Spread::of(&[0.7]), Spread { median: 0.7, min: 0.7, max: 0.7 });
     }
+}
+
+/// `misfit bench train`: misfit then PyTorch `rounds` times in turn,
+/// printing each round and the median (range) of the paired ratios.
+pub fn report_train(cfg: &BenchConfig, rounds: usize, python: &str, device: &Device) -> Result<()> {
+    println!("{}", cfg.describe("steps"));
+    let torch_device = if device.is_cuda() { "cuda" } else { "cpu" };
+    let (mut train, mut infer) = (Vec::new(), Vec::new());
+    let mut torch = true;
+    for _ in 0..rounds.max(1) {
+        let ours = measure(cfg, device)?;
+        println!(
+            "misfit  ({}): train {:>7.1} img/s (step {:.3} s: forward {:.3} s, backward {:.3} s), inference {:>7.1} img/s",
+            crate::model::device_name(device),
+            ours.train_img_s,
+            ours.train_step_s,
+            ours.forward_s,
+            ours.backward_s,
+            ours.infer_img_s
+        );
+        if !torch {
+            continue;
+        }
+        let Some(t) = measure_torch(python, cfg, torch_device, 0)? else {
+            println!("PyTorch: not importable by {python}; no comparison (pass --python PATH)");
+            torch = false;
+            continue;
+        };
+        println!(
+            "PyTorch {} ({} threads): train {:>7.1} img/s (step {:.3} s), inference {:>7.1} img/s",
+            t.torch, t.threads, t.train_img_s, t.train_step_s, t.infer_img_s
+        );
+        let (rt, ri) = (ours.train_img_s / t.train_img_s, ours.infer_img_s / t.infer_img_s);
+        println!("ratio misfit/PyTorch: train {rt:.2}, inference {ri:.2}");
+        train.push(rt);
+        infer.push(ri);
+    }
+    if train.len() > 1 {
+        let (t, i) = (Spread::of(&train), Spread::of(&infer));
+        println!(
+            "median ratio of {} rounds: train {:.2} ({:.2}-{:.2}), inference {:.2} ({:.2}-{:.2})",
+            train.len(),
+            t.median,
+            t.min,
+            t.max,
+            i.median,
+            i.min,
+            i.max
+        );
+    }
+    Ok(())
+}
+
+/// `misfit bench attack`: PGD throughput of misfit and of PyTorch, and their ratio.
+pub fn report_attack(cfg: &BenchConfig, pgd_steps: usize, python: &str, device: &Device) -> Result<()> {
+    println!("PGD-{pgd_steps} (L-inf) on {}", cfg.describe("batches"));
+    let ours = measure_pgd(cfg, pgd_steps, device)?;
+    println!("misfit  ({}): {ours:>7.1} images/s", crate::model::device_name(device));
+    let torch_device = if device.is_cuda() { "cuda" } else { "cpu" };
+    match measure_torch(python, cfg, torch_device, pgd_steps)? {
+        Some(t) => {
+            let theirs = t.pgd_img_s.unwrap_or(f64::NAN);
+            println!("PyTorch {} ({} threads): {theirs:>7.1} images/s", t.torch, t.threads);
+            println!("ratio misfit/PyTorch: {:.2}", ours / theirs);
+        }
+        None => println!("PyTorch: not importable by {python}; no comparison (pass --python PATH)"),
+    }
+    Ok(())
 }

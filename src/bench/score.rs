@@ -110,9 +110,9 @@ pub fn run(dir: &Path, n: usize, k: usize, dim: usize, with_embeddings: bool, py
         classes: None,
     };
     let t = Instant::now();
-    let (_, timing, sc, _) = byo::run(&files, &cfg, &dir.join("outputs"), "cl")?;
+    let (_, manifest, sc) = byo::run(&files, &cfg, &dir.join("outputs"), "cl")?;
     let misfit_cl_s = t.elapsed().as_secs_f64();
-    let misfit_cl_compute_s = timing["score"];
+    let misfit_cl_compute_s = manifest.timing_s["score"];
     let ours: HashSet<usize> =
         sc.images.iter().enumerate().filter(|(_, s)| s.label_issue == Some(true)).map(|(i, _)| i).collect();
     let misfit_full_s = if with_embeddings {
@@ -169,4 +169,33 @@ pub fn run(dir: &Path, n: usize, k: usize, dim: usize, with_embeddings: bool, py
     out.cleanlab_flagged = Some(theirs.len());
     out.jaccard = Some(inter / union);
     Ok(out)
+}
+
+/// `misfit bench score`: generates the data in `dir`, runs both, prints the figures and the ratio.
+pub fn report(dir: &Path, n: usize, classes: usize, dim: usize, embeddings: bool, python: &str) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| crate::error::Error::io(dir, e))?;
+    let b = run(dir, n, classes, dim, embeddings, python)?;
+    println!(
+        "{n} samples x {classes} classes{}",
+        if embeddings { format!(", {dim}-d embeddings") } else { String::new() }
+    );
+    println!(
+        "misfit   confident learning: {:.2} s of compute ({:.2} s with reading the files and writing the tables), {} flagged",
+        b.misfit_cl_compute_s, b.misfit_cl_s, b.misfit_flagged
+    );
+    if let Some(s) = b.misfit_full_s {
+        println!("misfit   everything with embeddings and neighbours: {s:.2} s");
+    }
+    match (b.cleanlab_s, &b.cleanlab, b.cleanlab_flagged, b.jaccard) {
+        (Some(s), Some(v), Some(f), Some(j)) => {
+            println!("cleanlab {v} find_label_issues (prune_by_noise_rate): {s:.2} s, {f} flagged");
+            println!(
+                "ratio    cleanlab time / misfit time: {:.2} (compute), {:.2} (end to end); Jaccard of flagged sets {j:.6}",
+                s / b.misfit_cl_compute_s,
+                s / b.misfit_cl_s
+            );
+        }
+        _ => println!("cleanlab: not importable by {python}; no comparison (pass --python PATH)"),
+    }
+    Ok(())
 }

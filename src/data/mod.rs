@@ -245,7 +245,7 @@ impl Dataset {
 }
 
 /// How to load a dataset, beyond where it is.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct LoadOptions {
     /// Resize every image to `(height, width)` pixels instead of requiring all
     /// images to share one size.

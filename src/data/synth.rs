@@ -26,6 +26,21 @@ pub struct SynthOutput {
     pub problems: usize,
 }
 
+impl std::fmt::Display for SynthOutput {
+    /// What `misfit data synth` tells the user it wrote.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "wrote {} ({} images), {} ({} planted problems) and {}",
+            self.archive.display(),
+            self.images,
+            self.ground_truth.display(),
+            self.problems,
+            self.pairs.display()
+        )
+    }
+}
+
 /// Encodes `[h, w, 3]` RGB pixels as PNG.
 pub fn png(pixels: &[u8], height: usize, width: usize) -> Vec<u8> {
     let mut out = Vec::new();

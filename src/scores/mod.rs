@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 pub use combine::{Flags, ImageScores};
 pub use filter::PruneMethod;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Problem, Result};
 
 /// How scoring runs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -88,6 +88,8 @@ pub struct Pixels<'a> {
 /// What scoring is given.
 #[derive(Clone, Debug)]
 pub struct ScoreInput<'a> {
+    /// Where the probabilities and labels came from (a file name), for error messages.
+    pub source: &'a str,
     /// Number of classes.
     pub classes: usize,
     /// Given labels of the training images.
@@ -140,32 +142,34 @@ pub struct Scores {
 
 /// Checks the inputs of scoring; errors name the problem and the first offending row.
 pub fn validate(input: &ScoreInput, cfg: &ScoreConfig) -> Result<()> {
-    let k = input.classes;
+    let (k, src) = (input.classes, input.source);
     let n = input.train_labels.len();
     if input.probs.len() != n * k {
-        return Err(Error::Usage(format!(
-            "probabilities hold {} values, expected {n} training images x {k} classes",
-            input.probs.len()
-        )));
+        return Err(Problem::file(
+            src,
+            format!("probabilities hold {} values, expected {n} rows x {k} classes", input.probs.len()),
+        )
+        .into());
     }
-    for (i, row) in input.probs.chunks_exact(k).enumerate() {
-        let s: f64 = row.iter().map(|&v| v as f64).sum();
-        if row.iter().any(|v| !v.is_finite() || *v < 0.0) {
-            return Err(Error::Usage(format!("row {i}: probabilities contain NaN, infinity or a negative value")));
+    let row = |i: usize, what: String| -> Error { Problem::entry(src, format!("row {i}"), what).into() };
+    for (i, p) in input.probs.chunks_exact(k).enumerate() {
+        let s: f64 = p.iter().map(|&v| v as f64).sum();
+        if p.iter().any(|v| !v.is_finite() || *v < 0.0) {
+            return Err(row(i, "probabilities contain NaN, infinity or a negative value".into()));
         }
         if (s - 1.0).abs() > 1e-3 {
-            return Err(Error::Usage(format!("row {i}: probabilities sum to {s:.6}, not 1 (tolerance 0.001)")));
+            return Err(row(i, format!("probabilities sum to {s:.6}, not 1 (tolerance 0.001)")));
         }
     }
     let mut counts = vec![0usize; k];
     for (i, &l) in input.train_labels.iter().enumerate() {
         if l as usize >= k {
-            return Err(Error::Usage(format!("row {i}: label {l} is outside 0..{}", k - 1)));
+            return Err(row(i, format!("label {l} is outside 0..{}", k - 1)));
         }
         counts[l as usize] += 1;
     }
     if let Some(c) = counts.iter().position(|&c| c == 0) {
-        return Err(Error::Usage(format!("class {c} has no training sample")));
+        return Err(Problem::file(src, format!("class {c} has no training sample")).into());
     }
     if let Some(e) = &input.embeddings {
         if e.train.len() != n * e.dim {

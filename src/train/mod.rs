@@ -7,6 +7,7 @@ pub mod augment;
 pub mod cv;
 pub mod dynamics;
 pub mod optim;
+pub mod recipe;
 pub mod schedule;
 
 use candle_core::{DType, Tensor, D};
@@ -138,9 +139,13 @@ fn restore(model: &ResNet, sgd: &mut Sgd, dyn_: &mut Dynamics, resume: &Resume) 
     }
     let epochs: usize = meta.get("epoch").and_then(|e| e.parse().ok()).unwrap_or(0);
     for (name, var) in model.params.trainable.iter().chain(&model.params.buffers) {
-        let t = tensors
-            .remove(name)
-            .ok_or_else(|| Error::Usage(format!("{}: state lacks {name}", resume.path.display())))?;
+        let t = tensors.remove(name).ok_or_else(|| {
+            crate::error::Problem::entry(
+                resume.path,
+                format!("tensor {name}"),
+                "missing from this training state; delete the file to train that job from the start",
+            )
+        })?;
         var.set(&t)?;
     }
     for (name, _) in &model.params.trainable {

@@ -1,0 +1,303 @@
+//! `misfit audit`: the whole investigation into one run folder, as a list of
+//! stages ([`crate::stages`]): data (load), model (train with K-fold
+//! cross-validation, or import), evaluate (the test split), scores (label
+//! quality, embeddings, neighbours, duplicates), attacks, and the self-check
+//! against planted or injected problems; each stage's tables go to the one
+//! run writer ([`RunWriter`]) and its section into `run.json`.
+
+pub mod noise;
+
+use candle_core::Device;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+pub use noise::NoiseKind;
+
+use crate::attack::AttackConfig;
+use crate::data::demo::{DemoConfig, DemoTruth};
+use crate::data::{Dataset, DatasetSpec, LoadOptions, Problems};
+use crate::error::{Error, Result};
+use crate::model::{self, DeviceChoice};
+use crate::run::{schema, RunConfig, RunManifest, RunWriter};
+use crate::scores::{self, neighbors, Embeddings, Pixels, ScoreConfig, ScoreInput};
+use crate::stages::model::ModelStage;
+use crate::stages::{self, data, evaluate, scores as score_stage, selfcheck, Samples};
+use crate::table::{self, TableMeta};
+use crate::train::recipe::ModelOptions;
+
+/// What an audit is asked to do.
+#[derive(Clone, Debug)]
+pub struct AuditOptions {
+    /// The dataset.
+    pub spec: DatasetSpec,
+    /// How to load it.
+    pub load: LoadOptions,
+    /// Folder that holds run folders (`outputs/`).
+    pub outputs: PathBuf,
+    /// Name of this run's folder; by default the dataset's name.
+    pub run_name: Option<String>,
+    /// Seed of every random choice of the run.
+    pub seed: u64,
+    /// The model stage.
+    pub model: ModelOptions,
+    /// Progress bars and per-epoch lines on standard error.
+    pub progress: bool,
+    /// Self-check: flip this share of the training labels before training.
+    pub inject_noise: Option<(f64, NoiseKind)>,
+    /// The attack stage (None: skipped).
+    pub attack: Option<AttackConfig>,
+}
+
+/// An audit's configuration as recorded in `run.json` and in every table's
+/// metadata (`misfit.config`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AuditConfig {
+    /// The dataset argument as given.
+    pub dataset: String,
+    pub load: LoadOptions,
+    pub seed: u64,
+    pub model: ModelOptions,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub demo: Option<DemoConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inject_noise: Option<(f64, NoiseKind)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attack: Option<AttackConfig>,
+}
+
+/// Runs an audit and returns where the run was written and its manifest.
+pub fn run(opts: &AuditOptions) -> Result<(PathBuf, RunManifest)> {
+    let audit = Audit::start(opts)?;
+    let t = Instant::now();
+    let stage = stages::model::run(
+        &audit.dataset,
+        &opts.spec,
+        opts.seed,
+        &opts.model,
+        &audit.device,
+        &audit.state_dir,
+        opts.progress,
+    )?;
+    audit.finish(stage, t.elapsed().as_secs_f64())
+}
+
+/// An audit under way: the data stage done (noise injected where asked), the
+/// run folder started; [`Audit::finish`] runs every stage after the model.
+pub struct Audit<'a> {
+    opts: &'a AuditOptions,
+    started: Instant,
+    timing: BTreeMap<String, f64>,
+    problems: Problems,
+    /// The dataset, with injected noise when asked for.
+    pub dataset: Dataset,
+    truth: Option<DemoTruth>,
+    injected: Option<Vec<bool>>,
+    /// The device the model stage and the attacks run on.
+    pub device: Device,
+    run_name: String,
+    config: AuditConfig,
+    writer: RunWriter,
+    /// Where the training jobs keep their per-epoch state.
+    pub state_dir: PathBuf,
+}
+
+impl<'a> Audit<'a> {
+    /// Loads the dataset, injects noise where asked, checks the options that
+    /// would otherwise fail after training, and starts the run folder.
+    pub fn start(opts: &'a AuditOptions) -> Result<Self> {
+        let started = Instant::now();
+        let mut problems = Problems::strict();
+        let data::DataStage { dataset: mut ds, truth } = data::load(&opts.spec, &opts.load, &mut problems)?;
+        // Before any training: a typo in an attack's target should not cost a training run.
+        if let Some(a) = &opts.attack {
+            a.validate(&ds.classes)?;
+        }
+        let device = model::select_device(opts.model.device.unwrap_or(DeviceChoice::Auto))?;
+        let injected = match opts.inject_noise {
+            Some((rate, kind)) if (0.0..1.0).contains(&rate) => {
+                let confusion = match kind {
+                    NoiseKind::Confusion => {
+                        let (m, source) =
+                            noise::probe_confusion(&ds, &opts.spec, opts.seed, &opts.model, &device, opts.progress)?;
+                        problems.note(format!("--noise confusion follows the test-split confusion of {source}"));
+                        Some(m)
+                    }
+                    _ => None,
+                };
+                let k = ds.classes.len();
+                Some(noise::inject_noise(&mut ds.train.labels, k, rate, kind, opts.seed, confusion.as_deref()))
+            }
+            Some((rate, _)) => {
+                return Err(Error::Usage(format!("--inject-noise {rate}: give a share from 0 to below 1")))
+            }
+            None => None,
+        };
+        let mut timing = BTreeMap::new();
+        timing.insert("load".to_string(), started.elapsed().as_secs_f64());
+        let run_name = opts.run_name.clone().unwrap_or_else(|| ds.name.clone());
+        let config = AuditConfig {
+            dataset: opts.spec.to_string(),
+            load: opts.load.clone(),
+            seed: opts.seed,
+            model: opts.model.clone(),
+            demo: match &opts.spec {
+                DatasetSpec::Demo(cfg) => Some(cfg.clone()),
+                _ => None,
+            },
+            inject_noise: opts.inject_noise,
+            attack: opts.attack.clone(),
+        };
+        let config_json = serde_json::to_value(&config).expect("config serialises").to_string();
+        let meta = TableMeta { config_json, dataset_fingerprint: ds.fingerprint() };
+        let writer = RunWriter::create(&opts.outputs, &run_name, meta)?;
+        let state_dir = opts.outputs.join(format!(".{run_name}.train"));
+        Ok(Audit {
+            opts,
+            started,
+            timing,
+            problems,
+            dataset: ds,
+            truth,
+            injected,
+            device,
+            run_name,
+            config,
+            writer,
+            state_dir,
+        })
+    }
+
+    /// Runs the stages after the model (`model_s`: the model stage's wall
+    /// time): evaluate, scores, attacks, self-check; writes every table and
+    /// `run.json` and moves the run into place.
+    pub fn finish(self, stage: ModelStage, model_s: f64) -> Result<(PathBuf, RunManifest)> {
+        let Audit {
+            opts,
+            started,
+            mut timing,
+            mut problems,
+            dataset: ds,
+            truth,
+            injected,
+            run_name,
+            config,
+            mut writer,
+            state_dir,
+            ..
+        } = self;
+        timing.insert("model".to_string(), model_s);
+        let t2 = Instant::now();
+        let k = ds.classes.len();
+        let samples = Samples::of(&ds);
+        let n_train = ds.train.len();
+        let outputs = evaluate::sample_outputs(&stage.logits(), k, &samples.labels());
+        let eval = evaluate::evaluate(&ds.test.labels, &outputs.pred[n_train..], k);
+        timing.insert("evaluate".to_string(), t2.elapsed().as_secs_f64());
+
+        let t3 = Instant::now();
+        let dim = stage.model.config.feature_dim();
+        let train_emb = neighbors::normalize(&stage.train_features, dim);
+        let test_emb = neighbors::normalize(&stage.test_features, dim);
+        let aum = stage.aum();
+        let input = ScoreInput {
+            source: "the model's probabilities",
+            classes: k,
+            train_labels: &ds.train.labels,
+            probs: &outputs.probs[..n_train * k],
+            test_labels: &ds.test.labels,
+            embeddings: Some(Embeddings { dim, train: &train_emb, test: &test_emb }),
+            pixels: Some(Pixels { image_len: ds.image_len(), train: &ds.train.pixels, test: &ds.test.pixels }),
+            aum: aum.as_deref(),
+        };
+        let score_cfg = ScoreConfig { seed: opts.seed, ..ScoreConfig::default() };
+        let sc = scores::score(&input, &score_cfg)?;
+        if let Some(r) = &sc.recall {
+            if !r.reached_target {
+                problems.note(format!(
+                    "{} recall@{} is {:.3} at ef/nprobe {} (target {}): neighbours may be missing",
+                    r.index, score_cfg.k, r.recall, r.ef_search, score_cfg.recall_target
+                ));
+            }
+        }
+        let known = selfcheck::Known { truth: truth.as_ref(), injected: injected.as_deref() };
+        let checks = selfcheck::run(&ds, &known, &sc, aum.as_deref(), stage.aum_threshold.as_ref());
+        timing.insert("scores".to_string(), t3.elapsed().as_secs_f64());
+
+        let t_attack = Instant::now();
+        let mut attacked = match &opts.attack {
+            Some(cfg) => {
+                let cfg = AttackConfig { seed: opts.seed, ..cfg.clone() };
+                let miss = eval.miss_rates();
+                Some(stages::attacks::run(
+                    &stage.model,
+                    &ds,
+                    &stage.train_logits,
+                    &stage.test_logits,
+                    &cfg,
+                    &miss,
+                    opts.progress,
+                )?)
+            }
+            None => None,
+        };
+        timing.insert("attacks".to_string(), t_attack.elapsed().as_secs_f64());
+
+        let t4 = Instant::now();
+        let n = samples.len();
+        let mut parts = vec![
+            data::sample_keys(&ds),
+            stages::model::sample_columns(&ds.classes, &outputs, &stage.folds(n), stage.dynamics.as_ref()),
+            score_stage::sample_columns(&ds.classes, &sc.images),
+            stage.aum_flag(n),
+        ];
+        parts.extend(attacked.as_ref().map(|a| a.sample_columns(&samples)));
+        writer.write(&schema::SAMPLES, &table::assemble(&schema::SAMPLES, parts))?;
+        let mut parts = vec![
+            data::class_counts(&ds.classes, &ds.train.class_counts(k), &ds.test.class_counts(k)),
+            eval.class_columns(),
+            score_stage::class_columns(&sc, &ds.train.labels, k),
+        ];
+        parts.extend(attacked.as_ref().map(|a| a.class_columns()));
+        writer.write(&schema::CLASSES, &table::assemble(&schema::CLASSES, parts))?;
+        if let Some(a) = attacked.as_mut() {
+            writer.write(&schema::ATTACKS, &a.attacks_table(&ds))?;
+            writer.write(&schema::ATTACK_CLASSES, &a.classes_table(&ds.classes))?;
+            a.write_examples(&ds, &writer.path("attack_examples"), "attack_examples")?;
+        }
+        writer.write(&schema::EMBEDDINGS, &score_stage::embeddings(&samples, &train_emb, &test_emb, dim))?;
+        if let Some((tr, te)) = &sc.neighbors {
+            writer.write(&schema::NEIGHBORS, &score_stage::neighbors(&samples, tr, te))?;
+        }
+        writer.write(&schema::DUPLICATES, &score_stage::duplicates(&samples, &sc.duplicates))?;
+        if let Some(c) = &checks {
+            writer.write(&schema::SELFCHECK, &selfcheck::table(c))?;
+        }
+        writer.write(&schema::CONFUSION, &eval.confusion_table(&ds.classes))?;
+        if let Some(d) = &stage.dynamics {
+            writer.write(&schema::DYNAMICS, &stages::model::dynamics(&ds.train.ids, d))?;
+        }
+        if let Some(t) = &truth {
+            writer.write(&schema::PLANTED, &data::planted(t))?;
+        }
+        stage.save(&writer.path("model.safetensors"), opts.seed)?;
+        timing.insert("tables".to_string(), t4.elapsed().as_secs_f64());
+        timing.insert("total".to_string(), started.elapsed().as_secs_f64());
+
+        let mut manifest = RunManifest::new(&run_name, RunConfig::Audit(config));
+        manifest.dataset = Some(data::DatasetSummary::new(&opts.spec.to_string(), &ds));
+        manifest.notes = problems.notes;
+        manifest.planted = truth.as_ref().map(data::planted_counts);
+        manifest.scores = Some(score_stage::ScoresSummary::new(&sc, &score_cfg, n_train, checks.unwrap_or_default()));
+        manifest.model = Some(stage.summary);
+        manifest.evaluation = Some(eval);
+        manifest.attacks = attacked.map(|a| a.summary);
+        manifest.timing_s = timing;
+        let dest = writer.commit(&mut manifest)?;
+        if state_dir.exists() {
+            std::fs::remove_dir_all(&state_dir).map_err(|e| Error::io(&state_dir, e))?;
+        }
+        Ok((dest, manifest))
+    }
+}

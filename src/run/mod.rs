@@ -1,0 +1,146 @@
+//! The run folder, `outputs/<run-name>/`: the contract between the write
+//! side (`misfit audit`, `misfit score`) and the read side (findings,
+//! queries, reports). [`schema`] lists every table and column, [`RunWriter`]
+//! writes a run's tables and its typed `run.json` ([`manifest`]) atomically,
+//! [`read`] opens any run folder for Polars, [`summary`] prints one.
+//!
+//! A run is written into `outputs/.<run-name>.partial-<pid>/` and renamed into
+//! place when complete, replacing the previous run of that name: a crash
+//! leaves the previous run whole.
+
+pub mod manifest;
+pub mod read;
+pub mod schema;
+pub mod summary;
+
+use arrow::array::RecordBatch;
+use std::path::{Path, PathBuf};
+
+pub use manifest::{RunConfig, RunManifest, ScoreInputs, TableEntry, MANIFEST};
+
+use crate::error::{Error, Result};
+use crate::table::{self, TableMeta};
+use schema::TableSchema;
+
+/// The manifest file's name.
+
+/// A run folder being written.
+#[derive(Debug)]
+pub struct RunDir {
+    partial: PathBuf,
+    dest: PathBuf,
+}
+
+/// Checks that a run name is a plain folder name.
+pub fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && !name.starts_with('.')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.+".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Usage(format!(
+            "run name '{name}' must be a plain folder name: letters, digits, '-', '_', '.', '+', not starting with '.'"
+        )))
+    }
+}
+
+impl RunDir {
+    /// Starts a run named `name` under `outputs`. A folder of that name that
+    /// is not a misfit run (no `run.json`) is never replaced.
+    pub fn create(outputs: &Path, name: &str) -> Result<Self> {
+        check_name(name)?;
+        let dest = outputs.join(name);
+        if dest.exists() && !dest.join(MANIFEST).is_file() {
+            return Err(Error::Usage(format!(
+                "{} exists and is not a misfit run (no {MANIFEST}); choose another --run name",
+                dest.display()
+            )));
+        }
+        let partial = outputs.join(format!(".{name}.partial-{}", std::process::id()));
+        if partial.exists() {
+            std::fs::remove_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;
+        }
+        std::fs::create_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;
+        Ok(RunDir { partial, dest })
+    }
+
+    /// Where a file of the run is written while the run is under way.
+    pub fn path(&self, file: &str) -> PathBuf {
+        self.partial.join(file)
+    }
+
+    /// Where the run will be once committed.
+    pub fn dest(&self) -> &Path {
+        &self.dest
+    }
+
+    /// Writes `run.json` and moves the run into place, replacing the previous
+    /// run of that name.
+    pub fn commit(self, manifest: &RunManifest) -> Result<PathBuf> {
+        // Through a JSON value, as misfit has always written it: keys in
+        // sorted order, f32 figures as their exact f64 widening.
+        let value = serde_json::to_value(manifest).expect("manifest serialises");
+        let json = serde_json::to_string_pretty(&value).expect("manifest serialises");
+        crate::atomic::write(self.partial.join(MANIFEST), json.as_bytes())?;
+        let old = self.dest.with_file_name(format!(
+            ".{}.old-{}",
+            self.dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            std::process::id()
+        ));
+        let had_old = self.dest.exists();
+        if had_old {
+            std::fs::rename(&self.dest, &old).map_err(|e| Error::io(&self.dest, e))?;
+        }
+        std::fs::rename(&self.partial, &self.dest).map_err(|e| Error::io(&self.dest, e))?;
+        if had_old {
+            std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
+        }
+        Ok(self.dest.clone())
+    }
+}
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        // Still here means the run did not complete: leave no partial run behind.
+        if self.partial.exists() {
+            let _ = std::fs::remove_dir_all(&self.partial);
+        }
+    }
+}
+
+/// The one writer of a run folder, for `misfit audit` and `misfit score`:
+/// tables go into the partial folder as the stages hand them over, each
+/// recorded for `run.json`; [`RunWriter::commit`] writes the manifest and
+/// moves the run into place.
+pub struct RunWriter {
+    dir: RunDir,
+    meta: TableMeta,
+    tables: Vec<TableEntry>,
+}
+
+impl RunWriter {
+    /// Starts run `name` under `outputs`; every table carries `meta`.
+    pub fn create(outputs: &Path, name: &str, meta: TableMeta) -> Result<Self> {
+        Ok(RunWriter { dir: RunDir::create(outputs, name)?, meta, tables: Vec::new() })
+    }
+
+    /// Where a file of the run (not a table: a model, images) is written while the run is under way.
+    pub fn path(&self, file: &str) -> PathBuf {
+        self.dir.path(file)
+    }
+
+    /// Writes `batch` as the table `table` of the contract.
+    pub fn write(&mut self, table: &'static TableSchema, batch: &RecordBatch) -> Result<()> {
+        table::write(&self.dir.path(table.file), batch, &self.meta)?;
+        self.tables.push(TableEntry { file: table.file.into(), rows: batch.num_rows(), row: table.row.into() });
+        Ok(())
+    }
+
+    /// Records the tables written in `manifest`, writes it as `run.json` and
+    /// moves the run into place.
+    pub fn commit(self, manifest: &mut RunManifest) -> Result<PathBuf> {
+        manifest.tables = self.tables;
+        self.dir.commit(manifest)
+    }
+}

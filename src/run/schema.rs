@@ -1,0 +1,173 @@
+//! The run folder's contract: every table a run can hold, and every column
+//! of it, in one place. Each stage declares the column groups it owns next
+//! to the code that fills them (`src/stages/`); this list says which
+//! groups, in which order, make each table. The writer builds columns
+//! against it ([`crate::table::TableBuilder`]), the read side checks tables
+//! against it ([`crate::run::read`]), and a test checks the README's table
+//! of tables and columns against it.
+
+use crate::stages::{attacks, data, evaluate, model, scores, selfcheck};
+
+/// One column: its name and what it holds, in which units (stored as the
+/// Parquet field's `description`).
+#[derive(Debug)]
+pub struct Column {
+    pub name: &'static str,
+    pub description: &'static str,
+}
+
+/// The columns one stage adds to a table: all of them or none (a run
+/// without that stage, or where it does not apply, leaves the group out).
+#[derive(Debug)]
+pub struct Group {
+    /// The stage that owns and fills the group (`data`, `model`, ...).
+    pub stage: &'static str,
+    pub columns: &'static [Column],
+}
+
+impl Group {
+    /// The column names, in order.
+    pub fn names(&self) -> impl Iterator<Item = &'static str> {
+        self.columns.iter().map(|c| c.name)
+    }
+}
+
+/// One table of a run folder.
+#[derive(Debug)]
+pub struct TableSchema {
+    /// The name the read side registers it under (`samples`).
+    pub name: &'static str,
+    /// Its file in the run folder (`samples.parquet`).
+    pub file: &'static str,
+    /// What one row is.
+    pub row: &'static str,
+    /// Its column groups, in column order; the first holds the key columns
+    /// every run that writes the table has.
+    pub groups: &'static [&'static Group],
+}
+
+impl TableSchema {
+    /// Every column name, in order.
+    pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.groups.iter().flat_map(|g| g.names())
+    }
+}
+
+pub static SAMPLES: TableSchema = TableSchema {
+    name: "samples",
+    file: "samples.parquet",
+    row: "one image",
+    groups: &[
+        &data::SAMPLE_KEYS,
+        &model::SAMPLE_MODEL,
+        &scores::SAMPLE_SCORES,
+        &model::SAMPLE_AUM_FLAG,
+        &attacks::SAMPLE_ATTACKS,
+    ],
+};
+
+pub static CLASSES: TableSchema = TableSchema {
+    name: "classes",
+    file: "classes.parquet",
+    row: "one class",
+    groups: &[&data::CLASS_COUNTS, &evaluate::CLASS_MISSES, &attacks::CLASS_RADIUS, &scores::CLASS_FLAGS],
+};
+
+pub static CONFUSION: TableSchema = TableSchema {
+    name: "confusion",
+    file: "confusion.parquet",
+    row: "one (given, predicted) class pair of the test split",
+    groups: &[&evaluate::CONFUSION],
+};
+
+pub static DYNAMICS: TableSchema = TableSchema {
+    name: "dynamics",
+    file: "dynamics.parquet",
+    row: "one training image at one epoch",
+    groups: &[&model::DYNAMICS],
+};
+
+pub static EMBEDDINGS: TableSchema =
+    TableSchema { name: "embeddings", file: "embeddings.parquet", row: "one image", groups: &[&scores::EMBEDDINGS] };
+
+pub static NEIGHBORS: TableSchema = TableSchema {
+    name: "neighbors",
+    file: "neighbors.parquet",
+    row: "one (image, neighbour rank) pair",
+    groups: &[&scores::NEIGHBORS],
+};
+
+pub static DUPLICATES: TableSchema = TableSchema {
+    name: "duplicates",
+    file: "duplicates.parquet",
+    row: "one duplicate pair",
+    groups: &[&scores::DUPLICATES],
+};
+
+pub static ATTACKS: TableSchema = TableSchema {
+    name: "attacks",
+    file: "attacks.parquet",
+    row: "one attacked image under one attack at one budget",
+    groups: &[&attacks::ATTACKS],
+};
+
+pub static ATTACK_CLASSES: TableSchema = TableSchema {
+    name: "attack_classes",
+    file: "attack_classes.parquet",
+    row: "one class under one attack at one budget (test victims)",
+    groups: &[&attacks::ATTACK_CLASSES],
+};
+
+pub static SELFCHECK: TableSchema = TableSchema {
+    name: "selfcheck",
+    file: "selfcheck.parquet",
+    row: "one flag or score checked against planted or injected problems",
+    groups: &[&selfcheck::SELFCHECK],
+};
+
+pub static PLANTED: TableSchema =
+    TableSchema { name: "planted", file: "planted.parquet", row: "one planted problem", groups: &[&data::PLANTED] };
+
+/// Every table a run folder can hold.
+pub static TABLES: &[&TableSchema] = &[
+    &SAMPLES,
+    &CLASSES,
+    &CONFUSION,
+    &DYNAMICS,
+    &EMBEDDINGS,
+    &NEIGHBORS,
+    &DUPLICATES,
+    &ATTACKS,
+    &ATTACK_CLASSES,
+    &SELFCHECK,
+    &PLANTED,
+];
+
+/// The table named `name` (`samples` or `samples.parquet`).
+pub fn table(name: &str) -> Option<&'static TableSchema> {
+    TABLES.iter().copied().find(|t| t.name == name || t.file == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_within_each_table_and_across_tables() {
+        let mut files = std::collections::HashSet::new();
+        for t in TABLES {
+            assert!(files.insert(t.file), "{} twice", t.file);
+            assert_eq!(format!("{}.parquet", t.name), t.file);
+            let mut names = std::collections::HashSet::new();
+            for n in t.names() {
+                assert!(names.insert(n), "{}: column {n} twice", t.file);
+            }
+            for g in t.groups {
+                assert!(!g.columns.is_empty(), "{}: empty {} group", t.file, g.stage);
+                for c in g.columns {
+                    assert!(!c.description.is_empty(), "{}.{}: no description", t.file, c.name);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! The terminal summary of a run, from its manifest.
+
+use super::RunManifest;
+
+/// A plain-text summary of a run for the terminal.
+pub fn summary(m: &RunManifest) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let classes = m.classes();
+    if let Some(d) = &m.dataset {
+        let _ = writeln!(s, "dataset  {}", d.source);
+        let _ = writeln!(
+            s,
+            "images   {} train, {} test, {}x{} pixels, {} classes",
+            d.images.get("train").copied().unwrap_or(0),
+            d.images.get("test").copied().unwrap_or(0),
+            d.height,
+            d.width,
+            d.classes.len()
+        );
+    }
+    if let Some(i) = &m.inputs {
+        let _ = writeln!(s, "samples  {} ({} classes)", i.samples, i.classes.len());
+    }
+    if let Some(p) = &m.planted {
+        let parts: Vec<String> = p.iter().map(|(k, v)| format!("{v} {k}")).collect();
+        let _ = writeln!(s, "planted  {}", parts.join(", "));
+    }
+    for n in &m.notes {
+        let _ = writeln!(s, "note     {n}");
+    }
+    if let Some(e) = &m.evaluation {
+        let _ = writeln!(s, "test     accuracy {:.2}%", 100.0 * e.accuracy);
+        let mut order: Vec<&crate::stages::evaluate::ClassResult> = e.classes.iter().collect();
+        order.sort_by(|a, b| b.miss_rate.total_cmp(&a.miss_rate));
+        let parts: Vec<String> = order
+            .iter()
+            .take(5)
+            .map(|c| {
+                format!(
+                    "{} {:.1}% [{:.1}-{:.1}]",
+                    classes[c.class as usize],
+                    100.0 * c.miss_rate,
+                    100.0 * c.miss_rate_low,
+                    100.0 * c.miss_rate_high
+                )
+            })
+            .collect();
+        let _ = writeln!(s, "missed   most: {}", parts.join(", "));
+    }
+    if let Some(sc) = &m.scores {
+        let f: Vec<String> = sc.flagged.iter().map(|(k, v)| format!("{v} {k}")).collect();
+        let _ = writeln!(s, "flagged  {} (train); {} duplicate pairs", f.join(", "), sc.duplicate_pairs);
+        if let Some(r) = &sc.recall {
+            let _ = writeln!(
+                s,
+                "index    {} recall@{} {:.3} at ef/nprobe {} ({} queries)",
+                r.index, sc.config.k, r.recall, r.ef_search, r.queries
+            );
+        }
+        for c in &sc.selfcheck {
+            let line = match (c.precision, c.recall, c.auroc) {
+                (Some(p), Some(r), _) => format!("precision {p:.2} recall {r:.2} ({} flagged)", c.flagged.unwrap_or(0)),
+                (_, _, Some(a)) => format!("AUROC {a:.3}"),
+                _ => String::new(),
+            };
+            let _ = writeln!(s, "check    {} vs {} ({}): {line}", c.name, c.target, c.positives);
+        }
+    }
+    if !m.timing_s.is_empty() && m.dataset.is_none() {
+        let t: Vec<String> = m.timing_s.iter().map(|(k, v)| format!("{k} {v:.2} s")).collect();
+        let _ = writeln!(s, "time     {}", t.join(", "));
+    }
+    if let Some(a) = &m.attacks {
+        let _ = writeln!(s, "attacked {} images ({:.1} images/s, every attack and budget)", a.victims, a.images_per_s);
+        let mut names: Vec<&str> = Vec::new();
+        for o in &a.overall {
+            if !names.contains(&o.attack.as_str()) {
+                names.push(&o.attack);
+            }
+        }
+        for name in names {
+            let parts: Vec<String> = a
+                .overall
+                .iter()
+                .filter(|o| o.attack == name)
+                .map(|o| {
+                    let rho = o.miss_rate_spearman.map(|r| format!(", rho {r:+.2}")).unwrap_or_default();
+                    format!("{} {:.0}%{rho}", budget_label(&o.attack, o.budget), 100.0 * o.rate)
+                })
+                .collect();
+            let _ = writeln!(s, "attack   {name}: {}", parts.join("; "));
+            // Per class at the smallest budget that flips some but not all.
+            let pick = a.overall.iter().filter(|o| o.attack == name).find(|o| o.rate > 0.0 && o.rate < 1.0);
+            if let Some(o) = pick {
+                let mut rows: Vec<&crate::attack::ClassSuccess> =
+                    a.per_class.iter().filter(|c| c.attack == name && c.budget == o.budget && c.attacked > 0).collect();
+                rows.sort_by(|x, y| y.rate.total_cmp(&x.rate));
+                let parts: Vec<String> =
+                    rows.iter().map(|c| format!("{} {:.0}%", classes[c.class as usize], 100.0 * c.rate)).collect();
+                let _ = writeln!(s, "         by class at {}: {}", budget_label(name, o.budget), parts.join(", "));
+            }
+        }
+        let _ =
+            writeln!(s, "         rho: Spearman correlation across classes between attack success and test miss rate");
+    }
+    for t in &m.tables {
+        let _ = writeln!(s, "table    {} ({} rows, one row = {})", t.file, t.rows, t.row);
+    }
+    s
+}
+
+/// `2/255` for an L-inf budget that is a whole number of grey levels, the plain number otherwise.
+pub fn budget_label(attack: &str, budget: f32) -> String {
+    let levels = budget * 255.0;
+    if attack.contains(":linf") && (levels - levels.round()).abs() < 1e-3 {
+        format!("{}/255", levels.round())
+    } else {
+        format!("{budget}")
+    }
+}

@@ -1,0 +1,196 @@
+//! The attacks stage: FGSM and PGD against the final model, per-class
+//! attack success and robustness radii ([`crate::attack`]); the tables it
+//! owns: `attacks.parquet`, `attack_classes.parquet`, the adversarial
+//! examples, `samples.parquet`'s attack columns, `classes.parquet`'s median
+//! radii, and `run.json`'s `attacks`.
+
+use arrow::array::RecordBatch;
+use std::path::Path;
+
+use super::Samples;
+use crate::attack::{self, AttackConfig, AttackResults, AttackRow, AttackSummary, ClassSuccess, Method};
+use crate::data::Dataset;
+use crate::error::Result;
+use crate::model::ResNet;
+use crate::run::schema::{self, Column, Group};
+use crate::table::{Columns, TableBuilder};
+
+/// `samples.parquet`: whether each image was attacked, and its robustness radius.
+pub static SAMPLE_ATTACKS: Group = Group {
+    stage: "attacks",
+    columns: &[
+        Column { name: "attacked", description: "whether the attack stage attacked this image" },
+        Column {
+            name: "radius_linf",
+            description: "smallest L-inf budget (bisection over PGD) that flips the image, [0, 1] pixel units; null: not attacked or not flipped within the largest budget",
+        },
+        Column { name: "radius_l2", description: "the same in L2" },
+    ],
+};
+
+/// `classes.parquet`: the median radius of each class's attacked test images.
+pub static CLASS_RADIUS: Group = Group {
+    stage: "attacks",
+    columns: &[
+        Column {
+            name: "median_radius_linf",
+            description: "median smallest L-inf budget flipping the class's attacked test images (null: above the largest budget)",
+        },
+        Column { name: "median_radius_l2", description: "the same in L2, [0, 1] pixel units" },
+    ],
+};
+
+/// `attacks.parquet`: one row per attacked image x attack x budget.
+pub static ATTACKS: Group = Group {
+    stage: "attacks",
+    columns: &[
+        Column { name: "id", description: "attacked image" },
+        Column { name: "split", description: "train or test" },
+        Column { name: "label", description: "given label" },
+        Column { name: "label_name", description: "given label's name" },
+        Column { name: "attack", description: "METHOD:NORM[:TARGET], e.g. pgd:linf:least-likely" },
+        Column { name: "method", description: "fgsm or pgd" },
+        Column { name: "norm", description: "linf or l2" },
+        Column { name: "targeted", description: "whether success means reaching a target class" },
+        Column { name: "target", description: "target class (null: untargeted)" },
+        Column { name: "target_name", description: "target class name" },
+        Column { name: "budget", description: "budget in the attack's norm, [0, 1] pixel units (8/255 = 0.0314)" },
+        Column {
+            name: "success",
+            description: "untargeted: prediction left the label; targeted: prediction is the target",
+        },
+        Column { name: "adv_pred", description: "prediction on the adversarial image" },
+        Column { name: "adv_pred_name", description: "its class name" },
+        Column { name: "adv_prob", description: "softmax probability of adv_pred" },
+        Column { name: "linf", description: "L-inf norm of the perturbation used, [0, 1] pixel units" },
+        Column { name: "l2", description: "L2 norm of the perturbation used, [0, 1] pixel units" },
+        Column {
+            name: "steps",
+            description: "gradient steps taken before success (all, over every restart, on failure)",
+        },
+    ],
+};
+
+/// `attack_classes.parquet`: one row per class x attack x budget, success among the class's test victims.
+pub static ATTACK_CLASSES: Group = Group {
+    stage: "attacks",
+    columns: &[
+        Column { name: "class", description: "class index" },
+        Column { name: "class_name", description: "class name" },
+        Column { name: "attack", description: "METHOD:NORM[:TARGET]" },
+        Column { name: "budget", description: "budget in the attack's norm, [0, 1] pixel units" },
+        Column { name: "attacked", description: "test images of the class attacked" },
+        Column { name: "successes", description: "of those, flipped" },
+        Column { name: "success_rate", description: "successes over attacked" },
+        Column { name: "success_rate_low", description: "95% Wilson interval, low end" },
+        Column { name: "success_rate_high", description: "95% Wilson interval, high end" },
+    ],
+};
+
+/// What the attacks stage produced.
+pub struct AttackStage {
+    pub results: AttackResults,
+    /// The configuration the attacks ran with (the run's seed in it).
+    pub config: AttackConfig,
+    pub summary: AttackSummary,
+}
+
+/// Attacks the victims chosen from the model's logits; `miss_rate` per class
+/// (the evaluation's) for the correlation of success with misses.
+#[allow(clippy::too_many_arguments)]
+pub fn run(
+    model: &ResNet,
+    ds: &Dataset,
+    train_logits: &[f32],
+    test_logits: &[f32],
+    config: &AttackConfig,
+    miss_rate: &[f64],
+    progress: bool,
+) -> Result<AttackStage> {
+    let victims = attack::victims(ds, test_logits, train_logits, config);
+    let results = attack::run(model, ds, victims, config, progress)?;
+    let summary = AttackSummary::new(&results, config, miss_rate);
+    Ok(AttackStage { results, config: config.clone(), summary })
+}
+
+impl AttackStage {
+    /// `samples.parquet`'s attack columns.
+    pub fn sample_columns(&self, s: &Samples) -> Columns {
+        let n = s.len();
+        let (mut was, mut linf, mut l2) = (vec![false; n], vec![None; n], vec![None; n]);
+        for (i, v) in self.results.victims.iter().enumerate() {
+            let row = s.row(v.split, v.row);
+            was[row] = true;
+            linf[row] = self.results.radius_linf[i];
+            l2[row] = self.results.radius_l2[i];
+        }
+        TableBuilder::new(&SAMPLE_ATTACKS)
+            .bool("attacked", was)
+            .opt_f32("radius_linf", linf)
+            .opt_f32("radius_l2", l2)
+            .finish()
+    }
+
+    /// `classes.parquet`'s median radii.
+    pub fn class_columns(&self) -> Columns {
+        TableBuilder::new(&CLASS_RADIUS)
+            .opt_f32("median_radius_linf", self.summary.median_radius_linf.iter().copied())
+            .opt_f32("median_radius_l2", self.summary.median_radius_l2.iter().copied())
+            .finish()
+    }
+
+    /// `attacks.parquet`.
+    pub fn attacks_table(&self, ds: &Dataset) -> RecordBatch {
+        let (res, cfg) = (&self.results, &self.config);
+        let v = |r: &AttackRow| &res.victims[r.victim];
+        let spec = |r: &AttackRow| &cfg.attacks[r.attack];
+        let rows = &res.rows;
+        let name = |c: u32| ds.classes[c as usize].as_str();
+        TableBuilder::new(&ATTACKS)
+            .utf8("id", rows.iter().map(|r| ds.split(v(r).split).ids[v(r).row].as_str()))
+            .utf8("split", rows.iter().map(|r| v(r).split.as_str()))
+            .i32("label", rows.iter().map(|r| v(r).label as i32))
+            .utf8("label_name", rows.iter().map(|r| name(v(r).label)))
+            .utf8("attack", rows.iter().map(|r| spec(r).name()))
+            .utf8("method", rows.iter().map(|r| if spec(r).method == Method::Fgsm { "fgsm" } else { "pgd" }))
+            .utf8("norm", rows.iter().map(|r| spec(r).norm.as_str()))
+            .bool("targeted", rows.iter().map(|r| r.target.is_some()))
+            .opt_i32("target", rows.iter().map(|r| r.target.map(|t| t as i32)))
+            .opt_utf8("target_name", rows.iter().map(|r| r.target.map(name)))
+            .f32("budget", rows.iter().map(|r| r.budget))
+            .bool("success", rows.iter().map(|r| r.success))
+            .i32("adv_pred", rows.iter().map(|r| r.adv_pred as i32))
+            .utf8("adv_pred_name", rows.iter().map(|r| name(r.adv_pred)))
+            .f32("adv_prob", rows.iter().map(|r| r.adv_prob))
+            .f32("linf", rows.iter().map(|r| r.linf))
+            .f32("l2", rows.iter().map(|r| r.l2))
+            .i32("steps", rows.iter().map(|r| r.steps as i32))
+            .finish_table(&schema::ATTACKS)
+    }
+
+    /// `attack_classes.parquet`.
+    pub fn classes_table(&self, classes: &[String]) -> RecordBatch {
+        let per_class: &[ClassSuccess] = &self.summary.per_class;
+        TableBuilder::new(&ATTACK_CLASSES)
+            .i32("class", per_class.iter().map(|c| c.class as i32))
+            .utf8("class_name", per_class.iter().map(|c| classes[c.class as usize].as_str()))
+            .utf8("attack", per_class.iter().map(|c| c.attack.as_str()))
+            .f32("budget", per_class.iter().map(|c| c.budget))
+            .i64("attacked", per_class.iter().map(|c| c.attacked as i64))
+            .i64("successes", per_class.iter().map(|c| c.successes as i64))
+            .f64("success_rate", per_class.iter().map(|c| c.rate))
+            .f64("success_rate_low", per_class.iter().map(|c| c.low))
+            .f64("success_rate_high", per_class.iter().map(|c| c.high))
+            .finish_table(&schema::ATTACK_CLASSES)
+    }
+
+    /// Writes the adversarial examples into `dir` (PNG) and records their
+    /// paths, relative to the run folder, in the summary.
+    pub fn write_examples(&mut self, ds: &Dataset, dir: &Path, relative: &str) -> Result<()> {
+        self.summary.examples = attack::write_examples(ds, &self.results, &self.config, dir)?
+            .into_iter()
+            .map(|n| format!("{relative}/{n}"))
+            .collect();
+        Ok(())
+    }
+}

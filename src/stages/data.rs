@@ -1,0 +1,180 @@
+//! The data stage: the loaded dataset (the demo's planted ground truth with
+//! it), and the columns it owns: `samples.parquet`'s key columns,
+//! `classes.parquet`'s image counts, `planted.parquet`, and the dataset
+//! section of `run.json`.
+
+use arrow::array::RecordBatch;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashSet};
+
+use crate::data::demo::{self, DemoTruth, ProblemKind};
+use crate::data::{self, Dataset, DatasetSpec, LoadOptions, Problems, Split};
+use crate::error::{Error, Result};
+use crate::run::schema::{self, Column, Group};
+use crate::table::{Columns, TableBuilder};
+
+/// `samples.parquet`: the key columns of every image (train rows first, in
+/// dataset order; every later column follows that order).
+pub static SAMPLE_KEYS: Group = Group {
+    stage: "data",
+    columns: &[
+        Column { name: "id", description: "image id, unique in the dataset; the key every table joins on" },
+        Column { name: "split", description: "train or test" },
+        Column { name: "label", description: "given label, as a class index" },
+        Column { name: "label_name", description: "given label, as a class name" },
+    ],
+};
+
+/// `classes.parquet`: each class and its image counts.
+pub static CLASS_COUNTS: Group = Group {
+    stage: "data",
+    columns: &[
+        Column { name: "class", description: "class index" },
+        Column { name: "class_name", description: "class name" },
+        Column { name: "train_images", description: "training images with this label" },
+        Column { name: "test_images", description: "test images with this label" },
+    ],
+};
+
+/// `planted.parquet` (demo only): the planted problems, keyed by image id.
+pub static PLANTED: Group = Group {
+    stage: "data",
+    columns: &[
+        Column { name: "id", description: "image id" },
+        Column { name: "split", description: "train or test" },
+        Column { name: "problem", description: "label_flip, duplicate_exact, duplicate_near or outlier" },
+        Column { name: "given_label", description: "the label the image carries, as a class index" },
+        Column { name: "true_label", description: "the image's true class; null for outliers" },
+        Column { name: "related_id", description: "for duplicates, the id of the image copied" },
+    ],
+};
+
+/// What the data stage produced.
+pub struct DataStage {
+    pub dataset: Dataset,
+    /// The demo's planted problems (None for other datasets, or when a
+    /// labels file replaced the demo's labels).
+    pub truth: Option<DemoTruth>,
+}
+
+/// Loads the dataset; the demo is generated with its ground truth. Notes go to `problems`.
+pub fn load(spec: &DatasetSpec, opts: &LoadOptions, problems: &mut Problems) -> Result<DataStage> {
+    let (dataset, truth) = match spec {
+        DatasetSpec::Demo(cfg) => {
+            let d = demo::generate(cfg);
+            let keep_truth = opts.labels.is_none();
+            if !keep_truth {
+                problems.note("a labels file replaced the demo's labels: its planted ground truth is not reported");
+            }
+            (data::finish(d.dataset, spec, opts)?, keep_truth.then_some(d.truth))
+        }
+        spec => (data::load_with(spec, opts, problems)?, None),
+    };
+    if dataset.test.is_empty() {
+        return Err(Error::Usage(format!(
+            "{}: the audit needs a test split, and this dataset has none",
+            dataset.source
+        )));
+    }
+    Ok(DataStage { dataset, truth })
+}
+
+/// The key columns of a dataset's images, train rows then test rows.
+pub fn sample_keys(ds: &Dataset) -> Columns {
+    let ids: Vec<&str> = Split::ALL.into_iter().flat_map(|s| ds.split(s).ids.iter().map(String::as_str)).collect();
+    let splits: Vec<Split> = Split::ALL.into_iter().flat_map(|s| std::iter::repeat_n(s, ds.split(s).len())).collect();
+    let labels: Vec<u32> = Split::ALL.into_iter().flat_map(|s| ds.split(s).labels.iter().copied()).collect();
+    sample_keys_of(&ids, &splits, &labels, &ds.classes)
+}
+
+/// The key columns of samples given row by row (a `misfit score` run's).
+pub fn sample_keys_of(ids: &[&str], splits: &[Split], labels: &[u32], classes: &[String]) -> Columns {
+    TableBuilder::new(&SAMPLE_KEYS)
+        .utf8("id", ids.iter())
+        .utf8("split", splits.iter().map(|s| s.as_str()))
+        .i32("label", labels.iter().map(|&l| l as i32))
+        .utf8("label_name", labels.iter().map(|&l| classes[l as usize].as_str()))
+        .finish()
+}
+
+/// Each class with its training and test image counts.
+pub fn class_counts(classes: &[String], train: &[usize], test: &[usize]) -> Columns {
+    TableBuilder::new(&CLASS_COUNTS)
+        .i32("class", (0..classes.len()).map(|i| i as i32))
+        .utf8("class_name", classes.iter())
+        .i64("train_images", train.iter().map(|&n| n as i64))
+        .i64("test_images", test.iter().map(|&n| n as i64))
+        .finish()
+}
+
+/// `planted.parquet`.
+pub fn planted(truth: &DemoTruth) -> RecordBatch {
+    let p = &truth.problems;
+    TableBuilder::new(&PLANTED)
+        .utf8("id", p.iter().map(|x| x.id.as_str()))
+        .utf8("split", p.iter().map(|x| x.split.as_str()))
+        .utf8("problem", p.iter().map(|x| x.kind.as_str()))
+        .i32("given_label", p.iter().map(|x| x.given_label as i32))
+        .opt_i32("true_label", p.iter().map(|x| x.true_label.map(|l| l as i32)))
+        .opt_utf8("related_id", p.iter().map(|x| x.related_id.as_deref()))
+        .finish_table(&schema::PLANTED)
+}
+
+/// Planted problems per kind (`run.json`).
+pub fn planted_counts(truth: &DemoTruth) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for p in &truth.problems {
+        *counts.entry(p.kind.as_str().to_string()).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// Which of `ids` (training images) carry a planted label flip.
+pub fn planted_flips(truth: &DemoTruth, ids: &[String]) -> Vec<bool> {
+    let planted: HashSet<&str> =
+        truth.problems.iter().filter(|p| p.kind == ProblemKind::LabelFlip).map(|p| p.id.as_str()).collect();
+    ids.iter().map(|id| planted.contains(id.as_str())).collect()
+}
+
+/// What the dataset of a run was (`run.json`'s `dataset`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DatasetSummary {
+    /// The dataset argument as given (`demo`, a path).
+    pub spec: String,
+    /// What was loaded, in words.
+    pub source: String,
+    /// SHA-256 over classes, ids, labels and pixels.
+    pub fingerprint: String,
+    /// Class names in label order.
+    pub classes: Vec<String>,
+    /// Image height in pixels.
+    pub height: usize,
+    /// Image width in pixels.
+    pub width: usize,
+    /// Images per split.
+    pub images: BTreeMap<String, usize>,
+    /// Images per split and class, in label order.
+    pub per_class: BTreeMap<String, Vec<usize>>,
+}
+
+impl DatasetSummary {
+    pub fn new(spec: &str, ds: &Dataset) -> Self {
+        let mut images = BTreeMap::new();
+        let mut per_class = BTreeMap::new();
+        for split in Split::ALL {
+            let set = ds.split(split);
+            images.insert(split.as_str().to_string(), set.len());
+            per_class.insert(split.as_str().to_string(), set.class_counts(ds.classes.len()));
+        }
+        DatasetSummary {
+            spec: spec.to_string(),
+            source: ds.source.clone(),
+            fingerprint: ds.fingerprint(),
+            classes: ds.classes.clone(),
+            height: ds.height,
+            width: ds.width,
+            images,
+            per_class,
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! The evaluate stage: the model on the test split (accuracy, per-class
+//! miss rate with a 95% Wilson score interval, the confusion matrix) and
+//! each image's probabilities, prediction, loss and margin; the tables it
+//! owns: `confusion.parquet`, `classes.parquet`'s miss-rate columns, and
+//! `run.json`'s `evaluation`.
+
+use serde::{Deserialize, Serialize};
+
+use arrow::array::RecordBatch;
+
+use crate::run::schema::{self, Column, Group};
+use crate::stats::{argmax, wilson, Z95};
+use crate::table::{Columns, TableBuilder};
+
+/// `classes.parquet`: each class's test misses.
+pub static CLASS_MISSES: Group = Group {
+    stage: "evaluate",
+    columns: &[
+        Column { name: "test_misses", description: "test images of this class predicted as another" },
+        Column { name: "miss_rate", description: "test misses over test images" },
+        Column { name: "miss_rate_low", description: "95% Wilson interval, low end" },
+        Column { name: "miss_rate_high", description: "95% Wilson interval, high end" },
+    ],
+};
+
+/// `confusion.parquet`: one row per (given, predicted) class pair of the test split, zero counts included.
+pub static CONFUSION: Group = Group {
+    stage: "evaluate",
+    columns: &[
+        Column { name: "given", description: "given label (class index)" },
+        Column { name: "given_name", description: "given label (class name)" },
+        Column { name: "predicted", description: "predicted class index" },
+        Column { name: "predicted_name", description: "predicted class name" },
+        Column { name: "count", description: "test images with this label and prediction" },
+        Column { name: "share", description: "count over the test images of the given class" },
+    ],
+};
+
+/// One class's test results.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClassResult {
+    /// Class index.
+    pub class: u32,
+    /// Test images of the class.
+    pub images: usize,
+    /// Of those, predicted as another class.
+    pub misses: usize,
+    /// misses / images.
+    pub miss_rate: f64,
+    /// 95% Wilson interval of the miss rate.
+    pub miss_rate_low: f64,
+    pub miss_rate_high: f64,
+}
+
+/// Test-split results.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Evaluation {
+    /// Share of test images predicted as their label.
+    pub accuracy: f64,
+    /// Per class, in label order.
+    pub classes: Vec<ClassResult>,
+    /// `confusion[given][predicted]` counts.
+    pub confusion: Vec<Vec<usize>>,
+}
+
+impl Evaluation {
+    /// Per-class miss rates, in label order.
+    pub fn miss_rates(&self) -> Vec<f64> {
+        self.classes.iter().map(|c| c.miss_rate).collect()
+    }
+
+    /// `classes.parquet`'s miss-rate columns.
+    pub fn class_columns(&self) -> Columns {
+        let c = &self.classes;
+        TableBuilder::new(&CLASS_MISSES)
+            .i64("test_misses", c.iter().map(|r| r.misses as i64))
+            .f64("miss_rate", c.iter().map(|r| r.miss_rate))
+            .f64("miss_rate_low", c.iter().map(|r| r.miss_rate_low))
+            .f64("miss_rate_high", c.iter().map(|r| r.miss_rate_high))
+            .finish()
+    }
+
+    /// `confusion.parquet`.
+    pub fn confusion_table(&self, classes: &[String]) -> RecordBatch {
+        let (k, confusion) = (classes.len(), &self.confusion);
+        let rows = || (0..k).flat_map(move |g| (0..k).map(move |p| (g, p)));
+        let totals: Vec<usize> = confusion.iter().map(|r| r.iter().sum()).collect();
+        TableBuilder::new(&CONFUSION)
+            .i32("given", rows().map(|(g, _)| g as i32))
+            .utf8("given_name", rows().map(|(g, _)| classes[g].as_str()))
+            .i32("predicted", rows().map(|(_, p)| p as i32))
+            .utf8("predicted_name", rows().map(|(_, p)| classes[p].as_str()))
+            .i64("count", rows().map(|(g, p)| confusion[g][p] as i64))
+            .f64(
+                "share",
+                rows().map(|(g, p)| if totals[g] > 0 { confusion[g][p] as f64 / totals[g] as f64 } else { 0.0 }),
+            )
+            .finish_table(&schema::CONFUSION)
+    }
+}
+
+/// Evaluates predictions against labels for `k` classes.
+pub fn evaluate(labels: &[u32], predicted: &[u32], k: usize) -> Evaluation {
+    let mut confusion = vec![vec![0usize; k]; k];
+    for (&l, &p) in labels.iter().zip(predicted) {
+        confusion[l as usize][p as usize] += 1;
+    }
+    let classes = (0..k)
+        .map(|c| {
+            let images: usize = confusion[c].iter().sum();
+            let misses = images - confusion[c][c];
+            let (lo, hi) = wilson(misses, images, Z95);
+            ClassResult {
+                class: c as u32,
+                images,
+                misses,
+                miss_rate: if images > 0 { misses as f64 / images as f64 } else { 0.0 },
+                miss_rate_low: lo,
+                miss_rate_high: hi,
+            }
+        })
+        .collect();
+    let correct: usize = (0..k).map(|c| confusion[c][c]).sum();
+    Evaluation { accuracy: correct as f64 / labels.len().max(1) as f64, classes, confusion }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn evaluation_counts_misses_and_confusion() {
+        let e = evaluate(&[0, 0, 1, 1, 1, 2], &[0, 1, 1, 1, 0, 2], 3);
+        assert_eq!(e.confusion, vec![vec![1, 1, 0], vec![1, 2, 0], vec![0, 0, 1]]);
+        assert_eq!((e.classes[0].misses, e.classes[1].misses, e.classes[2].misses), (1, 1, 0));
+        assert!((e.accuracy - 4.0 / 6.0).abs() < 1e-12);
+    }
+}
+
+/// What a model says about each image, from its logits.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SampleOutputs {
+    /// Number of classes.
+    pub classes: usize,
+    /// `[n, classes]` softmax probabilities, row-major.
+    pub probs: Vec<f32>,
+    /// Arg-max class.
+    pub pred: Vec<u32>,
+    /// Cross-entropy of the given label, `-ln p[label]`.
+    pub loss: Vec<f32>,
+    /// Probability of the given label (self-confidence).
+    pub self_confidence: Vec<f32>,
+    /// `p[label]` minus the largest other probability (negative: the model prefers another class).
+    pub margin: Vec<f32>,
+}
+
+/// Per-image scores of `[n, k]` probabilities that are given, not computed
+/// here (a `misfit score` run's): the same columns as [`sample_outputs`],
+/// the loss as `-ln p[label]`.
+pub fn outputs_from_probs(probs: &[f32], k: usize, labels: &[u32]) -> SampleOutputs {
+    let mut out = SampleOutputs { classes: k, probs: probs.to_vec(), ..Default::default() };
+    for (p, &label) in probs.chunks_exact(k).zip(labels) {
+        let l = label as usize;
+        let other = (0..k).filter(|&c| c != l).map(|c| p[c]).fold(0.0, f32::max);
+        out.pred.push(argmax(p) as u32);
+        out.loss.push(-(p[l] as f64).ln() as f32);
+        out.self_confidence.push(p[l]);
+        out.margin.push(p[l] - other);
+    }
+    out
+}
+
+/// Softmax and per-image scores of `[n, k]` logits against `labels`.
+pub fn sample_outputs(logits: &[f32], k: usize, labels: &[u32]) -> SampleOutputs {
+    let mut out = SampleOutputs { classes: k, ..Default::default() };
+    for (row, &label) in logits.chunks_exact(k).zip(labels) {
+        let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+        let exps: Vec<f64> = row.iter().map(|&v| (v as f64 - max).exp()).collect();
+        let sum: f64 = exps.iter().sum();
+        let p: Vec<f64> = exps.iter().map(|e| e / sum).collect();
+        let l = label as usize;
+        let pred = argmax(&p);
+        let other = (0..k).filter(|&c| c != l).map(|c| p[c]).fold(0.0, f64::max);
+        out.probs.extend(p.iter().map(|&v| v as f32));
+        out.pred.push(pred as u32);
+        out.loss.push((sum.ln() + max - row[l] as f64) as f32);
+        out.self_confidence.push(p[l] as f32);
+        out.margin.push((p[l] - other) as f32);
+    }
+    out
+}

@@ -1,0 +1,69 @@
+//! The stages of an audit, one file each, in the order they run: [`data`]
+//! (load), [`model`] (train or import), [`evaluate`] (test split),
+//! [`scores`] (label quality, embeddings, neighbours, duplicates),
+//! [`attacks`] and [`selfcheck`]. Each owns the column groups of the tables
+//! it writes (listed together in [`crate::run::schema`]) and its section of
+//! `run.json`; `misfit audit` ([`crate::audit`]) runs them all and
+//! `misfit score` ([`crate::byo`]) the scores stage alone, through the same
+//! run writer ([`crate::run::RunWriter`]).
+
+pub mod attacks;
+pub mod data;
+pub mod evaluate;
+pub mod model;
+pub mod scores;
+pub mod selfcheck;
+
+use crate::data::{Dataset, Split};
+
+/// The ids and given labels of a run's samples by split: what the per-image
+/// tables key on. Sample rows are train rows first, then test rows.
+#[derive(Clone, Copy, Debug)]
+pub struct Samples<'a> {
+    pub classes: &'a [String],
+    pub train_ids: &'a [String],
+    pub train_labels: &'a [u32],
+    pub test_ids: &'a [String],
+    pub test_labels: &'a [u32],
+}
+
+impl<'a> Samples<'a> {
+    /// A dataset's samples.
+    pub fn of(ds: &'a Dataset) -> Self {
+        Samples {
+            classes: &ds.classes,
+            train_ids: &ds.train.ids,
+            train_labels: &ds.train.labels,
+            test_ids: &ds.test.ids,
+            test_labels: &ds.test.labels,
+        }
+    }
+
+    /// Training samples.
+    pub fn n_train(&self) -> usize {
+        self.train_ids.len()
+    }
+
+    /// All samples.
+    pub fn len(&self) -> usize {
+        self.train_ids.len() + self.test_ids.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The sample row of row `row` of `split`.
+    pub fn row(&self, split: Split, row: usize) -> usize {
+        match split {
+            Split::Train => row,
+            Split::Test => self.n_train() + row,
+        }
+    }
+
+    /// Given labels of every sample, train then test.
+    pub fn labels(&self) -> Vec<u32> {
+        self.train_labels.iter().chain(self.test_labels).copied().collect()
+    }
+}

@@ -1,0 +1,299 @@
+//! The model stage: train a ResNet with K-fold cross-validation (every
+//! training image's probabilities from a model that never saw it, one final
+//! model on all of them) or import a trained one; then the columns it owns:
+//! `samples.parquet`'s model columns and AUM flag, `dynamics.parquet`, the
+//! final model's `model.safetensors`, and the model section of `run.json`.
+
+use arrow::array::RecordBatch;
+use candle_core::Device;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::data::{Dataset, DatasetSpec};
+use crate::error::Result;
+use crate::model::{self, checkpoint, ModelConfig, ResNet};
+use crate::run::schema::{self, Column, Group};
+use crate::stages::evaluate::SampleOutputs;
+use crate::table::{Columns, TableBuilder};
+use crate::train::recipe::{self, ModelOptions};
+use crate::train::{cv, Dynamics, TrainConfig};
+
+/// `samples.parquet`: what the model says of each image (both splits).
+pub static SAMPLE_MODEL: Group = Group {
+    stage: "model",
+    columns: &[
+        Column {
+            name: "fold",
+            description: "cross-validation fold that held the image out (train); null for test or an imported model",
+        },
+        Column { name: "probs", description: "softmax probabilities; out-of-sample for train images" },
+        Column { name: "pred", description: "predicted class index (arg-max of probs)" },
+        Column { name: "pred_name", description: "predicted class name" },
+        Column { name: "loss", description: "cross-entropy of the given label, -ln probs[label]" },
+        Column { name: "self_confidence", description: "probability of the given label" },
+        Column { name: "margin", description: "probability of the given label minus the largest other probability" },
+        Column { name: "aum", description: "area under the logit margin over training epochs (train only)" },
+        Column {
+            name: "forgetting_events",
+            description: "times the image went from correct to wrong between epochs (train only)",
+        },
+        Column {
+            name: "first_learned_epoch",
+            description: "first epoch (1-based) at which the image was classified correctly (train only)",
+        },
+    ],
+};
+
+/// `samples.parquet`: the AUM threshold's flag (after the score columns).
+pub static SAMPLE_AUM_FLAG: Group = Group {
+    stage: "model",
+    columns: &[Column {
+        name: "aum_mislabeled",
+        description: "AUM below the threshold-sample threshold (Pleiss et al.; train only, null for threshold samples)",
+    }],
+};
+
+/// `dynamics.parquet`: one row per training image and epoch of the final model's training.
+pub static DYNAMICS: Group = Group {
+    stage: "model",
+    columns: &[
+        Column { name: "id", description: "training image id" },
+        Column { name: "epoch", description: "1-based epoch" },
+        Column { name: "loss", description: "cross-entropy of the given label in the training pass" },
+        Column { name: "margin", description: "logit of the given label minus the largest other logit" },
+        Column { name: "correct", description: "whether the given label had the largest logit" },
+    ],
+};
+
+/// What the model stage produced.
+pub struct ModelStage {
+    pub model: ResNet,
+    /// Train logits `[n_train, classes]`: out-of-sample when trained here, in-sample when imported.
+    pub train_logits: Vec<f32>,
+    /// Test logits `[n_test, classes]` of the final (or imported) model.
+    pub test_logits: Vec<f32>,
+    /// The final model's pooled features of both splits, `[n, feature_dim]`.
+    pub train_features: Vec<f32>,
+    pub test_features: Vec<f32>,
+    /// Held-out fold of each training image (None for an imported model).
+    pub fold: Option<Vec<u32>>,
+    /// The final model's training dynamics.
+    pub dynamics: Option<Dynamics>,
+    pub aum_threshold: Option<cv::AumThreshold>,
+    pub summary: ModelSummary,
+}
+
+/// `run.json`'s `model`: how the model was made.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelSummary {
+    /// `trained`, or `imported PATH`.
+    pub source: String,
+    pub config: ModelConfig,
+    /// The training recipe (trained models).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training: Option<TrainConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folds: Option<usize>,
+    pub device: String,
+    /// The last epoch of every training job (`fold 1/5`, ..., `final`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_epoch: Option<BTreeMap<String, LastEpoch>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aum_threshold: Option<AumSummary>,
+    /// What a reader must know of the probabilities (in-sample ones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// One training job's last epoch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LastEpoch {
+    pub epoch: usize,
+    /// Mean training loss of the epoch.
+    pub loss: f64,
+    pub train_accuracy: f64,
+    pub images_per_s: f64,
+}
+
+/// The AUM threshold run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AumSummary {
+    /// The 99th percentile of the threshold samples' AUM.
+    pub threshold: f32,
+    pub threshold_samples: usize,
+    /// Other training images below it.
+    pub flagged: usize,
+}
+
+/// Trains (or imports) the model and predicts both splits. Training state
+/// is saved per epoch under `state_dir`, and resumed from there.
+pub fn run(
+    ds: &Dataset,
+    spec: &DatasetSpec,
+    seed: u64,
+    opts: &ModelOptions,
+    device: &Device,
+    state_dir: &Path,
+    progress: bool,
+) -> Result<ModelStage> {
+    let (h, w) = (ds.height, ds.width);
+    let batch = 256;
+    if let Some(path) = &opts.import {
+        let import = checkpoint::ImportOptions { classes: Some(ds.classes.clone()), mean: opts.mean, std: opts.std };
+        let (model, _) = checkpoint::load(path, &import, device)?;
+        return from_model(ds, model, format!("imported {}", path.display()), device);
+    }
+    let (mcfg, t) = recipe::setup(ds, spec, seed, opts)?;
+    let folds = opts.folds.unwrap_or_else(|| cv::default_folds(ds.train.len()));
+    let out = cv::cross_validate(ds, &mcfg, &t, folds, Some(state_dir), device, progress, !opts.no_aum_threshold)?;
+    let test = model::predict(&out.model, &ds.test.pixels, ds.test.len(), h, w, batch)?;
+    let train_final = model::predict(&out.model, &ds.train.pixels, ds.train.len(), h, w, batch)?;
+    let last_epoch = out
+        .history
+        .iter()
+        .filter_map(|(job, epochs)| {
+            epochs.last().map(|e| {
+                let last = LastEpoch {
+                    epoch: e.epoch,
+                    loss: e.loss,
+                    train_accuracy: e.accuracy,
+                    images_per_s: e.images_per_s,
+                };
+                (job.clone(), last)
+            })
+        })
+        .collect();
+    let aum_threshold = out.aum_threshold.as_ref().map(|a| AumSummary {
+        threshold: a.threshold,
+        threshold_samples: a.is_threshold_sample.iter().filter(|x| **x).count(),
+        flagged: (0..a.aum.len()).filter(|&i| !a.is_threshold_sample[i] && a.aum[i] < a.threshold).count(),
+    });
+    let summary = ModelSummary {
+        source: "trained".into(),
+        config: mcfg,
+        training: Some(t),
+        folds: Some(folds),
+        device: model::device_name(device),
+        last_epoch: Some(last_epoch),
+        aum_threshold,
+        note: None,
+    };
+    Ok(ModelStage {
+        model: out.model,
+        train_logits: out.out_of_sample.logits,
+        test_logits: test.logits,
+        train_features: train_final.features,
+        test_features: test.features,
+        fold: Some(out.fold_of),
+        dynamics: Some(out.dynamics),
+        aum_threshold: out.aum_threshold,
+        summary,
+    })
+}
+
+/// The model stage of a model made elsewhere (imported, or built in code):
+/// both splits predicted by it, no folds, no training dynamics. Its
+/// training-image probabilities are in-sample, and the summary says so.
+pub fn from_model(ds: &Dataset, model: ResNet, source: String, device: &Device) -> Result<ModelStage> {
+    let (h, w, batch) = (ds.height, ds.width, 256);
+    let train = model::predict(&model, &ds.train.pixels, ds.train.len(), h, w, batch)?;
+    let test = model::predict(&model, &ds.test.pixels, ds.test.len(), h, w, batch)?;
+    let summary = ModelSummary {
+        source,
+        config: model.config.clone(),
+        training: None,
+        folds: None,
+        device: model::device_name(device),
+        last_epoch: None,
+        aum_threshold: None,
+        note: Some("training-image probabilities are in-sample: the imported model trained on those images".into()),
+    };
+    Ok(ModelStage {
+        model,
+        train_logits: train.logits,
+        test_logits: test.logits,
+        train_features: train.features,
+        test_features: test.features,
+        fold: None,
+        dynamics: None,
+        aum_threshold: None,
+        summary,
+    })
+}
+
+impl ModelStage {
+    /// Train then test logits, `[n, classes]`, in sample order.
+    pub fn logits(&self) -> Vec<f32> {
+        self.train_logits.iter().chain(&self.test_logits).copied().collect()
+    }
+
+    /// The held-out fold of every sample (train then test; null for test
+    /// rows and imported models).
+    pub fn folds(&self, n: usize) -> Vec<Option<i32>> {
+        (0..n).map(|i| self.fold.as_ref().and_then(|f| f.get(i)).map(|&f| f as i32)).collect()
+    }
+
+    /// Per-image AUM of the final model's training (train rows).
+    pub fn aum(&self) -> Option<Vec<f32>> {
+        self.dynamics.as_ref().map(|d| (0..d.n).map(|i| d.aum(i)).collect())
+    }
+
+    /// `samples.parquet`'s AUM flag for `n` samples (train rows first).
+    pub fn aum_flag(&self, n: usize) -> Columns {
+        let flag = (0..n).map(|i| {
+            self.aum_threshold
+                .as_ref()
+                .filter(|a| i < a.aum.len() && !a.is_threshold_sample[i])
+                .map(|a| a.aum[i] < a.threshold)
+        });
+        TableBuilder::new(&SAMPLE_AUM_FLAG).opt_bool("aum_mislabeled", flag).finish()
+    }
+
+    /// Saves the final model as `path` (safetensors, PyTorch names).
+    pub fn save(&self, path: &Path, seed: u64) -> Result<()> {
+        let extra = BTreeMap::from([("seed".to_string(), seed.to_string())]);
+        checkpoint::save(path, &self.model, &extra)
+    }
+}
+
+/// `samples.parquet`'s model columns for every sample in order (`fold`
+/// null where none; the dynamics cover the first `dynamics.n` rows, train).
+pub fn sample_columns(
+    classes: &[String],
+    out: &SampleOutputs,
+    fold: &[Option<i32>],
+    dynamics: Option<&Dynamics>,
+) -> Columns {
+    let n = out.pred.len();
+    let dyn_col = |f: &dyn Fn(&Dynamics, usize) -> Option<f32>| -> Vec<Option<f32>> {
+        (0..n).map(|i| dynamics.filter(|d| i < d.n).and_then(|d| f(d, i))).collect()
+    };
+    let aum = dyn_col(&|d, i| Some(d.aum(i)));
+    let forgetting = dyn_col(&|d, i| Some(d.forgetting_events(i) as f32));
+    let first = dyn_col(&|d, i| d.first_learned(i).map(|e| e as f32));
+    TableBuilder::new(&SAMPLE_MODEL)
+        .opt_i32("fold", fold.iter().copied())
+        .f32_rows("probs", out.probs.clone(), out.classes)
+        .i32("pred", out.pred.iter().map(|&p| p as i32))
+        .utf8("pred_name", out.pred.iter().map(|&p| classes[p as usize].as_str()))
+        .f32("loss", out.loss.iter().copied())
+        .f32("self_confidence", out.self_confidence.iter().copied())
+        .f32("margin", out.margin.iter().copied())
+        .opt_f32("aum", aum)
+        .opt_i32("forgetting_events", forgetting.iter().map(|v| v.map(|x| x as i32)))
+        .opt_i32("first_learned_epoch", first.iter().map(|v| v.map(|x| x as i32)))
+        .finish()
+}
+
+/// `dynamics.parquet`.
+pub fn dynamics(ids: &[String], d: &Dynamics) -> RecordBatch {
+    let rows = || (0..d.n).flat_map(move |i| (0..d.epochs).map(move |e| (i, e)));
+    TableBuilder::new(&DYNAMICS)
+        .utf8("id", rows().map(|(i, _)| ids[i].as_str()))
+        .i32("epoch", rows().map(|(_, e)| e as i32 + 1))
+        .f32("loss", rows().map(|(i, e)| d.loss[e * d.n + i]))
+        .f32("margin", rows().map(|(i, e)| d.margin[e * d.n + i]))
+        .bool("correct", rows().map(|(i, e)| d.correct[e * d.n + i]))
+        .finish_table(&schema::DYNAMICS)
+}

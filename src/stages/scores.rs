@@ -1,0 +1,244 @@
+//! The scores stage: label quality from out-of-sample probabilities and
+//! embeddings ([`crate::scores`]: confident learning, neighbours,
+//! duplicates, the flags), for `misfit audit` and `misfit score` alike; the
+//! tables it owns: `samples.parquet`'s score columns, `classes.parquet`'s
+//! noise rate and flag counts, `embeddings.parquet`, `neighbors.parquet`,
+//! `duplicates.parquet`, and `run.json`'s `scores`.
+
+use arrow::array::RecordBatch;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+use super::Samples;
+use crate::run::schema::{self, Column, Group};
+use crate::scores::{self, duplicates::Pair, neighbors::Neighbors, selfcheck::Check, ImageScores, ScoreConfig, Scores};
+use crate::table::{Columns, TableBuilder};
+
+/// `samples.parquet`: the label-quality columns (null where they do not apply).
+pub static SAMPLE_SCORES: Group = Group {
+    stage: "scores",
+    columns: &[
+        Column { name: "label_issue", description: "flagged by confident learning (train only)" },
+        Column { name: "normalized_margin", description: "cleanlab normalized margin (train only; low = suspicious)" },
+        Column {
+            name: "confidence_weighted_entropy",
+            description: "cleanlab confidence-weighted entropy (train only; low = suspicious)",
+        },
+        Column {
+            name: "neighbor_agreement",
+            description: "distance-weighted share of neighbours with the image's label",
+        },
+        Column { name: "neighbor_label", description: "neighbours' weighted majority label" },
+        Column { name: "neighbor_label_name", description: "neighbours' weighted majority label, as a name" },
+        Column { name: "kth_distance", description: "distance to the k-th nearest training image" },
+        Column {
+            name: "outlier_percentile",
+            description: "share of same-class training images with a smaller k-th distance",
+        },
+        Column { name: "issue_score", description: "combined label-issue score (train only; high = suspicious)" },
+        Column { name: "suggested_label", description: "class the combined vote prefers (train only)" },
+        Column { name: "suggested_label_name", description: "class the combined vote prefers, as a name" },
+        Column { name: "suggested_confidence", description: "share of the combined vote for the suggested label" },
+        Column { name: "likely_mislabeled", description: "label likely wrong" },
+        Column { name: "ambiguous", description: "model and neighbours split between two or more classes" },
+        Column { name: "outlier", description: "far from every training image of its class" },
+        Column { name: "duplicate", description: "in a duplicate pair (see duplicates.parquet)" },
+        Column { name: "evidence", description: "the evidence in words (train only)" },
+    ],
+};
+
+/// `classes.parquet`: confident learning's noise rate and the flag counts of the class's training images.
+pub static CLASS_FLAGS: Group = Group {
+    stage: "scores",
+    columns: &[
+        Column {
+            name: "estimated_noise_rate",
+            description: "confident learning: estimated share of the class's training labels that are wrong",
+        },
+        Column { name: "label_issues", description: "training images of the class flagged by confident learning" },
+        Column { name: "likely_mislabeled", description: "training images of the class flagged likely mislabeled" },
+        Column { name: "ambiguous", description: "training images of the class flagged ambiguous" },
+        Column { name: "outliers", description: "training images of the class flagged outliers" },
+        Column { name: "duplicates", description: "training images of the class in a duplicate pair" },
+    ],
+};
+
+/// `embeddings.parquet`: one row per image, its L2-normalised pooled features.
+pub static EMBEDDINGS: Group = Group {
+    stage: "scores",
+    columns: &[
+        Column { name: "id", description: "image id" },
+        Column { name: "split", description: "train or test" },
+        Column { name: "vector", description: "unit-length embedding: the final model's pooled features" },
+    ],
+};
+
+/// `neighbors.parquet`: the k nearest training images of every image, one row per (image, rank).
+pub static NEIGHBORS: Group = Group {
+    stage: "scores",
+    columns: &[
+        Column { name: "id", description: "image id" },
+        Column { name: "rank", description: "1 = nearest" },
+        Column { name: "neighbor_id", description: "id of the neighbouring training image" },
+        Column { name: "distance", description: "distance between the unit embeddings (0 to 2)" },
+        Column { name: "neighbor_label", description: "the neighbour's given label" },
+        Column { name: "neighbor_label_name", description: "the neighbour's given label, as a name" },
+    ],
+};
+
+/// `duplicates.parquet`: one row per duplicate pair (a training image and its copy in train or test).
+pub static DUPLICATES: Group = Group {
+    stage: "scores",
+    columns: &[
+        Column { name: "id_a", description: "training image" },
+        Column { name: "id_b", description: "its duplicate" },
+        Column { name: "split_a", description: "split of id_a (train)" },
+        Column { name: "split_b", description: "split of id_b" },
+        Column { name: "embedding_distance", description: "distance between the unit embeddings" },
+        Column { name: "pixel_distance", description: "mean absolute pixel difference, grey levels" },
+        Column { name: "kind", description: "exact or near" },
+        Column { name: "same_label", description: "whether both carry the same label" },
+    ],
+};
+
+/// The flags an image can carry, under the names `run.json` counts them by.
+const FLAGS: [(&str, fn(&ImageScores) -> bool); 5] = [
+    ("label_issue", |s| s.label_issue == Some(true)),
+    ("likely_mislabeled", |s| s.flags.likely_mislabeled),
+    ("ambiguous", |s| s.flags.ambiguous),
+    ("outlier", |s| s.flags.outlier),
+    ("duplicate", |s| s.flags.duplicate),
+];
+
+/// Images with each flag: training images (`n_train` first rows) for the
+/// label flags and outliers, every image for `duplicate`.
+pub fn flag_counts(images: &[ImageScores], n_train: usize) -> BTreeMap<String, usize> {
+    FLAGS
+        .iter()
+        .map(|(name, f)| {
+            let rows = if *name == "duplicate" { images } else { &images[..n_train] };
+            (name.to_string(), rows.iter().filter(|s| f(s)).count())
+        })
+        .collect()
+}
+
+/// The training images of each class with flag `flag` (a name of [`FLAGS`]).
+fn class_counts(images: &[ImageScores], train_labels: &[u32], k: usize, flag: &str) -> Vec<i64> {
+    let f = FLAGS.iter().find(|(n, _)| *n == flag).expect("a known flag").1;
+    let mut v = vec![0i64; k];
+    for (img, &l) in images.iter().zip(train_labels) {
+        v[l as usize] += f(img) as i64;
+    }
+    v
+}
+
+/// `samples.parquet`'s score columns, one row per image (train then test).
+pub fn sample_columns(classes: &[String], s: &[ImageScores]) -> Columns {
+    let name = |l: Option<u32>| l.map(|l| classes[l as usize].as_str());
+    TableBuilder::new(&SAMPLE_SCORES)
+        .opt_bool("label_issue", s.iter().map(|x| x.label_issue))
+        .opt_f64("normalized_margin", s.iter().map(|x| x.normalized_margin))
+        .opt_f64("confidence_weighted_entropy", s.iter().map(|x| x.confidence_weighted_entropy))
+        .opt_f64("neighbor_agreement", s.iter().map(|x| x.neighbor_agreement))
+        .opt_i32("neighbor_label", s.iter().map(|x| x.neighbor_label.map(|l| l as i32)))
+        .opt_utf8("neighbor_label_name", s.iter().map(|x| name(x.neighbor_label)))
+        .opt_f32("kth_distance", s.iter().map(|x| x.kth_distance))
+        .opt_f64("outlier_percentile", s.iter().map(|x| x.outlier_percentile))
+        .opt_f64("issue_score", s.iter().map(|x| x.issue_score))
+        .opt_i32("suggested_label", s.iter().map(|x| x.suggested_label.map(|l| l as i32)))
+        .opt_utf8("suggested_label_name", s.iter().map(|x| name(x.suggested_label)))
+        .opt_f64("suggested_confidence", s.iter().map(|x| x.suggested_confidence))
+        .bool("likely_mislabeled", s.iter().map(|x| x.flags.likely_mislabeled))
+        .bool("ambiguous", s.iter().map(|x| x.flags.ambiguous))
+        .bool("outlier", s.iter().map(|x| x.flags.outlier))
+        .bool("duplicate", s.iter().map(|x| x.flags.duplicate))
+        .opt_utf8("evidence", s.iter().map(|x| x.evidence.as_deref()))
+        .finish()
+}
+
+/// `classes.parquet`'s noise rate and flag counts.
+pub fn class_columns(sc: &Scores, train_labels: &[u32], k: usize) -> Columns {
+    let count = |flag| class_counts(&sc.images, train_labels, k, flag);
+    TableBuilder::new(&CLASS_FLAGS)
+        .f64("estimated_noise_rate", sc.noise.noise_rate.iter().copied())
+        .i64("label_issues", count("label_issue"))
+        .i64("likely_mislabeled", count("likely_mislabeled"))
+        .i64("ambiguous", count("ambiguous"))
+        .i64("outliers", count("outlier"))
+        .i64("duplicates", count("duplicate"))
+        .finish()
+}
+
+/// `embeddings.parquet`: `[n_train, dim]` and `[n_test, dim]` unit vectors.
+pub fn embeddings(s: &Samples, train: &[f32], test: &[f32], dim: usize) -> RecordBatch {
+    let ids = s.train_ids.iter().chain(s.test_ids);
+    let splits = std::iter::repeat_n("train", s.train_ids.len()).chain(std::iter::repeat_n("test", s.test_ids.len()));
+    TableBuilder::new(&EMBEDDINGS)
+        .utf8("id", ids)
+        .utf8("split", splits)
+        .f32_rows("vector", [train, test].concat(), dim)
+        .finish_table(&schema::EMBEDDINGS)
+}
+
+/// `neighbors.parquet` from the neighbours of the training and the test queries.
+pub fn neighbors(s: &Samples, train_nb: &Neighbors, test_nb: &Neighbors) -> RecordBatch {
+    let k = train_nb.k;
+    let queries: Vec<&String> = s.train_ids.iter().chain(s.test_ids).collect();
+    let idx: Vec<u32> = train_nb.index.iter().chain(&test_nb.index).copied().collect();
+    let dist: Vec<f32> = train_nb.distance.iter().chain(&test_nb.distance).copied().collect();
+    let label = |j: u32| s.train_labels[j as usize];
+    TableBuilder::new(&NEIGHBORS)
+        .utf8("id", (0..idx.len()).map(|r| queries[r / k].as_str()))
+        .i32("rank", (0..idx.len()).map(|r| (r % k) as i32 + 1))
+        .utf8("neighbor_id", idx.iter().map(|&j| s.train_ids[j as usize].as_str()))
+        .f32("distance", dist)
+        .i32("neighbor_label", idx.iter().map(|&j| label(j) as i32))
+        .utf8("neighbor_label_name", idx.iter().map(|&j| s.classes[label(j) as usize].as_str()))
+        .finish_table(&schema::NEIGHBORS)
+}
+
+/// `duplicates.parquet`.
+pub fn duplicates(s: &Samples, pairs: &[Pair]) -> RecordBatch {
+    let b_ids = |p: &Pair| if p.b_test { (s.test_ids, s.test_labels) } else { (s.train_ids, s.train_labels) };
+    TableBuilder::new(&DUPLICATES)
+        .utf8("id_a", pairs.iter().map(|p| s.train_ids[p.a].as_str()))
+        .utf8("id_b", pairs.iter().map(|p| b_ids(p).0[p.b].as_str()))
+        .utf8("split_a", pairs.iter().map(|_| "train"))
+        .utf8("split_b", pairs.iter().map(|p| if p.b_test { "test" } else { "train" }))
+        .f32("embedding_distance", pairs.iter().map(|p| p.embedding_distance))
+        .f32("pixel_distance", pairs.iter().map(|p| p.pixel_distance))
+        .utf8("kind", pairs.iter().map(|p| if p.exact { "exact" } else { "near" }))
+        .bool("same_label", pairs.iter().map(|p| s.train_labels[p.a] == b_ids(p).1[p.b]))
+        .finish_table(&schema::DUPLICATES)
+}
+
+/// What `run.json` says of the label-quality stage.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScoresSummary {
+    pub config: ScoreConfig,
+    /// Neighbour-index recall@k against exact search.
+    pub recall: Option<scores::RecallReport>,
+    /// Confident learning's per-class noise rates, and its noise matrix p(given | true).
+    pub noise_rate: Vec<f64>,
+    pub noise_matrix: Vec<Vec<f64>>,
+    /// Training images with each flag (every image for `duplicate`).
+    pub flagged: BTreeMap<String, usize>,
+    /// Duplicate pairs found.
+    pub duplicate_pairs: usize,
+    /// Flags and scores against known bad images (planted or injected problems).
+    pub selfcheck: Vec<Check>,
+}
+
+impl ScoresSummary {
+    pub fn new(s: &Scores, cfg: &ScoreConfig, n_train: usize, selfcheck: Vec<Check>) -> Self {
+        ScoresSummary {
+            config: cfg.clone(),
+            recall: s.recall.clone(),
+            noise_rate: s.noise.noise_rate.clone(),
+            noise_matrix: s.noise.noise_matrix.clone(),
+            flagged: flag_counts(&s.images, n_train),
+            duplicate_pairs: s.duplicates.len(),
+            selfcheck,
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! The run folder contract: the tables a run writes are the ones
+//! `src/run/schema.rs` lists, with its columns, and the read side opens
+//! audit runs, score runs and damaged or older runs with errors that name
+//! the run folder and the table.
+
+use polars::prelude::*;
+use std::collections::BTreeSet;
+use tempfile::tempdir;
+
+use crate::fixture;
+use misfit::run::read::{ReadError, Run};
+use misfit::run::schema::{self, TABLES};
+
+/// The error of a read that must fail.
+fn err<T>(r: Result<T, ReadError>) -> ReadError {
+    match r {
+        Ok(_) => panic!("the read should have failed"),
+        Err(e) => e,
+    }
+}
+
+fn names(df: &DataFrame) -> Vec<String> {
+    df.get_column_names().iter().map(|c| c.to_string()).collect()
+}
+
+#[test]
+fn a_run_written_in_code_reads_back_table_by_table_through_the_read_side() {
+    let dir = tempdir().unwrap();
+    let (path, manifest) = fixture::write_run(dir.path(), "fixture");
+    let run = Run::open(&path).unwrap();
+    // Every table of the contract is there (the fixture runs every stage),
+    // with exactly the contract's columns in its order and run.json's row count.
+    assert_eq!(run.tables(), TABLES.iter().map(|t| t.name).collect::<Vec<_>>());
+    for t in TABLES {
+        let df = run.table(t.name).unwrap().collect().unwrap();
+        assert_eq!(names(&df), t.names().collect::<Vec<_>>(), "{}", t.file);
+        let entry = manifest.tables.iter().find(|e| e.file == t.file).unwrap_or_else(|| panic!("{} unlisted", t.file));
+        assert_eq!(df.height(), entry.rows, "{}", t.file);
+        assert_eq!(entry.row, t.row);
+    }
+    // The typed manifest reads back as written.
+    assert_eq!(run.manifest().as_ref(), Some(&manifest));
+    assert_eq!(run.version(), env!("CARGO_PKG_VERSION"));
+    // Tables join on their keys through Polars SQL.
+    let mut ctx = run.sql_context().unwrap();
+    let per_class = ctx
+        .execute(
+            "SELECT c.class_name, c.train_images, COUNT(*) AS n FROM samples s \
+             JOIN classes c ON s.label = c.class WHERE s.split = 'train' \
+             GROUP BY c.class_name, c.train_images",
+        )
+        .unwrap()
+        .collect()
+        .unwrap();
+    assert_eq!(per_class.height(), 10);
+    let a = per_class.column("train_images").unwrap().i64().unwrap();
+    let b = per_class.column("n").unwrap().cast(&DataType::Int64).unwrap();
+    assert_eq!(a.iter().collect::<Vec<_>>(), b.i64().unwrap().iter().collect::<Vec<_>>());
+    // `require` names what a reader needs and the run lacks.
+    assert!(run.require("samples", &["id", "issue_score"]).is_ok());
+    let e = err(run.require("samples", &["id", "saliency_ring_share"])).to_string();
+    assert!(
+        e.contains("samples.parquet") && e.contains("saliency_ring_share") && e.contains(&path.display().to_string()),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_score_run_reads_back_through_the_read_side_with_the_audit_columns_that_apply() {
+    let dir = tempdir().unwrap();
+    misfit::bench::score::generate(dir.path(), 400, 4, 8, 0.1, 2).unwrap();
+    let files = misfit::byo::ScoreFiles {
+        probs: dir.path().join("probs.npy"),
+        labels: Some(dir.path().join("labels.npy")),
+        embeddings: Some(dir.path().join("embeddings.npy")),
+        classes: Some(vec!["a".into(), "b".into(), "c".into(), "d".into()]),
+    };
+    let cfg = misfit::scores::ScoreConfig::default();
+    let (path, manifest, _) = misfit::byo::run(&files, &cfg, &dir.path().join("outputs"), "byo").unwrap();
+    let run = Run::open(&path).unwrap();
+    assert_eq!(run.tables(), vec!["samples", "classes", "embeddings", "neighbors"]);
+    // samples: the audit's key, model and score columns; no AUM or attack columns.
+    let samples = run.table("samples").unwrap().collect().unwrap();
+    let want: Vec<&str> = [
+        &misfit::stages::data::SAMPLE_KEYS,
+        &misfit::stages::model::SAMPLE_MODEL,
+        &misfit::stages::scores::SAMPLE_SCORES,
+    ]
+    .iter()
+    .flat_map(|g| g.names())
+    .collect();
+    assert_eq!(names(&samples), want);
+    assert_eq!(samples.height(), 400);
+    // The model columns come from the given probabilities: loss = -ln p[label].
+    let loss = samples.column("loss").unwrap().f32().unwrap();
+    let conf = samples.column("self_confidence").unwrap().f32().unwrap();
+    for (l, c) in loss.iter().zip(conf.iter()) {
+        let (l, c) = (l.unwrap(), c.unwrap());
+        assert!((l + c.ln()).abs() < 1e-5, "loss {l} for self-confidence {c}");
+    }
+    let classes = run.table("classes").unwrap().collect().unwrap();
+    assert_eq!(names(&classes)[..4], ["class", "class_name", "train_images", "test_images"]);
+    assert!(names(&classes).contains(&"likely_mislabeled".to_string()));
+    assert_eq!(run.table("neighbors").unwrap().collect().unwrap().height(), 400 * cfg.k);
+    // The typed manifest reads back as written (floats round-trip exactly).
+    assert!(run.manifest().is_some_and(|m| m == manifest));
+    // A table the score run has no data for is named as missing, with why.
+    let e = err(run.table("confusion"));
+    assert!(matches!(e, ReadError::Missing { .. }), "{e}");
+    let e = e.to_string();
+    assert!(e.contains(&path.display().to_string()) && e.contains("confusion") && e.contains("did not run"), "{e}");
+}
+
+#[test]
+fn damaged_and_older_runs_are_refused_naming_the_run_and_the_table() {
+    let dir = tempdir().unwrap();
+    let (path, _) = fixture::write_run(dir.path(), "old");
+    // An older misfit's samples.parquet: the score columns without issue_score.
+    let mut df = Run::open(&path).unwrap().table("samples").unwrap().collect().unwrap();
+    df = df.drop("issue_score").unwrap();
+    let mut f = std::fs::File::create(path.join("samples.parquet")).unwrap();
+    ParquetWriter::new(&mut f).finish(&mut df).unwrap();
+    // A table run.json lists whose file is gone.
+    std::fs::remove_file(path.join("dynamics.parquet")).unwrap();
+    let run = Run::open(&path).unwrap();
+    let e = err(run.table("samples"));
+    assert!(matches!(e, ReadError::OlderSchema { .. }), "{e}");
+    let e = e.to_string();
+    assert!(e.contains(&format!("{}/samples.parquet", path.display())) && e.contains("issue_score"), "{e}");
+    let e = err(run.table("dynamics")).to_string();
+    assert!(e.contains("dynamics") && e.contains("file is gone"), "{e}");
+    let e = err(run.table("saliency")).to_string();
+    assert!(e.contains("no table 'saliency'"), "{e}");
+    // The other tables still read.
+    assert!(run.table("classes").is_ok());
+    // A folder that is not a run.
+    let e = Run::open(dir.path()).unwrap_err().to_string();
+    assert!(e.contains("not a misfit run folder"), "{e}");
+}
+
+/// The README's table of tables lists every table and every column of the
+/// contract, and no column the contract lacks.
+#[test]
+fn the_readme_lists_every_table_and_column_of_the_contract() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    for t in TABLES {
+        let prefix = format!("| `{}` |", t.file);
+        let row = readme
+            .lines()
+            .find(|l| l.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("README.md has no row for {} (a line starting {prefix})", t.file));
+        let cells: Vec<&str> = row.split('|').collect();
+        let columns_cell = cells.get(3).unwrap_or_else(|| panic!("{}: no columns cell", t.file));
+        let listed: BTreeSet<&str> = columns_cell.split('`').skip(1).step_by(2).collect();
+        let contract: BTreeSet<&str> = t.names().collect();
+        let missing: Vec<_> = contract.difference(&listed).collect();
+        let extra: Vec<_> = listed.difference(&contract).collect();
+        assert!(missing.is_empty(), "README.md's {} row lacks columns {missing:?}", t.file);
+        assert!(extra.is_empty(), "README.md's {} row lists columns the code does not write: {extra:?}", t.file);
+    }
+    assert!(schema::table("samples").is_some());
+}
