@@ -147,7 +147,8 @@ impl<'a> Audit<'a> {
                 _ => None,
             },
             inject_noise: opts.inject_noise,
-            attack: opts.attack.clone(),
+            // The attacks draw from the run's seed: record the seed they use.
+            attack: opts.attack.clone().map(|a| AttackConfig { seed: opts.seed, ..a }),
         };
         let config_json = serde_json::to_value(&config).expect("config serialises").to_string();
         let meta = TableMeta { config_json, dataset_fingerprint: ds.fingerprint() };
@@ -226,16 +227,15 @@ impl<'a> Audit<'a> {
         timing.insert("scores".to_string(), t3.elapsed().as_secs_f64());
 
         let t_attack = Instant::now();
-        let mut attacked = match &opts.attack {
+        let mut attacked = match &config.attack {
             Some(cfg) => {
-                let cfg = AttackConfig { seed: opts.seed, ..cfg.clone() };
                 let miss = eval.miss_rates();
                 Some(stages::attacks::run(
                     &stage.model,
                     &ds,
                     &stage.train_logits,
                     &stage.test_logits,
-                    &cfg,
+                    cfg,
                     &miss,
                     opts.progress,
                 )?)

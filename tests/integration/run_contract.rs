@@ -41,6 +41,10 @@ fn a_run_written_in_code_reads_back_table_by_table_through_the_read_side() {
     // The typed manifest reads back as written.
     assert_eq!(run.manifest().as_ref(), Some(&manifest));
     assert_eq!(run.version(), env!("CARGO_PKG_VERSION"));
+    // run.json records the seed the attacks drew from (the run's), not the option's default.
+    let misfit::run::RunConfig::Audit(config) = &manifest.config else { panic!("an audit's config") };
+    assert_eq!(config.attack.as_ref().map(|a| a.seed), Some(3));
+    assert_eq!(manifest.attacks.as_ref().map(|a| a.config.seed), Some(3));
     // Tables join on their keys through Polars SQL.
     let mut ctx = run.sql_context().unwrap();
     let per_class = ctx
