@@ -10,41 +10,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
-use super::neighbors::Neighbors;
-
-/// `out[m, n] = a[m, dim] * b[n, dim]^T` (dot products of rows).
-pub(crate) fn dots(a: &[f32], b: &[f32], dim: usize) -> Vec<f32> {
-    let (m, n) = (a.len() / dim, b.len() / dim);
-    let mut out = vec![0f32; m * n];
-    if m == 0 || n == 0 {
-        return out;
-    }
-    // SAFETY: the strides address a[m, dim], b[n, dim] and out[m, n] in bounds.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            dim,
-            out.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            a.as_ptr(),
-            1,
-            dim as isize,
-            b.as_ptr(),
-            dim as isize,
-            1,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
-    }
-    out
-}
+use super::neighbors::{dots, Neighbors};
 
 /// Nearest centroid of every row, computed in parallel blocks.
 fn assign(rows: &[f32], centroids: &[f32], dim: usize) -> Vec<u32> {

@@ -64,7 +64,7 @@ pub fn exact(train: &[f32], queries: &[f32], dim: usize, k: usize, self_row: &[O
         .flat_map_iter(|b| {
             let q0 = b * BLOCK;
             let m = BLOCK.min(nq - q0);
-            let dots = super::ivf::dots(&queries[q0 * dim..(q0 + m) * dim], train, dim);
+            let dots = dots(&queries[q0 * dim..(q0 + m) * dim], train, dim);
             (0..m)
                 .map(|i| {
                     let skip = self_row[q0 + i];
@@ -169,6 +169,40 @@ pub fn sample_rows(n: usize, m: usize, seed: u64) -> Vec<usize> {
     let mut rows = sample(&mut rng, n, m.min(n)).into_vec();
     rows.sort_unstable();
     rows
+}
+
+/// `out[m, n] = a[m, dim] * b[n, dim]^T` (dot products of rows).
+pub(crate) fn dots(a: &[f32], b: &[f32], dim: usize) -> Vec<f32> {
+    let (m, n) = (a.len() / dim, b.len() / dim);
+    let mut out = vec![0f32; m * n];
+    if m == 0 || n == 0 {
+        return out;
+    }
+    // SAFETY: the strides address a[m, dim], b[n, dim] and out[m, n] in bounds.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            dim,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.as_ptr(),
+            1,
+            dim as isize,
+            b.as_ptr(),
+            dim as isize,
+            1,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+    out
 }
 
 #[cfg(test)]
