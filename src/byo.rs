@@ -11,7 +11,6 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::data::Split;
 use crate::error::{Error, Problem, Result};
 use crate::run::{schema, RunConfig, RunManifest, RunWriter, ScoreInputs};
 use crate::scores::{self, Embeddings, ScoreConfig, ScoreInput};
@@ -262,7 +261,12 @@ pub fn run(
 ) -> Result<(PathBuf, RunManifest, scores::Scores)> {
     let mut timing = BTreeMap::new();
     let t0 = Instant::now();
-    crate::run::check_name(run_name)?;
+    // The run folder first, so that a bad --run name or a folder that is not
+    // a run is refused before any reading or scoring (it is removed again on error).
+    let config = ScoreRunConfig { files: files.clone(), scores: cfg.clone() };
+    let config_json = serde_json::to_value(&config).expect("config serialises").to_string();
+    let mut writer =
+        RunWriter::create(outputs, run_name, TableMeta { config_json, dataset_fingerprint: String::new() })?;
     let data = load(files)?;
     timing.insert("read".to_string(), t0.elapsed().as_secs_f64());
     let k = data.classes;
@@ -302,10 +306,6 @@ pub fn run(
     timing.insert("score".to_string(), t1.elapsed().as_secs_f64());
 
     let t2 = Instant::now();
-    let config = ScoreRunConfig { files: files.clone(), scores: cfg.clone() };
-    let config_json = serde_json::to_value(&config).expect("config serialises").to_string();
-    let mut writer =
-        RunWriter::create(outputs, run_name, TableMeta { config_json, dataset_fingerprint: String::new() })?;
     let samples = Samples {
         classes: &classes,
         train_ids: &data.ids,
@@ -314,18 +314,14 @@ pub fn run(
         test_labels: &[],
     };
     let n = data.labels.len();
-    let ids: Vec<&str> = data.ids.iter().map(String::as_str).collect();
-    let outputs_ = evaluate::outputs_from_probs(&data.probs, k, &data.labels);
+    let model_outputs = evaluate::outputs_from_probs(&data.probs, k, &data.labels);
     let parts = vec![
-        stages::data::sample_keys_of(&ids, &vec![Split::Train; n], &data.labels, &classes),
-        stages::model::sample_columns(&classes, &outputs_, &vec![None; n], None),
+        stages::data::sample_keys(&samples),
+        stages::model::sample_columns(&classes, &model_outputs, &vec![None; n], None),
         score_stage::sample_columns(&classes, &sc.images),
     ];
     writer.write(&schema::SAMPLES, &table::assemble(&schema::SAMPLES, parts))?;
-    let parts = vec![
-        stages::data::class_counts(&classes, &counts, &vec![0; k]),
-        score_stage::class_columns(&sc, &data.labels, k),
-    ];
+    let parts = vec![stages::data::class_counts(&samples), score_stage::class_columns(&sc, &data.labels, k)];
     writer.write(&schema::CLASSES, &table::assemble(&schema::CLASSES, parts))?;
     if let (Some((e, d)), Some((tr, te))) = (&emb, &sc.neighbors) {
         writer.write(&schema::EMBEDDINGS, &score_stage::embeddings(&samples, e, &[], *d))?;

@@ -67,18 +67,6 @@ pub struct Columns {
     arrays: Vec<ArrayRef>,
 }
 
-impl Columns {
-    /// The group these columns fill.
-    pub fn group(&self) -> &'static Group {
-        self.group
-    }
-
-    /// Rows (0 for a group with no column).
-    pub fn rows(&self) -> usize {
-        self.arrays.first().map_or(0, |a| a.len())
-    }
-}
-
 /// Builds the columns of one [`Group`] in its order; each column's
 /// description comes from the contract, so a name not in the group is a
 /// programming error caught by the first test that builds it.

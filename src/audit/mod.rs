@@ -98,6 +98,8 @@ pub struct Audit<'a> {
     pub device: Device,
     run_name: String,
     config: AuditConfig,
+    /// The dataset's fingerprint (after noise injection).
+    fingerprint: String,
     writer: RunWriter,
     /// Where the training jobs keep their per-epoch state.
     pub state_dir: PathBuf,
@@ -152,6 +154,7 @@ impl<'a> Audit<'a> {
         };
         let config_json = serde_json::to_value(&config).expect("config serialises").to_string();
         let meta = TableMeta { config_json, dataset_fingerprint: ds.fingerprint() };
+        let fingerprint = meta.dataset_fingerprint.clone();
         let writer = RunWriter::create(&opts.outputs, &run_name, meta)?;
         let state_dir = opts.outputs.join(format!(".{run_name}.train"));
         Ok(Audit {
@@ -165,6 +168,7 @@ impl<'a> Audit<'a> {
             device,
             run_name,
             config,
+            fingerprint,
             writer,
             state_dir,
         })
@@ -184,6 +188,7 @@ impl<'a> Audit<'a> {
             injected,
             run_name,
             config,
+            fingerprint,
             mut writer,
             state_dir,
             ..
@@ -247,7 +252,7 @@ impl<'a> Audit<'a> {
         let t4 = Instant::now();
         let n = samples.len();
         let mut parts = vec![
-            data::sample_keys(&ds),
+            data::sample_keys(&samples),
             stages::model::sample_columns(&ds.classes, &outputs, &stage.folds(n), stage.dynamics.as_ref()),
             score_stage::sample_columns(&ds.classes, &sc.images),
             stage.aum_flag(n),
@@ -255,7 +260,7 @@ impl<'a> Audit<'a> {
         parts.extend(attacked.as_ref().map(|a| a.sample_columns(&samples)));
         writer.write(&schema::SAMPLES, &table::assemble(&schema::SAMPLES, parts))?;
         let mut parts = vec![
-            data::class_counts(&ds.classes, &ds.train.class_counts(k), &ds.test.class_counts(k)),
+            data::class_counts(&samples),
             eval.class_columns(),
             score_stage::class_columns(&sc, &ds.train.labels, k),
         ];
@@ -264,7 +269,7 @@ impl<'a> Audit<'a> {
         if let Some(a) = attacked.as_mut() {
             writer.write(&schema::ATTACKS, &a.attacks_table(&ds))?;
             writer.write(&schema::ATTACK_CLASSES, &a.classes_table(&ds.classes))?;
-            a.write_examples(&ds, &writer.path("attack_examples"), "attack_examples")?;
+            a.write_examples(&ds, &writer)?;
         }
         writer.write(&schema::EMBEDDINGS, &score_stage::embeddings(&samples, &train_emb, &test_emb, dim))?;
         if let Some((tr, te)) = &sc.neighbors {
@@ -286,7 +291,7 @@ impl<'a> Audit<'a> {
         timing.insert("total".to_string(), started.elapsed().as_secs_f64());
 
         let mut manifest = RunManifest::new(&run_name, RunConfig::Audit(config));
-        manifest.dataset = Some(data::DatasetSummary::new(&opts.spec.to_string(), &ds));
+        manifest.dataset = Some(data::DatasetSummary::new(&opts.spec.to_string(), &ds, fingerprint));
         manifest.notes = problems.notes;
         manifest.planted = truth.as_ref().map(data::planted_counts);
         manifest.scores = Some(score_stage::ScoresSummary::new(&sc, &score_cfg, n_train, checks.unwrap_or_default()));

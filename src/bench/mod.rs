@@ -218,11 +218,20 @@ mod tests {
     }
 }
 
+/// PyTorch's name of the device misfit measures on.
+fn torch_device(device: &Device) -> &'static str {
+    if device.is_cuda() {
+        "cuda"
+    } else {
+        "cpu"
+    }
+}
+
 /// `misfit bench train`: misfit then PyTorch `rounds` times in turn,
 /// printing each round and the median (range) of the paired ratios.
 pub fn report_train(cfg: &BenchConfig, rounds: usize, python: &str, device: &Device) -> Result<()> {
     println!("{}", cfg.describe("steps"));
-    let torch_device = if device.is_cuda() { "cuda" } else { "cpu" };
+    let torch_device = torch_device(device);
     let (mut train, mut infer) = (Vec::new(), Vec::new());
     let mut torch = true;
     for _ in 0..rounds.max(1) {
@@ -274,7 +283,7 @@ pub fn report_attack(cfg: &BenchConfig, pgd_steps: usize, python: &str, device: 
     println!("PGD-{pgd_steps} (L-inf) on {}", cfg.describe("batches"));
     let ours = measure_pgd(cfg, pgd_steps, device)?;
     println!("misfit  ({}): {ours:>7.1} images/s", crate::model::device_name(device));
-    let torch_device = if device.is_cuda() { "cuda" } else { "cpu" };
+    let torch_device = torch_device(device);
     match measure_torch(python, cfg, torch_device, pgd_steps)? {
         Some(t) => {
             let theirs = t.pgd_img_s.unwrap_or(f64::NAN);

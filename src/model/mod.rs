@@ -15,7 +15,7 @@
 pub mod checkpoint;
 pub mod infer;
 
-use crate::ops::{batchnorm, block, conv, cpu, direct, residual};
+use crate::ops::{self, batchnorm, block, conv, cpu, direct, residual};
 
 /// Which device to compute on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -413,7 +413,7 @@ impl Conv {
 #[derive(Clone, Debug)]
 enum ShortcutPath {
     /// Identity or option A: no parameters, the block ops take it.
-    Free(crate::ops::Shortcut),
+    Free(ops::Shortcut),
     /// Option B: 1x1 convolution with stride 2, then batch norm.
     B(Conv, BatchNorm),
 }
@@ -457,8 +457,8 @@ impl Block {
         let out = self.bn1.forward(&self.conv1.forward(x)?, train, true)?;
         let out = self.bn2.forward(&self.conv2.forward(&out)?, train, false)?;
         let short = match &self.shortcut {
-            ShortcutPath::Free(block::Shortcut::Identity) => x.clone(),
-            ShortcutPath::Free(block::Shortcut::A(pad)) => residual::shortcut_a(x, *pad)?,
+            ShortcutPath::Free(ops::Shortcut::Identity) => x.clone(),
+            ShortcutPath::Free(ops::Shortcut::A(pad)) => residual::shortcut_a(x, *pad)?,
             ShortcutPath::B(conv, bn) => bn.forward(&conv.forward(x)?, train, false)?,
         };
         residual::add_relu_tensors(&out, &short)
@@ -474,7 +474,7 @@ impl Block {
     /// Training mode on the CPU: the block as one op ([`block::BlockTrain`]),
     /// then both batch norms' running statistics updated from the batch
     /// statistics it measured.
-    fn forward_train_cpu(&self, x: &Tensor, shortcut: block::Shortcut) -> candle_core::Result<Tensor> {
+    fn forward_train_cpu(&self, x: &Tensor, shortcut: ops::Shortcut) -> candle_core::Result<Tensor> {
         let (cout, stride) = (self.conv1.weight.dim(0)?, self.conv1.stride);
         let flat = self.tensors().map(|t| t.flatten_all());
         let params = Tensor::cat(&flat.into_iter().collect::<candle_core::Result<Vec<_>>>()?, 0)?;
@@ -490,7 +490,7 @@ impl Block {
 
     /// Eval mode on the CPU with frozen weights (gradients reach the input
     /// only, as in attacks): the block as one op ([`block::BlockEval`]).
-    fn forward_eval_cpu(&self, x: &Tensor, shortcut: block::Shortcut) -> candle_core::Result<Tensor> {
+    fn forward_eval_cpu(&self, x: &Tensor, shortcut: ops::Shortcut) -> candle_core::Result<Tensor> {
         let (s1, t1) = self.bn1.eval_scale_shift()?;
         let (s2, t2) = self.bn2.eval_scale_shift()?;
         let params = Tensor::cat(
@@ -539,8 +539,8 @@ impl ResNet {
                 let name = format!("layer{}.{b}", stage + 1);
                 let stride = if b == 0 && stage > 0 { 2 } else { 1 };
                 let shortcut = match (stride, config.shortcut) {
-                    (1, _) => ShortcutPath::Free(block::Shortcut::Identity),
-                    (_, Shortcut::A) => ShortcutPath::Free(block::Shortcut::A((config.width << stage) / 4)),
+                    (1, _) => ShortcutPath::Free(ops::Shortcut::Identity),
+                    (_, Shortcut::A) => ShortcutPath::Free(ops::Shortcut::A((config.width << stage) / 4)),
                     (_, Shortcut::B) => ShortcutPath::B(
                         Conv::new(p, &format!("{name}.shortcut.0"), 2),
                         BatchNorm::new(p, &format!("{name}.shortcut.1")),

@@ -22,8 +22,6 @@ use crate::error::{Error, Result};
 use crate::table::{self, TableMeta};
 use schema::TableSchema;
 
-/// The manifest file's name.
-
 /// A run folder being written.
 #[derive(Debug)]
 pub struct RunDir {

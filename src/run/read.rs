@@ -102,23 +102,22 @@ impl Run {
     /// checking its columns against the contract: each stage's group of
     /// columns is there whole or not at all, and the key columns are there.
     pub fn table(&self, name: &str) -> Result<LazyFrame, ReadError> {
+        self.require(name, &[])
+    }
+
+    /// Table `name` as [`Run::table`] gives it, with at least `columns` (a
+    /// reader's needs): a run without one of them says which, and which
+    /// misfit wrote the run.
+    pub fn require(&self, name: &str, columns: &[&str]) -> Result<LazyFrame, ReadError> {
         let t = self.schema_of(name)?;
-        let (lf, columns) = self.scan(t)?;
+        let (lf, present) = self.scan(t)?;
         for (i, g) in t.groups.iter().enumerate() {
-            let missing: Vec<&str> = g.names().filter(|n| !columns.contains(*n)).collect();
-            if (i == 0 && !missing.is_empty()) || (missing.len() < g.columns.len() && !missing.is_empty()) {
+            let missing: Vec<&str> = g.names().filter(|n| !present.contains(*n)).collect();
+            // The key group must be whole; any other group whole or absent.
+            if !missing.is_empty() && (i == 0 || missing.len() < g.columns.len()) {
                 return Err(self.older(t, &missing));
             }
         }
-        Ok(lf)
-    }
-
-    /// Table `name` with at least `columns` (a reader's needs): a run
-    /// without one of them says which, and which misfit wrote the run.
-    pub fn require(&self, name: &str, columns: &[&str]) -> Result<LazyFrame, ReadError> {
-        let t = self.schema_of(name)?;
-        let lf = self.table(name)?;
-        let (_, present) = self.scan(t)?;
         let missing: Vec<&str> = columns.iter().copied().filter(|c| !present.contains(*c)).collect();
         if !missing.is_empty() {
             return Err(self.older(t, &missing));

@@ -32,6 +32,17 @@ pub struct Pair {
     pub exact: bool,
 }
 
+impl Pair {
+    /// The split of image `b` (image `a` is a training image).
+    pub fn b_split(&self) -> crate::data::Split {
+        if self.b_test {
+            crate::data::Split::Test
+        } else {
+            crate::data::Split::Train
+        }
+    }
+}
+
 /// Mean absolute difference of two equal-length pixel buffers.
 pub fn pixel_distance(a: &[u8], b: &[u8]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x.abs_diff(*y) as u64).sum::<u64>() as f32 / a.len().max(1) as f32

@@ -4,16 +4,15 @@
 //! examples, `samples.parquet`'s attack columns, `classes.parquet`'s median
 //! radii, and `run.json`'s `attacks`.
 
-use arrow::array::RecordBatch;
-use std::path::Path;
-
 use super::Samples;
 use crate::attack::{self, AttackConfig, AttackResults, AttackRow, AttackSummary, ClassSuccess, Method};
 use crate::data::Dataset;
 use crate::error::Result;
 use crate::model::ResNet;
 use crate::run::schema::{self, Column, Group};
+use crate::run::RunWriter;
 use crate::table::{Columns, TableBuilder};
+use arrow::array::RecordBatch;
 
 /// `samples.parquet`: whether each image was attacked, and its robustness radius.
 pub static SAMPLE_ATTACKS: Group = Group {
@@ -86,6 +85,9 @@ pub static ATTACK_CLASSES: Group = Group {
         Column { name: "success_rate_high", description: "95% Wilson interval, high end" },
     ],
 };
+
+/// The run folder's folder of adversarial example PNGs.
+pub const EXAMPLES_DIR: &str = "attack_examples";
 
 /// What the attacks stage produced.
 pub struct AttackStage {
@@ -184,12 +186,14 @@ impl AttackStage {
             .finish_table(&schema::ATTACK_CLASSES)
     }
 
-    /// Writes the adversarial examples into `dir` (PNG) and records their
-    /// paths, relative to the run folder, in the summary.
-    pub fn write_examples(&mut self, ds: &Dataset, dir: &Path, relative: &str) -> Result<()> {
-        self.summary.examples = attack::write_examples(ds, &self.results, &self.config, dir)?
+    /// Writes the adversarial examples as PNGs into the run's
+    /// [`EXAMPLES_DIR`] and records their paths, relative to the run folder,
+    /// in the summary.
+    pub fn write_examples(&mut self, ds: &Dataset, writer: &RunWriter) -> Result<()> {
+        let dir = writer.path(EXAMPLES_DIR);
+        self.summary.examples = attack::write_examples(ds, &self.results, &self.config, &dir)?
             .into_iter()
-            .map(|n| format!("{relative}/{n}"))
+            .map(|n| format!("{EXAMPLES_DIR}/{n}"))
             .collect();
         Ok(())
     }

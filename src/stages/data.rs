@@ -7,6 +7,7 @@ use arrow::array::RecordBatch;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
 
+use super::Samples;
 use crate::data::demo::{self, DemoTruth, ProblemKind};
 use crate::data::{self, Dataset, DatasetSpec, LoadOptions, Problems, Split};
 use crate::error::{Error, Result};
@@ -79,31 +80,34 @@ pub fn load(spec: &DatasetSpec, opts: &LoadOptions, problems: &mut Problems) -> 
     Ok(DataStage { dataset, truth })
 }
 
-/// The key columns of a dataset's images, train rows then test rows.
-pub fn sample_keys(ds: &Dataset) -> Columns {
-    let ids: Vec<&str> = Split::ALL.into_iter().flat_map(|s| ds.split(s).ids.iter().map(String::as_str)).collect();
-    let splits: Vec<Split> = Split::ALL.into_iter().flat_map(|s| std::iter::repeat_n(s, ds.split(s).len())).collect();
-    let labels: Vec<u32> = Split::ALL.into_iter().flat_map(|s| ds.split(s).labels.iter().copied()).collect();
-    sample_keys_of(&ids, &splits, &labels, &ds.classes)
-}
-
-/// The key columns of samples given row by row (a `misfit score` run's).
-pub fn sample_keys_of(ids: &[&str], splits: &[Split], labels: &[u32], classes: &[String]) -> Columns {
+/// The key columns of every sample, train rows then test rows.
+pub fn sample_keys(s: &Samples) -> Columns {
+    let rows = || {
+        Split::ALL.into_iter().flat_map(|split| s.ids(split).iter().zip(s.labels_of(split)).map(move |r| (split, r)))
+    };
     TableBuilder::new(&SAMPLE_KEYS)
-        .utf8("id", ids.iter())
-        .utf8("split", splits.iter().map(|s| s.as_str()))
-        .i32("label", labels.iter().map(|&l| l as i32))
-        .utf8("label_name", labels.iter().map(|&l| classes[l as usize].as_str()))
+        .utf8("id", rows().map(|(_, (id, _))| id))
+        .utf8("split", rows().map(|(split, _)| split.as_str()))
+        .i32("label", rows().map(|(_, (_, &l))| l as i32))
+        .utf8("label_name", rows().map(|(_, (_, &l))| s.classes[l as usize].as_str()))
         .finish()
 }
 
 /// Each class with its training and test image counts.
-pub fn class_counts(classes: &[String], train: &[usize], test: &[usize]) -> Columns {
+pub fn class_counts(s: &Samples) -> Columns {
+    let k = s.classes.len();
+    let count = |split| {
+        let mut n = vec![0i64; k];
+        for &l in s.labels_of(split) {
+            n[l as usize] += 1;
+        }
+        n
+    };
     TableBuilder::new(&CLASS_COUNTS)
-        .i32("class", (0..classes.len()).map(|i| i as i32))
-        .utf8("class_name", classes.iter())
-        .i64("train_images", train.iter().map(|&n| n as i64))
-        .i64("test_images", test.iter().map(|&n| n as i64))
+        .i32("class", (0..k).map(|i| i as i32))
+        .utf8("class_name", s.classes.iter())
+        .i64("train_images", count(Split::Train))
+        .i64("test_images", count(Split::Test))
         .finish()
 }
 
@@ -129,10 +133,9 @@ pub fn planted_counts(truth: &DemoTruth) -> BTreeMap<String, usize> {
     counts
 }
 
-/// Which of `ids` (training images) carry a planted label flip.
-pub fn planted_flips(truth: &DemoTruth, ids: &[String]) -> Vec<bool> {
-    let planted: HashSet<&str> =
-        truth.problems.iter().filter(|p| p.kind == ProblemKind::LabelFlip).map(|p| p.id.as_str()).collect();
+/// Which of `ids` carry a planted problem of `kind`.
+pub fn planted_rows(truth: &DemoTruth, ids: &[String], kind: ProblemKind) -> Vec<bool> {
+    let planted: HashSet<&str> = truth.problems.iter().filter(|p| p.kind == kind).map(|p| p.id.as_str()).collect();
     ids.iter().map(|id| planted.contains(id.as_str())).collect()
 }
 
@@ -158,7 +161,9 @@ pub struct DatasetSummary {
 }
 
 impl DatasetSummary {
-    pub fn new(spec: &str, ds: &Dataset) -> Self {
+    /// The summary of `ds`, loaded from `spec`, whose [`Dataset::fingerprint`]
+    /// the caller has already computed (a pass over every pixel).
+    pub fn new(spec: &str, ds: &Dataset, fingerprint: String) -> Self {
         let mut images = BTreeMap::new();
         let mut per_class = BTreeMap::new();
         for split in Split::ALL {
@@ -169,7 +174,7 @@ impl DatasetSummary {
         DatasetSummary {
             spec: spec.to_string(),
             source: ds.source.clone(),
-            fingerprint: ds.fingerprint(),
+            fingerprint,
             classes: ds.classes.clone(),
             height: ds.height,
             width: ds.width,

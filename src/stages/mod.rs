@@ -62,6 +62,22 @@ impl<'a> Samples<'a> {
         }
     }
 
+    /// The ids of one split's samples.
+    pub fn ids(&self, split: Split) -> &'a [String] {
+        match split {
+            Split::Train => self.train_ids,
+            Split::Test => self.test_ids,
+        }
+    }
+
+    /// The given labels of one split's samples.
+    pub fn labels_of(&self, split: Split) -> &'a [u32] {
+        match split {
+            Split::Train => self.train_labels,
+            Split::Test => self.test_labels,
+        }
+    }
+
     /// Given labels of every sample, train then test.
     pub fn labels(&self) -> Vec<u32> {
         self.train_labels.iter().chain(self.test_labels).copied().collect()

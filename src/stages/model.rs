@@ -137,8 +137,6 @@ pub fn run(
     state_dir: &Path,
     progress: bool,
 ) -> Result<ModelStage> {
-    let (h, w) = (ds.height, ds.width);
-    let batch = 256;
     if let Some(path) = &opts.import {
         let import = checkpoint::ImportOptions { classes: Some(ds.classes.clone()), mean: opts.mean, std: opts.std };
         let (model, _) = checkpoint::load(path, &import, device)?;
@@ -147,8 +145,7 @@ pub fn run(
     let (mcfg, t) = recipe::setup(ds, spec, seed, opts)?;
     let folds = opts.folds.unwrap_or_else(|| cv::default_folds(ds.train.len()));
     let out = cv::cross_validate(ds, &mcfg, &t, folds, Some(state_dir), device, progress, !opts.no_aum_threshold)?;
-    let test = model::predict(&out.model, &ds.test.pixels, ds.test.len(), h, w, batch)?;
-    let train_final = model::predict(&out.model, &ds.train.pixels, ds.train.len(), h, w, batch)?;
+    let (train_final, test) = predict_splits(&out.model, ds)?;
     let last_epoch = out
         .history
         .iter()
@@ -167,7 +164,7 @@ pub fn run(
     let aum_threshold = out.aum_threshold.as_ref().map(|a| AumSummary {
         threshold: a.threshold,
         threshold_samples: a.is_threshold_sample.iter().filter(|x| **x).count(),
-        flagged: (0..a.aum.len()).filter(|&i| !a.is_threshold_sample[i] && a.aum[i] < a.threshold).count(),
+        flagged: (0..a.aum.len()).filter(|&i| a.flag(i) == Some(true)).count(),
     });
     let summary = ModelSummary {
         source: "trained".into(),
@@ -196,9 +193,7 @@ pub fn run(
 /// both splits predicted by it, no folds, no training dynamics. Its
 /// training-image probabilities are in-sample, and the summary says so.
 pub fn from_model(ds: &Dataset, model: ResNet, source: String, device: &Device) -> Result<ModelStage> {
-    let (h, w, batch) = (ds.height, ds.width, 256);
-    let train = model::predict(&model, &ds.train.pixels, ds.train.len(), h, w, batch)?;
-    let test = model::predict(&model, &ds.test.pixels, ds.test.len(), h, w, batch)?;
+    let (train, test) = predict_splits(&model, ds)?;
     let summary = ModelSummary {
         source,
         config: model.config.clone(),
@@ -222,6 +217,14 @@ pub fn from_model(ds: &Dataset, model: ResNet, source: String, device: &Device) 
     })
 }
 
+/// Logits and features of both splits, in batches of 256.
+fn predict_splits(model: &ResNet, ds: &Dataset) -> Result<(model::Predictions, model::Predictions)> {
+    let (h, w, batch) = (ds.height, ds.width, 256);
+    let train = model::predict(model, &ds.train.pixels, ds.train.len(), h, w, batch)?;
+    let test = model::predict(model, &ds.test.pixels, ds.test.len(), h, w, batch)?;
+    Ok((train, test))
+}
+
 impl ModelStage {
     /// Train then test logits, `[n, classes]`, in sample order.
     pub fn logits(&self) -> Vec<f32> {
@@ -241,12 +244,7 @@ impl ModelStage {
 
     /// `samples.parquet`'s AUM flag for `n` samples (train rows first).
     pub fn aum_flag(&self, n: usize) -> Columns {
-        let flag = (0..n).map(|i| {
-            self.aum_threshold
-                .as_ref()
-                .filter(|a| i < a.aum.len() && !a.is_threshold_sample[i])
-                .map(|a| a.aum[i] < a.threshold)
-        });
+        let flag = (0..n).map(|i| self.aum_threshold.as_ref().and_then(|a| a.flag(i)));
         TableBuilder::new(&SAMPLE_AUM_FLAG).opt_bool("aum_mislabeled", flag).finish()
     }
 

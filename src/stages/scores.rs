@@ -199,16 +199,16 @@ pub fn neighbors(s: &Samples, train_nb: &Neighbors, test_nb: &Neighbors) -> Reco
 
 /// `duplicates.parquet`.
 pub fn duplicates(s: &Samples, pairs: &[Pair]) -> RecordBatch {
-    let b_ids = |p: &Pair| if p.b_test { (s.test_ids, s.test_labels) } else { (s.train_ids, s.train_labels) };
+    let b = |p: &Pair| (s.ids(p.b_split())[p.b].as_str(), s.labels_of(p.b_split())[p.b]);
     TableBuilder::new(&DUPLICATES)
         .utf8("id_a", pairs.iter().map(|p| s.train_ids[p.a].as_str()))
-        .utf8("id_b", pairs.iter().map(|p| b_ids(p).0[p.b].as_str()))
+        .utf8("id_b", pairs.iter().map(|p| b(p).0))
         .utf8("split_a", pairs.iter().map(|_| "train"))
-        .utf8("split_b", pairs.iter().map(|p| if p.b_test { "test" } else { "train" }))
+        .utf8("split_b", pairs.iter().map(|p| p.b_split().as_str()))
         .f32("embedding_distance", pairs.iter().map(|p| p.embedding_distance))
         .f32("pixel_distance", pairs.iter().map(|p| p.pixel_distance))
         .utf8("kind", pairs.iter().map(|p| if p.exact { "exact" } else { "near" }))
-        .bool("same_label", pairs.iter().map(|p| s.train_labels[p.a] == b_ids(p).1[p.b]))
+        .bool("same_label", pairs.iter().map(|p| s.train_labels[p.a] == b(p).1))
         .finish_table(&schema::DUPLICATES)
 }
 

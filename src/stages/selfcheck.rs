@@ -3,9 +3,9 @@
 //! owns `selfcheck.parquet` and the self-check list in `run.json`'s `scores`.
 
 use arrow::array::RecordBatch;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
-use super::data::planted_flips;
+use super::data::planted_rows;
 use crate::data::demo::{DemoTruth, ProblemKind};
 use crate::data::Dataset;
 use crate::run::schema::{self, Column, Group};
@@ -48,10 +48,11 @@ pub fn run(
     threshold: Option<&AumThreshold>,
 ) -> Option<Vec<Check>> {
     let n_train = ds.train.len();
-    let mut checks = known.truth.map(|t| {
-        let mut c = demo_checks(ds, t, sc);
+    let planted = known.truth.map(|t| planted_rows(t, &ds.train.ids, ProblemKind::LabelFlip));
+    let mut checks = known.truth.zip(planted.as_deref()).map(|(t, planted)| {
+        let mut c = demo_checks(ds, t, planted, sc);
         if let Some(a) = threshold {
-            c.push(aum_check("label_flip", &planted_flips(t, &ds.train.ids), a));
+            c.push(aum_check("label_flip", planted, a));
         }
         c
     });
@@ -61,9 +62,8 @@ pub fn run(
         if let Some(a) = threshold {
             list.push(aum_check("injected_flip", flipped, a));
         }
-        if let Some(t) = known.truth {
+        if let Some(planted) = &planted {
             // With planted flips too, the flags are judged against both sets together.
-            let planted = planted_flips(t, &ds.train.ids);
             let either: Vec<bool> = (0..n_train).map(|i| flipped[i] || planted[i]).collect();
             list.extend(flip_checks("planted_or_injected_flip", &either, sc, n_train, aum));
         }
@@ -86,21 +86,11 @@ pub fn table(checks: &[Check]) -> RecordBatch {
         .finish_table(&schema::SELFCHECK)
 }
 
-/// Checks the flags and scores against the demo's planted problems.
-pub fn demo_checks(ds: &Dataset, truth: &DemoTruth, sc: &Scores) -> Vec<Check> {
+/// Checks the flags and scores against the demo's planted problems
+/// (`flipped`: which training rows carry a planted label flip).
+pub fn demo_checks(ds: &Dataset, truth: &DemoTruth, flipped: &[bool], sc: &Scores) -> Vec<Check> {
     let n_train = ds.train.len();
-    let row: HashMap<&str, usize> = ds.train.ids.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
-    let mut flipped = vec![false; n_train];
-    let mut outlier = vec![false; n_train];
-    for p in &truth.problems {
-        if let Some(&i) = row.get(p.id.as_str()) {
-            match p.kind {
-                ProblemKind::LabelFlip => flipped[i] = true,
-                ProblemKind::Outlier => outlier[i] = true,
-                _ => {}
-            }
-        }
-    }
+    let outlier = planted_rows(truth, &ds.train.ids, ProblemKind::Outlier);
     let train = &sc.images[..n_train];
     let truth_count = |t: &[bool]| t.iter().filter(|x| **x).count();
     let top_by = |v: &[f64], m: usize| -> Vec<bool> {
@@ -114,7 +104,7 @@ pub fn demo_checks(ds: &Dataset, truth: &DemoTruth, sc: &Scores) -> Vec<Check> {
     };
     let flag = |f: &dyn Fn(&ImageScores) -> bool| -> Vec<bool> { train.iter().map(f).collect() };
     let value = |f: &dyn Fn(&ImageScores) -> f64| -> Vec<f64> { train.iter().map(f).collect() };
-    let mut checks = flip_checks("label_flip", &flipped, sc, n_train, None);
+    let mut checks = flip_checks("label_flip", flipped, sc, n_train, None);
     checks.extend([
         flag_check("outlier", "outlier", &flag(&|s| s.flags.outlier), &outlier),
         flag_check(
@@ -127,11 +117,8 @@ pub fn demo_checks(ds: &Dataset, truth: &DemoTruth, sc: &Scores) -> Vec<Check> {
     ]);
     // Duplicates: planted pairs found among the reported pairs.
     let key = |a: &str, b: &str| if a < b { (a.to_string(), b.to_string()) } else { (b.to_string(), a.to_string()) };
-    let found: HashSet<(String, String)> = sc
-        .duplicates
-        .iter()
-        .map(|p| key(&ds.train.ids[p.a], if p.b_test { &ds.test.ids[p.b] } else { &ds.train.ids[p.b] }))
-        .collect();
+    let found: HashSet<(String, String)> =
+        sc.duplicates.iter().map(|p| key(&ds.train.ids[p.a], &ds.split(p.b_split()).ids[p.b])).collect();
     let planted: Vec<(String, String)> = truth
         .problems
         .iter()
@@ -183,8 +170,7 @@ pub fn flip_checks(target: &str, flipped: &[bool], sc: &Scores, n_train: usize, 
 
 /// The AUM-threshold flag against known flips, over the images that were not threshold samples.
 fn aum_check(target: &str, flipped: &[bool], a: &AumThreshold) -> Check {
-    let rows: Vec<usize> = (0..a.aum.len()).filter(|&i| !a.is_threshold_sample[i]).collect();
-    let flag: Vec<bool> = rows.iter().map(|&i| a.aum[i] < a.threshold).collect();
-    let truth: Vec<bool> = rows.iter().map(|&i| flipped[i]).collect();
+    let (flag, truth): (Vec<bool>, Vec<bool>) =
+        (0..a.aum.len()).filter_map(|i| a.flag(i).map(|f| (f, flipped[i]))).unzip();
     flag_check("aum_mislabeled", target, &flag, &truth)
 }

@@ -77,6 +77,14 @@ pub struct AumThreshold {
     pub aum: Vec<f32>,
 }
 
+impl AumThreshold {
+    /// Whether training row `i` is flagged (AUM below the threshold); None
+    /// for threshold samples and rows past the training set.
+    pub fn flag(&self, i: usize) -> Option<bool> {
+        (i < self.aum.len() && !self.is_threshold_sample[i]).then(|| self.aum[i] < self.threshold)
+    }
+}
+
 /// Runs K-fold cross-validation and the final training on `ds.train`, and,
 /// with `aum_threshold`, a run with threshold samples for the AUM threshold.
 /// With `state_dir`, each job's state is kept there after every epoch, and
