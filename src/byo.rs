@@ -321,7 +321,12 @@ pub fn run(
         score_stage::sample_columns(&classes, &sc.images),
     ];
     writer.write(&schema::SAMPLES, &table::assemble(&schema::SAMPLES, parts))?;
-    let parts = vec![stages::data::class_counts(&samples), score_stage::class_columns(&sc, &data.labels, k)];
+    let parts = vec![
+        stages::data::class_counts(&samples),
+        stages::model::class_confidence(&samples, &model_outputs),
+        score_stage::class_columns(&sc, &data.labels, k),
+        score_stage::noise_interval_columns(&data.labels, &data.probs, k, cfg.seed),
+    ];
     writer.write(&schema::CLASSES, &table::assemble(&schema::CLASSES, parts))?;
     if let (Some((e, d)), Some((tr, te))) = (&emb, &sc.neighbors) {
         writer.write(&schema::EMBEDDINGS, &score_stage::embeddings(&samples, e, &[], *d))?;

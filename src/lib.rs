@@ -8,7 +8,9 @@
 //! its section of `run.json`; `misfit score` ([`byo`]) runs the scores stage
 //! on a model's files. Both write through one run writer into a run folder
 //! whose tables and columns are the contract ([`run::schema`]). The read
-//! side ([`run::read`]) opens any run folder for Polars. Beneath: loaders
+//! side ([`run::read`]) opens any run folder for Polars: [`findings`]
+//! derives the pair and correlation tables and runs the rules of `rules/`
+//! into findings, [`query`] runs a person's SQL. Beneath: loaders
 //! ([`data`]), the ResNet ([`model`]) on its kernels ([`ops`]), training
 //! ([`train`]), label-quality scores ([`scores`]), attacks ([`attack`]),
 //! the small statistics ([`stats`]) and seed streams ([`seed`]).
@@ -20,9 +22,11 @@ pub mod bench;
 pub mod byo;
 pub mod data;
 pub mod error;
+pub mod findings;
 pub mod model;
 pub mod ops;
 pub mod progress;
+pub mod query;
 pub mod run;
 pub mod scores;
 pub mod seed;

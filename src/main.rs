@@ -12,7 +12,11 @@ use misfit::bench::{self, BenchConfig};
 use misfit::byo;
 use misfit::data::demo::DemoConfig;
 use misfit::data::{fetch, inspect, synth, DatasetSpec, LoadOptions};
+use misfit::findings::frame::{self, Format};
+use misfit::findings::{self, RuleSet, Severity};
 use misfit::model::{self, DeviceChoice, Shortcut};
+use misfit::query;
+use misfit::run::read::Run;
 use misfit::run::summary::summary;
 use misfit::scores::{IndexChoice, PruneMethod, ScoreConfig};
 use misfit::train::recipe::ModelOptions;
@@ -41,6 +45,53 @@ enum Command {
     /// Measure speed against PyTorch (or cleanlab) on this machine.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Run the rules over a run folder: write pairs.parquet,
+    /// correlations.parquet and findings.parquet into it, and print the findings.
+    Findings(FindingsArgs),
+    /// SQL over a run's tables (Polars SQL; tables by name: samples, classes, ...).
+    Query(QueryArgs),
+}
+
+#[derive(Args)]
+struct FindingsArgs {
+    /// A run folder (outputs/demo).
+    run_dir: PathBuf,
+    /// A folder of *.toml rules to add to the shipped ones (same id: replaces).
+    #[arg(long, value_name = "DIR")]
+    rules: Option<PathBuf>,
+    /// Only findings of this severity or above: info, warn, error.
+    #[arg(long, default_value = "info")]
+    severity: String,
+    /// Only the findings of this rule (repeatable).
+    #[arg(long = "rule", value_name = "ID")]
+    rule: Vec<String>,
+    /// Only the findings about this class (by name).
+    #[arg(long, value_name = "NAME")]
+    class: Option<String>,
+    /// table (per rule, in words), csv or json (one object per line, every column).
+    #[arg(long, default_value = "table", value_parser = ["table", "csv", "json"])]
+    format: String,
+    /// Findings printed per rule (table format).
+    #[arg(long, default_value_t = 10)]
+    show: usize,
+}
+
+#[derive(Args)]
+struct QueryArgs {
+    /// A run folder (outputs/demo).
+    run_dir: PathBuf,
+    /// The query, e.g. "SELECT class_name, miss_rate FROM classes ORDER BY miss_rate DESC".
+    #[arg(required_unless_present = "tables")]
+    sql: Option<String>,
+    /// List the run's tables and their columns instead.
+    #[arg(long)]
+    tables: bool,
+    /// table, csv, json (one object per line) or parquet (needs --out).
+    #[arg(long, default_value = "table", value_parser = ["table", "csv", "json", "parquet"])]
+    format: String,
+    /// Write to this file (under a temporary name, renamed into place) instead of standard output.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -71,6 +122,9 @@ struct ScoreArgs {
     /// Neighbour index: hnsw up to 200,000 training samples and ivf above (auto), or one of them.
     #[arg(long, value_enum, default_value = "auto")]
     index: IndexArg,
+    /// A folder of *.toml rules to add to the shipped ones (same id: replaces).
+    #[arg(long, value_name = "DIR")]
+    rules: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -329,6 +383,9 @@ struct AuditArgs {
     /// one trained first on the clean labels).
     #[arg(long, value_enum, default_value = "symmetric")]
     noise: NoiseArg,
+    /// A folder of *.toml rules to add to the shipped ones (same id: replaces).
+    #[arg(long, value_name = "DIR")]
+    rules: Option<PathBuf>,
 }
 
 /// The model: import one, or train one (defaults: the built-in recipe for the
@@ -491,9 +548,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 progress: !args.quiet,
                 inject_noise: args.inject_noise.map(|r| (r, args.noise.into())),
             };
+            let rules = load_rules(&args.rules)?;
             let (dest, manifest) = audit::run(&opts)?;
             print!("{}", summary(&manifest));
             println!("run written to {}", dest.display());
+            print!("{}", findings::after_run(&dest, &rules, &dirs(&args.rules))?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Data(DataCommand::Inspect { dataset, load }) => {
@@ -525,6 +584,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Score(a) => {
+            let rules = load_rules(&a.rules)?;
             let files =
                 byo::ScoreFiles { probs: a.probs, labels: a.labels, embeddings: a.embeddings, classes: a.classes };
             let cfg = ScoreConfig {
@@ -540,11 +600,35 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let (dest, manifest, _) = byo::run(&files, &cfg, &a.outputs, &a.run)?;
             print!("{}", summary(&manifest));
             println!("run written to {}", dest.display());
+            print!("{}", findings::after_run(&dest, &rules, &dirs(&a.rules))?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(BenchCommand::Score { n, classes, dim, embeddings, python, dir }) => {
             let dir = dir.unwrap_or_else(|| std::env::temp_dir().join(format!("misfit-bench-{}", std::process::id())));
             bench::score::report(&dir, n, classes, dim, embeddings, &python)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Findings(a) => {
+            let severity = Severity::parse(&a.severity)
+                .with_context(|| format!("--severity {}: use info, warn or error", a.severity))?;
+            let rules = load_rules(&a.rules)?;
+            let f = findings::run(&a.run_dir, &rules, &dirs(&a.rules))?;
+            let mut shown = findings::filter(&f.frame, severity, &a.rule, a.class.as_deref())?;
+            match a.format.as_str() {
+                "table" => print!("{}", findings::overview(&shown, &f.summary, a.show)?),
+                other => frame::write(&mut shown, Format::parse(other).expect("clap checked the value"), None)?,
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Query(a) => {
+            let run = Run::open(&a.run_dir)?;
+            if a.tables {
+                print!("{}", query::tables(&run)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            let sql = a.sql.as_deref().expect("clap requires SQL without --tables");
+            let mut df = query::query(&run, sql)?;
+            frame::write(&mut df, Format::parse(&a.format).expect("clap checked the value"), a.out.as_deref())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Data(DataCommand::Fetch { name, dir }) => {
@@ -556,6 +640,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The shipped rules and those of `--rules DIR`, checked before any long work.
+fn load_rules(dir: &Option<PathBuf>) -> Result<RuleSet> {
+    Ok(RuleSet::load(dir.as_deref())?)
+}
+
+fn dirs(dir: &Option<PathBuf>) -> Vec<String> {
+    dir.iter().map(|d| d.display().to_string()).collect()
 }
 
 /// mimalloc: the training and attack loops allocate and free tensors of megabytes
@@ -590,6 +683,14 @@ fn main() -> ExitCode {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
         // SAFETY: sets one option value; mimalloc reads it at each purge.
         unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+    }
+    // Polars prints tables (`misfit query`) 40 rows and 60 columns wide
+    // unless the environment says otherwise.
+    for (key, value) in [("POLARS_FMT_MAX_ROWS", "40"), ("POLARS_FMT_MAX_COLS", "60"), ("POLARS_FMT_STR_LEN", "60")] {
+        if std::env::var_os(key).is_none() {
+            // SAFETY: still before any other thread exists.
+            unsafe { std::env::set_var(key, value) };
+        }
     }
     match run(Cli::parse()) {
         Ok(code) => code,

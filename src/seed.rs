@@ -39,6 +39,23 @@ pub fn noise_injection(seed: u64) -> u64 {
     seed ^ 0x6e6f_6973_65
 }
 
+/// One resampling test of the findings' correlations (bootstrap interval and
+/// permutation p-value of `x` against `y` by `method`), from the run's seed:
+/// the same run gives the same intervals, whichever other rows the table has.
+pub fn correlation(seed: u64, x: &str, y: &str, method: &str) -> u64 {
+    derive(seed, &[text(x), text(y), text(method)])
+}
+
+/// The bootstrap of confident learning's per-class noise rate.
+pub fn noise_rate_bootstrap(seed: u64) -> u64 {
+    derive(seed, &[text("noise_rate_bootstrap")])
+}
+
+/// FNV-1a of a text, to mix names into a seed.
+fn text(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x1000_0000_01b3))
+}
+
 /// The seeded sample of attack victims.
 pub fn attack_victims(seed: u64) -> u64 {
     seed ^ 0x6174_7461_636b

@@ -1,5 +1,5 @@
 //! The small statistics, one place each: arg-max and arg-min, median,
-//! mid-ranks, Spearman's rank correlation, the Wilson score interval and the
+//! mid-ranks, Spearman's and Pearson's correlations, quantiles, the Wilson score interval and the
 //! AUROC. Written here rather than taken from a crate: the statistics crates
 //! offer distributions and descriptive summaries, not the Wilson interval or
 //! a tie-aware AUROC, and each of these is a dozen lines whose exact tie and
@@ -88,13 +88,37 @@ pub fn spearman(a: &[f64], b: &[f64]) -> Option<f64> {
     if a.len() != b.len() || a.len() < 3 {
         return None;
     }
-    let (ra, rb) = (mid_ranks(a), mid_ranks(b));
+    pearson(&mid_ranks(a), &mid_ranks(b))
+}
+
+/// Pearson's correlation. None when the sides differ in length, are
+/// shorter than 3, or either is constant.
+pub fn pearson(a: &[f64], b: &[f64]) -> Option<f64> {
+    if a.len() != b.len() || a.len() < 3 {
+        return None;
+    }
     let n = a.len() as f64;
-    let (ma, mb) = (ra.iter().sum::<f64>() / n, rb.iter().sum::<f64>() / n);
-    let cov: f64 = ra.iter().zip(&rb).map(|(x, y)| (x - ma) * (y - mb)).sum();
-    let va: f64 = ra.iter().map(|x| (x - ma).powi(2)).sum();
-    let vb: f64 = rb.iter().map(|y| (y - mb).powi(2)).sum();
-    (va > 0.0 && vb > 0.0).then(|| cov / (va * vb).sqrt())
+    let (ma, mb) = (a.iter().sum::<f64>() / n, b.iter().sum::<f64>() / n);
+    let cov: f64 = a.iter().zip(b).map(|(x, y)| (x - ma) * (y - mb)).sum();
+    let va: f64 = a.iter().map(|x| (x - ma).powi(2)).sum();
+    let vb: f64 = b.iter().map(|y| (y - mb).powi(2)).sum();
+    (va > 0.0 && vb > 0.0).then(|| (cov / (va * vb).sqrt()).clamp(-1.0, 1.0))
+}
+
+/// The `q` quantile (0 to 1) of values sorted ascending, interpolating
+/// linearly between the two nearest ranks (NumPy's default); None when empty.
+pub fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
+    let last = sorted.len().checked_sub(1)?;
+    let h = q.clamp(0.0, 1.0) * last as f64;
+    let (lo, hi) = (h.floor() as usize, h.ceil() as usize);
+    Some(sorted[lo] + (h - lo as f64) * (sorted[hi] - sorted[lo]))
+}
+
+/// The percentile 95% interval of bootstrap `draws`: their 2.5% and 97.5%
+/// quantiles (None when there are none). Sorts the draws.
+pub fn percentile_interval(draws: &mut [f64]) -> Option<(f64, f64)> {
+    draws.sort_by(f64::total_cmp);
+    quantile(draws, 0.025).zip(quantile(draws, 0.975))
 }
 
 /// z for a two-sided 95% interval.
@@ -154,6 +178,19 @@ mod tests {
         let r = spearman(&[1.0, 2.0, 2.0, 3.0], &[1.0, 2.0, 3.0, 4.0]).unwrap();
         assert!((r - 0.948_683).abs() < 1e-6, "{r}");
         assert_eq!(spearman(&[1.0, 1.0, 1.0], &[1.0, 2.0, 3.0]), None);
+    }
+
+    #[test]
+    fn pearson_and_quantile_match_hand_computed_values() {
+        // (1,2,3) against (1,2,4): cov 3, var 2 and 4.667: 3 / sqrt(9.333) = 0.98198.
+        let r = pearson(&[1.0, 2.0, 3.0], &[1.0, 2.0, 4.0]).unwrap();
+        assert!((r - 0.981_981).abs() < 1e-6, "{r}");
+        assert_eq!(pearson(&[1.0, 2.0, 3.0], &[5.0, 5.0, 5.0]), None);
+        let v = [1.0, 2.0, 3.0, 4.0, 10.0];
+        assert_eq!(quantile(&v, 0.5), Some(3.0));
+        assert_eq!(quantile(&v, 0.875), Some(7.0));
+        assert_eq!(quantile(&v, 1.0), Some(10.0));
+        assert_eq!(quantile(&[], 0.5), None);
     }
 
     #[test]

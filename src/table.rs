@@ -18,9 +18,8 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::atomic::AtomicFile;
 use crate::error::{Error, Result};
-use crate::run::schema::{Group, TableSchema};
+use crate::run::schema::{Group, Named, TableSchema};
 
 /// Key-value metadata key for the misfit version that wrote a table.
 pub const META_VERSION: &str = "misfit.version";
@@ -42,7 +41,12 @@ pub struct TableMeta {
 
 /// Writes one batch as a Parquet table at `path`, atomically.
 pub fn write(path: &Path, batch: &RecordBatch, meta: &TableMeta) -> Result<()> {
-    let fail = |e: parquet::errors::ParquetError| Error::io(path, std::io::Error::other(e));
+    let bytes = to_bytes(batch, meta).map_err(|e| Error::io(path, std::io::Error::other(e)))?;
+    crate::atomic::write(path, &bytes)
+}
+
+/// One batch as the bytes of a Parquet file, as [`write`] writes it.
+pub fn to_bytes(batch: &RecordBatch, meta: &TableMeta) -> std::result::Result<Vec<u8>, parquet::errors::ParquetError> {
     let props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid zstd level")))
         .set_created_by(format!("misfit {}", env!("CARGO_PKG_VERSION")))
@@ -52,19 +56,59 @@ pub fn write(path: &Path, batch: &RecordBatch, meta: &TableMeta) -> Result<()> {
             KeyValue::new(META_FINGERPRINT.to_string(), meta.dataset_fingerprint.clone()),
         ]))
         .build();
-    let mut file = AtomicFile::create(path)?;
-    let mut writer = ArrowWriter::try_new(file.writer(), batch.schema(), Some(props)).map_err(fail)?;
-    writer.write(batch).map_err(fail)?;
-    writer.close().map_err(fail)?;
-    file.commit()
+    let mut bytes = Vec::new();
+    let mut writer = ArrowWriter::try_new(&mut bytes, batch.schema(), Some(props))?;
+    writer.write(batch)?;
+    writer.close()?;
+    Ok(bytes)
 }
 
-/// The columns of one [`Group`], built: fields (with descriptions) and arrays.
+/// `batch` with `extra` columns after its own (columns outside the
+/// contract's groups, such as a finding's evidence, each with its own
+/// description in its field).
+pub fn with_columns(batch: RecordBatch, extra: Vec<(Field, ArrayRef)>) -> RecordBatch {
+    let schema = batch.schema();
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    let mut arrays = batch.columns().to_vec();
+    for (f, a) in extra {
+        fields.push(f);
+        arrays.push(a);
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).expect("columns of equal length")
+}
+
+/// The columns of one [`Group`] (or one set of [`Named`] columns), built:
+/// fields (with descriptions) and arrays.
 #[derive(Debug)]
 pub struct Columns {
-    group: &'static Group,
+    owner: Owner,
     fields: Vec<Field>,
     arrays: Vec<ArrayRef>,
+}
+
+/// Whose columns they are: a group's, or a set of run-time-named columns.
+#[derive(Clone, Copy, Debug)]
+enum Owner {
+    Group(&'static Group),
+    Named(&'static Named),
+}
+
+impl Columns {
+    /// Run-time-named columns of `named`: each name starts with its prefix
+    /// (a programming error otherwise); all float64 with nulls.
+    pub fn named(named: &'static Named, columns: Vec<(String, Vec<Option<f64>>)>) -> Columns {
+        let (mut fields, mut arrays) = (Vec::new(), Vec::new());
+        for (name, values) in columns {
+            assert!(name.starts_with(named.prefix), "column '{name}' does not start with '{}'", named.prefix);
+            let array: ArrayRef = Arc::new(Float64Array::from(values));
+            fields.push(
+                Field::new(name, DataType::Float64, true)
+                    .with_metadata(HashMap::from([(FIELD_DESCRIPTION.to_string(), named.description.to_string())])),
+            );
+            arrays.push(array);
+        }
+        Columns { owner: Owner::Named(named), fields, arrays }
+    }
 }
 
 /// Builds the columns of one [`Group`] in its order; each column's
@@ -178,7 +222,7 @@ impl TableBuilder {
             self.group.names().collect::<Vec<_>>(),
             self.fields.len()
         );
-        Columns { group: self.group, fields: self.fields, arrays: self.arrays }
+        Columns { owner: Owner::Group(self.group), fields: self.fields, arrays: self.arrays }
     }
 
     /// The finished columns as a whole table of one group.
@@ -188,15 +232,21 @@ impl TableBuilder {
 }
 
 /// A table from the column groups the stages built, in the contract's group
-/// order (groups a run did not produce are left out; a group that is not
-/// the table's, or rows that differ, is a programming error). Groups are
-/// `static`s, so a group is known by its address.
+/// order, then its run-time-named columns (groups a run did not produce are
+/// left out; a group that is not the table's, or rows that differ, is a
+/// programming error). Groups are `static`s, so a group is known by its address.
 pub fn assemble(table: &'static TableSchema, mut parts: Vec<Columns>) -> RecordBatch {
     let order =
-        |c: &Columns| {
-            table.groups.iter().position(|g| std::ptr::eq(*g, c.group)).unwrap_or_else(|| {
-                panic!("the {} group is not part of {} in src/run/schema.rs", c.group.stage, table.file)
-            })
+        |c: &Columns| match c.owner {
+            Owner::Group(group) => table.groups.iter().position(|g| std::ptr::eq(*g, group)).unwrap_or_else(|| {
+                panic!("the {} group is not part of {} in src/run/schema.rs", group.stage, table.file)
+            }),
+            Owner::Named(named) => {
+                table.groups.len()
+                    + table.named.iter().position(|n| std::ptr::eq(*n, named)).unwrap_or_else(|| {
+                        panic!("the {} columns {} are not part of {}", named.stage, named.pattern, table.file)
+                    })
+            }
         };
     parts.sort_by_key(order);
     let (mut fields, mut arrays) = (Vec::new(), Vec::new());

@@ -262,9 +262,12 @@ impl<'a> Audit<'a> {
         let mut parts = vec![
             data::class_counts(&samples),
             eval.class_columns(),
+            eval.confused_columns(&ds.classes),
+            stages::model::class_confidence(&samples, &outputs),
             score_stage::class_columns(&sc, &ds.train.labels, k),
+            score_stage::noise_interval_columns(&ds.train.labels, &outputs.probs[..n_train * k], k, score_cfg.seed),
         ];
-        parts.extend(attacked.as_ref().map(|a| a.class_columns()));
+        parts.extend(attacked.iter().flat_map(|a| a.class_columns(k)));
         writer.write(&schema::CLASSES, &table::assemble(&schema::CLASSES, parts))?;
         if let Some(a) = attacked.as_mut() {
             writer.write(&schema::ATTACKS, &a.attacks_table(&ds))?;

@@ -80,6 +80,10 @@ pub struct RunManifest {
     /// Attacks: overall and per-class success per attack and budget, radii.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attacks: Option<AttackSummary>,
+    /// The findings: what each rule did, findings by severity (written by
+    /// the findings after the run is in place, `misfit findings` again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub findings: Option<crate::findings::FindingsSummary>,
     /// Wall time of each stage, in seconds.
     #[serde(default)]
     pub timing_s: BTreeMap<String, f64>,
@@ -101,6 +105,7 @@ impl RunManifest {
             evaluation: None,
             scores: None,
             attacks: None,
+            findings: None,
             timing_s: BTreeMap::new(),
         }
     }

@@ -6,6 +6,7 @@
 //! against it ([`crate::run::read`]), and a test checks the README's table
 //! of tables and columns against it.
 
+use crate::findings;
 use crate::stages::{attacks, data, evaluate, model, scores, selfcheck};
 
 /// One column: its name and what it holds, in which units (stored as the
@@ -32,6 +33,21 @@ impl Group {
     }
 }
 
+/// Columns a stage names at run time, one per member of something the run
+/// configures (an attack at a budget), all with one name pattern: a fixed
+/// prefix, then the member.
+#[derive(Debug)]
+pub struct Named {
+    /// The stage that owns and fills them.
+    pub stage: &'static str,
+    /// Every such column's name starts with this (`success:`).
+    pub prefix: &'static str,
+    /// The name pattern, as the README shows it (`success:ATTACK@BUDGET`).
+    pub pattern: &'static str,
+    /// What each holds, in which units.
+    pub description: &'static str,
+}
+
 /// One table of a run folder.
 #[derive(Debug)]
 pub struct TableSchema {
@@ -44,12 +60,23 @@ pub struct TableSchema {
     /// Its column groups, in column order; the first holds the key columns
     /// every run that writes the table has.
     pub groups: &'static [&'static Group],
+    /// Columns named at run time, after the groups' (none for most tables).
+    pub named: &'static [&'static Named],
 }
 
 impl TableSchema {
     /// Every column name, in order.
     pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
         self.groups.iter().flat_map(|g| g.names())
+    }
+
+    /// What column `name` holds: its group column's description, or its
+    /// run-time-named columns' (None: not in the contract).
+    pub fn describe(&self, name: &str) -> Option<&'static str> {
+        let fixed = self.groups.iter().flat_map(|g| g.columns.iter()).find(|c| c.name == name);
+        fixed
+            .map(|c| c.description)
+            .or_else(|| self.named.iter().find(|n| name.starts_with(n.prefix)).map(|n| n.description))
     }
 }
 
@@ -64,13 +91,23 @@ pub static SAMPLES: TableSchema = TableSchema {
         &model::SAMPLE_AUM_FLAG,
         &attacks::SAMPLE_ATTACKS,
     ],
+    named: &[],
 };
 
 pub static CLASSES: TableSchema = TableSchema {
     name: "classes",
     file: "classes.parquet",
     row: "one class",
-    groups: &[&data::CLASS_COUNTS, &evaluate::CLASS_MISSES, &attacks::CLASS_RADIUS, &scores::CLASS_FLAGS],
+    groups: &[
+        &data::CLASS_COUNTS,
+        &evaluate::CLASS_MISSES,
+        &evaluate::CLASS_CONFUSED,
+        &model::CLASS_CONFIDENCE,
+        &attacks::CLASS_RADIUS,
+        &scores::CLASS_FLAGS,
+        &scores::CLASS_NOISE_INTERVAL,
+    ],
+    named: &[&attacks::CLASS_SUCCESS],
 };
 
 pub static CONFUSION: TableSchema = TableSchema {
@@ -78,6 +115,7 @@ pub static CONFUSION: TableSchema = TableSchema {
     file: "confusion.parquet",
     row: "one (given, predicted) class pair of the test split",
     groups: &[&evaluate::CONFUSION],
+    named: &[],
 };
 
 pub static DYNAMICS: TableSchema = TableSchema {
@@ -85,16 +123,23 @@ pub static DYNAMICS: TableSchema = TableSchema {
     file: "dynamics.parquet",
     row: "one training image at one epoch",
     groups: &[&model::DYNAMICS],
+    named: &[],
 };
 
-pub static EMBEDDINGS: TableSchema =
-    TableSchema { name: "embeddings", file: "embeddings.parquet", row: "one image", groups: &[&scores::EMBEDDINGS] };
+pub static EMBEDDINGS: TableSchema = TableSchema {
+    name: "embeddings",
+    file: "embeddings.parquet",
+    row: "one image",
+    groups: &[&scores::EMBEDDINGS],
+    named: &[],
+};
 
 pub static NEIGHBORS: TableSchema = TableSchema {
     name: "neighbors",
     file: "neighbors.parquet",
     row: "one (image, neighbour rank) pair",
     groups: &[&scores::NEIGHBORS],
+    named: &[],
 };
 
 pub static DUPLICATES: TableSchema = TableSchema {
@@ -102,6 +147,7 @@ pub static DUPLICATES: TableSchema = TableSchema {
     file: "duplicates.parquet",
     row: "one duplicate pair",
     groups: &[&scores::DUPLICATES],
+    named: &[],
 };
 
 pub static ATTACKS: TableSchema = TableSchema {
@@ -109,6 +155,7 @@ pub static ATTACKS: TableSchema = TableSchema {
     file: "attacks.parquet",
     row: "one attacked image under one attack at one budget",
     groups: &[&attacks::ATTACKS],
+    named: &[],
 };
 
 pub static ATTACK_CLASSES: TableSchema = TableSchema {
@@ -116,6 +163,7 @@ pub static ATTACK_CLASSES: TableSchema = TableSchema {
     file: "attack_classes.parquet",
     row: "one class under one attack at one budget (test victims)",
     groups: &[&attacks::ATTACK_CLASSES],
+    named: &[],
 };
 
 pub static SELFCHECK: TableSchema = TableSchema {
@@ -123,10 +171,40 @@ pub static SELFCHECK: TableSchema = TableSchema {
     file: "selfcheck.parquet",
     row: "one flag or score checked against planted or injected problems",
     groups: &[&selfcheck::SELFCHECK],
+    named: &[],
 };
 
-pub static PLANTED: TableSchema =
-    TableSchema { name: "planted", file: "planted.parquet", row: "one planted problem", groups: &[&data::PLANTED] };
+pub static PLANTED: TableSchema = TableSchema {
+    name: "planted",
+    file: "planted.parquet",
+    row: "one planted problem",
+    groups: &[&data::PLANTED],
+    named: &[],
+};
+
+pub static PAIRS: TableSchema = TableSchema {
+    name: "pairs",
+    file: "pairs.parquet",
+    row: "one ordered class pair (given A, other B) with any evidence",
+    groups: &[&findings::pairs::PAIRS],
+    named: &[],
+};
+
+pub static CORRELATIONS: TableSchema = TableSchema {
+    name: "correlations",
+    file: "correlations.parquet",
+    row: "one measurement against another, across classes or images",
+    groups: &[&findings::correlations::CORRELATIONS],
+    named: &[],
+};
+
+pub static FINDINGS: TableSchema = TableSchema {
+    name: "findings",
+    file: "findings.parquet",
+    row: "one finding of one rule",
+    groups: &[&findings::FINDINGS],
+    named: &[],
+};
 
 /// Every table a run folder can hold.
 pub static TABLES: &[&TableSchema] = &[
@@ -141,6 +219,9 @@ pub static TABLES: &[&TableSchema] = &[
     &ATTACK_CLASSES,
     &SELFCHECK,
     &PLANTED,
+    &PAIRS,
+    &CORRELATIONS,
+    &FINDINGS,
 ];
 
 /// The table named `name` (`samples` or `samples.parquet`).

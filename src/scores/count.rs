@@ -136,6 +136,39 @@ pub fn estimate(labels: &[u32], probs: &[f32], k: usize) -> NoiseEstimate {
     NoiseEstimate { thresholds: t, confident_joint: cj, joint, noise_matrix, noise_rate }
 }
 
+/// A percentile bootstrap 95% interval of each class's noise rate: the
+/// estimate on `resamples` seeded resamples (with replacement) of the rows,
+/// 2.5% and 97.5% quantiles per class (None for a class absent from every
+/// resample). Returns (low ends, high ends).
+pub fn noise_rate_interval(
+    labels: &[u32],
+    probs: &[f32],
+    k: usize,
+    resamples: usize,
+    seed: u64,
+) -> (Vec<Option<f64>>, Vec<Option<f64>>) {
+    use rand::{Rng, SeedableRng};
+    let n = labels.len();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut draws: Vec<Vec<f64>> = vec![Vec::with_capacity(resamples); k];
+    let (mut l, mut p) = (vec![0u32; n], vec![0f32; n * k]);
+    let rounds = if n == 0 { 0 } else { resamples };
+    for _ in 0..rounds {
+        let mut present = vec![false; k];
+        for i in 0..n {
+            let j = rng.random_range(0..n);
+            l[i] = labels[j];
+            present[labels[j] as usize] = true;
+            p[i * k..(i + 1) * k].copy_from_slice(&probs[j * k..(j + 1) * k]);
+        }
+        let est = estimate(&l, &p, k);
+        for c in (0..k).filter(|&c| present[c]) {
+            draws[c].push(est.noise_rate[c]);
+        }
+    }
+    draws.iter_mut().map(|d| crate::stats::percentile_interval(d).unzip()).unzip()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,5 +224,26 @@ mod tests {
         assert_eq!(round_preserving_sum(&[1.4, 1.4, 1.2]), vec![1.0, 2.0, 1.0]);
         let v = [0.33, 0.33, 0.34, 2.0];
         assert_eq!(round_preserving_sum(&v).iter().sum::<f64>(), 3.0);
+    }
+
+    #[test]
+    fn the_noise_rate_interval_holds_the_planted_rate_and_is_seeded() {
+        // 300 images per class of 3; 60 of class 0's labels (20%) belong to
+        // class 1, and the model is sure of every image's true class.
+        let (mut labels, mut probs) = (Vec::new(), Vec::new());
+        for c in 0..3u32 {
+            for i in 0..300 {
+                let truth = if c == 0 && i < 60 { 1 } else { c as usize };
+                labels.push(c);
+                probs.extend((0..3).map(|j| if j == truth { 0.9f32 } else { 0.05 }));
+            }
+        }
+        let est = estimate(&labels, &probs, 3);
+        assert!((est.noise_rate[0] - 0.2).abs() < 1e-9, "{:?}", est.noise_rate);
+        let (lo, hi) = noise_rate_interval(&labels, &probs, 3, 200, 9);
+        let (lo0, hi0) = (lo[0].unwrap(), hi[0].unwrap());
+        assert!(lo0 < 0.2 && 0.2 < hi0 && hi0 - lo0 < 0.15, "{lo0} {hi0}");
+        assert_eq!((lo[2], hi[2]), (Some(0.0), Some(0.0)));
+        assert_eq!(noise_rate_interval(&labels, &probs, 3, 200, 9), (lo, hi));
     }
 }

@@ -9,7 +9,8 @@ use crate::attack::{self, AttackConfig, AttackResults, AttackRow, AttackSummary,
 use crate::data::Dataset;
 use crate::error::Result;
 use crate::model::ResNet;
-use crate::run::schema::{self, Column, Group};
+use crate::run::schema::{self, Column, Group, Named};
+use crate::run::summary::budget_label;
 use crate::run::RunWriter;
 use crate::table::{Columns, TableBuilder};
 use arrow::array::RecordBatch;
@@ -37,6 +38,15 @@ pub static CLASS_RADIUS: Group = Group {
         },
         Column { name: "median_radius_l2", description: "the same in L2, [0, 1] pixel units" },
     ],
+};
+
+/// `classes.parquet`: success per attack and budget, one column each
+/// (with its interval), named by the run's attacks and budgets.
+pub static CLASS_SUCCESS: Named = Named {
+    stage: "attacks",
+    prefix: "success:",
+    pattern: "success:ATTACK@BUDGET",
+    description: "share of the class's attacked test images flipped by ATTACK within BUDGET (ATTACK@BUDGET:low and :high, its 95% Wilson interval; null: none attacked)",
 };
 
 /// `attacks.parquet`: one row per attacked image x attack x budget.
@@ -133,12 +143,33 @@ impl AttackStage {
             .finish()
     }
 
-    /// `classes.parquet`'s median radii.
-    pub fn class_columns(&self) -> Columns {
-        TableBuilder::new(&CLASS_RADIUS)
+    /// `classes.parquet`'s median radii, then its success rate (with its
+    /// 95% Wilson interval) under each attack at each budget.
+    pub fn class_columns(&self, k: usize) -> Vec<Columns> {
+        let radius = TableBuilder::new(&CLASS_RADIUS)
             .opt_f32("median_radius_linf", self.summary.median_radius_linf.iter().copied())
             .opt_f32("median_radius_l2", self.summary.median_radius_l2.iter().copied())
-            .finish()
+            .finish();
+        let mut columns: Vec<(String, Vec<Option<f64>>)> = Vec::new();
+        for c in &self.summary.per_class {
+            let name = format!("{}{}@{}", CLASS_SUCCESS.prefix, c.attack, budget_label(&c.attack, c.budget));
+            let at = match columns.iter().position(|(n, _)| *n == name) {
+                Some(i) => i,
+                None => {
+                    for suffix in ["", ":low", ":high"] {
+                        columns.push((format!("{name}{suffix}"), vec![None; k]));
+                    }
+                    columns.len() - 3
+                }
+            };
+            let class = c.class as usize;
+            if c.attacked > 0 {
+                columns[at].1[class] = Some(c.rate);
+                columns[at + 1].1[class] = Some(c.low);
+                columns[at + 2].1[class] = Some(c.high);
+            }
+        }
+        vec![radius, Columns::named(&CLASS_SUCCESS, columns)]
     }
 
     /// `attacks.parquet`.

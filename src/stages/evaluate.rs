@@ -23,6 +23,19 @@ pub static CLASS_MISSES: Group = Group {
     ],
 };
 
+/// `classes.parquet`: the class each class's test images are most often mistaken for.
+pub static CLASS_CONFUSED: Group = Group {
+    stage: "evaluate",
+    columns: &[
+        Column {
+            name: "top_confused_with",
+            description: "the class its test images are most often predicted as, other than itself (null: no misses)",
+        },
+        Column { name: "top_confused_with_name", description: "that class's name" },
+        Column { name: "top_confused_share", description: "share of the class's test images predicted as that class" },
+    ],
+};
+
 /// `confusion.parquet`: one row per (given, predicted) class pair of the test split, zero counts included.
 pub static CONFUSION: Group = Group {
     stage: "evaluate",
@@ -67,6 +80,29 @@ impl Evaluation {
     /// Per-class miss rates, in label order.
     pub fn miss_rates(&self) -> Vec<f64> {
         self.classes.iter().map(|c| c.miss_rate).collect()
+    }
+
+    /// `classes.parquet`'s top-confused-with columns (ties: the lower class index).
+    pub fn confused_columns(&self, classes: &[String]) -> Columns {
+        let top: Vec<Option<(usize, f64)>> = self
+            .confusion
+            .iter()
+            .enumerate()
+            .map(|(a, row)| {
+                let total: usize = row.iter().sum();
+                let (b, &n) = row
+                    .iter()
+                    .enumerate()
+                    .filter(|(b, _)| *b != a)
+                    .max_by_key(|(b, n)| (**n, std::cmp::Reverse(*b)))?;
+                (n > 0).then(|| (b, n as f64 / total as f64))
+            })
+            .collect();
+        TableBuilder::new(&CLASS_CONFUSED)
+            .opt_i32("top_confused_with", top.iter().map(|t| t.map(|(b, _)| b as i32)))
+            .opt_utf8("top_confused_with_name", top.iter().map(|t| t.map(|(b, _)| classes[b].as_str())))
+            .opt_f64("top_confused_share", top.iter().map(|t| t.map(|(_, s)| s)))
+            .finish()
     }
 
     /// `classes.parquet`'s miss-rate columns.

@@ -10,11 +10,12 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::data::{Dataset, DatasetSpec};
+use crate::data::{Dataset, DatasetSpec, Split};
 use crate::error::Result;
 use crate::model::{self, checkpoint, ModelConfig, ResNet};
 use crate::run::schema::{self, Column, Group};
 use crate::stages::evaluate::SampleOutputs;
+use crate::stages::Samples;
 use crate::table::{Columns, TableBuilder};
 use crate::train::recipe::{self, ModelOptions};
 use crate::train::{cv, Dynamics, TrainConfig};
@@ -46,6 +47,22 @@ pub static SAMPLE_MODEL: Group = Group {
 };
 
 /// `samples.parquet`: the AUM threshold's flag (after the score columns).
+/// `classes.parquet`: how sure the model is of each class's labels.
+pub static CLASS_CONFIDENCE: Group = Group {
+    stage: "model",
+    columns: &[
+        Column {
+            name: "mean_self_confidence",
+            description:
+                "mean probability of the given label over the class's training images (out-of-sample when trained here)",
+        },
+        Column {
+            name: "mean_self_confidence_test",
+            description: "the same over its test images (null: no test split)",
+        },
+    ],
+};
+
 pub static SAMPLE_AUM_FLAG: Group = Group {
     stage: "model",
     columns: &[Column {
@@ -281,6 +298,24 @@ pub fn sample_columns(
         .opt_f32("aum", aum)
         .opt_i32("forgetting_events", forgetting.iter().map(|v| v.map(|x| x as i32)))
         .opt_i32("first_learned_epoch", first.iter().map(|v| v.map(|x| x as i32)))
+        .finish()
+}
+
+/// `classes.parquet`'s mean self-confidence per class: training images
+/// (out-of-sample probabilities when trained by cross-validation) and test images.
+pub fn class_confidence(s: &Samples, out: &SampleOutputs) -> Columns {
+    let k = s.classes.len();
+    let mean = |split: Split| -> Vec<Option<f64>> {
+        let (mut sum, mut n) = (vec![0f64; k], vec![0usize; k]);
+        for (row, &l) in s.labels_of(split).iter().enumerate() {
+            sum[l as usize] += out.self_confidence[s.row(split, row)] as f64;
+            n[l as usize] += 1;
+        }
+        sum.iter().zip(&n).map(|(s, &n)| (n > 0).then(|| s / n as f64)).collect()
+    };
+    TableBuilder::new(&CLASS_CONFIDENCE)
+        .opt_f64("mean_self_confidence", mean(Split::Train))
+        .opt_f64("mean_self_confidence_test", mean(Split::Test))
         .finish()
 }
 

@@ -11,7 +11,9 @@ use std::collections::BTreeMap;
 
 use super::Samples;
 use crate::run::schema::{self, Column, Group};
-use crate::scores::{self, duplicates::Pair, neighbors::Neighbors, selfcheck::Check, ImageScores, ScoreConfig, Scores};
+use crate::scores::{
+    self, count, duplicates::Pair, neighbors::Neighbors, selfcheck::Check, ImageScores, ScoreConfig, Scores,
+};
 use crate::table::{Columns, TableBuilder};
 
 /// `samples.parquet`: the label-quality columns (null where they do not apply).
@@ -60,6 +62,18 @@ pub static CLASS_FLAGS: Group = Group {
         Column { name: "ambiguous", description: "training images of the class flagged ambiguous" },
         Column { name: "outliers", description: "training images of the class flagged outliers" },
         Column { name: "duplicates", description: "training images of the class in a duplicate pair" },
+    ],
+};
+
+/// `classes.parquet`: the interval of confident learning's noise rate.
+pub static CLASS_NOISE_INTERVAL: Group = Group {
+    stage: "scores",
+    columns: &[
+        Column {
+            name: "estimated_noise_rate_low",
+            description: "seeded percentile bootstrap 95% interval of estimated_noise_rate (200 resamples of the training images), low end",
+        },
+        Column { name: "estimated_noise_rate_high", description: "the same, high end" },
     ],
 };
 
@@ -166,6 +180,17 @@ pub fn class_columns(sc: &Scores, train_labels: &[u32], k: usize) -> Columns {
         .i64("ambiguous", count("ambiguous"))
         .i64("outliers", count("outlier"))
         .i64("duplicates", count("duplicate"))
+        .finish()
+}
+
+/// `classes.parquet`'s interval of the noise rate: confident learning's
+/// estimate on 200 seeded resamples of the training images (`labels`,
+/// `probs` `[n, k]`), 2.5% and 97.5% quantiles per class.
+pub fn noise_interval_columns(labels: &[u32], probs: &[f32], k: usize, seed: u64) -> Columns {
+    let (lo, hi) = count::noise_rate_interval(labels, probs, k, 200, crate::seed::noise_rate_bootstrap(seed));
+    TableBuilder::new(&CLASS_NOISE_INTERVAL)
+        .opt_f64("estimated_noise_rate_low", lo)
+        .opt_f64("estimated_noise_rate_high", hi)
         .finish()
 }
 

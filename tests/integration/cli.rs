@@ -239,6 +239,7 @@ fn the_default_demo_audit_learns_the_demo_and_finds_the_planted_problems() {
         .unwrap();
     let top3: Vec<Option<&str>> = small.column("class_name").unwrap().str().unwrap().iter().take(3).collect();
     assert!(top3.contains(&Some("square")) && top3.contains(&Some("notched_square")), "{top3:?}");
+    findings_cover_the_planted_problems(&dir.path().join("outputs/demo"), &summary);
     assert!(m["attacks"]["examples"].as_array().unwrap().len() >= 10);
     for e in m["attacks"]["examples"].as_array().unwrap() {
         let png = dir.path().join("outputs/demo").join(e.as_str().unwrap());
@@ -284,4 +285,49 @@ fn injected_noise_is_reported_against_every_flag_and_score() {
     let checks = read_parquet(&dir.path().join("outputs/demo/selfcheck.parquet"));
     let injected = checks.lazy().filter(col("name").eq(lit("likely_mislabeled"))).collect().unwrap();
     assert_eq!(injected.column("positives").unwrap().i64().unwrap().get(0), Some(56));
+}
+
+/// The default rules find each planted problem of the demo: the label flips
+/// (with the right suggested label), the train/test copies, the outliers,
+/// the look-alike pair as the top confused pair, and the correlation.
+fn findings_cover_the_planted_problems(run: &Path, summary: &str) {
+    assert!(summary.contains("findings written to"), "{summary}");
+    let findings = read_parquet(&run.join("findings.parquet"));
+    let planted = read_parquet(&run.join("planted.parquet"));
+    let classes = read_parquet(&run.join("classes.parquet")).lazy().select([col("class"), col("class_name")]);
+    let of_rule = |rule: &str| findings.clone().lazy().filter(col("rule").eq(lit(rule)));
+    let problems = |p: &str| planted.clone().lazy().filter(col("problem").str().starts_with(lit(p)));
+    let ids = |lf: LazyFrame, c: &str| -> Vec<String> {
+        let df = lf.collect().unwrap();
+        df.column(c).unwrap().str().unwrap().iter().map(|s| s.unwrap().to_string()).collect()
+    };
+    // Flips: found, with the true class as the suggested label.
+    let flips = problems("label_flip")
+        .join(classes.clone(), [col("true_label")], [col("class")], JoinArgs::new(JoinType::Inner))
+        .join(of_rule("likely-mislabeled"), [col("id")], [col("subject")], JoinArgs::new(JoinType::Left))
+        .collect()
+        .unwrap();
+    let n_flips = flips.height();
+    let found = flips.clone().lazy().filter(col("message").is_not_null()).collect().unwrap();
+    assert!(found.height() as f64 >= 0.8 * n_flips as f64, "{} of {n_flips} flips found", found.height());
+    let right = found.lazy().filter(col("suggested_label_name").eq(col("class_name"))).collect().unwrap();
+    assert!(right.height() as f64 >= 0.95 * n_flips as f64 * 0.8, "{} with the true label suggested", right.height());
+    // Train/test copies: every planted test copy is a leakage finding.
+    let leaks = ids(of_rule("train-test-duplicates"), "subject");
+    let copies = ids(problems("duplicate").filter(col("split").eq(lit("test"))), "id");
+    assert!(!copies.is_empty() && copies.iter().all(|c| leaks.contains(c)), "{copies:?} in {leaks:?}");
+    // Outliers.
+    let far = ids(of_rule("outliers"), "subject");
+    let outliers = ids(problems("outlier"), "id");
+    let hit = outliers.iter().filter(|o| far.contains(o)).count();
+    assert!(hit as f64 >= 0.8 * outliers.len() as f64, "{hit} of {outliers:?}");
+    // The look-alike pair is the top confused pair.
+    let top = ids(of_rule("confused-pairs").filter(col("rule_row").eq(lit(1i64))), "subject");
+    assert!(top == ["square -> notched_square"] || top == ["notched_square -> square"], "{top:?}");
+    // The miss rate / attack success correlation, with its interval and p-value.
+    let corr = of_rule("miss-attack-correlation").collect().unwrap();
+    assert!(corr.height() >= 1);
+    for c in ["rho", "ci_low", "ci_high", "p_value"] {
+        assert_eq!(corr.column(c).unwrap().null_count(), 0, "{c}");
+    }
 }

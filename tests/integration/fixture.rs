@@ -1,7 +1,7 @@
 //! A small run folder written in code, without training: a tiny demo
 //! dataset, an untrained ResNet standing in for the model stage (with folds
 //! and two epochs of made-up training dynamics), then every stage after the
-//! model as `misfit audit` runs them. For tests of the read side (and of
+//! model and the findings as `misfit audit` runs them. For tests of the read side (and of
 //! whatever reads runs: findings, queries, reports) that must not wait for
 //! a training run.
 
@@ -72,5 +72,10 @@ pub fn write_run(outputs: &Path, name: &str) -> (PathBuf, RunManifest) {
         dynamics.push_epoch(&loss, &margin, &correct);
     }
     stage.dynamics = Some(dynamics);
-    audit.finish(stage, 0.0).expect("fixture run written")
+    let (dir, _) = audit.finish(stage, 0.0).expect("fixture run written");
+    // The findings, as `misfit audit` adds them once the run is in place.
+    let rules = misfit::findings::RuleSet::load(None).expect("shipped rules");
+    misfit::findings::run(&dir, &rules, &[]).expect("fixture findings");
+    let manifest = misfit::run::read::Run::open(&dir).unwrap().manifest().expect("typed run.json");
+    (dir, manifest)
 }

@@ -7,6 +7,7 @@ mod cifar_bin;
 mod cli;
 mod demo;
 mod fetch;
+mod findings;
 mod fixture;
 mod folder;
 mod hf_parquet;
