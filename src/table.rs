@@ -95,19 +95,24 @@ enum Owner {
 
 impl Columns {
     /// Run-time-named columns of `named`: each name starts with its prefix
-    /// (a programming error otherwise); all float64 with nulls.
-    pub fn named(named: &'static Named, columns: Vec<(String, Vec<Option<f64>>)>) -> Columns {
+    /// (a programming error otherwise); nullable.
+    pub fn named(named: &'static Named, columns: Vec<(String, ArrayRef)>) -> Columns {
         let (mut fields, mut arrays) = (Vec::new(), Vec::new());
-        for (name, values) in columns {
+        for (name, array) in columns {
             assert!(name.starts_with(named.prefix), "column '{name}' does not start with '{}'", named.prefix);
-            let array: ArrayRef = Arc::new(Float64Array::from(values));
             fields.push(
-                Field::new(name, DataType::Float64, true)
+                Field::new(name, array.data_type().clone(), true)
                     .with_metadata(HashMap::from([(FIELD_DESCRIPTION.to_string(), named.description.to_string())])),
             );
             arrays.push(array);
         }
         Columns { owner: Owner::Named(named), fields, arrays }
+    }
+
+    /// Run-time-named float columns of `named`.
+    pub fn named_f64(named: &'static Named, columns: Vec<(String, Vec<Option<f64>>)>) -> Columns {
+        let arrays = columns.into_iter().map(|(n, v)| (n, Arc::new(Float64Array::from(v)) as ArrayRef)).collect();
+        Columns::named(named, arrays)
     }
 }
 

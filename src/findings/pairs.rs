@@ -5,17 +5,18 @@
 //! run has no test split, attacks or duplicates: those columns are null).
 //! The root-cause stage adds its own column group to this table.
 
-use arrow::array::RecordBatch;
+use arrow::array::{ArrayRef, Int64Array, RecordBatch};
 use polars::prelude::{col, lit, IntoLazy};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use super::{collect, frame};
 use crate::error::Result;
 use crate::run::read::Run;
-use crate::run::schema::{self, Column, Group};
+use crate::run::schema::{self, Column, Group, Named};
 use crate::scores::count;
 use crate::stats::median;
-use crate::table::TableBuilder;
+use crate::table::{self, Columns, TableBuilder};
 
 /// `pairs.parquet`'s columns.
 pub static PAIRS: Group = Group {
@@ -66,6 +67,23 @@ pub static PAIRS: Group = Group {
     ],
 };
 
+/// `pairs.parquet`: each untargeted attack's flips from A to B.
+pub static PAIR_FLIPS: Named = Named {
+    stage: "findings",
+    prefix: "flips:",
+    pattern: "flips:ATTACK",
+    description:
+        "correctly classified test images of A that the untargeted ATTACK flipped to B, within its largest budget",
+};
+
+/// `pairs.parquet`: the budgets of those flips.
+pub static PAIR_FLIP_BUDGETS: Named = Named {
+    stage: "findings",
+    prefix: "flip_budget:",
+    pattern: "flip_budget:ATTACK",
+    description: "median smallest budget at which ATTACK flipped them, in its norm's [0, 1] pixel units",
+};
+
 /// A `k x k` table of one quantity, `[given][other]`.
 type Grid<T> = Vec<Vec<T>>;
 
@@ -84,6 +102,8 @@ struct Evidence {
     confusion: Option<Grid<i64>>,
     flips: Option<Grid<i64>>,
     flip_budgets: [Grid<Vec<f32>>; 2],
+    /// Per untargeted attack (by name): flips and their smallest budgets.
+    by_attack: Vec<(String, Grid<i64>, Grid<Vec<f32>>)>,
     targeted: Option<(Grid<i64>, Grid<i64>)>,
     targeted_budgets: [Grid<Vec<f32>>; 2],
     relabels: Option<Grid<i64>>,
@@ -175,7 +195,23 @@ pub fn pairs(run: &Run) -> Result<RecordBatch> {
         )
         .opt_i64("cross_duplicates", rows.iter().map(|&(a, b)| opt(&ev.duplicates, a, b)))
         .opt_f64("neighbor_share", rows.iter().map(|&(a, b)| ev.neighbors.as_ref().map(|g| g[a][b])));
-    Ok(b.finish_table(&schema::PAIRS))
+    let mut by_attack = ev.by_attack.iter().collect::<Vec<_>>();
+    by_attack.sort_by(|x, y| x.0.cmp(&y.0));
+    let flips = by_attack
+        .iter()
+        .map(|(name, g, _)| {
+            let v: ArrayRef = Arc::new(Int64Array::from_iter_values(rows.iter().map(|&(a, b)| g[a][b])));
+            (format!("{}{name}", PAIR_FLIPS.prefix), v)
+        })
+        .collect();
+    let budgets = by_attack
+        .iter()
+        .map(|(name, _, g)| {
+            (format!("{}{name}", PAIR_FLIP_BUDGETS.prefix), rows.iter().map(|&(a, b)| med(&g[a][b], false)).collect())
+        })
+        .collect();
+    let parts = vec![b.finish(), Columns::named(&PAIR_FLIPS, flips), Columns::named_f64(&PAIR_FLIP_BUDGETS, budgets)];
+    Ok(table::assemble(&schema::PAIRS, parts))
 }
 
 /// Index of a norm in the per-norm grids.
@@ -193,6 +229,7 @@ fn evidence(run: &Run, k: usize) -> Result<Evidence> {
         confusion: None,
         flips: None,
         flip_budgets: [grid(k, Vec::new()), grid(k, Vec::new())],
+        by_attack: Vec::new(),
         targeted: None,
         targeted_budgets: [grid(k, Vec::new()), grid(k, Vec::new())],
         relabels: None,
@@ -247,6 +284,15 @@ fn evidence(run: &Run, k: usize) -> Result<Evidence> {
                 if let Some(n) = norm[i].as_deref().and_then(norm_index) {
                     ev.flip_budgets[n][a][p].push(b);
                 }
+                let at = match ev.by_attack.iter().position(|(name, ..)| name == att) {
+                    Some(at) => at,
+                    None => {
+                        ev.by_attack.push((att.to_string(), grid(k, 0), grid(k, Vec::new())));
+                        ev.by_attack.len() - 1
+                    }
+                };
+                ev.by_attack[at].1[a][p] += 1;
+                ev.by_attack[at].2[a][p].push(b);
             }
         }
         ev.flips = Some(flips);

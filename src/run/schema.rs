@@ -187,7 +187,7 @@ pub static PAIRS: TableSchema = TableSchema {
     file: "pairs.parquet",
     row: "one ordered class pair (given A, other B) with any evidence",
     groups: &[&findings::pairs::PAIRS],
-    named: &[],
+    named: &[&findings::pairs::PAIR_FLIPS, &findings::pairs::PAIR_FLIP_BUDGETS],
 };
 
 pub static CORRELATIONS: TableSchema = TableSchema {

@@ -169,7 +169,7 @@ impl AttackStage {
                 columns[at + 2].1[class] = Some(c.high);
             }
         }
-        vec![radius, Columns::named(&CLASS_SUCCESS, columns)]
+        vec![radius, Columns::named_f64(&CLASS_SUCCESS, columns)]
     }
 
     /// `attacks.parquet`.

@@ -33,6 +33,8 @@ pub static CLASS_CONFUSED: Group = Group {
         },
         Column { name: "top_confused_with_name", description: "that class's name" },
         Column { name: "top_confused_share", description: "share of the class's test images predicted as that class" },
+        Column { name: "top_confused_share_low", description: "95% Wilson interval, low end" },
+        Column { name: "top_confused_share_high", description: "95% Wilson interval, high end" },
     ],
 };
 
@@ -84,7 +86,7 @@ impl Evaluation {
 
     /// `classes.parquet`'s top-confused-with columns (ties: the lower class index).
     pub fn confused_columns(&self, classes: &[String]) -> Columns {
-        let top: Vec<Option<(usize, f64)>> = self
+        let top: Vec<Option<(usize, f64, (f64, f64))>> = self
             .confusion
             .iter()
             .enumerate()
@@ -95,13 +97,15 @@ impl Evaluation {
                     .enumerate()
                     .filter(|(b, _)| *b != a)
                     .max_by_key(|(b, n)| (**n, std::cmp::Reverse(*b)))?;
-                (n > 0).then(|| (b, n as f64 / total as f64))
+                (n > 0).then(|| (b, n as f64 / total as f64, wilson(n, total, Z95)))
             })
             .collect();
         TableBuilder::new(&CLASS_CONFUSED)
-            .opt_i32("top_confused_with", top.iter().map(|t| t.map(|(b, _)| b as i32)))
-            .opt_utf8("top_confused_with_name", top.iter().map(|t| t.map(|(b, _)| classes[b].as_str())))
-            .opt_f64("top_confused_share", top.iter().map(|t| t.map(|(_, s)| s)))
+            .opt_i32("top_confused_with", top.iter().map(|t| t.map(|(b, ..)| b as i32)))
+            .opt_utf8("top_confused_with_name", top.iter().map(|t| t.map(|(b, ..)| classes[b].as_str())))
+            .opt_f64("top_confused_share", top.iter().map(|t| t.map(|(_, s, _)| s)))
+            .opt_f64("top_confused_share_low", top.iter().map(|t| t.map(|(.., (lo, _))| lo)))
+            .opt_f64("top_confused_share_high", top.iter().map(|t| t.map(|(.., (_, hi))| hi)))
             .finish()
     }
 
