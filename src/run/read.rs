@@ -27,9 +27,9 @@ pub enum ReadError {
     Missing { run: String, table: String, why: String, present: String },
     /// The table lacks columns the contract has: an older misfit wrote it.
     #[error(
-        "{run}/{file}: written by misfit {version}, whose {file} has no column {missing}; re-run the audit with misfit {current} to get them"
+        "{run}/{file}: written by {writer}, whose {file} has no column {missing}; re-run the audit with this misfit ({current}) to get them"
     )]
-    OlderSchema { run: String, file: String, version: String, missing: String, current: String },
+    OlderSchema { run: String, file: String, writer: String, missing: String, current: String },
     /// Polars could not read the table.
     #[error("{run}/{file}: {what}")]
     Unreadable { run: String, file: String, what: String },
@@ -170,7 +170,10 @@ impl Run {
         ReadError::OlderSchema {
             run: self.dir.display().to_string(),
             file: t.file.to_string(),
-            version: self.version().to_string(),
+            writer: match self.version() {
+                v if v == env!("CARGO_PKG_VERSION") => format!("an earlier build of misfit {v}"),
+                v => format!("misfit {v}"),
+            },
             missing: missing.join(", "),
             current: env!("CARGO_PKG_VERSION").to_string(),
         }

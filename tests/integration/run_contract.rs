@@ -138,6 +138,7 @@ fn damaged_and_older_runs_are_refused_naming_the_run_and_the_table() {
     assert!(matches!(e, ReadError::OlderSchema { .. }), "{e}");
     let e = e.to_string();
     assert!(e.contains(&format!("{}/samples.parquet", path.display())) && e.contains("issue_score"), "{e}");
+    assert!(e.contains("written by an earlier build of misfit"), "{e}");
     let e = err(run.table("dynamics")).to_string();
     assert!(e.contains("dynamics") && e.contains("file is gone"), "{e}");
     let e = err(run.table("saliency")).to_string();
