@@ -684,9 +684,15 @@ fn main() -> ExitCode {
         // SAFETY: sets one option value; mimalloc reads it at each purge.
         unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
     }
-    // Polars prints tables (`misfit query`) 40 rows and 60 columns wide
-    // unless the environment says otherwise.
-    for (key, value) in [("POLARS_FMT_MAX_ROWS", "40"), ("POLARS_FMT_MAX_COLS", "60"), ("POLARS_FMT_STR_LEN", "60")] {
+    // Polars prints tables (`misfit query`) up to 40 rows and 60 columns,
+    // 160 characters wide, unless the environment says otherwise.
+    let options = [
+        ("POLARS_FMT_MAX_ROWS", "40"),
+        ("POLARS_FMT_MAX_COLS", "60"),
+        ("POLARS_FMT_STR_LEN", "60"),
+        ("POLARS_TABLE_WIDTH", "160"),
+    ];
+    for (key, value) in options {
         if std::env::var_os(key).is_none() {
             // SAFETY: still before any other thread exists.
             unsafe { std::env::set_var(key, value) };
