@@ -614,8 +614,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let rules = load_rules(&a.rules)?;
             let f = findings::run(&a.run_dir, &rules, &dirs(&a.rules))?;
             let mut shown = findings::filter(&f.frame, severity, &a.rule, a.class.as_deref())?;
+            let mut summary = f.summary.clone();
+            summary.rules.retain(|r| a.rule.is_empty() || a.rule.contains(&r.id));
             match a.format.as_str() {
-                "table" => print!("{}", findings::overview(&shown, &f.summary, a.show)?),
+                "table" => print!("{}", findings::overview(&shown, &summary, a.show)?),
                 other => frame::write(&mut shown, Format::parse(other).expect("clap checked the value"), None)?,
             }
             Ok(ExitCode::SUCCESS)
