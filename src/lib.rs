@@ -27,6 +27,7 @@ pub mod model;
 pub mod ops;
 pub mod progress;
 pub mod query;
+pub mod report;
 pub mod run;
 pub mod scores;
 pub mod seed;

@@ -16,6 +16,10 @@ use misfit::findings::frame::{self, Format};
 use misfit::findings::{self, RuleSet, Severity};
 use misfit::model::{self, DeviceChoice, Shortcut};
 use misfit::query;
+use misfit::report::{
+    self,
+    ticket::{self, Selection},
+};
 use misfit::run::read::Run;
 use misfit::run::summary::summary;
 use misfit::scores::{IndexChoice, PruneMethod, ScoreConfig};
@@ -50,6 +54,51 @@ enum Command {
     Findings(FindingsArgs),
     /// SQL over a run's tables (Polars SQL; tables by name: samples, classes, ...).
     Query(QueryArgs),
+    /// Render report.html and report.md of a run folder again.
+    Report {
+        /// A run folder (outputs/demo).
+        run_dir: PathBuf,
+        /// A folder of *.toml rules to add to the shipped ones (same id: replaces).
+        #[arg(long, value_name = "DIR")]
+        rules: Option<PathBuf>,
+        /// Print the summary as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write what a data ticket needs about a finding, a rule or a class:
+    /// ticket.md, images.csv and contact_sheet.png.
+    Ticket(TicketArgs),
+}
+
+#[derive(Args)]
+#[group(required = true, multiple = false, id = "about")]
+struct TicketSelect {
+    /// One finding, RULE#ROW (e.g. confused-pairs#1; `misfit findings RUN --format csv` shows rule and rule_row).
+    #[arg(long, group = "about", value_name = "RULE#ROW")]
+    finding: Option<String>,
+    /// Every finding of a rule.
+    #[arg(long, group = "about", value_name = "ID")]
+    rule: Option<String>,
+    /// Every image finding (warn or error) about a class.
+    #[arg(long, group = "about", value_name = "NAME")]
+    class: Option<String>,
+}
+
+#[derive(Args)]
+struct TicketArgs {
+    /// A run folder (outputs/demo).
+    run_dir: PathBuf,
+    #[command(flatten)]
+    select: TicketSelect,
+    /// The ticket's folder (default: RUN_DIR/tickets/<what>).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// A folder of *.toml rules to add to the shipped ones (same id: replaces).
+    #[arg(long, value_name = "DIR")]
+    rules: Option<PathBuf>,
+    /// Print only the summary, as one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -125,6 +174,9 @@ struct ScoreArgs {
     /// A folder of *.toml rules to add to the shipped ones (same id: replaces).
     #[arg(long, value_name = "DIR")]
     rules: Option<PathBuf>,
+    /// Print only the summary, as one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -386,6 +438,9 @@ struct AuditArgs {
     /// A folder of *.toml rules to add to the shipped ones (same id: replaces).
     #[arg(long, value_name = "DIR")]
     rules: Option<PathBuf>,
+    /// Print only the summary, as one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 /// The model: import one, or train one (defaults: the built-in recipe for the
@@ -550,9 +605,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             let rules = load_rules(&args.rules)?;
             let (dest, manifest) = audit::run(&opts)?;
-            print!("{}", summary(&manifest));
-            println!("run written to {}", dest.display());
-            print!("{}", findings::after_run(&dest, &rules, &dirs(&args.rules))?);
+            let done = report::after_run(&dest, &rules, &dirs(&args.rules))?;
+            print_summary(&manifest, &done, args.json);
             Ok(ExitCode::SUCCESS)
         }
         Command::Data(DataCommand::Inspect { dataset, load }) => {
@@ -598,9 +652,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 ..ScoreConfig::default()
             };
             let (dest, manifest, _) = byo::run(&files, &cfg, &a.outputs, &a.run)?;
-            print!("{}", summary(&manifest));
-            println!("run written to {}", dest.display());
-            print!("{}", findings::after_run(&dest, &rules, &dirs(&a.rules))?);
+            let done = report::after_run(&dest, &rules, &dirs(&a.rules))?;
+            print_summary(&manifest, &done, a.json);
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(BenchCommand::Score { n, classes, dim, embeddings, python, dir }) => {
@@ -620,6 +673,33 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 "table" => print!("{}", findings::overview(&shown, &summary, a.show)?),
                 other => frame::write(&mut shown, Format::parse(other).expect("clap checked the value"), None)?,
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Report { run_dir, rules, json } => {
+            let done = report::run(&run_dir, &load_rules(&rules)?)?;
+            match json {
+                true => println!("{}", serde_json::to_string_pretty(&done).expect("summary serialises")),
+                false => print!("{}", done.text()),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ticket(a) => {
+            let sel = match (a.select.finding, a.select.rule, a.select.class) {
+                (Some(f), _, _) => Selection::Finding(f),
+                (_, Some(r), _) => Selection::Rule(r),
+                (_, _, Some(c)) => Selection::Class(c),
+                _ => unreachable!("clap requires one"),
+            };
+            let t = ticket::write(&a.run_dir, &load_rules(&a.rules)?, &sel, a.out.as_deref())?;
+            println!(
+                "ticket written to {}: {} finding{}, {} image{} ({} on the contact sheet)",
+                t.dir.display(),
+                t.findings,
+                if t.findings == 1 { "" } else { "s" },
+                t.images,
+                if t.images == 1 { "" } else { "s" },
+                t.on_sheet
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Query(a) => {
@@ -647,6 +727,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
 /// The shipped rules and those of `--rules DIR`, checked before any long work.
 fn load_rules(dir: &Option<PathBuf>) -> Result<RuleSet> {
     Ok(RuleSet::load(dir.as_deref())?)
+}
+
+/// The end of an audit or score run: the stages' summary, then the
+/// ten-second one; with `--json`, only the latter, as JSON.
+fn print_summary(manifest: &misfit::run::RunManifest, done: &report::Summary, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(done).expect("summary serialises"));
+    } else {
+        print!("{}", summary(manifest));
+        print!("\n{}", done.text());
+    }
 }
 
 fn dirs(dir: &Option<PathBuf>) -> Vec<String> {

@@ -289,6 +289,8 @@ impl<'a> Audit<'a> {
         if let Some(t) = &truth {
             writer.write(&schema::PLANTED, &data::planted(t))?;
         }
+        let chosen = stages::gallery::select(&samples, &sc);
+        writer.write(&schema::GALLERY, &stages::gallery::write(&ds, &samples, &chosen, &writer)?)?;
         stage.save(&writer.path("model.safetensors"), opts.seed)?;
         timing.insert("tables".to_string(), t4.elapsed().as_secs_f64());
         timing.insert("total".to_string(), started.elapsed().as_secs_f64());

@@ -333,26 +333,6 @@ pub fn run(dir: &Path, rules: &RuleSet, rules_dirs: &[String]) -> Result<Finding
     Ok(f)
 }
 
-/// The findings of a run just written by `misfit audit` or `misfit score`:
-/// analysed and written, then the warnings and errors as the run's summary
-/// shows them. A rule that fails says that the run is in place without them.
-pub fn after_run(dir: &Path, rules: &RuleSet, rules_dirs: &[String]) -> Result<String> {
-    let f = run(dir, rules, rules_dirs).map_err(|e| {
-        Error::Usage(format!(
-            "{e}\nthe run is at {0}, without its findings; fix the rule and run `misfit findings {0}`",
-            dir.display()
-        ))
-    })?;
-    let warn = filter(&f.frame, Severity::Warn, &[], None)?;
-    let mut s = overview(&warn, &f.summary, 3)?;
-    s.push_str(&format!(
-        "findings written to {} (`misfit findings {}` lists them all)\n",
-        dir.join(schema::FINDINGS.file).display(),
-        dir.display()
-    ));
-    Ok(s)
-}
-
 /// The findings of `frame` (a `findings.parquet`) at `severity` or above,
 /// of the `rules` named (all when empty), about `class` when given (the
 /// subject, or any class-name column of the evidence, is the class).

@@ -15,6 +15,7 @@
 //! sql = "SELECT id_a, id_b, kind FROM duplicates WHERE split_b = 'test'"
 //! message = "{{ id_b }} (test) is a {{ kind }} copy of {{ id_a }} (train)"
 //! limit = 200                    # findings kept; the number of matches is kept too
+//! action = "Remove them from the test split."   # a ticket's suggested action
 //! [rule.meta]                    # anything; not read by misfit
 //! owner = "data-team"
 //! ```
@@ -108,6 +109,8 @@ struct RuleToml {
     subject_column: Option<String>,
     #[serde(default)]
     description: Option<String>,
+    #[serde(default)]
+    action: Option<String>,
     sql: String,
     message: String,
     #[serde(default)]
@@ -139,6 +142,8 @@ pub struct Rule {
     pub subject_column: Option<String>,
     /// What the rule checks and why, in words.
     pub description: Option<String>,
+    /// What to do about a finding, in words (a ticket's suggested action).
+    pub action: Option<String>,
     /// The query: every row it returns is one finding.
     pub sql: String,
     /// The message template (minijinja), filled from each row's columns.
@@ -295,6 +300,7 @@ fn check(file: &str, r: RuleToml) -> Result<Rule> {
         subject: r.subject,
         subject_column,
         description: r.description,
+        action: r.action,
         sql: r.sql,
         message: r.message,
         limit: r.limit,

@@ -7,7 +7,7 @@
 //! of tables and columns against it.
 
 use crate::findings;
-use crate::stages::{attacks, data, evaluate, model, scores, selfcheck};
+use crate::stages::{attacks, data, evaluate, gallery, model, scores, selfcheck};
 
 /// One column: its name and what it holds, in which units (stored as the
 /// Parquet field's `description`).
@@ -182,6 +182,14 @@ pub static PLANTED: TableSchema = TableSchema {
     named: &[],
 };
 
+pub static GALLERY: TableSchema = TableSchema {
+    name: "gallery",
+    file: "gallery.parquet",
+    row: "one image with a PNG in gallery/",
+    groups: &[&gallery::GALLERY],
+    named: &[],
+};
+
 pub static PAIRS: TableSchema = TableSchema {
     name: "pairs",
     file: "pairs.parquet",
@@ -219,6 +227,7 @@ pub static TABLES: &[&TableSchema] = &[
     &ATTACK_CLASSES,
     &SELFCHECK,
     &PLANTED,
+    &GALLERY,
     &PAIRS,
     &CORRELATIONS,
     &FINDINGS,

@@ -10,6 +10,7 @@
 pub mod attacks;
 pub mod data;
 pub mod evaluate;
+pub mod gallery;
 pub mod model;
 pub mod scores;
 pub mod selfcheck;

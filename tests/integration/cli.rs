@@ -291,7 +291,19 @@ fn injected_noise_is_reported_against_every_flag_and_score() {
 /// (with the right suggested label), the train/test copies, the outliers,
 /// the look-alike pair as the top confused pair, and the correlation.
 fn findings_cover_the_planted_problems(run: &Path, summary: &str) {
-    assert!(summary.contains("findings written to"), "{summary}");
+    // The run ends with its report, whose top findings are the planted problems.
+    assert!(summary.contains("report          ") && summary.contains("report.html"), "{summary}");
+    let md = std::fs::read_to_string(run.join("report.md")).unwrap();
+    let top = md.split("## Top findings").nth(1).unwrap().split("## Classes").next().unwrap();
+    for rule in ["train-test-duplicates", "likely-mislabeled", "missed-and-attacked", "confused-pairs"] {
+        assert!(top.contains(&format!("(`{rule}`)")), "{rule} not among the report's top findings:\n{top}");
+    }
+    assert!(top.find("(`train-test-duplicates`)") < top.find("(`likely-mislabeled`)"), "errors first");
+    let html = std::fs::read_to_string(run.join("report.html")).unwrap();
+    assert!(
+        html.contains("Most missed</b><span>notched_square 7.9%, square 7.9%"),
+        "the headline names the look-alike pair"
+    );
     let findings = read_parquet(&run.join("findings.parquet"));
     let planted = read_parquet(&run.join("planted.parquet"));
     let classes = read_parquet(&run.join("classes.parquet")).lazy().select([col("class"), col("class_name")]);

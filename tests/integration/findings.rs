@@ -260,7 +260,7 @@ fn score_run(dir: &Path) -> PathBuf {
     let args = ["score", "--probs", "probs.npy", "--labels", "labels.npy", "--embeddings", "embeddings.npy"];
     let o = misfit(&[&args[..], &["--classes", "a,b,c,d"]].concat(), dir);
     assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("findings written to"), "{}", text(&o));
+    assert!(text(&o).contains("report.html"), "{}", text(&o));
     dir.join("outputs/score")
 }
 

@@ -14,6 +14,7 @@ mod hf_parquet;
 mod labels;
 mod model;
 mod ops;
+mod report;
 mod run_contract;
 mod shared;
 mod train;

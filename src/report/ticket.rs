@@ -1,0 +1,244 @@
+//! `misfit ticket`: what a data ticket needs about one finding, one rule's
+//! findings or one class, small enough to attach: `ticket.md` (what, how
+//! many, the evidence, the suggested action), `images.csv` (the affected
+//! image ids with given and suggested labels and scores) and
+//! `contact_sheet.png` (the images from the run's gallery, in the CSV's
+//! order).
+
+use image::{imageops, RgbImage};
+use polars::prelude::{col, lit, DataFrame, IntoLazy, NamedFrom, Series};
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::findings::{self, frame, RuleSet};
+use crate::run::read::Run;
+
+/// What the ticket is about.
+#[derive(Clone, Debug)]
+pub enum Selection {
+    /// One finding: `RULE#ROW` (its rule and 1-based row, as `misfit findings --format csv` shows).
+    Finding(String),
+    /// Every finding of a rule.
+    Rule(String),
+    /// Every image finding about a class (given or suggested).
+    Class(String),
+}
+
+impl Selection {
+    /// A folder-name slug.
+    fn slug(&self) -> String {
+        let raw = match self {
+            Selection::Finding(f) => f.replace('#', "-"),
+            Selection::Rule(r) => r.clone(),
+            Selection::Class(c) => format!("class-{c}"),
+        };
+        raw.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
+    }
+}
+
+/// Images per row of the contact sheet, and the scale of each thumbnail.
+const SHEET_COLUMNS: u32 = 12;
+const SHEET_SIDE: u32 = 64;
+/// At most this many images on the contact sheet (all are in the CSV).
+pub const SHEET_MAX: usize = 240;
+
+/// What a ticket folder holds.
+#[derive(Debug)]
+pub struct Ticket {
+    pub dir: PathBuf,
+    pub images: usize,
+    pub findings: usize,
+    pub on_sheet: usize,
+}
+
+/// Writes the ticket for `sel` of the run `dir` (its findings under
+/// `rules`) into `out` (default: `RUN/tickets/<slug>`).
+pub fn write(dir: &Path, rules: &RuleSet, sel: &Selection, out: Option<&Path>) -> Result<Ticket> {
+    let run = Run::open(dir)?;
+    let f = findings::analyze(&run, rules, &[])?;
+    let err = |e: polars::prelude::PolarsError| Error::Usage(format!("{}: {e}", dir.display()));
+    let chosen: DataFrame = match sel {
+        Selection::Finding(id) => {
+            let (rule, row) = id
+                .rsplit_once('#')
+                .and_then(|(r, n)| Some((r.to_string(), n.parse::<i64>().ok()?)))
+                .ok_or_else(|| Error::Usage(format!("--finding {id}: expected RULE#ROW, e.g. confused-pairs#1")))?;
+            f.frame
+                .clone()
+                .lazy()
+                .filter(col("rule").eq(lit(rule.as_str())).and(col("rule_row").eq(lit(row))))
+                .collect()
+                .map_err(err)?
+        }
+        Selection::Rule(rule) => {
+            f.frame.clone().lazy().filter(col("rule").eq(lit(rule.as_str()))).collect().map_err(err)?
+        }
+        Selection::Class(class) => findings::filter(&f.frame, findings::Severity::Warn, &[], Some(class))?
+            .lazy()
+            .filter(col("subject_kind").eq(lit("image")))
+            .collect()
+            .map_err(err)?,
+    };
+    if chosen.height() == 0 {
+        let known = rules.rules.iter().map(|r| r.id.as_str()).collect::<Vec<_>>().join(", ");
+        return Err(Error::Usage(format!("{}: no finding matches {sel:?} (rules: {known})", dir.display())));
+    }
+    // The images: image findings' subjects; for a pair, its confused test
+    // images and suggested relabels; for a class, its flagged images.
+    let kinds = frame::strs(&chosen, "subject_kind")?;
+    let subjects = frame::strs(&chosen, "subject")?;
+    let mut ids: Vec<String> = Vec::new();
+    let mut seen = BTreeSet::new();
+    let samples = findings::collect(&run, run.table("samples")?)?;
+    for (kind, subject) in kinds.iter().zip(&subjects) {
+        let (Some(kind), Some(subject)) = (kind.as_deref(), subject.as_deref()) else { continue };
+        let more: Vec<String> = match kind {
+            "image" => vec![subject.to_string()],
+            "pair" => {
+                let Some((a, b)) = subject.split_once(" -> ") else { continue };
+                let mut keep =
+                    col("label_name").eq(lit(a)).and(col("split").eq(lit("test"))).and(col("pred_name").eq(lit(b)));
+                if frame::has(&samples, "suggested_label_name") {
+                    keep = keep.or(col("label_name")
+                        .eq(lit(a))
+                        .and(col("likely_mislabeled"))
+                        .and(col("suggested_label_name").eq(lit(b))));
+                }
+                ids_of(samples.clone().lazy().filter(keep).collect().map_err(err)?)?
+            }
+            "class" if frame::has(&samples, "likely_mislabeled") => {
+                let keep = col("label_name").eq(lit(subject)).and(col("likely_mislabeled"));
+                ids_of(samples.clone().lazy().filter(keep).collect().map_err(err)?)?
+            }
+            _ => Vec::new(),
+        };
+        for id in more {
+            if seen.insert(id.clone()) {
+                ids.push(id);
+            }
+        }
+    }
+    let out = out.map(Path::to_path_buf).unwrap_or_else(|| dir.join("tickets").join(sel.slug()));
+    std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
+
+    // images.csv: the samples columns a ticket needs, in the order chosen.
+    let wanted = [
+        "id",
+        "split",
+        "label_name",
+        "pred_name",
+        "suggested_label_name",
+        "suggested_confidence",
+        "self_confidence",
+        "issue_score",
+        "likely_mislabeled",
+        "ambiguous",
+        "outlier",
+        "duplicate",
+    ];
+    let columns: Vec<_> = wanted.iter().filter(|c| frame::has(&samples, c)).map(|c| col(*c)).collect();
+    let order = Series::new("id".into(), ids.clone());
+    let order = DataFrame::new_infer_height(vec![order.into()]).map_err(err)?;
+    let mut table = order
+        .lazy()
+        .join(
+            samples.clone().lazy().select(columns),
+            [col("id")],
+            [col("id")],
+            polars::prelude::JoinArgs::new(polars::prelude::JoinType::Left),
+        )
+        .collect()
+        .map_err(err)?;
+    frame::write(&mut table, frame::Format::Csv, Some(&out.join("images.csv")))?;
+
+    // contact_sheet.png: the gallery's images, in the same order.
+    let gallery: std::collections::HashMap<String, String> = if run.has("gallery") {
+        let g = findings::collect(&run, run.table("gallery")?)?;
+        frame::strs(&g, "id")?.into_iter().zip(frame::strs(&g, "file")?).filter_map(|(i, f)| Some((i?, f?))).collect()
+    } else {
+        Default::default()
+    };
+    let files: Vec<(String, PathBuf)> =
+        ids.iter().filter_map(|id| gallery.get(id).map(|f| (id.clone(), dir.join(f)))).take(SHEET_MAX).collect();
+    let on_sheet = files.len();
+    if on_sheet > 0 {
+        let rows = (on_sheet as u32).div_ceil(SHEET_COLUMNS);
+        let cols = (on_sheet as u32).min(SHEET_COLUMNS);
+        let gap = 4;
+        let mut sheet = RgbImage::from_pixel(
+            cols * (SHEET_SIDE + gap) + gap,
+            rows * (SHEET_SIDE + gap) + gap,
+            image::Rgb([255, 255, 255]),
+        );
+        for (i, (_, path)) in files.iter().enumerate() {
+            let img = image::open(path).map_err(|e| Error::io(path, std::io::Error::other(e)))?.to_rgb8();
+            let img = imageops::resize(&img, SHEET_SIDE, SHEET_SIDE, imageops::FilterType::Nearest);
+            let (x, y) = (
+                (i as u32 % SHEET_COLUMNS) * (SHEET_SIDE + gap) + gap,
+                (i as u32 / SHEET_COLUMNS) * (SHEET_SIDE + gap) + gap,
+            );
+            imageops::overlay(&mut sheet, &img, x as i64, y as i64);
+        }
+        let mut bytes = Vec::new();
+        sheet
+            .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
+            .map_err(|e| Error::io(out.join("contact_sheet.png"), std::io::Error::other(e)))?;
+        crate::atomic::write(out.join("contact_sheet.png"), &bytes)?;
+    }
+
+    // ticket.md.
+    let rule_ids: BTreeSet<String> = frame::strs(&chosen, "rule")?.into_iter().flatten().collect();
+    let titles = frame::strs(&chosen, "title")?;
+    let severity = frame::strs(&chosen, "severity")?;
+    let messages = frame::strs(&chosen, "message")?;
+    let mut md = String::new();
+    let what = match sel {
+        Selection::Finding(id) => format!("finding {id}"),
+        Selection::Rule(r) => format!("rule {r}"),
+        Selection::Class(c) => format!("class {c}"),
+    };
+    let _ = writeln!(md, "# {}: {}\n", titles[0].as_deref().unwrap_or_default(), what);
+    let _ = writeln!(
+        md,
+        "Run `{}` (misfit {}). {} finding{} ({} severity), {} image{} affected.\n",
+        run.dir().display(),
+        run.version(),
+        chosen.height(),
+        if chosen.height() == 1 { "" } else { "s" },
+        severity.iter().flatten().cloned().collect::<BTreeSet<_>>().into_iter().collect::<Vec<_>>().join("/"),
+        ids.len(),
+        if ids.len() == 1 { "" } else { "s" }
+    );
+    let _ = writeln!(md, "## Suggested action\n");
+    for r in rules.rules.iter().filter(|r| rule_ids.contains(&r.id)) {
+        let action = r.action.as_deref().unwrap_or("Review the images below.");
+        let _ = writeln!(md, "- `{}`: {action}", r.id);
+    }
+    let _ = writeln!(md, "\n## Evidence\n");
+    for m in messages.iter().flatten().take(20) {
+        let _ = writeln!(md, "- {m}");
+    }
+    if chosen.height() > 20 {
+        let _ = writeln!(md, "- and {} more (images.csv lists every image)", chosen.height() - 20);
+    }
+    let _ = writeln!(md, "\n## Files\n");
+    let _ =
+        writeln!(md, "- `images.csv`: the {} affected images, with given and suggested labels and scores.", ids.len());
+    if on_sheet > 0 {
+        let _ = writeln!(
+            md,
+            "- `contact_sheet.png`: {on_sheet} of them, in the CSV's order, {SHEET_COLUMNS} per row{}.",
+            if on_sheet < ids.len() { " (the images in the run's gallery, at most 240)" } else { "" }
+        );
+    } else {
+        let _ = writeln!(md, "- no contact sheet: the run has no images of these ids in its gallery.");
+    }
+    crate::atomic::write(out.join("ticket.md"), md.as_bytes())?;
+    Ok(Ticket { dir: out, images: ids.len(), findings: chosen.height(), on_sheet })
+}
+
+fn ids_of(df: DataFrame) -> Result<Vec<String>> {
+    Ok(frame::strs(&df, "id")?.into_iter().flatten().collect())
+}
