@@ -119,6 +119,8 @@ pub struct Leak {
 #[derive(Clone, Debug, Serialize)]
 pub struct ReportData {
     pub run: String,
+    /// The run folder, as given.
+    pub dir: String,
     pub kind: String,
     pub dataset: Option<String>,
     pub train_images: i64,
@@ -458,9 +460,10 @@ pub fn gather(run: &Run, f: &findings::Findings) -> Result<ReportData> {
             messages,
         });
     }
+    // Findings by severity: every row the rules returned, not only those kept.
     let by_severity: Vec<(String, usize)> = ["error", "warn", "info"]
         .iter()
-        .map(|s| (s.to_string(), f.summary.by_severity.get(*s).copied().unwrap_or(0)))
+        .map(|s| (s.to_string(), f.summary.rules.iter().filter(|r| r.severity == *s).map(|r| r.matches).sum()))
         .collect();
     let flag_counts: Vec<(String, i64)> = ["label_issues", "likely_mislabeled", "ambiguous", "outliers", "duplicates"]
         .iter()
@@ -480,6 +483,7 @@ pub fn gather(run: &Run, f: &findings::Findings) -> Result<ReportData> {
     let accuracy = m.get("evaluation").and_then(|e| e.get("accuracy")).and_then(|a| a.as_f64());
     Ok(ReportData {
         run: m.get("run_name").and_then(|r| r.as_str()).unwrap_or_default().to_string(),
+        dir: run.dir().display().to_string(),
         kind: kind.into(),
         dataset: str_at(&["dataset", "source"]),
         train_images: train.iter().flatten().sum(),

@@ -30,18 +30,26 @@ pub const WITH_NEIGHBORS: usize = 48;
 /// Neighbours kept per suspicious image.
 pub const NEIGHBORS: usize = 3;
 
+/// Misclassified test images kept per (given, predicted) pair: a confused
+/// pair's ticket shows them.
+pub const MISSES_PER_PAIR: usize = 24;
+
 /// `gallery.parquet`: one row per image in the gallery.
 pub static GALLERY: Group = Group {
     stage: "gallery",
     columns: &[
         Column { name: "id", description: "image id" },
         Column { name: "file", description: "its PNG, relative to the run folder (original size)" },
-        Column { name: "reason", description: "why it is there: flagged, neighbor or duplicate" },
+        Column {
+            name: "reason",
+            description: "why it is there: flagged, neighbor, duplicate or missed (a misclassified test image)",
+        },
     ],
 };
 
-/// The sample rows of the gallery, with why each is there, in row order.
-pub fn select(s: &Samples, sc: &Scores) -> BTreeMap<usize, &'static str> {
+/// The sample rows of the gallery, with why each is there, in row order;
+/// `test_pred` is the model's prediction for each test image.
+pub fn select(s: &Samples, sc: &Scores, test_pred: &[u32]) -> BTreeMap<usize, &'static str> {
     let n_train = s.n_train();
     let mut chosen: BTreeMap<usize, &'static str> = BTreeMap::new();
     // Flagged training images, most suspicious first.
@@ -69,6 +77,14 @@ pub fn select(s: &Samples, sc: &Scores) -> BTreeMap<usize, &'static str> {
     for p in &sc.duplicates {
         chosen.insert(p.a, "duplicate");
         chosen.insert(s.row(p.b_split(), p.b), "duplicate");
+    }
+    let mut per_pair: BTreeMap<(u32, u32), usize> = BTreeMap::new();
+    for (i, (&label, &pred)) in s.test_labels.iter().zip(test_pred).enumerate() {
+        let n = per_pair.entry((label, pred)).or_insert(0);
+        if label != pred && *n < MISSES_PER_PAIR {
+            *n += 1;
+            chosen.entry(s.row(Split::Test, i)).or_insert("missed");
+        }
     }
     chosen
 }

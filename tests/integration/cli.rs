@@ -304,6 +304,12 @@ fn findings_cover_the_planted_problems(run: &Path, summary: &str) {
         html.contains("Most missed</b><span>notched_square 7.9%, square 7.9%"),
         "the headline names the look-alike pair"
     );
+    // The top pair's ticket: its misclassified test images and suggested relabels, every one on the contact sheet.
+    let o = misfit(&["ticket", run.to_str().unwrap(), "--finding", "confused-pairs#1"], run);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = text(&o);
+    let images: usize = out.split(" images (").next().unwrap().rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(images >= 8 && out.contains(&format!("({images} on the contact sheet)")), "{out}");
     let findings = read_parquet(&run.join("findings.parquet"));
     let planted = read_parquet(&run.join("planted.parquet"));
     let classes = read_parquet(&run.join("classes.parquet")).lazy().select([col("class"), col("class_name")]);
