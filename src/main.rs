@@ -96,9 +96,6 @@ struct TicketArgs {
     /// A folder of *.toml rules to add to the shipped ones (same id: replaces).
     #[arg(long, value_name = "DIR")]
     rules: Option<PathBuf>,
-    /// Print only the summary, as one JSON object.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Args)]
