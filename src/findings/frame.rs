@@ -57,6 +57,34 @@ pub fn f32_rows(df: &DataFrame, name: &str) -> Result<(Vec<f32>, usize)> {
     Ok((v, width))
 }
 
+/// Column `name` as floats, all None when the frame lacks it (a run
+/// without that stage, or a rule that did not return it).
+pub fn f64s_or_none(df: &DataFrame, name: &str) -> Result<Vec<Option<f64>>> {
+    if has(df, name) {
+        f64s(df, name)
+    } else {
+        Ok(vec![None; df.height()])
+    }
+}
+
+/// Column `name` as integers, all None when the frame lacks it.
+pub fn i64s_or_none(df: &DataFrame, name: &str) -> Result<Vec<Option<i64>>> {
+    if has(df, name) {
+        i64s(df, name)
+    } else {
+        Ok(vec![None; df.height()])
+    }
+}
+
+/// Column `name` as text, all None when the frame lacks it.
+pub fn strs_or_none(df: &DataFrame, name: &str) -> Result<Vec<Option<String>>> {
+    if has(df, name) {
+        strs(df, name)
+    } else {
+        Ok(vec![None; df.height()])
+    }
+}
+
 /// Whether the frame has column `name`.
 pub fn has(df: &DataFrame, name: &str) -> bool {
     df.column(name).is_ok()

@@ -85,6 +85,8 @@ pub struct Findings {
     pub pairs: RecordBatch,
     /// `correlations.parquet`.
     pub correlations: RecordBatch,
+    /// The same, as the rules and the report read it.
+    pub correlations_frame: DataFrame,
     /// `findings.parquet`.
     pub findings: RecordBatch,
     /// The same, for printing and filtering.
@@ -130,7 +132,8 @@ pub fn analyze(run: &Run, rules: &RuleSet, rules_dirs: &[String]) -> Result<Find
         ctx.register(name, run.table(name)?);
     }
     ctx.register("pairs", frame_of(&bytes(&pairs)?)?.lazy());
-    ctx.register("correlations", frame_of(&bytes(&correlations)?)?.lazy());
+    let correlations_frame = frame_of(&bytes(&correlations)?)?;
+    ctx.register("correlations", correlations_frame.clone().lazy());
     let available: Vec<String> = ctx.get_tables();
     let env = rules::templates();
     let run_name = run.dir().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -277,7 +280,7 @@ pub fn analyze(run: &Run, rules: &RuleSet, rules_dirs: &[String]) -> Result<Find
         *by_severity.entry(rule.severity.as_str().to_string()).or_insert(0) += df.height();
     }
     let summary = FindingsSummary { by_severity, rules: outcomes, rules_dirs: rules_dirs.to_vec() };
-    Ok(Findings { pairs, correlations, findings, frame, summary })
+    Ok(Findings { pairs, correlations, correlations_frame, findings, frame, summary })
 }
 
 /// The common type of an evidence column two rules return.

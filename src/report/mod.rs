@@ -11,7 +11,7 @@ pub mod plots;
 pub mod ticket;
 
 use base64::Engine;
-use polars::prelude::{col, lit, DataFrame, IntoLazy, NamedFrom, SerReader};
+use polars::prelude::{col, lit, DataFrame, IntoLazy, NamedFrom};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -194,37 +194,18 @@ pub fn gather(run: &Run, f: &findings::Findings) -> Result<ReportData> {
     let classes = findings::collect(run, run.table("classes")?.sort(["class"], Default::default()))?;
     let names: Vec<String> = frame::strs(&classes, "class_name")?.into_iter().map(Option::unwrap_or_default).collect();
     let k = names.len();
-    let col_f64 = |name: &str| -> Result<Vec<Option<f64>>> {
-        if frame::has(&classes, name) {
-            frame::f64s(&classes, name)
-        } else {
-            Ok(vec![None; k])
-        }
-    };
-    let col_i64 = |name: &str| -> Result<Vec<Option<i64>>> {
-        if frame::has(&classes, name) {
-            frame::i64s(&classes, name)
-        } else {
-            Ok(vec![None; k])
-        }
-    };
+    let col_f64 = |name: &str| frame::f64s_or_none(&classes, name);
+    let col_i64 = |name: &str| frame::i64s_or_none(&classes, name);
     let (train, test) = (col_i64("train_images")?, col_i64("test_images")?);
     let (miss, miss_lo, miss_hi) = (col_f64("miss_rate")?, col_f64("miss_rate_low")?, col_f64("miss_rate_high")?);
     let (noise, noise_lo, noise_hi) =
         (col_f64("estimated_noise_rate")?, col_f64("estimated_noise_rate_low")?, col_f64("estimated_noise_rate_high")?);
     let flagged = col_i64("likely_mislabeled")?;
     let confidence = col_f64("mean_self_confidence")?;
-    let (top, top_share) = if frame::has(&classes, "top_confused_with_name") {
-        (frame::strs(&classes, "top_confused_with_name")?, col_f64("top_confused_share")?)
-    } else {
-        (vec![None; k], vec![None; k])
-    };
+    let (top, top_share) = (frame::strs_or_none(&classes, "top_confused_with_name")?, col_f64("top_confused_share")?);
 
     // The headline correlation, and the attack and budget it is about.
-    let bytes =
-        crate::table::to_bytes(&f.correlations, &findings::table_meta(run)).map_err(|e| Error::Usage(e.to_string()))?;
-    let df = polars::prelude::ParquetReader::new(std::io::Cursor::new(bytes)).finish().map_err(&err)?;
-    let correlations = headline_correlations(&df)?;
+    let correlations = headline_correlations(&f.correlations_frame)?;
     let headline = correlations.first().cloned();
     let primary: Option<(String, String)> = headline.as_ref().and_then(|c| {
         let rest = c.measure.strip_prefix("attack_success:")?;
@@ -410,10 +391,7 @@ pub fn gather(run: &Run, f: &findings::Findings) -> Result<ReportData> {
     } else {
         HashMap::new()
     };
-    let get_f64 =
-        |df: &DataFrame, c: &str| if frame::has(df, c) { frame::f64s(df, c) } else { Ok(vec![None; df.height()]) };
-    let get_str =
-        |df: &DataFrame, c: &str| if frame::has(df, c) { frame::strs(df, c) } else { Ok(vec![None; df.height()]) };
+    let (get_f64, get_str) = (frame::f64s_or_none, frame::strs_or_none);
     let (ids, suggested) = (get_str(&suspects, "subject")?, get_str(&suspects, "suggested_label_name")?);
     let (conf, selfc) = (get_f64(&suspects, "suggested_confidence")?, get_f64(&suspects, "self_confidence")?);
     let suspicious: Vec<Suspect> = (0..suspects.height())
