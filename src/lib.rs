@@ -22,6 +22,7 @@ pub mod bench;
 pub mod byo;
 pub mod data;
 pub mod error;
+pub mod explain;
 pub mod findings;
 pub mod model;
 pub mod ops;

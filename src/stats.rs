@@ -1,4 +1,4 @@
-//! The small statistics, one place each: arg-max and arg-min, median,
+//! The small statistics, one place each: arg-max and arg-min, softmax, median,
 //! mid-ranks, Spearman's and Pearson's correlations, quantiles, the Wilson score interval and the
 //! AUROC. Written here rather than taken from a crate: the statistics crates
 //! offer distributions and descriptive summaries, not the Wilson interval or
@@ -36,6 +36,14 @@ pub fn argmax<T: PartialOrd>(row: &[T]) -> usize {
         }
     }
     best
+}
+
+/// Softmax of a row of logits, in f64 (shifted by the row's maximum).
+pub fn softmax(row: &[f32]) -> Vec<f64> {
+    let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let exps: Vec<f64> = row.iter().map(|&v| (v as f64 - max).exp()).collect();
+    let sum: f64 = exps.iter().sum();
+    exps.iter().map(|e| e / sum).collect()
 }
 
 /// Index of the smallest value (the first on ties; 0 for an empty row).

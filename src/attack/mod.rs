@@ -191,7 +191,8 @@ impl AttackConfig {
         b
     }
 
-    fn steps_of(&self, method: Method) -> Steps {
+    /// How `method` iterates under this configuration.
+    pub fn steps_of(&self, method: Method) -> Steps {
         match method {
             Method::Fgsm => Steps { steps: 1, step_ratio: 1.0, restarts: 1, random_start: false },
             Method::Pgd => Steps {
@@ -471,6 +472,7 @@ pub fn run(
                     &x0,
                     (3, h, w),
                     &labels,
+                    false,
                     &lo[n],
                     &hi[n],
                     tol,

@@ -11,13 +11,16 @@ use super::Norm;
 use crate::model::ResNet;
 
 /// Upper ends of the brackets `[lo[i], hi[i]]` narrowed to `tol`; None where
-/// `hi[i]` is None (not flipped within the largest budget).
+/// `hi[i]` is None (not flipped within the largest budget). `goals` are the
+/// labels (untargeted: success leaves them) or, with `targeted`, the
+/// targets (success reaches them).
 #[allow(clippy::too_many_arguments)]
 pub fn bisect(
     model: &ResNet,
     x0: &[f32],
     shape: (usize, usize, usize),
-    labels: &[u32],
+    goals: &[u32],
+    targeted: bool,
     lo: &[f32],
     hi: &[Option<f32>],
     tol: f32,
@@ -29,14 +32,15 @@ pub fn bisect(
     let mut lo = lo.to_vec();
     let mut hi = hi.to_vec();
     for round in 0.. {
-        let active: Vec<usize> = (0..labels.len()).filter(|&i| hi[i].is_some_and(|h| h - lo[i] > tol)).collect();
+        let active: Vec<usize> = (0..goals.len()).filter(|&i| hi[i].is_some_and(|h| h - lo[i] > tol)).collect();
         if active.is_empty() {
             break;
         }
         let mid: Vec<f32> = active.iter().map(|&i| (lo[i] + hi[i].expect("active")) / 2.0).collect();
         let xs: Vec<f32> = active.iter().flat_map(|&i| x0[i * len..(i + 1) * len].iter().copied()).collect();
-        let goal: Vec<u32> = active.iter().map(|&i| labels[i]).collect();
-        let o = pgd::attack(model, &xs, shape, &goal, false, &mid, norm, how, crate::seed::radius_round(seed, round))?;
+        let goal: Vec<u32> = active.iter().map(|&i| goals[i]).collect();
+        let o =
+            pgd::attack(model, &xs, shape, &goal, targeted, &mid, norm, how, crate::seed::radius_round(seed, round))?;
         for (t, &i) in active.iter().enumerate() {
             if o.success[t] {
                 hi[i] = Some(mid[t]);

@@ -19,6 +19,7 @@ use crate::attack::AttackConfig;
 use crate::data::demo::{DemoConfig, DemoTruth};
 use crate::data::{Dataset, DatasetSpec, LoadOptions, Problems};
 use crate::error::{Error, Result};
+use crate::explain::ExplainConfig;
 use crate::model::{self, DeviceChoice};
 use crate::run::{schema, RunConfig, RunManifest, RunWriter};
 use crate::scores::{self, neighbors, Embeddings, Pixels, ScoreConfig, ScoreInput};
@@ -48,6 +49,8 @@ pub struct AuditOptions {
     pub inject_noise: Option<(f64, NoiseKind)>,
     /// The attack stage (None: skipped).
     pub attack: Option<AttackConfig>,
+    /// The explain stage (None: skipped).
+    pub explain: Option<ExplainConfig>,
 }
 
 /// An audit's configuration as recorded in `run.json` and in every table's
@@ -65,6 +68,8 @@ pub struct AuditConfig {
     pub inject_noise: Option<(f64, NoiseKind)>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attack: Option<AttackConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub explain: Option<ExplainConfig>,
 }
 
 /// Runs an audit and returns where the run was written and its manifest.
@@ -116,6 +121,9 @@ impl<'a> Audit<'a> {
         if let Some(a) = &opts.attack {
             a.validate(&ds.classes)?;
         }
+        if let Some(e) = &opts.explain {
+            e.validate()?;
+        }
         let device = model::select_device(opts.model.device.unwrap_or(DeviceChoice::Auto))?;
         let injected = match opts.inject_noise {
             Some((rate, kind)) if (0.0..1.0).contains(&rate) => {
@@ -151,6 +159,7 @@ impl<'a> Audit<'a> {
             inject_noise: opts.inject_noise,
             // The attacks draw from the run's seed: record the seed they use.
             attack: opts.attack.clone().map(|a| AttackConfig { seed: opts.seed, ..a }),
+            explain: opts.explain.clone().map(|e| ExplainConfig { seed: opts.seed, ..e }),
         };
         let config_json = serde_json::to_value(&config).expect("config serialises").to_string();
         let meta = TableMeta { config_json, dataset_fingerprint: ds.fingerprint() };
@@ -249,6 +258,23 @@ impl<'a> Audit<'a> {
         };
         timing.insert("attacks".to_string(), t_attack.elapsed().as_secs_f64());
 
+        let t_explain = Instant::now();
+        let explained = match &config.explain {
+            Some(cfg) => Some(stages::explain::run(
+                &stage.model,
+                &ds,
+                &samples,
+                &outputs.pred,
+                &eval.confusion,
+                &sc,
+                config.attack.as_ref().unwrap_or(&AttackConfig::default()),
+                cfg,
+                &writer,
+            )?),
+            None => None,
+        };
+        timing.insert("explain".to_string(), t_explain.elapsed().as_secs_f64());
+
         let t4 = Instant::now();
         let n = samples.len();
         let mut parts = vec![
@@ -258,6 +284,13 @@ impl<'a> Audit<'a> {
             stage.aum_flag(n),
         ];
         parts.extend(attacked.as_ref().map(|a| a.sample_columns(&samples)));
+        let (explain_samples, explain_classes, explain_tables) = match explained {
+            Some(e) => {
+                (Some(e.sample_columns), Some(e.class_columns), Some((e.saliency, e.sanity, e.pair_radii, e.summary)))
+            }
+            None => (None, None, None),
+        };
+        parts.extend(explain_samples);
         writer.write(&schema::SAMPLES, &table::assemble(&schema::SAMPLES, parts))?;
         let mut parts = vec![
             data::class_counts(&samples),
@@ -268,7 +301,17 @@ impl<'a> Audit<'a> {
             score_stage::noise_interval_columns(&ds.train.labels, &outputs.probs[..n_train * k], k, score_cfg.seed),
         ];
         parts.extend(attacked.iter().flat_map(|a| a.class_columns(k)));
+        parts.extend(explain_classes);
         writer.write(&schema::CLASSES, &table::assemble(&schema::CLASSES, parts))?;
+        let explain_summary = match explain_tables {
+            Some((saliency, sanity, radii, summary)) => {
+                writer.write(&schema::SALIENCY, &saliency)?;
+                writer.write(&schema::SANITY, &sanity)?;
+                writer.write(&schema::PAIR_RADII, &radii)?;
+                Some(summary)
+            }
+            None => None,
+        };
         if let Some(a) = attacked.as_mut() {
             writer.write(&schema::ATTACKS, &a.attacks_table(&ds))?;
             writer.write(&schema::ATTACK_CLASSES, &a.classes_table(&ds.classes))?;
@@ -303,6 +346,7 @@ impl<'a> Audit<'a> {
         manifest.model = Some(stage.summary);
         manifest.evaluation = Some(eval);
         manifest.attacks = attacked.map(|a| a.summary);
+        manifest.explain = explain_summary;
         manifest.timing_s = timing;
         let dest = writer.commit(&mut manifest)?;
         if state_dir.exists() {

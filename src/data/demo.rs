@@ -10,7 +10,9 @@
 //!   of both classes' images that corner is smudged (half foreground, half
 //!   background), so that those images are ambiguous whatever the model;
 //! - a shared background: `cross` and `chevron` sit on sky blue most of the
-//!   time (as airplane and bird share the sky), other classes rarely do;
+//!   time (as airplane and bird share the sky), other classes rarely do,
+//!   and a share of their images show the shape faintly (as a small bird far
+//!   away in the sky), so that the sky is all the model has to go on;
 //! - exact and near duplicates within train and across train and test;
 //! - outliers that belong to no class (noise, split-colour images), given a
 //!   random label.
@@ -61,6 +63,10 @@ pub struct DemoConfig {
     pub sky_rate: f64,
     /// Probability that an image of another class has the sky background.
     pub sky_rate_others: f64,
+    /// Probability that a `cross` or `chevron` image shows its shape faintly
+    /// (foreground at 0-15% contrast against the background).
+    #[serde(default)]
+    pub faint_rate: f64,
 }
 
 impl Default for DemoConfig {
@@ -79,6 +85,7 @@ impl Default for DemoConfig {
             lookalike_ambiguity: 0.12,
             sky_rate: 0.85,
             sky_rate_others: 0.05,
+            faint_rate: 0.15,
         }
     }
 }
@@ -220,6 +227,15 @@ fn render(class: Option<u32>, size: usize, cfg: &DemoConfig, rng: &mut ChaCha8Rn
     let other = pick(rng, &FOREGROUND, 40.0);
     let lookalike = matches!(class, Some(c) if c == LOOKALIKE.0 || c == LOOKALIKE.1);
     let smudged = lookalike && rng.random_bool(cfg.lookalike_ambiguity);
+    // Drawn only for the shared-background pair, so that no other class's
+    // images change with the faint rate.
+    let shared = matches!(class, Some(c) if c == SHARED_BACKGROUND.0 || c == SHARED_BACKGROUND.1);
+    let fg = if shared && rng.random_bool(cfg.faint_rate) {
+        let contrast = rng.random_range(0.0..0.15f32);
+        [0, 1, 2].map(|i| bg[i] + contrast * (fg[i] - bg[i]))
+    } else {
+        fg
+    };
     // The notch corner of the square: the k x k pixels at one corner
     // (k = size / 8, at least 2), whatever the square's size.
     let h_sq = r * 0.85;

@@ -8,6 +8,7 @@
 //! Everything is computed before anything is written: a rule that fails
 //! leaves the run as it was.
 
+pub mod causes;
 pub mod correlations;
 pub mod frame;
 pub mod pairs;
@@ -83,6 +84,8 @@ pub struct FindingsSummary {
 pub struct Findings {
     /// `pairs.parquet`.
     pub pairs: RecordBatch,
+    /// The same, as the rules and the report read it.
+    pub pairs_frame: DataFrame,
     /// `correlations.parquet`.
     pub correlations: RecordBatch,
     /// The same, as the rules and the report read it.
@@ -131,7 +134,8 @@ pub fn analyze(run: &Run, rules: &RuleSet, rules_dirs: &[String]) -> Result<Find
     for name in run.tables().into_iter().filter(|n| !derived.contains(n)) {
         ctx.register(name, run.table(name)?);
     }
-    ctx.register("pairs", frame_of(&bytes(&pairs)?)?.lazy());
+    let pairs_frame = frame_of(&bytes(&pairs)?)?;
+    ctx.register("pairs", pairs_frame.clone().lazy());
     let correlations_frame = frame_of(&bytes(&correlations)?)?;
     ctx.register("correlations", correlations_frame.clone().lazy());
     let available: Vec<String> = ctx.get_tables();
@@ -280,7 +284,7 @@ pub fn analyze(run: &Run, rules: &RuleSet, rules_dirs: &[String]) -> Result<Find
         *by_severity.entry(rule.severity.as_str().to_string()).or_insert(0) += df.height();
     }
     let summary = FindingsSummary { by_severity, rules: outcomes, rules_dirs: rules_dirs.to_vec() };
-    Ok(Findings { pairs, correlations, correlations_frame, findings, frame, summary })
+    Ok(Findings { pairs, pairs_frame, correlations, correlations_frame, findings, frame, summary })
 }
 
 /// The common type of an evidence column two rules return.

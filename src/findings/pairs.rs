@@ -3,14 +3,15 @@
 //! suggested relabels, the confident joint, cross-label duplicates and
 //! neighbourhoods. Read from whatever tables the run has (a `misfit score`
 //! run has no test split, attacks or duplicates: those columns are null).
-//! The root-cause stage adds its own column group to this table.
+//! The root causes ([`super::causes`]) add their column group where the
+//! explain stage ran.
 
 use arrow::array::{ArrayRef, Int64Array, RecordBatch};
 use polars::prelude::{col, lit, IntoLazy};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::{collect, frame};
+use super::{causes, collect, frame};
 use crate::error::Result;
 use crate::run::read::Run;
 use crate::run::schema::{self, Column, Group, Named};
@@ -156,6 +157,12 @@ pub fn pairs(run: &Run) -> Result<RecordBatch> {
         let m = median(v)?;
         (!count_failures || m.is_finite()).then_some(m as f64)
     };
+    let asymmetry = |a: usize, b: usize| {
+        ev.joint.as_ref().and_then(|(_, q)| {
+            let s = q[a][b] + q[b][a];
+            (s > 0.0).then(|| (q[a][b] - q[b][a]) / s)
+        })
+    };
     let b = TableBuilder::new(&PAIRS)
         .i32("given", rows.iter().map(|r| r.0 as i32))
         .utf8("given_name", rows.iter().map(|r| &names[r.0]))
@@ -184,15 +191,7 @@ pub fn pairs(run: &Run) -> Result<RecordBatch> {
         .opt_i64("label_issues_to", rows.iter().map(|&(a, b)| opt(&ev.issues_to, a, b)))
         .opt_f64("joint_count", rows.iter().map(|&(a, b)| ev.joint.as_ref().map(|(c, _)| c[a][b])))
         .opt_f64("joint_share", rows.iter().map(|&(a, b)| ev.joint.as_ref().map(|(_, q)| q[a][b])))
-        .opt_f64(
-            "joint_asymmetry",
-            rows.iter().map(|&(a, b)| {
-                ev.joint.as_ref().and_then(|(_, q)| {
-                    let s = q[a][b] + q[b][a];
-                    (s > 0.0).then(|| (q[a][b] - q[b][a]) / s)
-                })
-            }),
-        )
+        .opt_f64("joint_asymmetry", rows.iter().map(|&(a, b)| asymmetry(a, b)))
         .opt_i64("cross_duplicates", rows.iter().map(|&(a, b)| opt(&ev.duplicates, a, b)))
         .opt_f64("neighbor_share", rows.iter().map(|&(a, b)| ev.neighbors.as_ref().map(|g| g[a][b])));
     let mut by_attack = ev.by_attack.iter().collect::<Vec<_>>();
@@ -210,7 +209,10 @@ pub fn pairs(run: &Run) -> Result<RecordBatch> {
             (format!("{}{name}", PAIR_FLIP_BUDGETS.prefix), rows.iter().map(|&(a, b)| med(&g[a][b], false)).collect())
         })
         .collect();
-    let parts = vec![b.finish(), Columns::named(&PAIR_FLIPS, flips), Columns::named_f64(&PAIR_FLIP_BUDGETS, budgets)];
+    let inputs = causes::PairInputs { joint_asymmetry: &asymmetry, neighbor_share: ev.neighbors.as_ref() };
+    let mut parts =
+        vec![b.finish(), Columns::named(&PAIR_FLIPS, flips), Columns::named_f64(&PAIR_FLIP_BUDGETS, budgets)];
+    parts.extend(causes::columns(run, &rows, k, &names, &inputs)?);
     Ok(table::assemble(&schema::PAIRS, parts))
 }
 

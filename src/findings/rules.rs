@@ -164,6 +164,7 @@ pub const SHIPPED: &[(&str, &str)] = &[
     ("rules/classes.toml", include_str!("../../rules/classes.toml")),
     ("rules/pairs.toml", include_str!("../../rules/pairs.toml")),
     ("rules/run.toml", include_str!("../../rules/run.toml")),
+    ("rules/explain.toml", include_str!("../../rules/explain.toml")),
 ];
 
 /// A checked set of rules, in file order.

@@ -583,23 +583,38 @@ impl ResNet {
         self.mean.device()
     }
 
+    /// The float type of the weights.
+    pub fn dtype(&self) -> DType {
+        self.mean.dtype()
+    }
+
     /// Forward pass of `[n, 3, h, w]` RGB in [0, 1]. `train` uses batch
     /// statistics and updates the running ones.
     pub fn forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Output> {
-        let x = x.broadcast_sub(&self.mean)?.broadcast_div(&self.std)?;
-        let out = match self.inference_trunk(&x, train)? {
-            Some(out) => out,
-            None => {
-                let mut out = self.bn1.forward(&self.conv1.forward(&x)?, train, true)?;
-                for block in &self.blocks {
-                    out = block.forward(&out, train)?;
-                }
-                out
-            }
-        };
+        let out = self.trunk(x, train)?;
         let features = out.mean((2, 3))?;
-        let logits = features.matmul(&self.linear_w.t()?)?.broadcast_add(&self.linear_b)?;
+        let logits = self.head(&features)?;
         Ok(Output { logits, features })
+    }
+
+    /// The last convolutional stage's activations of `[n, 3, h, w]` RGB in
+    /// [0, 1]: `[n, 4 * width, h / 4, w / 4]` after the last block's ReLU
+    /// (what Grad-CAM weighs).
+    pub fn trunk(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        let x = x.broadcast_sub(&self.mean)?.broadcast_div(&self.std)?;
+        if let Some(out) = self.inference_trunk(&x, train)? {
+            return Ok(out);
+        }
+        let mut out = self.bn1.forward(&self.conv1.forward(&x)?, train, true)?;
+        for block in &self.blocks {
+            out = block.forward(&out, train)?;
+        }
+        Ok(out)
+    }
+
+    /// Logits `[n, classes]` of pooled features `[n, 4 * width]`.
+    pub fn head(&self, features: &Tensor) -> candle_core::Result<Tensor> {
+        features.matmul(&self.linear_w.t()?)?.broadcast_add(&self.linear_b)
     }
 
     /// The convolutional trunk of an eval-mode pass by [`infer::trunk`],

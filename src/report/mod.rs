@@ -150,7 +150,41 @@ pub struct ReportData {
     pub leaks: Vec<Leak>,
     pub leaks_total: usize,
     pub has_gallery: bool,
+    /// Root causes of the explained pairs (empty: the explain stage did not run).
+    pub causes: Vec<CauseView>,
+    /// The attribution methods and their checks.
+    pub methods: Vec<MethodView>,
     pub caps: Caps,
+}
+
+/// One explained pair's root cause.
+#[derive(Clone, Debug, Serialize)]
+pub struct CauseView {
+    pub pair: String,
+    /// The hypothesis named, in words.
+    pub cause: String,
+    /// The numbers it rests on.
+    pub text: String,
+    pub test_confusions: Option<i64>,
+    /// The pair's contact sheet, relative to the run folder.
+    pub sheet: Option<String>,
+}
+
+/// One attribution method: does it pass the randomisation check, does it beat a random pixel order.
+#[derive(Clone, Debug, Serialize)]
+pub struct MethodView {
+    pub method: String,
+    /// Mean Spearman with the trained model's maps, every layer random.
+    pub randomized_spearman: Option<f64>,
+    pub randomized_ssim: Option<f64>,
+    pub trustworthy: bool,
+    /// Mean (random order's deletion area - the map's): positive = better than random.
+    pub deletion_gain: Option<f64>,
+    /// Mean (the map's insertion area - random order's).
+    pub insertion_gain: Option<f64>,
+    /// Median completeness gap (integrated gradients).
+    pub completeness_gap: Option<f64>,
+    pub maps: i64,
 }
 
 /// How much of each list the report shows.
@@ -491,8 +525,100 @@ pub fn gather(run: &Run, f: &findings::Findings) -> Result<ReportData> {
         leaks,
         leaks_total,
         has_gallery: !gallery.is_empty(),
+        causes: causes(run, f)?,
+        methods: methods(run)?,
         caps: Caps { suspicious: SHOW_SUSPICIOUS, duplicates: SHOW_DUPLICATES, messages: SHOW_MESSAGES },
     })
+}
+
+/// The explained pairs' root causes, by pair rank.
+fn causes(run: &Run, f: &findings::Findings) -> Result<Vec<CauseView>> {
+    let p = &f.pairs_frame;
+    if !frame::has(p, "hypothesis") {
+        return Ok(Vec::new());
+    }
+    let sheets: HashMap<String, String> = if run.has("saliency") {
+        let df = findings::collect(run, run.table("saliency")?.filter(col("sheet").is_not_null()))?;
+        frame::strs(&df, "pair")?
+            .into_iter()
+            .zip(frame::strs(&df, "sheet")?)
+            .filter_map(|(p, s)| Some((p?, s?)))
+            .collect()
+    } else {
+        HashMap::new()
+    };
+    let (pair, hyp, text) =
+        (frame::strs(p, "pair")?, frame::strs(p, "hypothesis")?, frame::strs(p, "hypothesis_text")?);
+    let confusions = frame::i64s_or_none(p, "test_confusions")?;
+    let explained = frame::bools(p, "explained")?;
+    Ok((0..p.height())
+        .filter(|&i| explained[i])
+        .filter_map(|i| {
+            let pair = pair[i].clone()?;
+            let cause = match hyp[i].as_deref()? {
+                "label_noise" => "label noise",
+                "look_alike" => "look-alike classes",
+                "background_shortcut" => "background shortcut",
+                _ => "no single cause stands out",
+            };
+            let text = text[i].clone().unwrap_or_default();
+            // The text starts with the cause in words; the view keeps the numbers.
+            let text = text.split_once(": ").map_or(text.clone(), |(_, rest)| rest.to_string());
+            Some(CauseView {
+                sheet: sheets.get(&pair).cloned(),
+                pair,
+                cause: cause.into(),
+                text,
+                test_confusions: confusions[i],
+            })
+        })
+        .collect())
+}
+
+/// The attribution methods: the randomisation check's last step, and the
+/// deletion and insertion areas against the random order's.
+fn methods(run: &Run) -> Result<Vec<MethodView>> {
+    if !run.has("sanity") || !run.has("saliency") {
+        return Ok(Vec::new());
+    }
+    let sanity = findings::collect(run, run.table("sanity")?.sort(["step"], Default::default()))?;
+    let (m, step) = (frame::strs(&sanity, "method")?, frame::i64s(&sanity, "step")?);
+    let (rho, ssim, trust) =
+        (frame::f64s(&sanity, "spearman")?, frame::f64s(&sanity, "ssim")?, frame::bools(&sanity, "trustworthy")?);
+    let last = step.iter().flatten().max().copied().unwrap_or(0);
+    let gains = findings::collect(
+        run,
+        run.table("saliency")?.group_by([col("method")]).agg([
+            (col("deletion_auc_random") - col("deletion_auc")).mean().alias("deletion_gain"),
+            (col("insertion_auc") - col("insertion_auc_random")).mean().alias("insertion_gain"),
+            col("completeness_gap").median().alias("completeness_gap"),
+            col("method").count().alias("maps"),
+        ]),
+    )?;
+    let gm = frame::strs(&gains, "method")?;
+    let (dg, ig, cg) = (
+        frame::f64s(&gains, "deletion_gain")?,
+        frame::f64s(&gains, "insertion_gain")?,
+        frame::f64s(&gains, "completeness_gap")?,
+    );
+    let maps = frame::i64s(&gains, "maps")?;
+    Ok((0..sanity.height())
+        .filter(|&i| step[i] == Some(last))
+        .filter_map(|i| {
+            let method = m[i].clone()?;
+            let g = gm.iter().position(|x| x.as_deref() == Some(method.as_str()));
+            Some(MethodView {
+                randomized_spearman: rho[i],
+                randomized_ssim: ssim[i],
+                trustworthy: trust[i],
+                deletion_gain: g.and_then(|g| dg[g]),
+                insertion_gain: g.and_then(|g| ig[g]),
+                completeness_gap: g.and_then(|g| cg[g]),
+                maps: g.and_then(|g| maps[g]).unwrap_or(0),
+                method,
+            })
+        })
+        .collect())
 }
 
 /// The command that reproduces the run, from its configuration.

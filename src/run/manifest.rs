@@ -80,6 +80,9 @@ pub struct RunManifest {
     /// Attacks: overall and per-class success per attack and budget, radii.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attacks: Option<AttackSummary>,
+    /// Explanations: the pairs and images explained, the ring's width.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub explain: Option<crate::stages::explain::ExplainSummary>,
     /// The findings: what each rule did, findings by severity (written by
     /// the findings after the run is in place, `misfit findings` again).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -105,6 +108,7 @@ impl RunManifest {
             evaluation: None,
             scores: None,
             attacks: None,
+            explain: None,
             findings: None,
             timing_s: BTreeMap::new(),
         }

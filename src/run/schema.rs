@@ -7,7 +7,7 @@
 //! of tables and columns against it.
 
 use crate::findings;
-use crate::stages::{attacks, data, evaluate, gallery, model, scores, selfcheck};
+use crate::stages::{attacks, data, evaluate, explain, gallery, model, scores, selfcheck};
 
 /// One column: its name and what it holds, in which units (stored as the
 /// Parquet field's `description`).
@@ -90,6 +90,7 @@ pub static SAMPLES: TableSchema = TableSchema {
         &scores::SAMPLE_SCORES,
         &model::SAMPLE_AUM_FLAG,
         &attacks::SAMPLE_ATTACKS,
+        &explain::SAMPLE_EXPLAIN,
     ],
     named: &[],
 };
@@ -106,6 +107,7 @@ pub static CLASSES: TableSchema = TableSchema {
         &attacks::CLASS_RADIUS,
         &scores::CLASS_FLAGS,
         &scores::CLASS_NOISE_INTERVAL,
+        &explain::CLASS_OCCLUSION,
     ],
     named: &[&attacks::CLASS_SUCCESS],
 };
@@ -190,11 +192,35 @@ pub static GALLERY: TableSchema = TableSchema {
     named: &[],
 };
 
+pub static SALIENCY: TableSchema = TableSchema {
+    name: "saliency",
+    file: "saliency.parquet",
+    row: "one explained image under one attribution method for one target class",
+    groups: &[&explain::SALIENCY],
+    named: &[],
+};
+
+pub static SANITY: TableSchema = TableSchema {
+    name: "sanity",
+    file: "sanity.parquet",
+    row: "one attribution method at one step of the cascading model randomisation",
+    groups: &[&explain::SANITY],
+    named: &[],
+};
+
+pub static PAIR_RADII: TableSchema = TableSchema {
+    name: "pair_radii",
+    file: "pair_radii.parquet",
+    row: "one correctly classified test image of A attacked towards B, for an explained pair A -> B",
+    groups: &[&explain::PAIR_RADII],
+    named: &[],
+};
+
 pub static PAIRS: TableSchema = TableSchema {
     name: "pairs",
     file: "pairs.parquet",
     row: "one ordered class pair (given A, other B) with any evidence",
-    groups: &[&findings::pairs::PAIRS],
+    groups: &[&findings::pairs::PAIRS, &findings::causes::CAUSES],
     named: &[&findings::pairs::PAIR_FLIPS, &findings::pairs::PAIR_FLIP_BUDGETS],
 };
 
@@ -228,6 +254,9 @@ pub static TABLES: &[&TableSchema] = &[
     &SELFCHECK,
     &PLANTED,
     &GALLERY,
+    &SALIENCY,
+    &SANITY,
+    &PAIR_RADII,
     &PAIRS,
     &CORRELATIONS,
     &FINDINGS,

@@ -214,10 +214,10 @@ pub fn outputs_from_probs(probs: &[f32], k: usize, labels: &[u32]) -> SampleOutp
 pub fn sample_outputs(logits: &[f32], k: usize, labels: &[u32]) -> SampleOutputs {
     let mut out = SampleOutputs { classes: k, ..Default::default() };
     for (row, &label) in logits.chunks_exact(k).zip(labels) {
+        let p = crate::stats::softmax(row);
+        // Cross-entropy as log-sum-exp minus the label's logit (finite where p[l] underflows).
         let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
-        let exps: Vec<f64> = row.iter().map(|&v| (v as f64 - max).exp()).collect();
-        let sum: f64 = exps.iter().sum();
-        let p: Vec<f64> = exps.iter().map(|e| e / sum).collect();
+        let sum: f64 = row.iter().map(|&v| (v as f64 - max).exp()).sum();
         let l = label as usize;
         let pred = argmax(&p);
         let other = (0..k).filter(|&c| c != l).map(|c| p[c]).fold(0.0, f64::max);

@@ -1,7 +1,8 @@
 //! The stages of an audit, one file each, in the order they run: [`data`]
 //! (load), [`model`] (train or import), [`evaluate`] (test split),
 //! [`scores`] (label quality, embeddings, neighbours, duplicates),
-//! [`attacks`] and [`selfcheck`]. Each owns the column groups of the tables
+//! [`attacks`], [`explain`] (saliency, sanity and occlusion checks, pair
+//! attacks), [`gallery`] and [`selfcheck`]. Each owns the column groups of the tables
 //! it writes (listed together in [`crate::run::schema`]) and its section of
 //! `run.json`; `misfit audit` ([`crate::audit`]) runs them all and
 //! `misfit score` ([`crate::byo`]) the scores stage alone, through the same
@@ -10,6 +11,7 @@
 pub mod attacks;
 pub mod data;
 pub mod evaluate;
+pub mod explain;
 pub mod gallery;
 pub mod model;
 pub mod scores;

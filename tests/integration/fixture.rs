@@ -11,6 +11,7 @@ use misfit::attack::AttackConfig;
 use misfit::audit::{Audit, AuditOptions};
 use misfit::data::demo::DemoConfig;
 use misfit::data::{DatasetSpec, LoadOptions};
+use misfit::explain::{ExplainConfig, MethodConfig};
 use misfit::model::{ModelConfig, ResNet, Shortcut};
 use misfit::run::RunManifest;
 use misfit::train::recipe::{channel_stats, ModelOptions};
@@ -30,6 +31,21 @@ pub fn demo() -> DemoConfig {
         cross_near_duplicates: 1,
         outliers: 2,
         ..DemoConfig::default()
+    }
+}
+
+/// The fixture's explain stage: every method, few samples and steps, every
+/// confused pair (an untrained model confuses many).
+pub fn explain() -> ExplainConfig {
+    ExplainConfig {
+        method: MethodConfig { smoothgrad_samples: 2, ig_steps: 4, ..MethodConfig::default() },
+        pairs: 2,
+        min_confusions: 1,
+        per_pair: 2,
+        flagged: 2,
+        sanity_images: 2,
+        targeted_per_pair: 2,
+        ..ExplainConfig::default()
     }
 }
 
@@ -53,6 +69,7 @@ pub fn write_run(outputs: &Path, name: &str) -> (PathBuf, RunManifest) {
         progress: false,
         inject_noise: None,
         attack: Some(attack),
+        explain: Some(explain()),
     };
     let audit = Audit::start(&opts).expect("fixture audit starts");
     let ds = &audit.dataset;

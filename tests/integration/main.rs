@@ -6,6 +6,7 @@ mod byo;
 mod cifar_bin;
 mod cli;
 mod demo;
+mod explain;
 mod fetch;
 mod findings;
 mod fixture;

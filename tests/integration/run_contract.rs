@@ -141,8 +141,8 @@ fn damaged_and_older_runs_are_refused_naming_the_run_and_the_table() {
     assert!(e.contains("written by an earlier build of misfit"), "{e}");
     let e = err(run.table("dynamics")).to_string();
     assert!(e.contains("dynamics") && e.contains("file is gone"), "{e}");
-    let e = err(run.table("saliency")).to_string();
-    assert!(e.contains("no table 'saliency'"), "{e}");
+    let e = err(run.table("lineage")).to_string();
+    assert!(e.contains("no table 'lineage'"), "{e}");
     // The other tables still read.
     assert!(run.table("classes").is_ok());
     // A folder that is not a run.

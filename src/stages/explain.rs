@@ -1,0 +1,561 @@
+//! The explain stage: attribution maps of the images a person asks "why?"
+//! about, and the numbers the root causes rest on. It chooses the images
+//! (the misclassified test images of the most confused pairs, as many
+//! correctly classified images of the same given class for contrast, and
+//! the most suspicious flagged training images; seeded), explains each by
+//! every method ([`crate::explain`]), checks the methods (cascading
+//! randomisation), fills the centre or the ring of every test image
+//! (occlusion), attacks each explained pair's images towards the other
+//! class, and writes the pictures under `explain/`.
+//!
+//! It owns `saliency.parquet`, `sanity.parquet`, `pair_radii.parquet`, the
+//! ring colour and occlusion columns of `samples.parquet`, the occlusion
+//! accuracies of `classes.parquet` and `run.json`'s `explain` section.
+
+use arrow::array::RecordBatch;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+use super::Samples;
+use crate::attack::AttackConfig;
+use crate::data::{Dataset, Split};
+use crate::error::{Error, Result};
+use crate::explain::{self, measure, panels, sanity, ExplainConfig, Explained, SanityStep, Subject};
+use crate::model::ResNet;
+use crate::run::schema::{self, Column, Group};
+use crate::run::RunWriter;
+use crate::scores::Scores;
+use crate::stats::{wilson, Z95};
+use crate::table::{Columns, TableBuilder};
+
+/// The run folder's folder of panels and contact sheets.
+pub const EXPLAIN_DIR: &str = "explain";
+
+/// `saliency.parquet`: one row per image x method x target class.
+pub static SALIENCY: Group = Group {
+    stage: "explain",
+    columns: &[
+        Column { name: "id", description: "image id" },
+        Column { name: "split", description: "train or test" },
+        Column { name: "label", description: "given label (class index)" },
+        Column { name: "label_name", description: "given label's name" },
+        Column { name: "pred", description: "the model's prediction (class index)" },
+        Column { name: "pred_name", description: "its name" },
+        Column {
+            name: "role",
+            description: "why the image was explained: confused (a misclassified test image of an explained pair), contrast (a correctly classified test image of the pair's given class) or flagged (a suspicious training image)",
+        },
+        Column { name: "pair", description: "'A -> B' of a confused or contrast image (null for flagged images)" },
+        Column { name: "method", description: "gradient, smoothgrad, integrated-gradients or grad-cam" },
+        Column { name: "target", description: "the class whose logit the map explains (class index)" },
+        Column { name: "target_name", description: "its name" },
+        Column { name: "target_is", description: "pred, label or both: which of the image's classes the target is" },
+        Column { name: "target_prob", description: "the target's softmax probability on the clean image" },
+        Column {
+            name: "ring_share",
+            description: "share of the map's relevance in the image's outer ring (pixels within side/8 of the border, at least 1; 43.75% of the area)",
+        },
+        Column {
+            name: "ring_ratio",
+            description: "mean relevance per ring pixel over mean per centre pixel: background reliance (1 = none preferred)",
+        },
+        Column { name: "concentration", description: "share of the relevance in the 10% most relevant pixels (0.1 = uniform)" },
+        Column { name: "ring_red", description: "mean red of the image's ring, [0, 1]" },
+        Column { name: "ring_green", description: "mean green of the ring, [0, 1]" },
+        Column { name: "ring_blue", description: "mean blue of the ring, [0, 1]" },
+        Column {
+            name: "deletion_auc",
+            description: "area under the target's probability as pixels are replaced by the fill, most relevant first (lower = the map found what matters)",
+        },
+        Column { name: "insertion_auc", description: "area under it as pixels are put back into the fill, most relevant first (higher = better)" },
+        Column { name: "deletion_auc_random", description: "the same deletion area for a seeded random pixel order of this image" },
+        Column { name: "insertion_auc_random", description: "the same insertion area for that random order" },
+        Column {
+            name: "completeness_gap",
+            description: "integrated-gradients only: |sum of attributions - (f(x) - f(baseline))| / |f(x) - f(baseline)| for the target's logit",
+        },
+        Column { name: "file", description: "the panel PNG (image, then one map per method), relative to the run folder" },
+        Column { name: "sheet", description: "the pair's contact sheet PNG (confused images, then contrast images)" },
+    ],
+};
+
+/// `sanity.parquet`: the cascading randomisation curve.
+pub static SANITY: Group = Group {
+    stage: "explain",
+    columns: &[
+        Column { name: "method", description: "the attribution method" },
+        Column { name: "step", description: "0 = the trained model; n = the first n layer groups from the logits down re-initialised" },
+        Column { name: "randomized_down_to", description: "the lowest layer group re-initialised at this step (trained at step 0)" },
+        Column {
+            name: "spearman",
+            description: "mean Spearman rank correlation of the absolute maps with the trained model's (same images, same targets)",
+        },
+        Column { name: "spearman_sd", description: "its standard deviation over the images" },
+        Column { name: "ssim", description: "mean SSIM of the maps (each scaled to [0, 1]) with the trained model's" },
+        Column { name: "images", description: "images compared" },
+        Column {
+            name: "trustworthy",
+            description: "whether the method passed: with every layer random, its mean Spearman is below 0.5 (the same on every row of the method)",
+        },
+    ],
+};
+
+/// `pair_radii.parquet`: targeted and untargeted L2 radii of an explained pair's images.
+pub static PAIR_RADII: Group = Group {
+    stage: "explain",
+    columns: &[
+        Column { name: "id", description: "image id (a correctly classified test image of A)" },
+        Column { name: "given", description: "class A (its label)" },
+        Column { name: "given_name", description: "A's name" },
+        Column { name: "target", description: "class B, the target of the targeted attack" },
+        Column { name: "target_name", description: "B's name" },
+        Column { name: "pair", description: "'A -> B'" },
+        Column {
+            name: "radius_targeted_l2",
+            description: "smallest L2 budget of targeted PGD that reached B, [0, 1] pixel units (null: not within the largest budget)",
+        },
+        Column {
+            name: "radius_untargeted_l2",
+            description: "smallest L2 budget of untargeted PGD that left A (null: not within the largest budget)",
+        },
+    ],
+};
+
+/// `samples.parquet`: the ring colour of every image and the occlusion check's predictions.
+pub static SAMPLE_EXPLAIN: Group = Group {
+    stage: "explain",
+    columns: &[
+        Column { name: "ring_red", description: "mean red of the image's outer ring, [0, 1]" },
+        Column { name: "ring_green", description: "mean green of the ring, [0, 1]" },
+        Column { name: "ring_blue", description: "mean blue of the ring, [0, 1]" },
+        Column {
+            name: "pred_background_only",
+            description: "test images: the prediction with the centre filled with the image's mean colour (null for training images)",
+        },
+        Column { name: "pred_object_only", description: "test images: the prediction with the ring filled with the image's mean colour" },
+    ],
+};
+
+/// `classes.parquet`: the occlusion check per class (test split).
+pub static CLASS_OCCLUSION: Group = Group {
+    stage: "explain",
+    columns: &[
+        Column {
+            name: "background_only_accuracy",
+            description: "share of the class's test images still predicted as it with the centre filled",
+        },
+        Column { name: "background_only_accuracy_low", description: "95% Wilson interval, low end" },
+        Column { name: "background_only_accuracy_high", description: "95% Wilson interval, high end" },
+        Column { name: "object_only_accuracy", description: "the same with the ring filled" },
+        Column { name: "object_only_accuracy_low", description: "95% Wilson interval, low end" },
+        Column { name: "object_only_accuracy_high", description: "95% Wilson interval, high end" },
+    ],
+};
+
+/// `run.json`'s `explain` section.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ExplainSummary {
+    /// The pairs explained, `A -> B`, both directions of each.
+    pub pairs: Vec<String>,
+    /// Images explained by role.
+    pub images: BTreeMap<String, usize>,
+    /// Rows of `saliency.parquet`.
+    pub rows: usize,
+    /// Images of the randomisation check.
+    pub sanity_images: usize,
+    /// The ring's width in pixels.
+    pub ring_width: usize,
+    /// Test images of the occlusion check.
+    pub occluded: usize,
+}
+
+/// Why an image is explained.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Role {
+    Confused,
+    Contrast,
+    Flagged,
+}
+
+impl Role {
+    fn as_str(self) -> &'static str {
+        match self {
+            Role::Confused => "confused",
+            Role::Contrast => "contrast",
+            Role::Flagged => "flagged",
+        }
+    }
+}
+
+/// One (image, target) to explain.
+#[derive(Clone, Debug)]
+struct Job {
+    /// Sample row (train rows first).
+    row: usize,
+    role: Role,
+    /// The ordered pair (A, B) of a confused or contrast image.
+    pair: Option<(u32, u32)>,
+    target: u32,
+}
+
+/// What the stage made.
+pub struct ExplainStage {
+    pub saliency: RecordBatch,
+    pub sanity: RecordBatch,
+    pub pair_radii: RecordBatch,
+    /// `samples.parquet`'s columns.
+    pub sample_columns: Columns,
+    /// `classes.parquet`'s columns.
+    pub class_columns: Columns,
+    pub summary: ExplainSummary,
+}
+
+/// The unordered pairs to explain: at least `min_confusions` test
+/// confusions both ways together, most first (ties: class order).
+fn chosen_pairs(confusion: &[Vec<usize>], cfg: &ExplainConfig) -> Vec<(u32, u32)> {
+    let k = confusion.len();
+    let mut pairs: Vec<(usize, u32, u32)> = Vec::new();
+    for a in 0..k {
+        for b in a + 1..k {
+            let n = confusion[a][b] + confusion[b][a];
+            if n >= cfg.min_confusions.max(1) {
+                pairs.push((n, a as u32, b as u32));
+            }
+        }
+    }
+    pairs.sort_by(|x, y| y.0.cmp(&x.0).then((x.1, x.2).cmp(&(y.1, y.2))));
+    pairs.into_iter().take(cfg.pairs).map(|(_, a, b)| (a, b)).collect()
+}
+
+/// A seeded sample of `n` of `rows` (all of them when fewer), in row order.
+fn sample(rows: &[usize], n: usize, seed: u64) -> Vec<usize> {
+    let mut r = rows.to_vec();
+    r.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+    r.truncate(n);
+    r.sort_unstable();
+    r
+}
+
+/// Runs the explain stage on `model` (the model whose test predictions are
+/// `pred[n_train..]`); `attack` gives the budgets and steps of the pair attacks.
+#[allow(clippy::too_many_arguments)]
+pub fn run(
+    model: &ResNet,
+    ds: &Dataset,
+    s: &Samples,
+    pred: &[u32],
+    confusion: &[Vec<usize>],
+    sc: &Scores,
+    attack: &AttackConfig,
+    cfg: &ExplainConfig,
+    writer: &RunWriter,
+) -> Result<ExplainStage> {
+    let (h, w, k) = (ds.height, ds.width, ds.classes.len());
+    let n_train = s.n_train();
+    let len = h * w * 3;
+    let pixels_of = |row: usize| -> &[u8] {
+        let (split, r) = if row < n_train { (Split::Train, row) } else { (Split::Test, row - n_train) };
+        &ds.split(split).pixels[r * len..(r + 1) * len]
+    };
+    let labels = s.labels();
+    let test_rows = |f: &dyn Fn(usize) -> bool| -> Vec<usize> { (n_train..s.len()).filter(|&r| f(r)).collect() };
+
+    // Which images, and which targets.
+    let pairs = chosen_pairs(confusion, cfg);
+    let mut jobs: Vec<Job> = Vec::new();
+    let mut directions = Vec::new();
+    for &(a, b) in &pairs {
+        for (x, y) in [(a, b), (b, a)] {
+            directions.push((x, y));
+            let seed = crate::seed::derive(cfg.seed, &[0xc0f05ed, x as u64, y as u64]);
+            let confused = sample(&test_rows(&|r| labels[r] == x && pred[r] == y), cfg.per_pair, seed);
+            let correct = test_rows(&|r| labels[r] == x && pred[r] == x);
+            let contrast = sample(&correct, confused.len(), seed ^ 1);
+            for &row in &confused {
+                jobs.push(Job { row, role: Role::Confused, pair: Some((x, y)), target: y });
+                jobs.push(Job { row, role: Role::Confused, pair: Some((x, y)), target: x });
+            }
+            for &row in &contrast {
+                jobs.push(Job { row, role: Role::Contrast, pair: Some((x, y)), target: x });
+            }
+        }
+    }
+    let mut flagged: Vec<usize> = (0..n_train)
+        .filter(|&i| {
+            let f = &sc.images[i].flags;
+            f.likely_mislabeled || f.ambiguous || f.outlier
+        })
+        .collect();
+    let score = |i: usize| sc.images[i].issue_score.unwrap_or(0.0);
+    flagged.sort_by(|&a, &b| score(b).total_cmp(&score(a)).then(a.cmp(&b)));
+    for &row in flagged.iter().take(cfg.flagged) {
+        jobs.push(Job { row, role: Role::Flagged, pair: None, target: labels[row] });
+        let other = sc.images[row].suggested_label.filter(|&c| c != labels[row]).unwrap_or(pred[row]);
+        if other != labels[row] {
+            jobs.push(Job { row, role: Role::Flagged, pair: None, target: other });
+        }
+    }
+
+    let subject = |row: usize, target: u32| Subject {
+        x: measure::chw(pixels_of(row), h, w),
+        pixels: pixels_of(row).to_vec(),
+        target,
+    };
+    let subjects: Vec<Subject> = jobs.iter().map(|j| subject(j.row, j.target)).collect();
+    let explained = explain::explain(model, &subjects, h, w, cfg)?;
+
+    // The randomisation check: correctly classified test images, their label as the target.
+    let correct: Vec<usize> = test_rows(&|r| labels[r] == pred[r]);
+    let sanity_rows = sample(&correct, cfg.sanity_images, crate::seed::derive(cfg.seed, &[0x5a417e, 1]));
+    let sanity_subjects: Vec<Subject> = sanity_rows.iter().map(|&r| subject(r, labels[r])).collect();
+    let steps = explain::sanity(model, &sanity_subjects, h, w, cfg)?;
+
+    // Occlusion of every test image; ring colours of every image.
+    let (bg_only, obj_only) =
+        sanity::occlusion_predictions(model, &ds.test.pixels, ds.test.len(), h, w, cfg.method.batch)?;
+    let mask = measure::ring_mask(h, w);
+    let colours: Vec<[f32; 3]> = (0..s.len()).map(|r| measure::ring_colour(pixels_of(r), &mask)).collect();
+
+    // Pair attacks: correctly classified test images of A, towards B and untargeted.
+    let mut radius_rows: Vec<(usize, u32, u32, Option<f32>, Option<f32>)> = Vec::new();
+    let budgets = {
+        let b = attack.budgets(crate::attack::Norm::L2);
+        if b.is_empty() {
+            AttackConfig::default().budgets(crate::attack::Norm::L2)
+        } else {
+            b
+        }
+    };
+    let tol = attack.radius_tolerance * budgets.iter().copied().find(|&b| b > 0.0).unwrap_or(1.0);
+    for &(a, b) in &directions {
+        let seed = crate::seed::derive(cfg.seed, &[0x7a26e7, a as u64, b as u64]);
+        let rows = sample(&test_rows(&|r| labels[r] == a && pred[r] == a), cfg.targeted_per_pair, seed);
+        if rows.is_empty() {
+            continue;
+        }
+        let x: Vec<f32> = rows.iter().flat_map(|&r| measure::chw(pixels_of(r), h, w)).collect();
+        let (t, u) = explain::pair_radii(
+            model,
+            &x,
+            (3, h, w),
+            &vec![a; rows.len()],
+            &vec![b; rows.len()],
+            &budgets,
+            tol,
+            &attack.steps_of(crate::attack::Method::Pgd),
+            seed,
+        )?;
+        for (i, &r) in rows.iter().enumerate() {
+            radius_rows.push((r, a, b, t[i], u[i]));
+        }
+    }
+
+    let files = write_pictures(&jobs, &subjects, &explained, &ds.classes, h, w, writer)?;
+    let saliency = saliency_table(&jobs, &explained, s, pred, &files, cfg);
+    let summary = ExplainSummary {
+        pairs: directions.iter().map(|&(a, b)| pair_name(&ds.classes, a, b)).collect(),
+        images: {
+            let mut m = BTreeMap::new();
+            let mut seen = std::collections::BTreeSet::new();
+            for j in &jobs {
+                if seen.insert((j.row, j.role, j.pair)) {
+                    *m.entry(j.role.as_str().to_string()).or_insert(0) += 1;
+                }
+            }
+            m
+        },
+        rows: saliency.num_rows(),
+        sanity_images: sanity_subjects.len(),
+        ring_width: measure::ring_width(h, w),
+        occluded: ds.test.len(),
+    };
+    Ok(ExplainStage {
+        saliency,
+        sanity: sanity_table(&steps),
+        pair_radii: radii_table(&radius_rows, s, &ds.classes),
+        sample_columns: sample_columns(&colours, &bg_only, &obj_only, n_train),
+        class_columns: class_columns(&ds.test.labels, &bg_only, &obj_only, k),
+        summary,
+    })
+}
+
+fn pair_name(classes: &[String], a: u32, b: u32) -> String {
+    format!("{} -> {}", classes[a as usize], classes[b as usize])
+}
+
+/// Panel file of each job, and contact sheet of each pair direction.
+struct Files {
+    panel: Vec<String>,
+    sheet: BTreeMap<(u32, u32), String>,
+}
+
+fn write_pictures(
+    jobs: &[Job],
+    subjects: &[Subject],
+    explained: &[Explained],
+    classes: &[String],
+    h: usize,
+    w: usize,
+    writer: &RunWriter,
+) -> Result<Files> {
+    let dir = writer.path(EXPLAIN_DIR);
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let mut files = Files { panel: Vec::new(), sheet: BTreeMap::new() };
+    let mut by_pair: BTreeMap<(u32, u32), Vec<(Role, image::RgbImage)>> = BTreeMap::new();
+    for ((job, sub), ex) in jobs.iter().zip(subjects).zip(explained) {
+        let maps: Vec<&[f32]> = ex.by_method.iter().map(|e| e.map.as_slice()).collect();
+        let img = panels::panel(&sub.pixels, h, w, &maps);
+        let file = format!("{EXPLAIN_DIR}/{:06}-{}.png", job.row, job.target);
+        crate::atomic::write(&writer.path(&file), &panels::png(&img))?;
+        files.panel.push(file);
+        // A pair's sheet: each confused image explained towards its prediction, each contrast image.
+        if let Some(p) = job.pair {
+            if job.role == Role::Contrast || job.target == p.1 {
+                by_pair.entry(p).or_default().push((job.role, img));
+            }
+        }
+    }
+    for (p, mut imgs) in by_pair {
+        imgs.sort_by_key(|(role, _)| *role);
+        let panels: Vec<image::RgbImage> = imgs.into_iter().map(|(_, i)| i).collect();
+        if let Some(sheet) = panels::sheet(&panels) {
+            let safe = |c: u32| -> String {
+                classes[c as usize].chars().map(|ch| if ch.is_ascii_alphanumeric() { ch } else { '_' }).collect()
+            };
+            let file = format!("{EXPLAIN_DIR}/pair-{}-{}-{}-{}.png", p.0, safe(p.0), p.1, safe(p.1));
+            crate::atomic::write(&writer.path(&file), &panels::png(&sheet))?;
+            files.sheet.insert(p, file);
+        }
+    }
+    Ok(files)
+}
+
+fn saliency_table(
+    jobs: &[Job],
+    explained: &[Explained],
+    s: &Samples,
+    pred: &[u32],
+    files: &Files,
+    cfg: &ExplainConfig,
+) -> RecordBatch {
+    // One row per (job, method).
+    let rows: Vec<(usize, usize)> = (0..jobs.len()).flat_map(|j| (0..cfg.methods.len()).map(move |m| (j, m))).collect();
+    let labels = s.labels();
+    let name = |c: u32| s.classes[c as usize].as_str();
+    let id = |row: usize| {
+        if row < s.n_train() {
+            s.train_ids[row].as_str()
+        } else {
+            s.test_ids[row - s.n_train()].as_str()
+        }
+    };
+    let job = |r: &(usize, usize)| &jobs[r.0];
+    let ex = |r: &(usize, usize)| &explained[r.0].by_method[r.1];
+    let colour = |r: &(usize, usize), c: usize| explained[r.0].ring_colour[c] as f64;
+    TableBuilder::new(&SALIENCY)
+        .utf8("id", rows.iter().map(|r| id(job(r).row)))
+        .utf8("split", rows.iter().map(|r| if job(r).row < s.n_train() { "train" } else { "test" }))
+        .i32("label", rows.iter().map(|r| labels[job(r).row] as i32))
+        .utf8("label_name", rows.iter().map(|r| name(labels[job(r).row])))
+        .i32("pred", rows.iter().map(|r| pred[job(r).row] as i32))
+        .utf8("pred_name", rows.iter().map(|r| name(pred[job(r).row])))
+        .utf8("role", rows.iter().map(|r| job(r).role.as_str()))
+        .opt_utf8("pair", rows.iter().map(|r| job(r).pair.map(|(a, b)| format!("{} -> {}", name(a), name(b)))))
+        .utf8("method", rows.iter().map(|r| ex(r).method.as_str()))
+        .i32("target", rows.iter().map(|r| job(r).target as i32))
+        .utf8("target_name", rows.iter().map(|r| name(job(r).target)))
+        .utf8(
+            "target_is",
+            rows.iter().map(|r| {
+                let j = job(r);
+                match (j.target == pred[j.row], j.target == labels[j.row]) {
+                    (true, true) => "both",
+                    (true, false) => "pred",
+                    _ => "label",
+                }
+            }),
+        )
+        .f64("target_prob", rows.iter().map(|r| explained[r.0].target_prob as f64))
+        .opt_f64("ring_share", rows.iter().map(|r| ex(r).placement.ring_share))
+        .opt_f64("ring_ratio", rows.iter().map(|r| ex(r).placement.ring_ratio))
+        .opt_f64("concentration", rows.iter().map(|r| ex(r).placement.concentration))
+        .f64("ring_red", rows.iter().map(|r| colour(r, 0)))
+        .f64("ring_green", rows.iter().map(|r| colour(r, 1)))
+        .f64("ring_blue", rows.iter().map(|r| colour(r, 2)))
+        .f64("deletion_auc", rows.iter().map(|r| ex(r).curves.deletion_auc))
+        .f64("insertion_auc", rows.iter().map(|r| ex(r).curves.insertion_auc))
+        .f64("deletion_auc_random", rows.iter().map(|r| explained[r.0].random.deletion_auc))
+        .f64("insertion_auc_random", rows.iter().map(|r| explained[r.0].random.insertion_auc))
+        .opt_f64("completeness_gap", rows.iter().map(|r| ex(r).completeness_gap.map(|g| g as f64)))
+        .utf8("file", rows.iter().map(|r| files.panel[r.0].as_str()))
+        .opt_utf8("sheet", rows.iter().map(|r| job(r).pair.and_then(|p| files.sheet.get(&p)).map(String::as_str)))
+        .finish_table(&schema::SALIENCY)
+}
+
+fn sanity_table(steps: &[SanityStep]) -> RecordBatch {
+    TableBuilder::new(&SANITY)
+        .utf8("method", steps.iter().map(|s| s.method.as_str()))
+        .i32("step", steps.iter().map(|s| s.step as i32))
+        .utf8("randomized_down_to", steps.iter().map(|s| s.randomized_down_to.as_str()))
+        .f64("spearman", steps.iter().map(|s| s.spearman))
+        .f64("spearman_sd", steps.iter().map(|s| s.spearman_sd))
+        .f64("ssim", steps.iter().map(|s| s.ssim))
+        .i64("images", steps.iter().map(|s| s.images as i64))
+        .bool("trustworthy", steps.iter().map(|s| s.trustworthy))
+        .finish_table(&schema::SANITY)
+}
+
+type RadiusRow = (usize, u32, u32, Option<f32>, Option<f32>);
+
+fn radii_table(rows: &[RadiusRow], s: &Samples, classes: &[String]) -> RecordBatch {
+    let name = |c: u32| classes[c as usize].as_str();
+    TableBuilder::new(&PAIR_RADII)
+        .utf8("id", rows.iter().map(|r| s.test_ids[r.0 - s.n_train()].as_str()))
+        .i32("given", rows.iter().map(|r| r.1 as i32))
+        .utf8("given_name", rows.iter().map(|r| name(r.1)))
+        .i32("target", rows.iter().map(|r| r.2 as i32))
+        .utf8("target_name", rows.iter().map(|r| name(r.2)))
+        .utf8("pair", rows.iter().map(|r| pair_name(classes, r.1, r.2)))
+        .opt_f64("radius_targeted_l2", rows.iter().map(|r| r.3.map(|v| v as f64)))
+        .opt_f64("radius_untargeted_l2", rows.iter().map(|r| r.4.map(|v| v as f64)))
+        .finish_table(&schema::PAIR_RADII)
+}
+
+fn sample_columns(colours: &[[f32; 3]], bg: &[u32], obj: &[u32], n_train: usize) -> Columns {
+    let test = |v: &[u32]| -> Vec<Option<i32>> {
+        std::iter::repeat_n(None, n_train).chain(v.iter().map(|&p| Some(p as i32))).collect()
+    };
+    TableBuilder::new(&SAMPLE_EXPLAIN)
+        .f64("ring_red", colours.iter().map(|c| c[0] as f64))
+        .f64("ring_green", colours.iter().map(|c| c[1] as f64))
+        .f64("ring_blue", colours.iter().map(|c| c[2] as f64))
+        .opt_i32("pred_background_only", test(bg))
+        .opt_i32("pred_object_only", test(obj))
+        .finish()
+}
+
+fn class_columns(test_labels: &[u32], bg: &[u32], obj: &[u32], k: usize) -> Columns {
+    let acc = |preds: &[u32]| -> Vec<(f64, f64, f64)> {
+        (0..k as u32)
+            .map(|c| {
+                let n = test_labels.iter().filter(|&&l| l == c).count();
+                let hit = test_labels.iter().zip(preds).filter(|(&l, &p)| l == c && p == c).count();
+                let (lo, hi) = wilson(hit, n, Z95);
+                (if n > 0 { hit as f64 / n as f64 } else { f64::NAN }, lo, hi)
+            })
+            .collect()
+    };
+    let (b, o) = (acc(bg), acc(obj));
+    let opt = |v: f64| v.is_finite().then_some(v);
+    TableBuilder::new(&CLASS_OCCLUSION)
+        .opt_f64("background_only_accuracy", b.iter().map(|r| opt(r.0)))
+        .opt_f64("background_only_accuracy_low", b.iter().map(|r| opt(r.1)))
+        .opt_f64("background_only_accuracy_high", b.iter().map(|r| opt(r.2)))
+        .opt_f64("object_only_accuracy", o.iter().map(|r| opt(r.0)))
+        .opt_f64("object_only_accuracy_low", o.iter().map(|r| opt(r.1)))
+        .opt_f64("object_only_accuracy_high", o.iter().map(|r| opt(r.2)))
+        .finish()
+}
