@@ -501,17 +501,10 @@ fn norm_index(norm: Norm) -> usize {
     }
 }
 
-/// `[n, 3, h, w]` f32 in [0, 1] of the victims' images.
+/// `[n, 3, h, w]` f32 in [0, 1] of the victims' images (the model's own input conversion).
 fn pixels_chw(ds: &Dataset, batch: &[&Victim], h: usize, w: usize) -> Vec<f32> {
-    let len = 3 * h * w;
-    let mut px = Vec::with_capacity(batch.len() * len);
-    for v in batch {
-        let set = ds.split(v.split);
-        px.extend_from_slice(&set.pixels[v.row * len..(v.row + 1) * len]);
-    }
-    // The same conversion as the model's own input path.
-    let t = model::images_to_tensor(&px, batch.len(), h, w, &candle_core::Device::Cpu).expect("cpu tensor");
-    t.flatten_all().and_then(|t| t.to_vec1()).expect("cpu tensor")
+    let px: Vec<u8> = batch.iter().flat_map(|v| ds.image(v.split, v.row).iter().copied()).collect();
+    model::images_to_chw(&px, batch.len(), h, w)
 }
 
 /// Success of one attack at one budget within one class.

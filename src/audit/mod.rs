@@ -284,13 +284,7 @@ impl<'a> Audit<'a> {
             stage.aum_flag(n),
         ];
         parts.extend(attacked.as_ref().map(|a| a.sample_columns(&samples)));
-        let (explain_samples, explain_classes, explain_tables) = match explained {
-            Some(e) => {
-                (Some(e.sample_columns), Some(e.class_columns), Some((e.saliency, e.sanity, e.pair_radii, e.summary)))
-            }
-            None => (None, None, None),
-        };
-        parts.extend(explain_samples);
+        parts.extend(explained.as_ref().map(|e| e.sample_columns()));
         writer.write(&schema::SAMPLES, &table::assemble(&schema::SAMPLES, parts))?;
         let mut parts = vec![
             data::class_counts(&samples),
@@ -301,17 +295,11 @@ impl<'a> Audit<'a> {
             score_stage::noise_interval_columns(&ds.train.labels, &outputs.probs[..n_train * k], k, score_cfg.seed),
         ];
         parts.extend(attacked.iter().flat_map(|a| a.class_columns(k)));
-        parts.extend(explain_classes);
+        parts.extend(explained.as_ref().map(|e| e.class_columns()));
         writer.write(&schema::CLASSES, &table::assemble(&schema::CLASSES, parts))?;
-        let explain_summary = match explain_tables {
-            Some((saliency, sanity, radii, summary)) => {
-                writer.write(&schema::SALIENCY, &saliency)?;
-                writer.write(&schema::SANITY, &sanity)?;
-                writer.write(&schema::PAIR_RADII, &radii)?;
-                Some(summary)
-            }
-            None => None,
-        };
+        if let Some(e) = &explained {
+            e.write_tables(&mut writer)?;
+        }
         if let Some(a) = attacked.as_mut() {
             writer.write(&schema::ATTACKS, &a.attacks_table(&ds))?;
             writer.write(&schema::ATTACK_CLASSES, &a.classes_table(&ds.classes))?;
@@ -346,7 +334,7 @@ impl<'a> Audit<'a> {
         manifest.model = Some(stage.summary);
         manifest.evaluation = Some(eval);
         manifest.attacks = attacked.map(|a| a.summary);
-        manifest.explain = explain_summary;
+        manifest.explain = explained.map(|e| e.summary);
         manifest.timing_s = timing;
         let dest = writer.commit(&mut manifest)?;
         if state_dir.exists() {

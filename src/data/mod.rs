@@ -151,6 +151,12 @@ impl Dataset {
         }
     }
 
+    /// Image `i` of `split`: `[h, w, 3]` u8 RGB.
+    pub fn image(&self, split: Split, i: usize) -> &[u8] {
+        let len = self.image_len();
+        &self.split(split).pixels[i * len..(i + 1) * len]
+    }
+
     /// The split's images, mutable.
     pub fn split_mut(&mut self, split: Split) -> &mut ImageSet {
         match split {

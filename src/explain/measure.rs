@@ -119,30 +119,21 @@ pub fn fill(pixels: &[u8], h: usize, w: usize, how: Fill) -> Vec<f32> {
             let img = image::RgbImage::from_raw(w as u32, h as u32, pixels.to_vec()).expect("whole image");
             image::imageops::blur(&img, h.min(w) as f32 / 8.0).into_raw()
         }
-        Fill::Mean => {
-            let mut sum = [0u64; 3];
-            for px in pixels.chunks_exact(3) {
-                for c in 0..3 {
-                    sum[c] += px[c] as u64;
-                }
-            }
-            let mean = sum.map(|s| (s as f64 / (h * w) as f64).round() as u8);
-            mean.iter().copied().cycle().take(h * w * 3).collect()
-        }
+        Fill::Mean => mean_colour(pixels).iter().copied().cycle().take(h * w * 3).collect(),
     };
-    chw(&hwc, h, w)
+    crate::model::images_to_chw(&hwc, 1, h, w)
 }
 
-/// `[h, w, 3]` u8 to `[3, h, w]` f32 in [0, 1].
-pub fn chw(pixels: &[u8], h: usize, w: usize) -> Vec<f32> {
-    let plane = h * w;
-    let mut out = vec![0f32; 3 * plane];
-    for (p, px) in pixels.chunks_exact(3).enumerate() {
+/// The mean colour of `[h, w, 3]` u8 pixels, rounded.
+pub fn mean_colour(pixels: &[u8]) -> [u8; 3] {
+    let mut sum = [0u64; 3];
+    for px in pixels.chunks_exact(3) {
         for c in 0..3 {
-            out[c * plane + p] = px[c] as f32 / 255.0;
+            sum[c] += px[c] as u64;
         }
     }
-    out
+    let n = (pixels.len() / 3).max(1) as f64;
+    sum.map(|s| (s as f64 / n).round() as u8)
 }
 
 /// Points of a deletion or insertion curve (fractions 0, 1/S, ..., 1 of the pixels).
@@ -156,6 +147,8 @@ pub struct Curves {
     pub deletion_auc: f64,
     /// Area under it as they are put back into the fill (higher is better).
     pub insertion_auc: f64,
+    /// The target's probability on the clean image (the deletion curve's first point).
+    pub clean_prob: f64,
 }
 
 /// The pixel order of a map: most relevant first (ties by position).
@@ -220,7 +213,7 @@ pub fn curves(model: &ResNet, jobs: &[CurveJob], h: usize, w: usize, batch: usiz
     };
     Ok(probs
         .chunks_exact(per_job)
-        .map(|c| Curves { deletion_auc: auc(&c[..points]), insertion_auc: auc(&c[points..]) })
+        .map(|c| Curves { deletion_auc: auc(&c[..points]), insertion_auc: auc(&c[points..]), clean_prob: c[0] as f64 })
         .collect())
 }
 

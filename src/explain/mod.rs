@@ -135,6 +135,9 @@ pub fn maps(
     Ok(run_methods(model, subjects, h, w, cfg)?.into_iter().map(|per| per.into_iter().map(|m| m.0).collect()).collect())
 }
 
+/// One method's `[h, w]` map of one subject, with Integrated Gradients' completeness gap.
+type MethodMap = (Vec<f32>, Option<f32>);
+
 /// `[n][method]` of (map, completeness gap).
 fn run_methods(
     model: &ResNet,
@@ -142,7 +145,7 @@ fn run_methods(
     h: usize,
     w: usize,
     cfg: &ExplainConfig,
-) -> Result<Vec<Vec<(Vec<f32>, Option<f32>)>>> {
+) -> Result<Vec<Vec<MethodMap>>> {
     let model = model.frozen();
     let x: Vec<f32> = subjects.iter().flat_map(|s| s.x.iter().copied()).collect();
     let targets: Vec<u32> = subjects.iter().map(|s| s.target).collect();
@@ -153,7 +156,7 @@ fn run_methods(
     };
     let n = subjects.len();
     let batch = methods::Batch { x: &x, n, h, w, targets: &targets, baseline: &baseline };
-    let mut out: Vec<Vec<(Vec<f32>, Option<f32>)>> = vec![Vec::new(); n];
+    let mut out: Vec<Vec<MethodMap>> = vec![Vec::new(); n];
     for (mi, &method) in cfg.methods.iter().enumerate() {
         let seed = crate::seed::derive(cfg.seed, &[0x5a11e0c7, mi as u64]);
         let m = methods::explain(&model, method, &batch, &cfg.method, seed)?;
@@ -192,7 +195,6 @@ pub fn explain(
         }
     }
     let curves = measure::curves(model, &jobs, h, w, cfg.method.batch)?;
-    let probs = target_probs(model, subjects, h, w, cfg.method.batch)?;
     let per_subject = cfg.methods.len() + 1;
     Ok(per
         .into_iter()
@@ -214,20 +216,9 @@ pub fn explain(
             Explained {
                 by_method,
                 random: c[per_subject - 1].clone(),
-                target_prob: probs[i],
+                target_prob: c[per_subject - 1].clean_prob as f32,
                 ring_colour: measure::ring_colour(&subjects[i].pixels, &mask),
             }
-        })
-        .collect())
-}
-
-fn target_probs(model: &ResNet, subjects: &[Subject], h: usize, w: usize, batch: usize) -> Result<Vec<f32>> {
-    let pixels: Vec<u8> = subjects.iter().flat_map(|s| s.pixels.iter().copied()).collect();
-    let p = crate::model::predict(model, &pixels, subjects.len(), h, w, batch)?;
-    Ok((0..subjects.len())
-        .map(|i| {
-            let probs = crate::stats::softmax(p.logits_of(i));
-            probs[subjects[i].target as usize] as f32
         })
         .collect())
 }
@@ -262,12 +253,18 @@ pub fn sanity(
     cfg: &ExplainConfig,
 ) -> Result<Vec<SanityStep>> {
     let reference = maps(model, subjects, h, w, cfg)?;
-    let groups = sanity::cascade(model);
+    let cascade = sanity::Cascade::new(model, crate::seed::derive(cfg.seed, &[0x5a417e]))?;
+    let groups = &cascade.groups;
     let mut out = Vec::new();
-    let seed = crate::seed::derive(cfg.seed, &[0x5a417e]);
     for step in 0..=groups.len() {
-        let m = if step == 0 { model.frozen() } else { sanity::randomized(model, step, seed, model.device())? };
-        let these = if step == 0 { reference.clone() } else { maps(&m, subjects, h, w, cfg)? };
+        let randomized;
+        let these = match step {
+            0 => &reference,
+            _ => {
+                randomized = maps(&cascade.model_at(step)?, subjects, h, w, cfg)?;
+                &randomized
+            }
+        };
         for (j, &method) in cfg.methods.iter().enumerate() {
             let rho: Vec<f64> =
                 (0..subjects.len()).map(|i| measure::rank_correlation(&reference[i][j], &these[i][j])).collect();
@@ -296,6 +293,14 @@ pub fn sanity(
     Ok(out)
 }
 
+/// Per image, the smallest L2 budget reaching the target and the smallest
+/// leaving the label ([0, 1] pixel units; None: not within the largest budget).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Radii {
+    pub targeted: Vec<Option<f32>>,
+    pub untargeted: Vec<Option<f32>>,
+}
+
 /// The smallest L2 budget (in [0, 1] pixel units) that takes each image to
 /// `targets[i]` (targeted) and away from `labels[i]` (untargeted): a sweep
 /// over `budgets` (ascending), then bisection to `tol`. None: not reached
@@ -311,7 +316,7 @@ pub fn pair_radii(
     tol: f32,
     how: &Steps,
     seed: u64,
-) -> Result<(Vec<Option<f32>>, Vec<Option<f32>>)> {
+) -> Result<Radii> {
     let model = model.frozen();
     let n = labels.len();
     let mut out = Vec::new();
@@ -341,5 +346,5 @@ pub fn pair_radii(
         out.push(radius::bisect(&model, x, shape, goals, targeted, &lo, &hi, tol, Norm::L2, how, s)?);
     }
     let untargeted = out.pop().expect("two sweeps");
-    Ok((out.pop().expect("two sweeps"), untargeted))
+    Ok(Radii { targeted: out.pop().expect("two sweeps"), untargeted })
 }

@@ -12,7 +12,7 @@
 //!   with the image's mean colour (background only) and with its ring filled
 //!   (object only); the ring is [`super::measure::ring_mask`]'s.
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 
 /// A method is trustworthy when, with every layer re-initialised, its maps'
 /// mean Spearman correlation with the trained model's is below this. Why
@@ -50,31 +50,41 @@ pub fn cascade(model: &ResNet) -> Vec<(String, Vec<String>)> {
     groups
 }
 
-/// The model with the first `steps` groups of [`cascade`] re-initialised
-/// (fresh weights from `seed`, as before training: Kaiming normal, batch
-/// norm at identity), the rest trained; frozen.
-pub fn randomized(model: &ResNet, steps: usize, seed: u64, device: &Device) -> crate::Result<ResNet> {
-    let fresh = Params::init(&model.config, seed, device)?.tensors();
-    let mut tensors: BTreeMap<String, Tensor> = model.params.tensors();
-    for (_, members) in cascade(model).into_iter().take(steps) {
-        for name in members {
-            tensors.insert(name.clone(), fresh[&name].clone());
-        }
+/// A trained model and the fresh weights its layers are re-initialised
+/// with, step by step.
+pub struct Cascade<'a> {
+    model: &'a ResNet,
+    /// The layer groups, from the logits down ([`cascade`]).
+    pub groups: Vec<(String, Vec<String>)>,
+    /// Fresh weights from the seed, as before training: Kaiming normal,
+    /// batch norm at identity.
+    fresh: BTreeMap<String, Tensor>,
+}
+
+impl<'a> Cascade<'a> {
+    /// The cascade of `model`, its fresh weights drawn from `seed`.
+    pub fn new(model: &'a ResNet, seed: u64) -> crate::Result<Self> {
+        let fresh = Params::init(&model.config, seed, model.device())?.tensors();
+        Ok(Cascade { model, groups: cascade(model), fresh })
     }
-    let params = Params::from_tensors(&model.config, tensors, "the randomised model", device)?;
-    Ok(ResNet::new(model.config.clone(), params)?.frozen())
+
+    /// The model with its first `steps` groups re-initialised, the rest trained; frozen.
+    pub fn model_at(&self, steps: usize) -> crate::Result<ResNet> {
+        let mut tensors: BTreeMap<String, Tensor> = self.model.params.tensors();
+        for (_, members) in self.groups.iter().take(steps) {
+            for name in members {
+                tensors.insert(name.clone(), self.fresh[name].clone());
+            }
+        }
+        let config = &self.model.config;
+        let params = Params::from_tensors(config, tensors, "the randomised model", self.model.device())?;
+        Ok(ResNet::new(config.clone(), params)?.frozen())
+    }
 }
 
 /// One image with a region filled with its mean colour: `[h, w, 3]` u8.
 pub fn occlude(pixels: &[u8], mask: &[bool], fill_ring: bool) -> Vec<u8> {
-    let n = (pixels.len() / 3).max(1);
-    let mut sum = [0u64; 3];
-    for px in pixels.chunks_exact(3) {
-        for c in 0..3 {
-            sum[c] += px[c] as u64;
-        }
-    }
-    let mean = sum.map(|s| (s as f64 / n as f64).round() as u8);
+    let mean = super::measure::mean_colour(pixels);
     let mut out = pixels.to_vec();
     for (px, &in_ring) in out.chunks_exact_mut(3).zip(mask) {
         if in_ring == fill_ring {

@@ -218,9 +218,19 @@ pub fn columns(
         }
     }
 
-    // Ring colour means (training images) and test rows per class.
-    let test_of =
-        |c: usize| -> Vec<usize> { (0..samples.height()).filter(|&i| !train[i] && labels[i] == Some(c)).collect() };
+    // Sample rows by split (0 train, 1 test) and class, once.
+    let mut by_class = [vec![Vec::new(); k], vec![Vec::new(); k]];
+    for (i, l) in labels.iter().enumerate() {
+        if let Some(c) = *l {
+            by_class[!train[i] as usize][c].push(i);
+        }
+    }
+    let of_classes = |split: usize, set: &dyn Fn(usize) -> bool| -> Vec<usize> {
+        (0..k).filter(|&c| set(c)).flat_map(|c| by_class[split][c].iter().copied()).collect()
+    };
+    let (train_of, test_in) =
+        (|set: &dyn Fn(usize) -> bool| of_classes(0, set), |set: &dyn Fn(usize) -> bool| of_classes(1, set));
+    let test_of = |c: usize| by_class[1][c].as_slice();
     let mean_colour = |rows: &[usize], cs: &[[f64; 3]]| -> Option<[f64; 3]> {
         (!rows.is_empty()).then(|| {
             let mut m = [0.0; 3];
@@ -241,12 +251,6 @@ pub fn columns(
         let score: Vec<f64> = pos.iter().chain(neg).map(|&i| (0..3).map(|c| cs[i][c] * dir[c]).sum()).collect();
         let truth: Vec<bool> = pos.iter().map(|_| true).chain(neg.iter().map(|_| false)).collect();
         Some(auroc(&score, &truth))
-    };
-    let train_of = |set: &dyn Fn(usize) -> bool| -> Vec<usize> {
-        (0..samples.height()).filter(|&i| train[i] && labels[i].is_some_and(set)).collect()
-    };
-    let test_in = |set: &dyn Fn(usize) -> bool| -> Vec<usize> {
-        (0..samples.height()).filter(|&i| !train[i] && labels[i].is_some_and(set)).collect()
     };
 
     let mut out = Out::default();
@@ -327,10 +331,10 @@ pub fn columns(
         // Ring colours.
         let colours = colour.as_ref().map(|cs| {
             let (ta, tb) = (test_of(a), test_of(b));
-            let dist = mean_colour(&ta, cs)
-                .zip(mean_colour(&tb, cs))
+            let dist = mean_colour(ta, cs)
+                .zip(mean_colour(tb, cs))
                 .map(|(x, y)| ((x[0] - y[0]).powi(2) + (x[1] - y[1]).powi(2) + (x[2] - y[2]).powi(2)).sqrt());
-            let auc = projected_auc(&ta, &tb, &train_of(&|c| c == a), &train_of(&|c| c == b), cs);
+            let auc = projected_auc(ta, tb, &train_of(&|c| c == a), &train_of(&|c| c == b), cs);
             let pair_auc = projected_auc(
                 &test_in(&|c| c == a || c == b),
                 &test_in(&|c| c != a && c != b),

@@ -143,7 +143,7 @@ pub fn analyze(run: &Run, rules: &RuleSet, rules_dirs: &[String]) -> Result<Find
     let run_name = run.dir().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
 
     let mut outcomes = Vec::new();
-    let mut kept: Vec<(&Rule, DataFrame, Vec<String>, Vec<String>, usize)> = Vec::new();
+    let mut kept: Vec<Kept> = Vec::new();
     for rule in &rules.rules {
         let mut outcome = RuleOutcome {
             id: rule.id.clone(),
@@ -214,12 +214,12 @@ pub fn analyze(run: &Run, rules: &RuleSet, rules_dirs: &[String]) -> Result<Find
         outcome.matches = matches;
         outcome.kept = df.height();
         outcomes.push(outcome);
-        kept.push((rule, df, subjects, messages, matches));
+        kept.push(Kept { rule, rows: df, subjects, messages, matches });
     }
 
     // The evidence columns: every column a rule returned, typed alike across rules.
     let mut evidence: Vec<(String, DataType, Vec<String>)> = Vec::new();
-    for (rule, df, ..) in &kept {
+    for Kept { rule, rows: df, .. } in &kept {
         for c in df.columns() {
             let t = c.dtype().clone();
             match evidence.iter_mut().find(|(n, ..)| n.as_str() == c.name().as_str()) {
@@ -248,12 +248,12 @@ pub fn analyze(run: &Run, rules: &RuleSet, rules_dirs: &[String]) -> Result<Find
             }
         }
     }
-    let rows: usize = kept.iter().map(|k| k.1.height()).sum();
+    let rows: usize = kept.iter().map(|k| k.rows.height()).sum();
     let mut extra = Vec::new();
     for (name, t, by) in &evidence {
         let t = if *t == DataType::Null { DataType::String } else { t.clone() };
         let mut s = Series::full_null(name.as_str().into(), 0, &t);
-        for (_, df, ..) in &kept {
+        for Kept { rows: df, .. } in &kept {
             let part = match df.column(name) {
                 Ok(c) => c.as_materialized_series().cast(&t).map_err(|e| Error::Usage(e.to_string()))?,
                 Err(_) => Series::full_null(name.as_str().into(), df.height(), &t),
@@ -265,26 +265,36 @@ pub fn analyze(run: &Run, rules: &RuleSet, rules_dirs: &[String]) -> Result<Find
         extra.push(frame::to_arrow(&s.into(), &description).map_err(Error::Usage)?);
     }
     let each = |f: &dyn Fn(&Rule, usize) -> String| -> Vec<String> {
-        kept.iter().flat_map(|(r, df, ..)| (0..df.height()).map(move |i| f(r, i))).collect()
+        kept.iter().flat_map(|k| (0..k.rows.height()).map(move |i| f(k.rule, i))).collect()
     };
     let batch = TableBuilder::new(&FINDINGS)
         .utf8("rule", each(&|r, _| r.id.clone()))
         .utf8("title", each(&|r, _| r.title.clone()))
         .utf8("severity", each(&|r, _| r.severity.as_str().to_string()))
         .utf8("subject_kind", each(&|r, _| r.subject.as_str().to_string()))
-        .utf8("subject", kept.iter().flat_map(|k| k.2.iter()))
-        .utf8("message", kept.iter().flat_map(|k| k.3.iter()))
-        .i64("rule_matches", kept.iter().flat_map(|k| std::iter::repeat_n(k.4 as i64, k.1.height())))
-        .i64("rule_row", kept.iter().flat_map(|k| 1..=k.1.height() as i64))
+        .utf8("subject", kept.iter().flat_map(|k| k.subjects.iter()))
+        .utf8("message", kept.iter().flat_map(|k| k.messages.iter()))
+        .i64("rule_matches", kept.iter().flat_map(|k| std::iter::repeat_n(k.matches as i64, k.rows.height())))
+        .i64("rule_row", kept.iter().flat_map(|k| 1..=k.rows.height() as i64))
         .finish_table(&schema::FINDINGS);
     let findings = table::with_columns(batch, extra);
     let frame = frame_of(&bytes(&findings)?)?;
     let mut by_severity = BTreeMap::new();
-    for (rule, df, ..) in &kept {
+    for Kept { rule, rows: df, .. } in &kept {
         *by_severity.entry(rule.severity.as_str().to_string()).or_insert(0) += df.height();
     }
     let summary = FindingsSummary { by_severity, rules: outcomes, rules_dirs: rules_dirs.to_vec() };
     Ok(Findings { pairs, pairs_frame, correlations, correlations_frame, findings, frame, summary })
+}
+
+/// One rule's findings: the rows its query returned (at most its limit),
+/// each row's subject and message, and how many rows matched in all.
+struct Kept<'r> {
+    rule: &'r Rule,
+    rows: DataFrame,
+    subjects: Vec<String>,
+    messages: Vec<String>,
+    matches: usize,
 }
 
 /// The common type of an evidence column two rules return.

@@ -693,6 +693,11 @@ impl ResNet {
 
 /// `[n, h, w, 3]` u8 RGB pixels to a `[n, 3, h, w]` f32 tensor in [0, 1].
 pub fn images_to_tensor(pixels: &[u8], n: usize, h: usize, w: usize, device: &Device) -> candle_core::Result<Tensor> {
+    Tensor::from_vec(images_to_chw(pixels, n, h, w), (n, 3, h, w), device)
+}
+
+/// `[n, h, w, 3]` u8 RGB pixels to `[n, 3, h, w]` f32 values in [0, 1], row-major.
+pub fn images_to_chw(pixels: &[u8], n: usize, h: usize, w: usize) -> Vec<f32> {
     let plane = h * w;
     let mut out = vec![0f32; n * 3 * plane];
     for (i, img) in pixels.chunks_exact(plane * 3).enumerate().take(n) {
@@ -703,7 +708,7 @@ pub fn images_to_tensor(pixels: &[u8], n: usize, h: usize, w: usize, device: &De
             }
         }
     }
-    Tensor::from_vec(out, (n, 3, h, w), device)
+    out
 }
 
 /// Logits and features of a whole split, from eval-mode forward passes.

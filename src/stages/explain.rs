@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 use super::Samples;
-use crate::attack::AttackConfig;
-use crate::data::{Dataset, Split};
+use crate::attack::{AttackConfig, Method, Norm};
+use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::explain::{self, measure, panels, sanity, ExplainConfig, Explained, SanityStep, Subject};
 use crate::model::ResNet;
@@ -201,15 +201,21 @@ struct Job {
     target: u32,
 }
 
-/// What the stage made.
+/// What the stage made: its tables, and the per-image and per-class
+/// numbers that become columns of `samples.parquet` and `classes.parquet`.
 pub struct ExplainStage {
-    pub saliency: RecordBatch,
-    pub sanity: RecordBatch,
-    pub pair_radii: RecordBatch,
-    /// `samples.parquet`'s columns.
-    pub sample_columns: Columns,
-    /// `classes.parquet`'s columns.
-    pub class_columns: Columns,
+    saliency: RecordBatch,
+    sanity: RecordBatch,
+    pair_radii: RecordBatch,
+    /// Ring colour of every sample row, [0, 1] RGB.
+    colours: Vec<[f32; 3]>,
+    /// Every test image's prediction with the centre filled (background only).
+    background_only: Vec<u32>,
+    /// The same with the ring filled (object only).
+    object_only: Vec<u32>,
+    test_labels: Vec<u32>,
+    classes: usize,
+    /// `run.json`'s section.
     pub summary: ExplainSummary,
 }
 
@@ -218,9 +224,9 @@ pub struct ExplainStage {
 fn chosen_pairs(confusion: &[Vec<usize>], cfg: &ExplainConfig) -> Vec<(u32, u32)> {
     let k = confusion.len();
     let mut pairs: Vec<(usize, u32, u32)> = Vec::new();
-    for a in 0..k {
+    for (a, row) in confusion.iter().enumerate() {
         for b in a + 1..k {
-            let n = confusion[a][b] + confusion[b][a];
+            let n = row[b] + confusion[b][a];
             if n >= cfg.min_confusions.max(1) {
                 pairs.push((n, a as u32, b as u32));
             }
@@ -253,27 +259,29 @@ pub fn run(
     cfg: &ExplainConfig,
     writer: &RunWriter,
 ) -> Result<ExplainStage> {
-    let (h, w, k) = (ds.height, ds.width, ds.classes.len());
+    let (h, w) = (ds.height, ds.width);
     let n_train = s.n_train();
-    let len = h * w * 3;
-    let pixels_of = |row: usize| -> &[u8] {
-        let (split, r) = if row < n_train { (Split::Train, row) } else { (Split::Test, row - n_train) };
-        &ds.split(split).pixels[r * len..(r + 1) * len]
+    let pixels_of = |row: usize| {
+        let (split, r) = s.locate(row);
+        ds.image(split, r)
     };
     let labels = s.labels();
-    let test_rows = |f: &dyn Fn(usize) -> bool| -> Vec<usize> { (n_train..s.len()).filter(|&r| f(r)).collect() };
+    // Test rows by (given, predicted), in row order.
+    let mut outcomes: BTreeMap<(u32, u32), Vec<usize>> = BTreeMap::new();
+    for r in n_train..s.len() {
+        outcomes.entry((labels[r], pred[r])).or_default().push(r);
+    }
+    let rows_of = |given: u32, predicted: u32| outcomes.get(&(given, predicted)).map_or(&[][..], Vec::as_slice);
 
     // Which images, and which targets.
-    let pairs = chosen_pairs(confusion, cfg);
     let mut jobs: Vec<Job> = Vec::new();
     let mut directions = Vec::new();
-    for &(a, b) in &pairs {
+    for (a, b) in chosen_pairs(confusion, cfg) {
         for (x, y) in [(a, b), (b, a)] {
             directions.push((x, y));
             let seed = crate::seed::derive(cfg.seed, &[0xc0f05ed, x as u64, y as u64]);
-            let confused = sample(&test_rows(&|r| labels[r] == x && pred[r] == y), cfg.per_pair, seed);
-            let correct = test_rows(&|r| labels[r] == x && pred[r] == x);
-            let contrast = sample(&correct, confused.len(), seed ^ 1);
+            let confused = sample(rows_of(x, y), cfg.per_pair, seed);
+            let contrast = sample(rows_of(x, x), confused.len(), seed ^ 1);
             for &row in &confused {
                 jobs.push(Job { row, role: Role::Confused, pair: Some((x, y)), target: y });
                 jobs.push(Job { row, role: Role::Confused, pair: Some((x, y)), target: x });
@@ -300,7 +308,7 @@ pub fn run(
     }
 
     let subject = |row: usize, target: u32| Subject {
-        x: measure::chw(pixels_of(row), h, w),
+        x: crate::model::images_to_chw(pixels_of(row), 1, h, w),
         pixels: pixels_of(row).to_vec(),
         target,
     };
@@ -308,65 +316,55 @@ pub fn run(
     let explained = explain::explain(model, &subjects, h, w, cfg)?;
 
     // The randomisation check: correctly classified test images, their label as the target.
-    let correct: Vec<usize> = test_rows(&|r| labels[r] == pred[r]);
+    let correct: Vec<usize> = (0..ds.classes.len() as u32).flat_map(|c| rows_of(c, c).iter().copied()).collect();
     let sanity_rows = sample(&correct, cfg.sanity_images, crate::seed::derive(cfg.seed, &[0x5a417e, 1]));
     let sanity_subjects: Vec<Subject> = sanity_rows.iter().map(|&r| subject(r, labels[r])).collect();
     let steps = explain::sanity(model, &sanity_subjects, h, w, cfg)?;
 
     // Occlusion of every test image; ring colours of every image.
-    let (bg_only, obj_only) =
+    let (background_only, object_only) =
         sanity::occlusion_predictions(model, &ds.test.pixels, ds.test.len(), h, w, cfg.method.batch)?;
     let mask = measure::ring_mask(h, w);
     let colours: Vec<[f32; 3]> = (0..s.len()).map(|r| measure::ring_colour(pixels_of(r), &mask)).collect();
 
     // Pair attacks: correctly classified test images of A, towards B and untargeted.
-    let mut radius_rows: Vec<(usize, u32, u32, Option<f32>, Option<f32>)> = Vec::new();
-    let budgets = {
-        let b = attack.budgets(crate::attack::Norm::L2);
-        if b.is_empty() {
-            AttackConfig::default().budgets(crate::attack::Norm::L2)
-        } else {
-            b
-        }
+    let mut radius_rows: Vec<RadiusRow> = Vec::new();
+    let budgets = match attack.budgets(Norm::L2) {
+        b if b.is_empty() => AttackConfig::default().budgets(Norm::L2),
+        b => b,
     };
     let tol = attack.radius_tolerance * budgets.iter().copied().find(|&b| b > 0.0).unwrap_or(1.0);
     for &(a, b) in &directions {
         let seed = crate::seed::derive(cfg.seed, &[0x7a26e7, a as u64, b as u64]);
-        let rows = sample(&test_rows(&|r| labels[r] == a && pred[r] == a), cfg.targeted_per_pair, seed);
+        let rows = sample(rows_of(a, a), cfg.targeted_per_pair, seed);
         if rows.is_empty() {
             continue;
         }
-        let x: Vec<f32> = rows.iter().flat_map(|&r| measure::chw(pixels_of(r), h, w)).collect();
-        let (t, u) = explain::pair_radii(
+        let px: Vec<u8> = rows.iter().flat_map(|&r| pixels_of(r).iter().copied()).collect();
+        let r = explain::pair_radii(
             model,
-            &x,
+            &crate::model::images_to_chw(&px, rows.len(), h, w),
             (3, h, w),
             &vec![a; rows.len()],
             &vec![b; rows.len()],
             &budgets,
             tol,
-            &attack.steps_of(crate::attack::Method::Pgd),
+            &attack.steps_of(Method::Pgd),
             seed,
         )?;
-        for (i, &r) in rows.iter().enumerate() {
-            radius_rows.push((r, a, b, t[i], u[i]));
-        }
+        radius_rows.extend(rows.iter().enumerate().map(|(i, &row)| (row, a, b, r.targeted[i], r.untargeted[i])));
     }
 
     let files = write_pictures(&jobs, &subjects, &explained, &ds.classes, h, w, writer)?;
     let saliency = saliency_table(&jobs, &explained, s, pred, &files, cfg);
+    let mut images = BTreeMap::new();
+    let distinct: std::collections::BTreeSet<_> = jobs.iter().map(|j| (j.row, j.role, j.pair)).collect();
+    for (_, role, _) in distinct {
+        *images.entry(role.as_str().to_string()).or_insert(0) += 1;
+    }
     let summary = ExplainSummary {
         pairs: directions.iter().map(|&(a, b)| pair_name(&ds.classes, a, b)).collect(),
-        images: {
-            let mut m = BTreeMap::new();
-            let mut seen = std::collections::BTreeSet::new();
-            for j in &jobs {
-                if seen.insert((j.row, j.role, j.pair)) {
-                    *m.entry(j.role.as_str().to_string()).or_insert(0) += 1;
-                }
-            }
-            m
-        },
+        images,
         rows: saliency.num_rows(),
         sanity_images: sanity_subjects.len(),
         ring_width: measure::ring_width(h, w),
@@ -376,10 +374,66 @@ pub fn run(
         saliency,
         sanity: sanity_table(&steps),
         pair_radii: radii_table(&radius_rows, s, &ds.classes),
-        sample_columns: sample_columns(&colours, &bg_only, &obj_only, n_train),
-        class_columns: class_columns(&ds.test.labels, &bg_only, &obj_only, k),
+        colours,
+        background_only,
+        object_only,
+        test_labels: ds.test.labels.clone(),
+        classes: ds.classes.len(),
         summary,
     })
+}
+
+impl ExplainStage {
+    /// Writes `saliency.parquet`, `sanity.parquet` and `pair_radii.parquet`.
+    pub fn write_tables(&self, writer: &mut RunWriter) -> Result<()> {
+        writer.write(&schema::SALIENCY, &self.saliency)?;
+        writer.write(&schema::SANITY, &self.sanity)?;
+        writer.write(&schema::PAIR_RADII, &self.pair_radii)
+    }
+
+    /// `samples.parquet`'s ring colour and occlusion columns (null for training images).
+    pub fn sample_columns(&self) -> Columns {
+        let n_train = self.colours.len() - self.background_only.len();
+        let test = |v: &[u32]| -> Vec<Option<i32>> {
+            std::iter::repeat_n(None, n_train).chain(v.iter().map(|&p| Some(p as i32))).collect()
+        };
+        let c = &self.colours;
+        TableBuilder::new(&SAMPLE_EXPLAIN)
+            .f64("ring_red", c.iter().map(|c| c[0] as f64))
+            .f64("ring_green", c.iter().map(|c| c[1] as f64))
+            .f64("ring_blue", c.iter().map(|c| c[2] as f64))
+            .opt_i32("pred_background_only", test(&self.background_only))
+            .opt_i32("pred_object_only", test(&self.object_only))
+            .finish()
+    }
+
+    /// `classes.parquet`'s occlusion accuracies with their Wilson intervals.
+    pub fn class_columns(&self) -> Columns {
+        let acc = |preds: &[u32]| -> Vec<[Option<f64>; 3]> {
+            (0..self.classes as u32)
+                .map(|c| {
+                    let n = self.test_labels.iter().filter(|&&l| l == c).count();
+                    let hit = self.test_labels.iter().zip(preds).filter(|(&l, &p)| l == c && p == c).count();
+                    let (lo, hi) = wilson(hit, n, Z95);
+                    if n > 0 {
+                        [Some(hit as f64 / n as f64), Some(lo), Some(hi)]
+                    } else {
+                        [None; 3]
+                    }
+                })
+                .collect()
+        };
+        let (b, o) = (acc(&self.background_only), acc(&self.object_only));
+        let at = |v: &[[Option<f64>; 3]], j: usize| v.iter().map(|r| r[j]).collect::<Vec<_>>();
+        TableBuilder::new(&CLASS_OCCLUSION)
+            .opt_f64("background_only_accuracy", at(&b, 0))
+            .opt_f64("background_only_accuracy_low", at(&b, 1))
+            .opt_f64("background_only_accuracy_high", at(&b, 2))
+            .opt_f64("object_only_accuracy", at(&o, 0))
+            .opt_f64("object_only_accuracy_low", at(&o, 1))
+            .opt_f64("object_only_accuracy_high", at(&o, 2))
+            .finish()
+    }
 }
 
 fn pair_name(classes: &[String], a: u32, b: u32) -> String {
@@ -409,7 +463,7 @@ fn write_pictures(
         let maps: Vec<&[f32]> = ex.by_method.iter().map(|e| e.map.as_slice()).collect();
         let img = panels::panel(&sub.pixels, h, w, &maps);
         let file = format!("{EXPLAIN_DIR}/{:06}-{}.png", job.row, job.target);
-        crate::atomic::write(&writer.path(&file), &panels::png(&img))?;
+        crate::atomic::write(writer.path(&file), &panels::png(&img))?;
         files.panel.push(file);
         // A pair's sheet: each confused image explained towards its prediction, each contrast image.
         if let Some(p) = job.pair {
@@ -426,7 +480,7 @@ fn write_pictures(
                 classes[c as usize].chars().map(|ch| if ch.is_ascii_alphanumeric() { ch } else { '_' }).collect()
             };
             let file = format!("{EXPLAIN_DIR}/pair-{}-{}-{}-{}.png", p.0, safe(p.0), p.1, safe(p.1));
-            crate::atomic::write(&writer.path(&file), &panels::png(&sheet))?;
+            crate::atomic::write(writer.path(&file), &panels::png(&sheet))?;
             files.sheet.insert(p, file);
         }
     }
@@ -445,19 +499,12 @@ fn saliency_table(
     let rows: Vec<(usize, usize)> = (0..jobs.len()).flat_map(|j| (0..cfg.methods.len()).map(move |m| (j, m))).collect();
     let labels = s.labels();
     let name = |c: u32| s.classes[c as usize].as_str();
-    let id = |row: usize| {
-        if row < s.n_train() {
-            s.train_ids[row].as_str()
-        } else {
-            s.test_ids[row - s.n_train()].as_str()
-        }
-    };
     let job = |r: &(usize, usize)| &jobs[r.0];
     let ex = |r: &(usize, usize)| &explained[r.0].by_method[r.1];
     let colour = |r: &(usize, usize), c: usize| explained[r.0].ring_colour[c] as f64;
     TableBuilder::new(&SALIENCY)
-        .utf8("id", rows.iter().map(|r| id(job(r).row)))
-        .utf8("split", rows.iter().map(|r| if job(r).row < s.n_train() { "train" } else { "test" }))
+        .utf8("id", rows.iter().map(|r| s.id(job(r).row)))
+        .utf8("split", rows.iter().map(|r| s.locate(job(r).row).0.as_str()))
         .i32("label", rows.iter().map(|r| labels[job(r).row] as i32))
         .utf8("label_name", rows.iter().map(|r| name(labels[job(r).row])))
         .i32("pred", rows.iter().map(|r| pred[job(r).row] as i32))
@@ -513,7 +560,7 @@ type RadiusRow = (usize, u32, u32, Option<f32>, Option<f32>);
 fn radii_table(rows: &[RadiusRow], s: &Samples, classes: &[String]) -> RecordBatch {
     let name = |c: u32| classes[c as usize].as_str();
     TableBuilder::new(&PAIR_RADII)
-        .utf8("id", rows.iter().map(|r| s.test_ids[r.0 - s.n_train()].as_str()))
+        .utf8("id", rows.iter().map(|r| s.id(r.0)))
         .i32("given", rows.iter().map(|r| r.1 as i32))
         .utf8("given_name", rows.iter().map(|r| name(r.1)))
         .i32("target", rows.iter().map(|r| r.2 as i32))
@@ -522,40 +569,4 @@ fn radii_table(rows: &[RadiusRow], s: &Samples, classes: &[String]) -> RecordBat
         .opt_f64("radius_targeted_l2", rows.iter().map(|r| r.3.map(|v| v as f64)))
         .opt_f64("radius_untargeted_l2", rows.iter().map(|r| r.4.map(|v| v as f64)))
         .finish_table(&schema::PAIR_RADII)
-}
-
-fn sample_columns(colours: &[[f32; 3]], bg: &[u32], obj: &[u32], n_train: usize) -> Columns {
-    let test = |v: &[u32]| -> Vec<Option<i32>> {
-        std::iter::repeat_n(None, n_train).chain(v.iter().map(|&p| Some(p as i32))).collect()
-    };
-    TableBuilder::new(&SAMPLE_EXPLAIN)
-        .f64("ring_red", colours.iter().map(|c| c[0] as f64))
-        .f64("ring_green", colours.iter().map(|c| c[1] as f64))
-        .f64("ring_blue", colours.iter().map(|c| c[2] as f64))
-        .opt_i32("pred_background_only", test(bg))
-        .opt_i32("pred_object_only", test(obj))
-        .finish()
-}
-
-fn class_columns(test_labels: &[u32], bg: &[u32], obj: &[u32], k: usize) -> Columns {
-    let acc = |preds: &[u32]| -> Vec<(f64, f64, f64)> {
-        (0..k as u32)
-            .map(|c| {
-                let n = test_labels.iter().filter(|&&l| l == c).count();
-                let hit = test_labels.iter().zip(preds).filter(|(&l, &p)| l == c && p == c).count();
-                let (lo, hi) = wilson(hit, n, Z95);
-                (if n > 0 { hit as f64 / n as f64 } else { f64::NAN }, lo, hi)
-            })
-            .collect()
-    };
-    let (b, o) = (acc(bg), acc(obj));
-    let opt = |v: f64| v.is_finite().then_some(v);
-    TableBuilder::new(&CLASS_OCCLUSION)
-        .opt_f64("background_only_accuracy", b.iter().map(|r| opt(r.0)))
-        .opt_f64("background_only_accuracy_low", b.iter().map(|r| opt(r.1)))
-        .opt_f64("background_only_accuracy_high", b.iter().map(|r| opt(r.2)))
-        .opt_f64("object_only_accuracy", o.iter().map(|r| opt(r.0)))
-        .opt_f64("object_only_accuracy_low", o.iter().map(|r| opt(r.1)))
-        .opt_f64("object_only_accuracy_high", o.iter().map(|r| opt(r.2)))
-        .finish()
 }

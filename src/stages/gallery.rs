@@ -103,18 +103,15 @@ pub fn write(
     let mut files = Vec::new();
     let mut reasons = Vec::new();
     for (&row, &reason) in chosen {
-        let (split, r) = if row < s.n_train() { (Split::Train, row) } else { (Split::Test, row - s.n_train()) };
-        let set = ds.split(split);
-        let n = h * w * 3;
-        let pixels = set.pixels[r * n..(r + 1) * n].to_vec();
-        let img = image::RgbImage::from_raw(w as u32, h as u32, pixels).expect("whole image");
+        let (split, r) = s.locate(row);
+        let img = image::RgbImage::from_raw(w as u32, h as u32, ds.image(split, r).to_vec()).expect("whole image");
         let file = format!("{GALLERY_DIR}/{row:06}.png");
         let path = writer.path(&file);
         let mut bytes = Vec::new();
         img.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
             .map_err(|e| Error::io(&path, std::io::Error::other(e)))?;
         crate::atomic::write(&path, &bytes)?;
-        ids.push(set.ids[r].as_str());
+        ids.push(s.id(row));
         files.push(file);
         reasons.push(reason);
     }

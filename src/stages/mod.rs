@@ -65,6 +65,20 @@ impl<'a> Samples<'a> {
         }
     }
 
+    /// The split and row in it of sample row `row` (the inverse of [`Samples::row`]).
+    pub fn locate(&self, row: usize) -> (Split, usize) {
+        match row.checked_sub(self.n_train()) {
+            Some(r) => (Split::Test, r),
+            None => (Split::Train, row),
+        }
+    }
+
+    /// The id of sample row `row`.
+    pub fn id(&self, row: usize) -> &'a str {
+        let (split, r) = self.locate(row);
+        &self.ids(split)[r]
+    }
+
     /// The ids of one split's samples.
     pub fn ids(&self, split: Split) -> &'a [String] {
         match split {

@@ -1,43 +1,19 @@
 //! Attacks: input gradients, budgets, pixel range, monotonic success,
 //! targets, radii; and the shared ResNet-20 against PGD and FGSM.
 
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{Device, Tensor};
 use misfit::attack::{self, pgd, AttackConfig, AttackSpec, Norm, Victim};
 use misfit::data::{demo, Split};
-use misfit::model::{self, checkpoint, ModelConfig, Params, ResNet, Shortcut};
-use std::collections::BTreeMap;
+use misfit::model::{self, checkpoint, ResNet};
 
-use crate::util::{load_ok, require_shared};
-
-fn tiny(classes: usize) -> ModelConfig {
-    ModelConfig {
-        depth: 8,
-        width: 4,
-        shortcut: Shortcut::A,
-        classes: (0..classes).map(|c| format!("c{c}")).collect(),
-        mean: [0.5, 0.4, 0.3],
-        std: [0.25, 0.2, 0.3],
-    }
-}
+use crate::util::{load_ok, require_shared, tiny_f64, tiny_model};
 
 #[test]
 fn the_input_gradient_matches_finite_differences() {
     let dev = Device::Cpu;
     // In f64, so that finite differences are exact enough to judge; eval mode
     // with non-trivial running statistics, as attacks use the model.
-    let p = ResNet::init(tiny(3), 5, &dev).unwrap().params;
-    let f64s = |m: &BTreeMap<String, Var>| -> BTreeMap<String, Var> {
-        m.iter()
-            .map(|(k, v)| {
-                let t = v.as_tensor().to_dtype(DType::F64).unwrap();
-                let t = if k.ends_with("running_var") { (t * 1.7).unwrap() } else { t };
-                let t = if k.ends_with("running_mean") { (t + 0.1).unwrap() } else { t };
-                (k.clone(), Var::from_tensor(&t).unwrap())
-            })
-            .collect()
-    };
-    let params = Params { trainable: f64s(&p.trainable), buffers: f64s(&p.buffers) };
-    let m = ResNet::new(tiny(3), params).unwrap().frozen();
+    let m = tiny_f64(5);
     let base: Vec<f64> =
         Tensor::rand(0f64, 1f64, (3, 3, 8, 8), &dev).unwrap().flatten_all().unwrap().to_vec1().unwrap();
     let goal = Tensor::new(&[0u32, 2, 1], &dev).unwrap();
@@ -63,7 +39,7 @@ fn the_input_gradient_matches_finite_differences() {
 fn setup(classes_seed: u64) -> (misfit::data::Dataset, ResNet, Vec<Victim>) {
     let cfg = demo::DemoConfig { train_per_class: 4, test_per_class: 6, ..demo::DemoConfig::default() };
     let ds = demo::generate(&cfg).dataset;
-    let mut mcfg = tiny(ds.classes.len());
+    let mut mcfg = tiny_model(ds.classes.len());
     mcfg.classes = ds.classes.clone();
     let model = ResNet::init(mcfg, classes_seed, &Device::Cpu).unwrap();
     let p = model::predict(&model, &ds.test.pixels, ds.test.len(), ds.height, ds.width, 64).unwrap();

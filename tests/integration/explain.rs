@@ -3,38 +3,11 @@
 //! on a model whose maps depend on its weights, and the explain stage's
 //! tables on the fixture run.
 
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{DType, Device, Tensor};
 use misfit::explain::{self, measure, methods, sanity, ExplainConfig, Method, MethodConfig, Subject};
-use misfit::model::{ModelConfig, Params, ResNet, Shortcut};
-use std::collections::BTreeMap;
+use misfit::model::ResNet;
 
-fn tiny(classes: usize) -> ModelConfig {
-    ModelConfig {
-        depth: 8,
-        width: 4,
-        shortcut: Shortcut::A,
-        classes: (0..classes).map(|c| format!("c{c}")).collect(),
-        mean: [0.5, 0.4, 0.3],
-        std: [0.25, 0.2, 0.3],
-    }
-}
-
-/// The tiny model in f64, with non-trivial batch-norm statistics, frozen.
-fn tiny_f64(seed: u64) -> ResNet {
-    let p = ResNet::init(tiny(3), seed, &Device::Cpu).unwrap().params;
-    let f64s = |m: &BTreeMap<String, Var>| -> BTreeMap<String, Var> {
-        m.iter()
-            .map(|(k, v)| {
-                let t = v.as_tensor().to_dtype(DType::F64).unwrap();
-                let t = if k.ends_with("running_var") { (t * 1.7).unwrap() } else { t };
-                let t = if k.ends_with("running_mean") { (t + 0.1).unwrap() } else { t };
-                (k.clone(), Var::from_tensor(&t).unwrap())
-            })
-            .collect()
-    };
-    let params = Params { trainable: f64s(&p.trainable), buffers: f64s(&p.buffers) };
-    ResNet::new(tiny(3), params).unwrap().frozen()
-}
+use crate::util::{tiny_f64, tiny_model};
 
 fn images(n: usize, seed: u64) -> Vec<f32> {
     use rand::{Rng, SeedableRng};
@@ -128,7 +101,7 @@ fn the_randomisation_check_decorrelates_the_maps_of_a_model_and_its_random_copy(
     // A model whose logits depend strongly on some pixels: its maps, and those
     // of its copies with layers re-initialised from the top.
     let dev = Device::Cpu;
-    let model = ResNet::init(tiny(3), 7, &dev).unwrap();
+    let model = ResNet::init(tiny_model(3), 7, &dev).unwrap();
     let x = images(4, 4);
     let subjects: Vec<Subject> = (0..4)
         .map(|i| {
@@ -155,14 +128,15 @@ fn the_randomisation_check_decorrelates_the_maps_of_a_model_and_its_random_copy(
         assert!(s.spearman < 0.9, "{:?}: maps of a fully random model should not match", s);
     }
     // Re-initialising every group changes every tensor; none leaves them all.
-    let r = sanity::randomized(&model, last, 99, &dev).unwrap();
+    let c = sanity::Cascade::new(&model, 99).unwrap();
+    let r = c.model_at(last).unwrap();
     for (name, t) in model.params.tensors() {
         let u = &r.params.tensors()[&name];
         let diff: f32 = (t.clone() - u).unwrap().abs().unwrap().sum_all().unwrap().to_scalar().unwrap();
         let constant = name.contains("running") || name.contains("bn") || name.contains("bias");
         assert!(diff > 0.0 || constant, "{name} unchanged");
     }
-    let kept = sanity::randomized(&model, 0, 99, &dev).unwrap();
+    let kept = c.model_at(0).unwrap();
     let p = |m: &ResNet| {
         m.forward(&Tensor::from_slice(&x, (4, 3, 8, 8), &dev).unwrap(), false).unwrap().logits.to_vec2::<f32>().unwrap()
     };

@@ -133,3 +133,38 @@ pub fn misfit(args: &[&str], cwd: &Path) -> Output {
 pub fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
+
+/// A tiny ResNet configuration (depth 8, width 4) for `classes` classes,
+/// with a non-trivial input normalisation.
+pub fn tiny_model(classes: usize) -> misfit::model::ModelConfig {
+    misfit::model::ModelConfig {
+        depth: 8,
+        width: 4,
+        shortcut: misfit::model::Shortcut::A,
+        classes: (0..classes).map(|c| format!("c{c}")).collect(),
+        mean: [0.5, 0.4, 0.3],
+        std: [0.25, 0.2, 0.3],
+    }
+}
+
+/// A freshly initialised [`tiny_model`] of 3 classes in f64, with
+/// non-trivial batch-norm running statistics, frozen: finite differences
+/// on it are exact enough to judge a gradient.
+pub fn tiny_f64(seed: u64) -> misfit::model::ResNet {
+    use candle_core::{DType, Var};
+    use misfit::model::{Params, ResNet};
+    use std::collections::BTreeMap;
+    let p = ResNet::init(tiny_model(3), seed, &candle_core::Device::Cpu).unwrap().params;
+    let f64s = |m: &BTreeMap<String, Var>| -> BTreeMap<String, Var> {
+        m.iter()
+            .map(|(k, v)| {
+                let t = v.as_tensor().to_dtype(DType::F64).unwrap();
+                let t = if k.ends_with("running_var") { (t * 1.7).unwrap() } else { t };
+                let t = if k.ends_with("running_mean") { (t + 0.1).unwrap() } else { t };
+                (k.clone(), Var::from_tensor(&t).unwrap())
+            })
+            .collect()
+    };
+    let params = Params { trainable: f64s(&p.trainable), buffers: f64s(&p.buffers) };
+    ResNet::new(tiny_model(3), params).unwrap().frozen()
+}
