@@ -476,7 +476,7 @@ impl ExplainArgs {
             targeted_per_pair: self.explain_attacked,
             seed: 0,
         };
-        cfg.validate()?;
+        // Checked with the rest of the audit's options, before any training (AuditOptions).
         Ok(Some(cfg))
     }
 }

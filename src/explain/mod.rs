@@ -76,9 +76,12 @@ impl ExplainConfig {
                 m.smoothgrad_noise
             )));
         }
-        for (flag, v) in
-            [("--smoothgrad-samples", m.smoothgrad_samples), ("--ig-steps", m.ig_steps), ("--explain-batch", m.batch)]
-        {
+        for (flag, v) in [
+            ("--smoothgrad-samples", m.smoothgrad_samples),
+            ("--ig-steps", m.ig_steps),
+            ("--explain-batch", m.batch),
+            ("--sanity-images", self.sanity_images),
+        ] {
             if v == 0 {
                 return Err(Error::Usage(format!("{flag} must be at least 1")));
             }
@@ -287,7 +290,10 @@ pub fn sanity(
     }
     let last = groups.len();
     for &method in &cfg.methods {
-        let passed = out.iter().any(|s| s.method == method && s.step == last && s.spearman < sanity::TRUST_THRESHOLD);
+        // No image compared (no correctly classified test image): nothing passed.
+        let passed = out
+            .iter()
+            .any(|s| s.method == method && s.step == last && s.images > 0 && s.spearman < sanity::TRUST_THRESHOLD);
         out.iter_mut().filter(|s| s.method == method).for_each(|s| s.trustworthy = passed);
     }
     Ok(out)

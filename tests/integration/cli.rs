@@ -139,12 +139,17 @@ fn a_failed_audit_exits_non_zero_names_the_culprit_and_writes_nothing() {
     assert!(!dir.path().join("outputs/bad").exists());
     let leftovers = std::fs::read_dir(dir.path().join("outputs")).map(|d| d.count()).unwrap_or(0);
     assert_eq!(leftovers, 0);
-    // Attack options are checked before any training.
+    // Attack and explain options are checked before any training.
     for (args, want) in [
         (vec!["audit", "--attacks", "pgd:linf:zebra"], "no class 'zebra' (classes: checker,"),
         (vec!["audit", "--attacks", "cw:linf"], "--attacks 'cw:linf': method must be fgsm or pgd"),
         (vec!["audit", "--eps", "8/x"], "--eps '8/x': not a number or fraction"),
         (vec!["audit", "--eps=-1/255"], "linf budget -0.0039"),
+        // And the explain stage's.
+        (vec!["audit", "--sanity-images", "0"], "--sanity-images must be at least 1"),
+        (vec!["audit", "--explain-methods", "lime"], "--explain-methods 'lime': not a method"),
+        (vec!["audit", "--smoothgrad-noise=-0.1"], "--smoothgrad-noise -0.1: give a share"),
+        (vec!["audit", "--ig-baseline", "grey"], "--ig-baseline 'grey': black, white or blur"),
     ] {
         let o = misfit(&args, dir.path());
         let err = String::from_utf8_lossy(&o.stderr);
