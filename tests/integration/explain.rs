@@ -168,4 +168,9 @@ fn the_fixture_run_has_the_explain_stage_tables_and_root_cause_columns() {
     for (e, h) in explained.iter().zip(&hyp) {
         assert_eq!(*e, h.is_some(), "a hypothesis exactly where the pair was explained");
     }
+    // One root-cause finding (named or unclear) per explained pair, no more.
+    let findings = r.table("findings").unwrap().collect().unwrap();
+    let rules = misfit::findings::frame::strs(&findings, "rule").unwrap();
+    let causes = rules.iter().flatten().filter(|r| r.starts_with("root-cause")).count();
+    assert_eq!(causes, explained.iter().filter(|&&e| e).count());
 }
