@@ -298,6 +298,7 @@ pub fn run(
         train_labels: &data.labels,
         probs: &data.probs,
         test_labels: &[],
+        test_probs: &[],
         embeddings: emb.as_ref().map(|(e, d)| Embeddings { dim: *d, train: e, test: &[] }),
         pixels: None,
         aum: None,
@@ -319,6 +320,7 @@ pub fn run(
         stages::data::sample_keys(&samples),
         stages::model::sample_columns(&classes, &model_outputs, &vec![None; n], None),
         score_stage::sample_columns(&classes, &sc.images),
+        score_stage::label_error_columns(&sc.images),
     ];
     writer.write(&schema::SAMPLES, &table::assemble(&schema::SAMPLES, parts))?;
     let parts = vec![

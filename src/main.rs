@@ -217,6 +217,46 @@ enum BenchCommand {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Calibration of the near-duplicate detector on a dataset: transformed
+    /// copies of test images (crop, shift, flip, JPEG, brightness, colour)
+    /// searched among all its images (recall), random same-class pairs
+    /// (false-match rate), then the detector on the dataset itself.
+    Duplicates {
+        /// The dataset (as `misfit audit` takes it).
+        dataset: String,
+        #[command(flatten)]
+        load: LoadArgs,
+        /// Transformed copies of test images.
+        #[arg(long, default_value_t = 1200)]
+        copies: usize,
+        /// Random pairs of distinct same-class test images.
+        #[arg(long, default_value_t = 20000)]
+        random_pairs: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Write a PNG of 12 train/test pairs found (seeded sample) here.
+        #[arg(long, value_name = "FILE")]
+        sheet: Option<PathBuf>,
+    },
+    /// The label flags against known wrong labels on real probabilities:
+    /// one split of a run (out-of-sample probabilities, embeddings, labels
+    /// taken as the truth) with label noise shaped like the model's confusion
+    /// injected at each rate, scored by `misfit score`; precision, recall
+    /// and F1 of likely_mislabeled, label_issue and "prediction != label".
+    Flags {
+        /// The run folder (an audit's, with embeddings).
+        run_dir: PathBuf,
+        #[arg(long, default_value = "test", value_parser = ["train", "test"])]
+        split: String,
+        /// Noise rates, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "0.1,0.4")]
+        noise: Vec<f64>,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Folder for the noisy files and score runs (default: a temporary folder).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 /// The model and batch a benchmark times.
@@ -759,6 +799,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Bench(BenchCommand::Score { n, classes, dim, embeddings, python, dir }) => {
             let dir = dir.unwrap_or_else(|| std::env::temp_dir().join(format!("misfit-bench-{}", std::process::id())));
             bench::score::report(&dir, n, classes, dim, embeddings, &python)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(BenchCommand::Duplicates { dataset, load, copies, random_pairs, seed, sheet }) => {
+            let spec = DatasetSpec::parse(&dataset)?;
+            let ds = misfit::data::load(&spec, &load_options(&load)?)?;
+            bench::duplicates::report(&ds, copies, random_pairs, seed, sheet.as_deref())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(BenchCommand::Flags { run_dir, split, noise, seed, dir }) => {
+            if let Some(r) = noise.iter().find(|r| !(0.0..1.0).contains(*r)) {
+                anyhow::bail!("--noise {r}: each rate must be in [0, 1)");
+            }
+            let dir = dir.unwrap_or_else(|| std::env::temp_dir().join(format!("misfit-bench-{}", std::process::id())));
+            bench::flags::report(&run_dir, &split, &noise, seed, &dir)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Findings(a) => {

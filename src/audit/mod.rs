@@ -222,8 +222,9 @@ impl<'a> Audit<'a> {
             train_labels: &ds.train.labels,
             probs: &outputs.probs[..n_train * k],
             test_labels: &ds.test.labels,
+            test_probs: &outputs.probs[n_train * k..],
             embeddings: Some(Embeddings { dim, train: &train_emb, test: &test_emb }),
-            pixels: Some(Pixels { image_len: ds.image_len(), train: &ds.train.pixels, test: &ds.test.pixels }),
+            pixels: Some(Pixels { height: ds.height, width: ds.width, train: &ds.train.pixels, test: &ds.test.pixels }),
             aum: aum.as_deref(),
         };
         let score_cfg = ScoreConfig { seed: opts.seed, ..ScoreConfig::default() };
@@ -235,6 +236,12 @@ impl<'a> Audit<'a> {
                     r.index, score_cfg.k, r.recall, r.ef_search, score_cfg.recall_target
                 ));
             }
+        }
+        if stage.fold.is_none() && !ds.test.labels.is_empty() {
+            problems.note(
+                "training-image probabilities are in sample (imported model): their flags are weak evidence; \
+                 the test split's flags, from out-of-sample probabilities, are the primary label audit",
+            );
         }
         let known = selfcheck::Known { truth: truth.as_ref(), injected: injected.as_deref() };
         let checks = selfcheck::run(&ds, &known, &sc, aum.as_deref(), stage.aum_threshold.as_ref());
@@ -281,6 +288,7 @@ impl<'a> Audit<'a> {
             data::sample_keys(&samples),
             stages::model::sample_columns(&ds.classes, &outputs, &stage.folds(n), stage.dynamics.as_ref()),
             score_stage::sample_columns(&ds.classes, &sc.images),
+            score_stage::label_error_columns(&sc.images),
             stage.aum_flag(n),
         ];
         parts.extend(attacked.as_ref().map(|a| a.sample_columns(&samples)));
@@ -294,6 +302,7 @@ impl<'a> Audit<'a> {
             score_stage::class_columns(&sc, &ds.train.labels, k),
             score_stage::noise_interval_columns(&ds.train.labels, &outputs.probs[..n_train * k], k, score_cfg.seed),
         ];
+        parts.extend(score_stage::test_class_columns(&sc, n_train, &ds.test.labels, k));
         parts.extend(attacked.iter().flat_map(|a| a.class_columns(k)));
         parts.extend(explained.as_ref().map(|e| e.class_columns()));
         writer.write(&schema::CLASSES, &table::assemble(&schema::CLASSES, parts))?;

@@ -2,6 +2,8 @@
 //! the current device, and, where PyTorch is installed, of the same model in
 //! PyTorch on the same machine in the same run, with the ratio.
 
+pub mod duplicates;
+pub mod flags;
 pub mod score;
 
 use candle_core::{Device, Tensor};

@@ -69,7 +69,11 @@ pub fn generate(dir: &Path, n: usize, k: usize, dim: usize, noise: f64, seed: u6
     write_npy(&dir.join("embeddings.npy"), &[n as u64, dim as u64], emb)
 }
 
-fn write_npy<T: npyz::Serialize + npyz::AutoSerialize>(path: &Path, shape: &[u64], values: Vec<T>) -> Result<()> {
+pub(crate) fn write_npy<T: npyz::Serialize + npyz::AutoSerialize>(
+    path: &Path,
+    shape: &[u64],
+    values: Vec<T>,
+) -> Result<()> {
     let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
     let mut w = npyz::WriteOptions::<T>::new()
         .default_dtype()

@@ -88,6 +88,7 @@ pub static SAMPLES: TableSchema = TableSchema {
         &data::SAMPLE_KEYS,
         &model::SAMPLE_MODEL,
         &scores::SAMPLE_SCORES,
+        &scores::SAMPLE_LABEL_ERROR,
         &model::SAMPLE_AUM_FLAG,
         &attacks::SAMPLE_ATTACKS,
         &explain::SAMPLE_EXPLAIN,
@@ -106,6 +107,7 @@ pub static CLASSES: TableSchema = TableSchema {
         &model::CLASS_CONFIDENCE,
         &attacks::CLASS_RADIUS,
         &scores::CLASS_FLAGS,
+        &scores::CLASS_FLAGS_TEST,
         &scores::CLASS_NOISE_INTERVAL,
         &explain::CLASS_OCCLUSION,
     ],
@@ -148,7 +150,7 @@ pub static DUPLICATES: TableSchema = TableSchema {
     name: "duplicates",
     file: "duplicates.parquet",
     row: "one duplicate pair",
-    groups: &[&scores::DUPLICATES],
+    groups: &[&scores::DUPLICATES, &scores::DUPLICATE_SIMILARITY],
     named: &[],
 };
 

@@ -51,6 +51,10 @@ pub fn summary(m: &RunManifest) -> String {
     if let Some(sc) = &m.scores {
         let f: Vec<String> = sc.flagged.iter().map(|(k, v)| format!("{v} {k}")).collect();
         let _ = writeln!(s, "flagged  {} (train); {} duplicate pairs", f.join(", "), sc.duplicate_pairs);
+        if let Some(t) = &sc.flagged_test {
+            let f: Vec<String> = t.iter().map(|(k, v)| format!("{v} {k}")).collect();
+            let _ = writeln!(s, "         {} (test)", f.join(", "));
+        }
         if let Some(r) = &sc.recall {
             let _ = writeln!(
                 s,

@@ -1,30 +1,41 @@
-//! The combined verdict per image. Two witnesses vote on each training
-//! image's true class: the out-of-sample model (probabilities `p`) and its
-//! nearest training neighbours (distance-weighted label shares `q`). Their
-//! average `r = (p + q) / 2` gives the suggested label (its arg-max) and the
-//! combined label-issue score `1 - r[given]`. An image is flagged
-//! `likely_mislabeled` when the combined vote prefers another class by at
-//! least half of the vote (`r[best] - r[given] >= 0.5`: model and
-//! neighbours agree on another class); `ambiguous` when, short of that, a
-//! second class gets a quarter of the vote or more; `outlier` when its
-//! distance to its k-th neighbour is far out (beyond Q3 + 3 IQR) both for its
-//! class and over all training images; `duplicate` when it is in a duplicate
-//! pair. Confident learning's own flag stays a column of its own: on the
-//! demo it misses flips whose true class the model is not confident enough
-//! about to count (see the README for the measurements behind each choice).
+//! The combined verdict per image. Two witnesses vote on each image's true
+//! class: the out-of-sample model (probabilities `p`) and the image's
+//! nearest training neighbours (distance-weighted label shares `q`). Taken
+//! as independent, they combine into `r` proportional to `p (q + 0.05)`,
+//! which gives the suggested label (its arg-max) and the label-issue score
+//! `1 - r[given]`, a ranking. Where to cut the ranking follows the data:
+//! confident learning's counting, run on the votes of the image's split,
+//! estimates how often each class's images carry each other label (the
+//! noise matrix), and Bayes' rule turns the vote and that prior into the
+//! probability that the given label is wrong. An image is flagged
+//! `likely_mislabeled` when that probability is at least one half and the
+//! vote prefers another class: at 40% noise the prior lets a weaker vote
+//! through than at 4%, which a fixed margin cannot do (see the README for
+//! the measurements on the demo, on generated data and on CIFAR-10 with
+//! injected noise). `ambiguous` when, short of that, a second class gets a
+//! quarter of the vote or more; `outlier` when its distance to its k-th
+//! neighbour is far out (beyond Q3 + 3 IQR) both for its class and over all
+//! training images; `duplicate` when it is in a duplicate pair. Confident
+//! learning's own flag (`label_issue`, cleanlab's result) stays a column of
+//! its own.
 
 use super::duplicates::Pair;
 use super::neighbors::Neighbors;
-use super::{rank, ScoreInput};
+use super::{count, rank, ScoreInput};
 
 /// Weight of a neighbour at distance `d` (unit vectors): nearer counts more.
 pub fn neighbor_weight(d: f32) -> f64 {
     1.0 / (0.05 + d as f64)
 }
 
-/// How far the combined vote must prefer another class (`r[suggested] - r[given]`)
-/// for the image to be flagged as likely mislabeled.
-pub const MISLABEL_MARGIN: f64 = 0.5;
+/// An image whose label is wrong with at least this probability (and whose
+/// vote prefers another class) is flagged likely mislabeled: more likely
+/// wrong than right.
+pub const MISLABEL_PROBABILITY: f64 = 0.5;
+/// Added to each class's neighbour share before it multiplies the model's
+/// probability: ten neighbours resolve shares only to about a tenth, and a
+/// class none of them carries is unlikely, not impossible.
+pub const NEIGHBOR_FLOOR: f64 = 0.05;
 /// A vote is split when its second class gets at least this share.
 pub const AMBIGUOUS_SECOND: f64 = 0.25;
 
@@ -37,7 +48,8 @@ pub struct Flags {
     pub duplicate: bool,
 }
 
-/// Every score of one image. Confident-learning values are `None` for test images.
+/// Every score of one image. The label columns are `None` for the images of
+/// a split without out-of-sample probabilities; the neighbour columns without embeddings.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ImageScores {
     /// Flagged by confident learning's filter.
@@ -52,12 +64,15 @@ pub struct ImageScores {
     pub kth_distance: Option<f32>,
     /// Share of the training images of the same (given) class with a smaller k-th distance.
     pub outlier_percentile: Option<f64>,
-    /// `1 - r[given]`: higher means the label is more likely wrong (train only).
+    /// `1 - r[given]`: higher means the label is more likely wrong.
     pub issue_score: Option<f64>,
-    /// The class the combined vote prefers, and its share of the vote (train only).
+    /// Probability that the given label is wrong: the vote weighed by the
+    /// noise confident learning estimates on the image's split.
+    pub label_error_probability: Option<f64>,
+    /// The class the combined vote prefers, and its share of the vote.
     pub suggested_label: Option<u32>,
     pub suggested_confidence: Option<f64>,
-    /// The evidence in words (train only).
+    /// The evidence in words.
     pub evidence: Option<String>,
     pub flags: Flags,
 }
@@ -81,10 +96,22 @@ fn quantile(sorted: &[f32], q: f64) -> f64 {
     sorted[lo] as f64 + (sorted[hi] as f64 - sorted[lo] as f64) * (pos - lo as f64)
 }
 
-/// Combines the witnesses into per-image scores and flags, train rows then test rows.
+/// One split's labels, out-of-sample probabilities (`[n, k]`) and
+/// confident learning's label issues, for [`combine`].
+#[derive(Clone, Copy, Debug)]
+pub struct Labelled<'a> {
+    pub labels: &'a [u32],
+    pub probs: &'a [f32],
+    pub issues: &'a [bool],
+}
+
+/// Combines the witnesses into per-image scores and flags, train rows then
+/// test rows; `test` is `None` when the test split has no out-of-sample
+/// probabilities (then its rows get the neighbour columns only).
 pub fn combine(
     input: &ScoreInput,
-    issues: &[bool],
+    train: Labelled,
+    test: Option<Labelled>,
     nbrs: Option<&(Neighbors, Neighbors)>,
     dups: &[Pair],
 ) -> Vec<ImageScores> {
@@ -116,66 +143,90 @@ pub fn combine(
     let fence = |c: usize| -> f64 {
         far_out(&class_kth.as_ref().expect("with neighbours")[c]).max(global_fence.unwrap_or(0.0))
     };
-    let mut dup = vec![false; n_train + n_test];
+    let mut out = vec![ImageScores::default(); n_train + n_test];
     for p in dups {
-        dup[p.a] = true;
-        dup[if p.b_test { n_train + p.b } else { p.b }] = true;
+        out[p.a].flags.duplicate = true;
+        out[if p.b_test { n_train + p.b } else { p.b }].flags.duplicate = true;
     }
+    // The neighbour columns of every image, and its neighbours' vote.
     let neighbor_part = |nb: &Neighbors, q: usize, label: u32, s: &mut ImageScores| -> Vec<f64> {
         let vote = neighbor_vote(nb, q, labels, k);
         let d = kth(nb, q);
         let v = &class_kth.as_ref().expect("with neighbours")[label as usize];
         s.neighbor_agreement = Some(vote[label as usize]);
-        s.neighbor_label = Some(crate::stats::argmax(&vote.iter().map(|&x| x as f32).collect::<Vec<_>>()) as u32);
+        s.neighbor_label = Some(crate::stats::argmax(&vote) as u32);
         s.kth_distance = Some(d);
         s.outlier_percentile = Some(v.partition_point(|&x| x < d) as f64 / v.len().max(1) as f64);
         s.flags.outlier = d as f64 > fence(label as usize);
         vote
     };
-    let mut out = Vec::with_capacity(n_train + n_test);
-    for i in 0..n_train {
-        let row = &input.probs[i * k..(i + 1) * k];
-        let y = labels[i] as usize;
-        let mut s = ImageScores {
-            label_issue: Some(issues[i]),
-            normalized_margin: Some(rank::normalized_margin(row, y)),
-            confidence_weighted_entropy: Some(rank::confidence_weighted_entropy(row, y)),
-            ..Default::default()
-        };
-        let vote = nbrs.map(|(tr, _)| neighbor_part(tr, i, y as u32, &mut s));
-        let r: Vec<f64> = match &vote {
-            Some(q) => row.iter().zip(q).map(|(&p, &q)| (p as f64 + q) / 2.0).collect(),
-            None => row.iter().map(|&p| p as f64).collect(),
-        };
+    let (train_rows, test_rows) = out.split_at_mut(n_train);
+    let train_votes: Option<Vec<Vec<f64>>> =
+        nbrs.map(|(tr, _)| (0..n_train).map(|i| neighbor_part(tr, i, labels[i], &mut train_rows[i])).collect());
+    let test_votes: Option<Vec<Vec<f64>>> = nbrs
+        .map(|(_, te)| (0..n_test).map(|i| neighbor_part(te, i, input.test_labels[i], &mut test_rows[i])).collect());
+    label_scores(k, train, train_votes.as_deref(), input.aum, train_rows);
+    if let Some(t) = test {
+        label_scores(k, t, test_votes.as_deref(), None, test_rows);
+    }
+    out
+}
+
+/// The combined vote over the true class of one image: the model's
+/// probabilities `p` and its neighbours' shares `q` taken as independent
+/// witnesses, `r[j]` proportional to `p[j] (q[j] + NEIGHBOR_FLOOR)`.
+pub fn combined_vote(p: &[f32], q: &[f64]) -> Vec<f64> {
+    let r: Vec<f64> = p.iter().zip(q).map(|(&p, &q)| p as f64 * (q + NEIGHBOR_FLOOR)).collect();
+    let s: f64 = r.iter().sum();
+    if s > 0.0 {
+        r.iter().map(|v| v / s).collect()
+    } else {
+        p.iter().map(|&p| p as f64).collect()
+    }
+}
+
+/// The label columns of one split's images: confident learning's scores,
+/// the combined vote `r` ([`combined_vote`], or `p` without neighbours), the
+/// probability that the label is wrong under the noise that confident
+/// learning estimates on the votes, the suggestion and the flags.
+fn label_scores(k: usize, split: Labelled, votes: Option<&[Vec<f64>]>, aum: Option<&[f32]>, out: &mut [ImageScores]) {
+    let rows: Vec<Vec<f64>> = split
+        .probs
+        .chunks_exact(k)
+        .enumerate()
+        .map(|(i, p)| match votes {
+            Some(q) => combined_vote(p, &q[i]),
+            None => p.iter().map(|&p| p as f64).collect(),
+        })
+        .collect();
+    let flat: Vec<f32> = rows.iter().flatten().map(|&v| v as f32).collect();
+    let noise = count::vote_noise_matrix(split.labels, &flat, k);
+    for (i, s) in out.iter_mut().enumerate() {
+        let (p, r, y) = (&split.probs[i * k..(i + 1) * k], &rows[i], split.labels[i] as usize);
         let mut order: Vec<usize> = (0..k).collect();
         order.sort_by(|&a, &b| r[b].total_cmp(&r[a]).then(a.cmp(&b)));
         let (best, second) = (order[0], order[1]);
+        let wrong = rank::label_error_probability(r, y, &noise);
+        s.label_issue = Some(split.issues[i]);
+        s.normalized_margin = Some(rank::normalized_margin(p, y));
+        s.confidence_weighted_entropy = Some(rank::confidence_weighted_entropy(p, y));
         s.issue_score = Some(1.0 - r[y]);
+        s.label_error_probability = Some(wrong);
         s.suggested_label = Some(best as u32);
         s.suggested_confidence = Some(r[best]);
-        s.flags.likely_mislabeled = best != y && r[best] - r[y] >= MISLABEL_MARGIN;
+        s.flags.likely_mislabeled = best != y && wrong >= MISLABEL_PROBABILITY;
         s.flags.ambiguous = !s.flags.likely_mislabeled && r[second] >= AMBIGUOUS_SECOND;
-        s.flags.duplicate = dup[i];
-        let mut ev = format!("model p={:.2} for the label, p={:.2} for class {best}", row[y], row[best]);
-        if let Some(q) = &vote {
+        let mut ev = format!("model p={:.2} for the label, p={:.2} for class {best}", p[y], p[best]);
+        if let Some(q) = votes.map(|v| &v[i]) {
             ev.push_str(&format!("; neighbours {:.0}% label, {:.0}% class {best}", 100.0 * q[y], 100.0 * q[best]));
         }
-        if issues[i] {
+        ev.push_str(&format!("; label wrong with probability {wrong:.2}"));
+        if split.issues[i] {
             ev.push_str("; confident-learning issue");
         }
-        if let Some(a) = input.aum {
+        if let Some(a) = aum {
             ev.push_str(&format!("; AUM {:.2}", a[i]));
         }
         s.evidence = Some(ev);
-        out.push(s);
     }
-    for i in 0..n_test {
-        let mut s = ImageScores::default();
-        if let Some((_, te)) = nbrs {
-            neighbor_part(te, i, input.test_labels[i], &mut s);
-        }
-        s.flags.duplicate = dup[n_train + i];
-        out.push(s);
-    }
-    out
 }

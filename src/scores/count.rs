@@ -8,7 +8,9 @@
 use crate::stats::argmax;
 
 /// Per-class thresholds: the mean probability of class j over the images
-/// whose given label is j (the expected self-confidence of class j).
+/// whose given label is j (the expected self-confidence of class j); a class
+/// no image carries gets infinity, so that no image is confidently of it
+/// (cleanlab's mean of nothing is NaN, which no probability reaches either).
 pub fn thresholds(labels: &[u32], probs: &[f32], k: usize) -> Vec<f64> {
     let mut sum = vec![0f64; k];
     let mut count = vec![0usize; k];
@@ -16,7 +18,7 @@ pub fn thresholds(labels: &[u32], probs: &[f32], k: usize) -> Vec<f64> {
         sum[l as usize] += row[l as usize] as f64;
         count[l as usize] += 1;
     }
-    sum.iter().zip(&count).map(|(s, &c)| if c > 0 { s / c as f64 } else { 0.0 }).collect()
+    sum.iter().zip(&count).map(|(s, &c)| if c > 0 { s / c as f64 } else { f64::INFINITY }).collect()
 }
 
 /// The class confidently predicted for one row, if any: among classes whose
@@ -134,6 +136,40 @@ pub fn estimate(labels: &[u32], probs: &[f32], k: usize) -> NoiseEstimate {
         })
         .collect();
     NoiseEstimate { thresholds: t, confident_joint: cj, joint, noise_matrix, noise_rate }
+}
+
+/// Pseudo-count added to every off-diagonal cell of the confident joint by
+/// [`vote_noise_matrix`]: no confusion is ruled out because no image of it
+/// was counted (on small classes most cells hold 0 to 2 images).
+pub const NOISE_PSEUDO_COUNT: f64 = 1.0;
+
+/// The noise matrix `T[given][true] = p(given | true)` of confident
+/// learning's counting applied to the combined vote (`votes`: `[n, k]` rows
+/// of the model's and neighbours' averaged shares): per-class thresholds and
+/// confident joint on the votes, [`NOISE_PSEUDO_COUNT`] added to each
+/// off-diagonal cell, rows scaled to the label counts (not rounded: the
+/// matrix is a prior, not a count of images to remove). Columns of classes
+/// without any image are zero.
+pub fn vote_noise_matrix(labels: &[u32], votes: &[f32], k: usize) -> Matrix {
+    let t = thresholds(labels, votes, k);
+    let mut c = confident_joint(labels, votes, k, &t);
+    let mut label_counts = vec![0f64; k];
+    for &l in labels {
+        label_counts[l as usize] += 1.0;
+    }
+    for (g, row) in c.iter_mut().enumerate() {
+        for (j, v) in row.iter_mut().enumerate() {
+            if j != g {
+                *v += NOISE_PSEUDO_COUNT;
+            }
+        }
+        let s: f64 = row.iter().sum();
+        for v in row.iter_mut() {
+            *v *= label_counts[g] / s;
+        }
+    }
+    let col: Vec<f64> = (0..k).map(|j| (0..k).map(|g| c[g][j]).sum()).collect();
+    (0..k).map(|g| (0..k).map(|j| if col[j] > 0.0 { c[g][j] / col[j] } else { 0.0 }).collect()).collect()
 }
 
 /// A percentile bootstrap 95% interval of each class's noise rate: the

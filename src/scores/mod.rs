@@ -17,7 +17,7 @@ pub mod selfcheck;
 
 use serde::{Deserialize, Serialize};
 
-pub use combine::{Flags, ImageScores};
+pub use combine::{Flags, ImageScores, Labelled};
 pub use filter::PruneMethod;
 
 use crate::error::{Error, Problem, Result};
@@ -77,10 +77,11 @@ pub struct Embeddings<'a> {
     pub test: &'a [f32],
 }
 
-/// Pixels of both splits, to confirm duplicates.
+/// Pixels of both splits (`[n, height, width, 3]` RGB), to find duplicates.
 #[derive(Clone, Copy, Debug)]
 pub struct Pixels<'a> {
-    pub image_len: usize,
+    pub height: usize,
+    pub width: usize,
     pub train: &'a [u8],
     pub test: &'a [u8],
 }
@@ -98,6 +99,9 @@ pub struct ScoreInput<'a> {
     pub probs: &'a [f32],
     /// Given labels of the test images.
     pub test_labels: &'a [u32],
+    /// Out-of-sample probabilities of the test images, `[n_test, classes]`,
+    /// or empty when there are none (then test rows get no label columns).
+    pub test_probs: &'a [f32],
     /// Embeddings, when there are any.
     pub embeddings: Option<Embeddings<'a>>,
     /// Pixels, when there are any.
@@ -127,15 +131,18 @@ pub struct RecallReport {
 /// Everything scoring produced.
 #[derive(Debug)]
 pub struct Scores {
-    /// Noise estimate from confident learning.
+    /// Noise estimate from confident learning on the training split.
     pub noise: count::NoiseEstimate,
-    /// Per training image, then per test image (test rows have no
-    /// confident-learning values).
+    /// The same on the test split, when it has probabilities.
+    pub test_noise: Option<count::NoiseEstimate>,
+    /// Per training image, then per test image.
     pub images: Vec<ImageScores>,
     /// Neighbours of training queries and of test queries.
     pub neighbors: Option<(neighbors::Neighbors, neighbors::Neighbors)>,
     /// Duplicate pairs.
     pub duplicates: Vec<duplicates::Pair>,
+    /// The thresholds the duplicate pairs passed, when pixels were given.
+    pub duplicate_cuts: Option<duplicates::Cuts>,
     /// Index recall.
     pub recall: Option<RecallReport>,
 }
@@ -144,29 +151,20 @@ pub struct Scores {
 pub fn validate(input: &ScoreInput, cfg: &ScoreConfig) -> Result<()> {
     let (k, src) = (input.classes, input.source);
     let n = input.train_labels.len();
-    if input.probs.len() != n * k {
-        return Err(Problem::file(
-            src,
-            format!("probabilities hold {} values, expected {n} rows x {k} classes", input.probs.len()),
-        )
-        .into());
+    check_probs(src, "", input.probs, n, k)?;
+    if !input.test_probs.is_empty() {
+        check_probs(src, "test ", input.test_probs, input.test_labels.len(), k)?;
     }
     let row = |i: usize, what: String| -> Error { Problem::entry(src, format!("row {i}"), what).into() };
-    for (i, p) in input.probs.chunks_exact(k).enumerate() {
-        let s: f64 = p.iter().map(|&v| v as f64).sum();
-        if p.iter().any(|v| !v.is_finite() || *v < 0.0) {
-            return Err(row(i, "probabilities contain NaN, infinity or a negative value".into()));
-        }
-        if (s - 1.0).abs() > 1e-3 {
-            return Err(row(i, format!("probabilities sum to {s:.6}, not 1 (tolerance 0.001)")));
-        }
-    }
     let mut counts = vec![0usize; k];
     for (i, &l) in input.train_labels.iter().enumerate() {
         if l as usize >= k {
             return Err(row(i, format!("label {l} is outside 0..{}", k - 1)));
         }
         counts[l as usize] += 1;
+    }
+    if let Some(i) = input.test_labels.iter().position(|&l| l as usize >= k) {
+        return Err(row(n + i, format!("test label {} is outside 0..{}", input.test_labels[i], k - 1)));
     }
     if let Some(c) = counts.iter().position(|&c| c == 0) {
         return Err(Problem::file(src, format!("class {c} has no training sample")).into());
@@ -182,12 +180,45 @@ pub fn validate(input: &ScoreInput, cfg: &ScoreConfig) -> Result<()> {
     Ok(())
 }
 
-/// Scores every image.
+/// Checks `[n, k]` probabilities (`what`: "" or "test "): the size, finite
+/// non-negative values, rows that sum to 1.
+fn check_probs(src: &str, what: &str, probs: &[f32], n: usize, k: usize) -> Result<()> {
+    if probs.len() != n * k {
+        return Err(Problem::file(
+            src,
+            format!("{what}probabilities hold {} values, expected {n} rows x {k} classes", probs.len()),
+        )
+        .into());
+    }
+    let row = |i: usize, what: String| -> Error { Problem::entry(src, format!("row {i}"), what).into() };
+    for (i, p) in probs.chunks_exact(k).enumerate() {
+        let s: f64 = p.iter().map(|&v| v as f64).sum();
+        if p.iter().any(|v| !v.is_finite() || *v < 0.0) {
+            return Err(row(i, format!("{what}probabilities contain NaN, infinity or a negative value")));
+        }
+        if (s - 1.0).abs() > 1e-3 {
+            return Err(row(i, format!("{what}probabilities sum to {s:.6}, not 1 (tolerance 0.001)")));
+        }
+    }
+    Ok(())
+}
+
+/// Scores every image: confident learning and the combined flags on each
+/// split that has probabilities (the test split on its own counts, its
+/// neighbours among the training images), neighbours, duplicates.
 pub fn score(input: &ScoreInput, cfg: &ScoreConfig) -> Result<Scores> {
     validate(input, cfg)?;
     let k = input.classes;
     let noise = count::estimate(input.train_labels, input.probs, k);
     let issues = filter::find_label_issues(input.train_labels, input.probs, k, &noise.confident_joint, cfg.prune);
+    let (test_noise, test_issues) = if input.test_probs.is_empty() {
+        (None, Vec::new())
+    } else {
+        let (l, p) = (input.test_labels, input.test_probs);
+        let est = count::estimate(l, p, k);
+        let issues = filter::find_label_issues(l, p, k, &est.confident_joint, cfg.prune);
+        (Some(est), issues)
+    };
     let (nbrs, recall) = match &input.embeddings {
         Some(e) => {
             let (tr, te, report) = search_neighbors(e, cfg);
@@ -195,12 +226,31 @@ pub fn score(input: &ScoreInput, cfg: &ScoreConfig) -> Result<Scores> {
         }
         None => (None, None),
     };
-    let duplicates = match (&nbrs, &input.pixels) {
-        (Some((tr, te)), Some(px)) => duplicates::find(px.train, px.test, px.image_len, tr, te, &cfg.duplicates),
-        _ => Vec::new(),
+    let (duplicates, duplicate_cuts) = match &input.pixels {
+        Some(px) => {
+            let inputs = duplicates::Inputs {
+                train: px.train,
+                test: px.test,
+                height: px.height,
+                width: px.width,
+                neighbors: nbrs.as_ref().map(|(tr, te)| (tr, te)),
+                embeddings: input.embeddings.as_ref().map(|e| (e.train, e.test, e.dim)),
+                train_pairs: true,
+                labels: input.train_labels,
+            };
+            let found = duplicates::find(&inputs, &cfg.duplicates);
+            (found.pairs, Some(found.cuts))
+        }
+        None => (Vec::new(), None),
     };
-    let images = combine::combine(input, &issues, nbrs.as_ref(), &duplicates);
-    Ok(Scores { noise, images, neighbors: nbrs, duplicates, recall })
+    let train = Labelled { labels: input.train_labels, probs: input.probs, issues: &issues };
+    let test = test_noise.is_some().then_some(Labelled {
+        labels: input.test_labels,
+        probs: input.test_probs,
+        issues: &test_issues,
+    });
+    let images = combine::combine(input, train, test, nbrs.as_ref(), &duplicates);
+    Ok(Scores { noise, test_noise, images, neighbors: nbrs, duplicates, duplicate_cuts, recall })
 }
 
 /// Neighbours of every train and test image among the training images, by

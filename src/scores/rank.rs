@@ -29,6 +29,21 @@ pub fn confidence_weighted_entropy(row: &[f32], label: usize) -> f64 {
     (q + 1.0).ln() / q.max(CLIP)
 }
 
+/// The probability that the given label is wrong, from a vote `r` over the
+/// true class (`[k]`, summing to 1) and the noise matrix `t[given][true]`
+/// (Bayes: `p(true = j | given, r)` is proportional to `r[j] t[given][j]`):
+/// `1 - r[label] t[label][label] / sum_j r[j] t[label][j]`. With no
+/// plausible class at all (every term 0) the label is not called wrong.
+pub fn label_error_probability(r: &[f64], label: usize, t: &[Vec<f64>]) -> f64 {
+    let row = &t[label];
+    let total: f64 = r.iter().zip(row).map(|(a, b)| a * b).sum();
+    if total > 0.0 {
+        1.0 - r[label] * row[label] / total
+    } else {
+        0.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -45,5 +60,18 @@ mod tests {
         assert!((confidence_weighted_entropy(&row, 0) - (q + 1.0).ln() / q).abs() < 1e-6);
         // A confident correct label scores above a confident wrong one.
         assert!(confidence_weighted_entropy(&row, 0) > confidence_weighted_entropy(&row, 2));
+    }
+
+    #[test]
+    fn the_label_error_probability_weighs_the_vote_by_the_noise_prior() {
+        // Two classes; 10% of class 1's images carry label 0.
+        let t = vec![vec![0.9, 0.1], vec![0.1, 0.9]];
+        // The vote is 80% class 1: p(true 1 | given 0) = 0.8*0.1 / (0.2*0.9 + 0.8*0.1).
+        let p = label_error_probability(&[0.2, 0.8], 0, &t);
+        assert!((p - 0.08 / 0.26).abs() < 1e-12, "{p}");
+        // The same vote under a noisier prior (40%) calls the label wrong.
+        let t40 = vec![vec![0.6, 0.4], vec![0.4, 0.6]];
+        assert!(label_error_probability(&[0.2, 0.8], 0, &t40) > 0.5);
+        assert_eq!(label_error_probability(&[1.0, 0.0], 0, &t), 0.0);
     }
 }

@@ -20,11 +20,15 @@ use crate::table::{Columns, TableBuilder};
 pub static SAMPLE_SCORES: Group = Group {
     stage: "scores",
     columns: &[
-        Column { name: "label_issue", description: "flagged by confident learning (train only)" },
-        Column { name: "normalized_margin", description: "cleanlab normalized margin (train only; low = suspicious)" },
+        Column {
+            name: "label_issue",
+            description:
+                "flagged by confident learning (run on the image's split; null without out-of-sample probabilities)",
+        },
+        Column { name: "normalized_margin", description: "cleanlab normalized margin (low = suspicious)" },
         Column {
             name: "confidence_weighted_entropy",
-            description: "cleanlab confidence-weighted entropy (train only; low = suspicious)",
+            description: "cleanlab confidence-weighted entropy (low = suspicious)",
         },
         Column {
             name: "neighbor_agreement",
@@ -37,16 +41,29 @@ pub static SAMPLE_SCORES: Group = Group {
             name: "outlier_percentile",
             description: "share of same-class training images with a smaller k-th distance",
         },
-        Column { name: "issue_score", description: "combined label-issue score (train only; high = suspicious)" },
-        Column { name: "suggested_label", description: "class the combined vote prefers (train only)" },
+        Column { name: "issue_score", description: "combined label-issue score 1 - r[label] (high = suspicious)" },
+        Column { name: "suggested_label", description: "class the combined vote prefers" },
         Column { name: "suggested_label_name", description: "class the combined vote prefers, as a name" },
         Column { name: "suggested_confidence", description: "share of the combined vote for the suggested label" },
-        Column { name: "likely_mislabeled", description: "label likely wrong" },
+        Column {
+            name: "likely_mislabeled",
+            description: "label more likely wrong than right (label_error_probability >= 0.5, another class preferred)",
+        },
         Column { name: "ambiguous", description: "model and neighbours split between two or more classes" },
         Column { name: "outlier", description: "far from every training image of its class" },
         Column { name: "duplicate", description: "in a duplicate pair (see duplicates.parquet)" },
-        Column { name: "evidence", description: "the evidence in words (train only)" },
+        Column { name: "evidence", description: "the evidence in words" },
     ],
+};
+
+/// `samples.parquet`: the probability behind `likely_mislabeled` (a group of
+/// its own: runs written before it stay readable).
+pub static SAMPLE_LABEL_ERROR: Group = Group {
+    stage: "scores",
+    columns: &[Column {
+        name: "label_error_probability",
+        description: "probability that the label is wrong: the combined vote weighed by the noise confident learning estimates on the image's split (null without out-of-sample probabilities)",
+    }],
 };
 
 /// `classes.parquet`: confident learning's noise rate and the flag counts of the class's training images.
@@ -62,6 +79,22 @@ pub static CLASS_FLAGS: Group = Group {
         Column { name: "ambiguous", description: "training images of the class flagged ambiguous" },
         Column { name: "outliers", description: "training images of the class flagged outliers" },
         Column { name: "duplicates", description: "training images of the class in a duplicate pair" },
+    ],
+};
+
+/// `classes.parquet`: the same for the test split, when it has out-of-sample probabilities.
+pub static CLASS_FLAGS_TEST: Group = Group {
+    stage: "scores",
+    columns: &[
+        Column {
+            name: "estimated_noise_rate_test",
+            description: "confident learning on the test split: estimated share of the class's test labels that are wrong (null without test images)",
+        },
+        Column { name: "label_issues_test", description: "test images of the class flagged by confident learning" },
+        Column { name: "likely_mislabeled_test", description: "test images of the class flagged likely mislabeled" },
+        Column { name: "ambiguous_test", description: "test images of the class flagged ambiguous" },
+        Column { name: "outliers_test", description: "test images of the class flagged outliers" },
+        Column { name: "duplicates_test", description: "test images of the class in a duplicate pair" },
     ],
 };
 
@@ -108,10 +141,36 @@ pub static DUPLICATES: Group = Group {
         Column { name: "id_b", description: "its duplicate" },
         Column { name: "split_a", description: "split of id_a (train)" },
         Column { name: "split_b", description: "split of id_b" },
-        Column { name: "embedding_distance", description: "distance between the unit embeddings" },
-        Column { name: "pixel_distance", description: "mean absolute pixel difference, grey levels" },
-        Column { name: "kind", description: "exact or near" },
+        Column {
+            name: "embedding_distance",
+            description: "distance between the unit embeddings (null without embeddings)",
+        },
+        Column {
+            name: "pixel_distance",
+            description: "mean absolute pixel difference as stored (no alignment), grey levels",
+        },
+        Column {
+            name: "kind",
+            description:
+                "how the copy differs: exact, flipped, cropped, shifted or near (same geometry, other pixel values)",
+        },
         Column { name: "same_label", description: "whether both carry the same label" },
+    ],
+};
+
+/// `duplicates.parquet`: the pair's alignment-tolerant similarity (a group
+/// of its own: runs written before it stay readable).
+pub static DUPLICATE_SIMILARITY: Group = Group {
+    stage: "scores",
+    columns: &[
+        Column {
+            name: "similarity",
+            description: "best normalised cross-correlation of the two images at 32x32 over mirroring, zooms 1-1.33 and shifts, grey or colour whichever is lower (-1 to 1)",
+        },
+        Column {
+            name: "detail",
+            description: "normalised cross-correlation of the two images' fine detail (the image less its blur) at that alignment",
+        },
     ],
 };
 
@@ -124,23 +183,17 @@ const FLAGS: [(&str, fn(&ImageScores) -> bool); 5] = [
     ("duplicate", |s| s.flags.duplicate),
 ];
 
-/// Images with each flag: training images (`n_train` first rows) for the
-/// label flags and outliers, every image for `duplicate`.
-pub fn flag_counts(images: &[ImageScores], n_train: usize) -> BTreeMap<String, usize> {
-    FLAGS
-        .iter()
-        .map(|(name, f)| {
-            let rows = if *name == "duplicate" { images } else { &images[..n_train] };
-            (name.to_string(), rows.iter().filter(|s| f(s)).count())
-        })
-        .collect()
+/// Images of `rows` (one split's, or every image) with each flag.
+pub fn flag_counts(rows: &[ImageScores]) -> BTreeMap<String, usize> {
+    FLAGS.iter().map(|(name, f)| (name.to_string(), rows.iter().filter(|s| f(s)).count())).collect()
 }
 
-/// The training images of each class with flag `flag` (a name of [`FLAGS`]).
-fn class_counts(images: &[ImageScores], train_labels: &[u32], k: usize, flag: &str) -> Vec<i64> {
+/// The images of each class (`rows` and their `labels`, one split) with
+/// flag `flag` (a name of [`FLAGS`]).
+fn class_counts(rows: &[ImageScores], labels: &[u32], k: usize, flag: &str) -> Vec<i64> {
     let f = FLAGS.iter().find(|(n, _)| *n == flag).expect("a known flag").1;
     let mut v = vec![0i64; k];
-    for (img, &l) in images.iter().zip(train_labels) {
+    for (img, &l) in rows.iter().zip(labels) {
         v[l as usize] += f(img) as i64;
     }
     v
@@ -170,9 +223,16 @@ pub fn sample_columns(classes: &[String], s: &[ImageScores]) -> Columns {
         .finish()
 }
 
-/// `classes.parquet`'s noise rate and flag counts.
+/// `samples.parquet`'s label-error probability, one row per image (train then test).
+pub fn label_error_columns(s: &[ImageScores]) -> Columns {
+    TableBuilder::new(&SAMPLE_LABEL_ERROR)
+        .opt_f64("label_error_probability", s.iter().map(|x| x.label_error_probability))
+        .finish()
+}
+
+/// `classes.parquet`'s noise rate and flag counts of the training images.
 pub fn class_columns(sc: &Scores, train_labels: &[u32], k: usize) -> Columns {
-    let count = |flag| class_counts(&sc.images, train_labels, k, flag);
+    let count = |flag| class_counts(&sc.images[..train_labels.len()], train_labels, k, flag);
     TableBuilder::new(&CLASS_FLAGS)
         .f64("estimated_noise_rate", sc.noise.noise_rate.iter().copied())
         .i64("label_issues", count("label_issue"))
@@ -181,6 +241,28 @@ pub fn class_columns(sc: &Scores, train_labels: &[u32], k: usize) -> Columns {
         .i64("outliers", count("outlier"))
         .i64("duplicates", count("duplicate"))
         .finish()
+}
+
+/// `classes.parquet`'s noise rate and flag counts of the test images, when
+/// the test split was scored (`n_train` training rows come first).
+pub fn test_class_columns(sc: &Scores, n_train: usize, test_labels: &[u32], k: usize) -> Option<Columns> {
+    let noise = sc.test_noise.as_ref()?;
+    let count = |flag| class_counts(&sc.images[n_train..], test_labels, k, flag);
+    let mut present = vec![false; k];
+    for &l in test_labels {
+        present[l as usize] = true;
+    }
+    let rate = noise.noise_rate.iter().zip(&present).map(|(&r, &p)| p.then_some(r));
+    Some(
+        TableBuilder::new(&CLASS_FLAGS_TEST)
+            .opt_f64("estimated_noise_rate_test", rate)
+            .i64("label_issues_test", count("label_issue"))
+            .i64("likely_mislabeled_test", count("likely_mislabeled"))
+            .i64("ambiguous_test", count("ambiguous"))
+            .i64("outliers_test", count("outlier"))
+            .i64("duplicates_test", count("duplicate"))
+            .finish(),
+    )
 }
 
 /// `classes.parquet`'s interval of the noise rate: confident learning's
@@ -225,16 +307,21 @@ pub fn neighbors(s: &Samples, train_nb: &Neighbors, test_nb: &Neighbors) -> Reco
 /// `duplicates.parquet`.
 pub fn duplicates(s: &Samples, pairs: &[Pair]) -> RecordBatch {
     let b = |p: &Pair| (s.ids(p.b_split())[p.b].as_str(), s.labels_of(p.b_split())[p.b]);
-    TableBuilder::new(&DUPLICATES)
+    let main = TableBuilder::new(&DUPLICATES)
         .utf8("id_a", pairs.iter().map(|p| s.train_ids[p.a].as_str()))
         .utf8("id_b", pairs.iter().map(|p| b(p).0))
         .utf8("split_a", pairs.iter().map(|_| "train"))
         .utf8("split_b", pairs.iter().map(|p| p.b_split().as_str()))
-        .f32("embedding_distance", pairs.iter().map(|p| p.embedding_distance))
+        .opt_f32("embedding_distance", pairs.iter().map(|p| p.embedding_distance))
         .f32("pixel_distance", pairs.iter().map(|p| p.pixel_distance))
-        .utf8("kind", pairs.iter().map(|p| if p.exact { "exact" } else { "near" }))
+        .utf8("kind", pairs.iter().map(|p| p.kind.as_str()))
         .bool("same_label", pairs.iter().map(|p| s.train_labels[p.a] == b(p).1))
-        .finish_table(&schema::DUPLICATES)
+        .finish();
+    let similarity = TableBuilder::new(&DUPLICATE_SIMILARITY)
+        .f32("similarity", pairs.iter().map(|p| p.similarity))
+        .f32("detail", pairs.iter().map(|p| p.detail))
+        .finish();
+    crate::table::assemble(&schema::DUPLICATES, vec![main, similarity])
 }
 
 /// What `run.json` says of the label-quality stage.
@@ -246,10 +333,19 @@ pub struct ScoresSummary {
     /// Confident learning's per-class noise rates, and its noise matrix p(given | true).
     pub noise_rate: Vec<f64>,
     pub noise_matrix: Vec<Vec<f64>>,
-    /// Training images with each flag (every image for `duplicate`).
+    /// Training images with each flag.
     pub flagged: BTreeMap<String, usize>,
+    /// Test images with each flag, when the test split was scored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flagged_test: Option<BTreeMap<String, usize>>,
+    /// Confident learning's per-class noise rates on the test split.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub noise_rate_test: Option<Vec<f64>>,
     /// Duplicate pairs found.
     pub duplicate_pairs: usize,
+    /// The similarity thresholds the duplicate pairs passed (raised by the null sample).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duplicate_cuts: Option<scores::duplicates::Cuts>,
     /// Flags and scores against known bad images (planted or injected problems).
     pub selfcheck: Vec<Check>,
 }
@@ -261,8 +357,11 @@ impl ScoresSummary {
             recall: s.recall.clone(),
             noise_rate: s.noise.noise_rate.clone(),
             noise_matrix: s.noise.noise_matrix.clone(),
-            flagged: flag_counts(&s.images, n_train),
+            flagged: flag_counts(&s.images[..n_train]),
+            flagged_test: s.test_noise.as_ref().map(|_| flag_counts(&s.images[n_train..])),
+            noise_rate_test: s.test_noise.as_ref().map(|t| t.noise_rate.clone()),
             duplicate_pairs: s.duplicates.len(),
+            duplicate_cuts: s.duplicate_cuts,
             selfcheck,
         }
     }
