@@ -163,7 +163,7 @@ fn resize(g: &[f32], s: usize, t: usize) -> Vec<f32> {
 /// resizing clamps floats to that range) from `[n, h, w, 3]` pixels.
 pub fn canonical(pixels: &[u8], h: usize, w: usize) -> Vec<f32> {
     let len = h * w * 3;
-    let n = if len == 0 { 0 } else { pixels.len() / len };
+    let n = pixels.len().checked_div(len).unwrap_or(0);
     (0..n)
         .into_par_iter()
         .flat_map_iter(|i| {
@@ -781,7 +781,7 @@ pub fn find(inp: &Inputs, cfg: &DuplicateConfig) -> Found {
         })
         .collect();
     // A training pair found from both of its rows is kept once.
-    pairs.sort_by(|x, y| (x.b_test, x.a, x.b).cmp(&(y.b_test, y.a, y.b)));
+    pairs.sort_by_key(|p| (p.b_test, p.a, p.b));
     pairs.dedup_by(|x, y| (x.b_test, x.a, x.b) == (y.b_test, y.a, y.b));
     Found { pairs, cuts }
 }

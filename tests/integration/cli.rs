@@ -220,7 +220,7 @@ fn the_default_demo_audit_learns_the_demo_and_finds_the_planted_problems() {
         let c = m["scores"]["selfcheck"].as_array().unwrap().iter().find(|c| c["name"] == name).unwrap();
         c[field].as_f64().unwrap()
     };
-    assert!(check("likely_mislabeled", "precision") >= 0.8 && check("likely_mislabeled", "recall") >= 0.8, "{summary}");
+    assert!(check("likely_mislabeled", "precision") >= 0.9 && check("likely_mislabeled", "recall") >= 0.9, "{summary}");
     assert!(check("duplicate pairs", "recall") >= 0.9, "{summary}");
     assert!(check("top 2x by kth_distance", "recall") >= 0.8, "{summary}");
     assert!(check("kth_distance", "auroc") >= 0.95, "{summary}");
