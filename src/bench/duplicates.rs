@@ -60,7 +60,7 @@ pub fn transform(img: &RgbImage, kind: &str, rng: &mut ChaCha8Rng) -> Result<Rgb
             let mean = img.pixels().flat_map(|p| p.0).map(|c| c as f32).sum::<f32>() / (w * h * 3) as f32;
             RgbImage::from_fn(w, h, |x, y| {
                 let p = img.get_pixel(x, y).0.map(|c| mean + (c as f32 - mean) * contrast);
-                let g = 0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2];
+                let g = duplicates::luma(p);
                 image::Rgb(p.map(|c| clamp(g + (c - g) * sat)))
             })
         }
@@ -162,7 +162,7 @@ pub fn calibrate(
                 hit += 1;
             }
             let j = judge(&img(&db, orig), &img(&copy_px, c), h, w, cfg);
-            if j.passes(&cuts) && cuts.aligned {
+            if j.passes(&cuts, cfg) && cuts.aligned {
                 aligned += 1;
             }
             sims.push(j.similarity);
@@ -198,7 +198,7 @@ pub fn calibrate(
             continue;
         }
         compared += 1;
-        if cuts.aligned && judge(&img(&ds.test.pixels, i), &img(&ds.test.pixels, j), h, w, cfg).passes(&cuts) {
+        if cuts.aligned && judge(&img(&ds.test.pixels, i), &img(&ds.test.pixels, j), h, w, cfg).passes(&cuts, cfg) {
             false_matches += 1;
         }
     }
@@ -297,7 +297,7 @@ pub fn report(ds: &Dataset, copies: usize, random_pairs: usize, seed: u64, sheet
         "all: recall {:.3} ({hit} of {all}); cuts: similarity {:.3}, detail {:.3} (null sample of {} same-class pairs){}",
         hit as f64 / all.max(1) as f64,
         c.cuts.similarity,
-        c.cuts.detail,
+        cfg.min_detail,
         c.cuts.null_pairs,
         if c.cuts.aligned { "" } else { "; images of a class look alike: pixel-near copies only" }
     );
@@ -325,7 +325,7 @@ pub fn report(ds: &Dataset, copies: usize, random_pairs: usize, seed: u64, sheet
         100.0 * test_rows.len() as f64 / ds.test.len().max(1) as f64,
         c.detect_s,
         c.real_cuts.similarity,
-        c.real_cuts.detail
+        cfg.min_detail
     );
     if let Some(p) = sheet_path {
         let n = sheet(ds, &c.pairs, 12, seed, p)?;

@@ -74,22 +74,25 @@ pub fn round_preserving_sum(values: &[f64]) -> Vec<f64> {
     ints
 }
 
-/// Calibrates the confident joint so that each row sums to the number of
-/// images with that given label and the whole to the number of images.
-pub fn calibrate(c: &Matrix, labels: &[u32]) -> Matrix {
-    let k = c.len();
-    let mut label_counts = vec![0f64; k];
+/// Each row of `c` scaled to sum to the number of images with that given label.
+fn rows_to_label_counts(c: &Matrix, labels: &[u32]) -> Matrix {
+    let mut label_counts = vec![0f64; c.len()];
     for &l in labels {
         label_counts[l as usize] += 1.0;
     }
-    let mut m: Matrix = c
-        .iter()
+    c.iter()
         .enumerate()
         .map(|(i, row)| {
             let s: f64 = row.iter().sum::<f64>().max(1e-16);
             row.iter().map(|v| v / s * label_counts[i]).collect()
         })
-        .collect();
+        .collect()
+}
+
+/// Calibrates the confident joint so that each row sums to the number of
+/// images with that given label and the whole to the number of images.
+pub fn calibrate(c: &Matrix, labels: &[u32]) -> Matrix {
+    let mut m = rows_to_label_counts(c, labels);
     let total: f64 = m.iter().flatten().sum::<f64>().max(1e-16);
     let n = labels.len() as f64;
     for row in &mut m {
@@ -153,21 +156,14 @@ pub const NOISE_PSEUDO_COUNT: f64 = 1.0;
 pub fn vote_noise_matrix(labels: &[u32], votes: &[f32], k: usize) -> Matrix {
     let t = thresholds(labels, votes, k);
     let mut c = confident_joint(labels, votes, k, &t);
-    let mut label_counts = vec![0f64; k];
-    for &l in labels {
-        label_counts[l as usize] += 1.0;
-    }
     for (g, row) in c.iter_mut().enumerate() {
         for (j, v) in row.iter_mut().enumerate() {
             if j != g {
                 *v += NOISE_PSEUDO_COUNT;
             }
         }
-        let s: f64 = row.iter().sum();
-        for v in row.iter_mut() {
-            *v *= label_counts[g] / s;
-        }
     }
+    let c = rows_to_label_counts(&c, labels);
     let col: Vec<f64> = (0..k).map(|j| (0..k).map(|g| c[g][j]).sum()).collect();
     (0..k).map(|g| (0..k).map(|j| if col[j] > 0.0 { c[g][j] / col[j] } else { 0.0 }).collect()).collect()
 }

@@ -92,6 +92,19 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// The kind of a pair: exact when the pixels are identical, near when
+    /// only pixel-near (not `aligned`), else what the alignment undid.
+    fn of(exact: bool, aligned: bool, at: &Alignment) -> Kind {
+        match () {
+            _ if exact => Kind::Exact,
+            _ if !aligned => Kind::Near,
+            _ if at.flipped => Kind::Flipped,
+            _ if at.zoom > 0 => Kind::Cropped,
+            _ if at.shift != (0, 0) => Kind::Shifted,
+            _ => Kind::Near,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Exact => "exact",
@@ -149,14 +162,24 @@ const KEEP: usize = 8;
 /// Descriptor length: u in -KEEP..=KEEP, v in 0..=KEEP.
 pub const DESCRIPTOR_DIM: usize = (2 * KEEP + 1) * (KEEP + 1);
 
-/// An `s x s` grey image resized to `t x t` (triangle filter).
-fn resize(g: &[f32], s: usize, t: usize) -> Vec<f32> {
-    if s == t {
-        return g.to_vec();
+/// A `w x h` plane of values in [0, 1] resized to `t x t` (triangle filter;
+/// the image crate clamps floats to [0, 1]).
+fn resize_plane(v: Vec<f32>, w: usize, h: usize, t: usize) -> Vec<f32> {
+    if w == t && h == t {
+        return v;
     }
-    let img = image::ImageBuffer::<image::Luma<f32>, Vec<f32>>::from_raw(s as u32, s as u32, g.to_vec())
-        .expect("a whole image");
+    let img = image::ImageBuffer::<image::Luma<f32>, Vec<f32>>::from_raw(w as u32, h as u32, v).expect("a whole image");
     image::imageops::resize(&img, t as u32, t as u32, image::imageops::FilterType::Triangle).into_raw()
+}
+
+/// An `s x s` grey image resized to `t x t`.
+fn resize(g: &[f32], s: usize, t: usize) -> Vec<f32> {
+    resize_plane(g.to_vec(), s, s, t)
+}
+
+/// Luma of an RGB triple (ITU-R BT.601 weights).
+pub fn luma(c: [f32; 3]) -> f32 {
+    0.299 * c[0] + 0.587 * c[1] + 0.114 * c[2]
 }
 
 /// Canonical grey images `[n, 32, 32]` (luma in [0, 1]: the image crate's
@@ -168,18 +191,8 @@ pub fn canonical(pixels: &[u8], h: usize, w: usize) -> Vec<f32> {
         .into_par_iter()
         .flat_map_iter(|i| {
             let px = &pixels[i * len..(i + 1) * len];
-            let grey: Vec<f32> = px
-                .chunks_exact(3)
-                .map(|c| (0.299 * c[0] as f32 + 0.587 * c[1] as f32 + 0.114 * c[2] as f32) / 255.0)
-                .collect();
-            if h == SIDE && w == SIDE {
-                grey
-            } else {
-                let img = image::ImageBuffer::<image::Luma<f32>, Vec<f32>>::from_raw(w as u32, h as u32, grey)
-                    .expect("a whole image");
-                image::imageops::resize(&img, SIDE as u32, SIDE as u32, image::imageops::FilterType::Triangle)
-                    .into_raw()
-            }
+            let grey = px.chunks_exact(3).map(|c| luma([c[0] as f32, c[1] as f32, c[2] as f32]) / 255.0).collect();
+            resize_plane(grey, w, h, SIDE)
         })
         .collect()
 }
@@ -349,35 +362,18 @@ impl Prepared {
     }
 }
 
-/// Where to look: everywhere, or near one alignment (same zoom, mirroring
-/// and direction; rows and columns within `radius` of `pos`).
-#[derive(Clone, Copy)]
-struct Near {
-    at: Alignment,
-    pos: (usize, usize),
-    radius: usize,
-}
-
 /// The best NCC of `b`'s patch (plain or mirrored) in `a`'s containers.
-fn best_into(a: &Prepared, b: &Prepared, into_first: bool, near: Option<Near>) -> (f32, Alignment) {
+fn best_into(a: &Prepared, b: &Prepared, into_first: bool) -> (f32, Alignment) {
     let p = b.patch;
     let mut best = (-1f32, Alignment { flipped: false, zoom: 0, shift: (0, 0), into_first, pos: (0, 0) });
     for (zi, c) in a.containers.iter().enumerate() {
-        if c.side < p || near.is_some_and(|n| n.at.zoom != zi) {
+        if c.side < p {
             continue;
         }
         let span = c.side - p;
-        let range = |centre: usize, r: usize| (centre.saturating_sub(r), (centre + r).min(span));
-        let ((y0, y1), (x0, x1)) = match near {
-            Some(n) => (range(n.pos.0, n.radius), range(n.pos.1, n.radius)),
-            None => ((0, span), (0, span)),
-        };
         for (fi, pt) in b.patches.iter().enumerate() {
-            if near.is_some_and(|n| n.at.flipped != (fi == 1)) {
-                continue;
-            }
-            for y in y0..=y1 {
-                for x in x0..=x1 {
+            for y in 0..=span {
+                for x in 0..=span {
                     if let Some(v) = c.ncc(pt, p, y, x) {
                         if v > best.0 {
                             let centre = span as i32 / 2;
@@ -395,8 +391,8 @@ fn best_into(a: &Prepared, b: &Prepared, into_first: bool, near: Option<Near>) -
 /// The alignment-tolerant similarity of two prepared images: the better of
 /// each one's patch inside the other.
 fn similarity(a: &Prepared, b: &Prepared) -> (f32, Alignment) {
-    let (s1, a1) = best_into(a, b, true, None);
-    let (s2, a2) = best_into(b, a, false, None);
+    let (s1, a1) = best_into(a, b, true);
+    let (s2, a2) = best_into(b, a, false);
     if s2 > s1 {
         (s2, a2)
     } else {
@@ -433,13 +429,27 @@ fn grey_similarity(a: &[f32], b: &[f32], a16: &Prepared, b16: &Prepared, gate: f
     if coarse < gate {
         return (coarse, -1.0, at);
     }
-    let (pa, pb) = (Prepared::new(a, SIDE, FINE_BORDER), Prepared::new(b, SIDE, FINE_BORDER));
-    // The 16x16 patch's corner, doubled, less the extra border of the 32x32 patch.
-    let back = 2 * COARSE_BORDER - FINE_BORDER;
-    let pos = ((2 * at.pos.0 + back).saturating_sub(0), (2 * at.pos.1 + back).saturating_sub(0));
-    let near = Some(Near { at, pos, radius: 3 });
-    let (fine, fat) = if at.into_first { best_into(&pa, &pb, true, near) } else { best_into(&pb, &pa, false, near) };
-    (coarse, fine, fat)
+    // Only the 16x16 alignment's zoom and mirroring, around its corner doubled
+    // (less the extra border of the 32x32 patch), within 3 pixels.
+    let (outer, inner) = if at.into_first { (a, b) } else { (b, a) };
+    let c = container(outer, SIDE, at.zoom);
+    let p = SIDE - 2 * FINE_BORDER;
+    let pt = patch(inner, SIDE, FINE_BORDER, at.flipped);
+    let span = c.side.saturating_sub(p);
+    let around = |v: usize| {
+        let centre = (2 * v + 2 * COARSE_BORDER).saturating_sub(FINE_BORDER);
+        centre.saturating_sub(3)..=(centre + 3).min(span)
+    };
+    let mut best = (-1f32, at);
+    for y in around(at.pos.0) {
+        for x in around(at.pos.1) {
+            if let Some(v) = c.ncc(&pt, p, y, x).filter(|&v| v > best.0) {
+                let centre = span as i32 / 2;
+                best = (v, Alignment { shift: (y as i32 - centre, x as i32 - centre), pos: (y, x), ..at });
+            }
+        }
+    }
+    (coarse, best.0, best.1)
 }
 
 /// The colour agreement of two images at a grey alignment: the mean over
@@ -467,14 +477,7 @@ fn colour_planes(px: &[u8], h: usize, w: usize) -> [[f32; SIDE * SIDE]; 3] {
     let mut out = [[0f32; SIDE * SIDE]; 3];
     for (ch, plane) in out.iter_mut().enumerate() {
         let v: Vec<f32> = px.chunks_exact(3).map(|c| c[ch] as f32 / 255.0).collect();
-        let r = if h == SIDE && w == SIDE {
-            v
-        } else {
-            let img = image::ImageBuffer::<image::Luma<f32>, Vec<f32>>::from_raw(w as u32, h as u32, v)
-                .expect("a whole image");
-            image::imageops::resize(&img, SIDE as u32, SIDE as u32, image::imageops::FilterType::Triangle).into_raw()
-        };
-        plane.copy_from_slice(&r);
+        plane.copy_from_slice(&resize_plane(v, w, h, SIDE));
     }
     out
 }
@@ -528,9 +531,9 @@ pub struct Judged {
 }
 
 impl Judged {
-    /// Whether the pair is a duplicate under `cuts`.
-    pub fn passes(&self, cuts: &Cuts) -> bool {
-        self.similarity >= cuts.similarity && self.detail.is_some_and(|d| d >= cuts.detail)
+    /// Whether the pair is a duplicate under `cuts` and `cfg`'s detail minimum.
+    pub fn passes(&self, cuts: &Cuts, cfg: &DuplicateConfig) -> bool {
+        self.similarity >= cuts.similarity && self.detail.is_some_and(|d| d >= cfg.min_detail)
     }
 }
 
@@ -626,7 +629,7 @@ pub struct Inputs<'a> {
 /// test image and the training images. Sorted by (b_test, a, b).
 pub fn find(inp: &Inputs, cfg: &DuplicateConfig) -> Found {
     let len = inp.height * inp.width * 3;
-    let cuts = Cuts { similarity: cfg.min_similarity, detail: cfg.min_detail, null_pairs: 0, aligned: true };
+    let cuts = Cuts { similarity: cfg.min_similarity, null_pairs: 0, aligned: true };
     let none = Found { pairs: Vec::new(), cuts };
     if len == 0 || inp.train.len() / len < 2 {
         return none;
@@ -639,28 +642,23 @@ pub fn find(inp: &Inputs, cfg: &DuplicateConfig) -> Found {
         &g[i * SIDE * SIDE..(i + 1) * SIDE * SIDE]
     };
     let dim = DESCRIPTOR_DIM;
-    let describe = |g: &[f32], n: usize, zoom: Option<f32>, mirror: bool| -> Vec<f32> {
+    let describe = |g: &[f32], n: usize, zoom: Option<f32>| -> Vec<f32> {
         (0..n)
             .into_par_iter()
             .flat_map_iter(|i| {
                 let im = &g[i * SIDE * SIDE..(i + 1) * SIDE * SIDE];
-                let d = match zoom {
+                match zoom {
                     Some(z) => descriptor(&centre_zoom(im, SIDE, z)),
                     None => descriptor(im),
-                };
-                if mirror {
-                    mirrored(&d)
-                } else {
-                    d
                 }
             })
             .collect()
     };
     // The pixel index: every training image plain, and its centre crops.
-    let plain = describe(&g_train, n_train, None, false);
+    let plain = describe(&g_train, n_train, None);
     let mut zoomed = Vec::with_capacity(INDEX_ZOOMS.len() * n_train * dim);
     for &z in &INDEX_ZOOMS {
-        zoomed.extend(describe(&g_train, n_train, Some(z), false));
+        zoomed.extend(describe(&g_train, n_train, Some(z)));
     }
     let m = cfg.candidates.min(n_train - 1);
     // Candidates of each query: (training queries first, then test queries).
@@ -682,7 +680,7 @@ pub fn find(inp: &Inputs, cfg: &DuplicateConfig) -> Found {
             }
             let offset = if split_test { n_train } else { 0 };
             let skip = |q: usize| (!split_test).then_some(q);
-            let q_plain = if split_test { describe(g, n, None, false) } else { plain.clone() };
+            let q_plain = if split_test { describe(g, n, None) } else { plain.clone() };
             let q_mirror: Vec<f32> = q_plain.chunks_exact(dim).flat_map(mirrored).collect();
             add(offset, top_matches(&plain, n_train, &q_plain, m, skip));
             add(offset, top_matches(&plain, n_train, &q_mirror, m, skip));
@@ -693,7 +691,7 @@ pub fn find(inp: &Inputs, cfg: &DuplicateConfig) -> Found {
             // A query that is the wider view of a training image's crop: the query zoomed in.
             if split_test {
                 for &z in &INDEX_ZOOMS {
-                    add(offset, top_matches(&plain, n_train, &describe(g, n, Some(z), false), m, skip));
+                    add(offset, top_matches(&plain, n_train, &describe(g, n, Some(z)), m, skip));
                 }
             }
         }
@@ -743,24 +741,11 @@ pub fn find(inp: &Inputs, cfg: &DuplicateConfig) -> Found {
                     continue;
                 }
                 let j = judge_prepared(ga, gb, &prep_a, &prep_b, pa, pb, h, w, cfg);
-                if !near && !j.passes(&cuts) {
+                if !near && !j.passes(&cuts, cfg) {
                     continue;
                 }
-                let at = j.at;
-                let kind = if pa == pb {
-                    Kind::Exact
-                } else if !(cuts.aligned && j.passes(&cuts)) {
-                    // Pixel-near only: the alignment of two near-identical pictures says nothing.
-                    Kind::Near
-                } else if at.flipped {
-                    Kind::Flipped
-                } else if at.zoom > 0 {
-                    Kind::Cropped
-                } else if at.shift != (0, 0) {
-                    Kind::Shifted
-                } else {
-                    Kind::Near
-                };
+                // Pixel-near only: the alignment of two near-identical pictures says nothing.
+                let kind = Kind::of(pa == pb, cuts.aligned && j.passes(&cuts, cfg), &j.at);
                 let embedding_distance = inp.embeddings.map(|(tr, te, d)| {
                     let ea = &tr[a * d..(a + 1) * d];
                     let eb = if b_test { &te[b * d..(b + 1) * d] } else { &tr[b * d..(b + 1) * d] };
@@ -792,8 +777,6 @@ pub struct Cuts {
     /// Smallest similarity of a duplicate pair: the configured minimum, or
     /// the null sample's quantile when higher.
     pub similarity: f32,
-    /// The same for the detail similarity.
-    pub detail: f32,
     /// Random same-class training pairs in the null sample.
     pub null_pairs: usize,
     /// Whether aligned copies are looked for: not where random same-class
@@ -849,7 +832,6 @@ fn null_cuts(inp: &Inputs, cfg: &DuplicateConfig, g_train: &[f32]) -> Cuts {
     Cuts {
         aligned: null_similarity < cfg.max_null_similarity,
         similarity: cfg.min_similarity.max(null_similarity),
-        detail: cfg.min_detail,
         null_pairs: draws.len(),
     }
 }

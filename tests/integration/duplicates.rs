@@ -4,7 +4,7 @@
 
 use image::RgbImage;
 use misfit::bench::duplicates::{transform, TRANSFORMS};
-use misfit::scores::duplicates::{find, DuplicateConfig, Inputs, Kind};
+use misfit::scores::duplicates::{find, DuplicateConfig, Found, Inputs, Kind};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -42,6 +42,23 @@ fn photo(rng: &mut ChaCha8Rng) -> RgbImage {
     })
 }
 
+/// The detector with its defaults on 32x32 training and test images, no embeddings.
+fn find_among(train: &[RgbImage], test: &[RgbImage], labels: &[u32], train_pairs: bool) -> Found {
+    let flat = |v: &[RgbImage]| -> Vec<u8> { v.iter().flat_map(|i| i.as_raw().iter().copied()).collect() };
+    let (train_px, test_px) = (flat(train), flat(test));
+    let inputs = Inputs {
+        train: &train_px,
+        test: &test_px,
+        height: 32,
+        width: 32,
+        neighbors: None,
+        embeddings: None,
+        train_pairs,
+        labels,
+    };
+    find(&inputs, &DuplicateConfig::default())
+}
+
 #[test]
 fn transformed_copies_are_found_and_distinct_images_are_not() {
     let mut rng = ChaCha8Rng::seed_from_u64(3);
@@ -59,20 +76,8 @@ fn transformed_copies_are_found_and_distinct_images_are_not() {
         test.push(photo(&mut rng));
         truth.push(None);
     }
-    let flat = |v: &[RgbImage]| -> Vec<u8> { v.iter().flat_map(|i| i.as_raw().iter().copied()).collect() };
-    let (train_px, test_px) = (flat(&train), flat(&test));
     let labels: Vec<u32> = (0..n_train as u32).map(|i| i % 4).collect();
-    let inputs = Inputs {
-        train: &train_px,
-        test: &test_px,
-        height: 32,
-        width: 32,
-        neighbors: None,
-        embeddings: None,
-        train_pairs: true,
-        labels: &labels,
-    };
-    let found = find(&inputs, &DuplicateConfig::default());
+    let found = find_among(&train, &test, &labels, true);
     assert!(found.cuts.aligned, "{:?}", found.cuts);
     // No pair between distinct images: within train, or a fresh test image.
     assert!(
@@ -114,20 +119,7 @@ fn pixel_near_copies_alone_where_every_image_of_a_class_looks_alike() {
     copy.get_pixel_mut(0, 0).0[0] = 60;
     // A green square: aligns with the red ones in grey, differs in pixels.
     let test = [copy, square(2, 1, [60, 200, 40])];
-    let flat = |v: &[RgbImage]| -> Vec<u8> { v.iter().flat_map(|i| i.as_raw().iter().copied()).collect() };
-    let (train_px, test_px) = (flat(&train), flat(&test));
-    let labels = vec![0u32; train.len()];
-    let inputs = Inputs {
-        train: &train_px,
-        test: &test_px,
-        height: 32,
-        width: 32,
-        neighbors: None,
-        embeddings: None,
-        train_pairs: false,
-        labels: &labels,
-    };
-    let found = find(&inputs, &DuplicateConfig::default());
+    let found = find_among(&train, &test, &vec![0u32; train.len()], false);
     assert!(!found.cuts.aligned, "{:?}", found.cuts);
     let test_pairs: Vec<(usize, usize)> = found.pairs.iter().map(|p| (p.a, p.b)).collect();
     assert!(test_pairs.contains(&(5, 0)), "{test_pairs:?}");
