@@ -168,3 +168,32 @@ pub fn tiny_f64(seed: u64) -> misfit::model::ResNet {
     let params = Params { trainable: f64s(&p.trainable), buffers: f64s(&p.buffers) };
     ResNet::new(tiny_model(3), params).unwrap().frozen()
 }
+
+/// `n` numbers uniform in [0, 1) from a fixed seed: test inputs that are the
+/// same on every run (the thread's generator made gradient checks flaky).
+pub fn uniform(n: usize, seed: u64) -> Vec<f64> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    (0..n).map(|_| rng.random::<f64>()).collect()
+}
+
+/// A central finite difference of `f` along coordinate `i` that can judge a
+/// gradient: `f(i, delta)` is the loss with coordinate `i` moved by `delta`.
+/// The losses checked are piecewise smooth (ReLU); where steps of 1e-6 and
+/// 1e-5 disagree, a kink lies within reach, and the next coordinate (of up to
+/// eight) is taken instead. Returns the coordinate and its difference. A wrong
+/// gradient still fails: both steps agree with each other, not with autograd.
+pub fn smooth_difference(f: impl Fn(usize, f64) -> f64, start: usize, len: usize) -> (usize, f64) {
+    let numeric = |i: usize, eps: f64| (f(i, eps) - f(i, -eps)) / (2.0 * eps);
+    (0..8)
+        .map(|k| (start + k) % len)
+        .map(|i| (i, numeric(i, 1e-6), numeric(i, 1e-5)))
+        .find(|&(_, a, b)| (a - b).abs() <= gradient_tolerance(a, b))
+        .map(|(i, a, _)| (i, a))
+        .unwrap_or_else(|| panic!("no smooth coordinate among the eight from {start}"))
+}
+
+/// How far autograd and a finite difference may differ in f64.
+pub fn gradient_tolerance(a: f64, b: f64) -> f64 {
+    1e-7 + 1e-4 * a.abs().max(b.abs())
+}
