@@ -4,7 +4,7 @@
 //! with a model in any framework gets the same label-quality audit.
 
 use arrow::array::{Array, AsArray};
-use arrow::datatypes::{DataType, Float64Type, Int64Type};
+use arrow::datatypes::{DataType, Float64Type};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
@@ -87,6 +87,9 @@ fn float_rows(path: &Path, col: &dyn Array, name: &str) -> Result<(Vec<f32>, usi
         }
         let v = list.value(i);
         let v = v.as_primitive::<Float64Type>();
+        if v.null_count() > 0 {
+            return Err(Problem::entry(path, format!("row {i}"), format!("'{name}' holds a null value")).into());
+        }
         match width {
             None => width = Some(v.len()),
             Some(w) if w != v.len() => {
@@ -102,6 +105,37 @@ fn float_rows(path: &Path, col: &dyn Array, name: &str) -> Result<(Vec<f32>, usi
         out.extend(v.values().iter().map(|&x| x as f32));
     }
     Ok((out, width.unwrap_or(0)))
+}
+
+/// A `label` column as class indices: integers, or floats that are whole
+/// numbers; a null, a fraction or a column of text is an error naming the
+/// row (`first_row`: the row number of the column's first value).
+fn label_column(path: &Path, col: &dyn Array, first_row: usize) -> Result<Vec<i64>> {
+    let dt = col.data_type();
+    if !(dt.is_integer() || dt.is_floating()) {
+        return Err(Problem::file(
+            path,
+            format!("column 'label' holds {dt}, not class indices; give integers 0, 1, ... (names go in --classes)"),
+        )
+        .into());
+    }
+    if let Some(i) = (0..col.len()).find(|&i| col.is_null(i)) {
+        return Err(Problem::entry(path, format!("row {}", first_row + i), "label is null").into());
+    }
+    let c = arrow::compute::cast(col, &DataType::Float64)
+        .map_err(|e| Problem::file(path, format!("column 'label' is not numeric: {e}")))?;
+    c.as_primitive::<Float64Type>()
+        .values()
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| match v.fract() == 0.0 && v.abs() < 1e15 {
+            true => Ok(v as i64),
+            false => {
+                Err(Problem::entry(path, format!("row {}", first_row + i), format!("label {v} is not an integer"))
+                    .into())
+            }
+        })
+        .collect()
 }
 
 /// Reads the score inputs.
@@ -135,12 +169,15 @@ pub fn load(files: &ScoreFiles) -> Result<Loaded> {
             out.classes = k;
             out.probs.extend(p);
             if let Some(c) = batch.column_by_name("id") {
+                if let Some(i) = (0..c.len()).find(|&i| c.is_null(i)) {
+                    return Err(Problem::entry(path, format!("row {}", ids.len() + i), "id is null").into());
+                }
                 let c = arrow::compute::cast(c, &DataType::LargeUtf8).map_err(|e| bad(&e))?;
                 ids.extend(c.as_string::<i64>().iter().map(|s| s.unwrap_or_default().to_string()));
             }
             if let Some(c) = batch.column_by_name("label") {
-                let c = arrow::compute::cast(c, &DataType::Int64).map_err(|e| bad(&e))?;
-                labels.extend(c.as_primitive::<Int64Type>().iter().map(|v| v.unwrap_or(-1)));
+                let first = labels.len();
+                labels.extend(label_column(path, c.as_ref(), first)?);
             }
             if let Some(c) = batch.column_by_name("embedding") {
                 let (e, d) = float_rows(path, c.as_ref(), "embedding")?;
@@ -157,6 +194,16 @@ pub fn load(files: &ScoreFiles) -> Result<Loaded> {
         }
     }
     let n = out.probs.len() / out.classes.max(1);
+    if n == 0 {
+        return Err(Problem::file(&files.probs, "no rows: there is nothing to score").into());
+    }
+    if out.classes < 2 {
+        return Err(Problem::file(
+            &files.probs,
+            format!("{} probability per row: label quality needs at least 2 classes", out.classes),
+        )
+        .into());
+    }
     let labels: Vec<i64> = match (&files.labels, table_labels) {
         (Some(p), _) if is_npy(p) => {
             let (v, shape) = read_npy(p)?;
@@ -179,8 +226,8 @@ pub fn load(files: &ScoreFiles) -> Result<Loaded> {
             for batch in reader {
                 let batch = batch.map_err(|e| bad(&e))?;
                 let c = batch.column_by_name("label").ok_or_else(|| Problem::file(p, "no 'label' column"))?;
-                let c = arrow::compute::cast(c, &DataType::Int64).map_err(|e| bad(&e))?;
-                v.extend(c.as_primitive::<Int64Type>().iter().map(|x| x.unwrap_or(-1)));
+                let first = v.len();
+                v.extend(label_column(p, c.as_ref(), first)?);
             }
             v
         }
@@ -191,9 +238,11 @@ pub fn load(files: &ScoreFiles) -> Result<Loaded> {
     };
     let labels_file = files.labels.clone().unwrap_or_else(|| files.probs.clone());
     if labels.len() != n {
-        return Err(
-            Problem::file(&labels_file, format!("{} labels for {n} rows of probabilities", labels.len())).into()
-        );
+        return Err(Problem::file(
+            &labels_file,
+            format!("{} labels for {n} rows of probabilities in {}", labels.len(), files.probs.display()),
+        )
+        .into());
     }
     for (i, &l) in labels.iter().enumerate() {
         if l < 0 || l as usize >= out.classes {
@@ -237,6 +286,10 @@ pub fn load(files: &ScoreFiles) -> Result<Loaded> {
         }
         (None, e) => e,
     };
+    if let Some((e, dim)) = &out.embeddings {
+        let src = files.embeddings.as_ref().unwrap_or(&files.probs);
+        scores::check_embeddings(&src.display().to_string(), "", e, *dim)?;
+    }
     Ok(out)
 }
 
@@ -259,6 +312,7 @@ pub fn run(
     outputs: &Path,
     run_name: &str,
 ) -> Result<(PathBuf, RunManifest, scores::Scores)> {
+    cfg.validate_options()?;
     let mut timing = BTreeMap::new();
     let t0 = Instant::now();
     // The run folder first, so that a bad --run name or a folder that is not
@@ -277,18 +331,10 @@ pub fn run(
         }
         None => (0..k).map(|i| i.to_string()).collect(),
     };
-    let mut counts = vec![0usize; k];
-    for &l in &data.labels {
-        counts[l as usize] += 1;
-    }
-    if data.embeddings.is_some() {
-        if let Some((c, &m)) = counts.iter().enumerate().min_by_key(|(_, &m)| m).filter(|(_, &m)| m <= cfg.k) {
-            return Err(Error::Usage(format!(
-                "k = {} neighbours but class {} has only {m} samples",
-                cfg.k, classes[c]
-            )));
-        }
-    }
+    let notes = match data.embeddings {
+        Some(_) => scores::small_class_notes(&data.labels, &classes, cfg.k),
+        None => Vec::new(),
+    };
     let t1 = Instant::now();
     let emb = data.embeddings.as_ref().map(|(e, d)| (scores::neighbors::normalize(e, *d), *d));
     let source = files.probs.display().to_string();
@@ -316,26 +362,47 @@ pub fn run(
     };
     let n = data.labels.len();
     let model_outputs = evaluate::outputs_from_probs(&data.probs, k, &data.labels);
-    let parts = vec![
-        stages::data::sample_keys(&samples),
-        stages::model::sample_columns(&classes, &model_outputs, &vec![None; n], None),
-        score_stage::sample_columns(&classes, &sc.images),
-        score_stage::label_error_columns(&sc.images),
-    ];
-    writer.write(&schema::SAMPLES, &table::assemble(&schema::SAMPLES, parts))?;
-    let parts = vec![
-        stages::data::class_counts(&samples),
-        stages::model::class_confidence(&samples, &model_outputs),
-        score_stage::class_columns(&sc, &data.labels, k),
-        score_stage::noise_interval_columns(&data.labels, &data.probs, k, cfg.seed),
-    ];
-    writer.write(&schema::CLASSES, &table::assemble(&schema::CLASSES, parts))?;
-    if let (Some((e, d)), Some((tr, te))) = (&emb, &sc.neighbors) {
-        writer.write(&schema::EMBEDDINGS, &score_stage::embeddings(&samples, e, &[], *d))?;
-        writer.write(&schema::NEIGHBORS, &score_stage::neighbors(&samples, tr, te))?;
+    // Each table built and written on its own thread.
+    let (samples_table, (classes_table, extra)) = rayon::join(
+        || {
+            let parts = vec![
+                stages::data::sample_keys(&samples),
+                stages::model::sample_columns(&classes, &model_outputs, &vec![None; n], None),
+                score_stage::sample_columns(&classes, &sc.images),
+                score_stage::label_error_columns(&sc.images),
+            ];
+            table::assemble(&schema::SAMPLES, parts)
+        },
+        || {
+            rayon::join(
+                || {
+                    let parts = vec![
+                        stages::data::class_counts(&samples),
+                        stages::model::class_confidence(&samples, &model_outputs),
+                        score_stage::class_columns(&sc, &data.labels, k),
+                        score_stage::noise_interval_columns(&data.labels, &data.probs, k, cfg.seed),
+                    ];
+                    table::assemble(&schema::CLASSES, parts)
+                },
+                || match (&emb, &sc.neighbors) {
+                    (Some((e, d)), Some((tr, te))) => rayon::join(
+                        || Some(score_stage::embeddings(&samples, e, &[], *d)),
+                        || Some(score_stage::neighbors(&samples, tr, te)),
+                    ),
+                    _ => (None, None),
+                },
+            )
+        },
+    );
+    let mut tables = vec![(&schema::SAMPLES, samples_table), (&schema::CLASSES, classes_table)];
+    if let (Some(e), Some(nb)) = extra {
+        tables.push((&schema::EMBEDDINGS, e));
+        tables.push((&schema::NEIGHBORS, nb));
     }
+    writer.write_all(tables)?;
     timing.insert("tables".to_string(), t2.elapsed().as_secs_f64());
     let mut manifest = RunManifest::new(run_name, RunConfig::Score(config));
+    manifest.notes = notes;
     manifest.inputs = Some(ScoreInputs { samples: n, classes, embedding_dim: emb.as_ref().map(|(_, d)| *d) });
     manifest.scores = Some(score_stage::ScoresSummary::new(&sc, cfg, n, Vec::new()));
     manifest.timing_s = timing;

@@ -42,13 +42,10 @@ pub enum Error {
     /// Bad input data: the problem names the file, the entry and what is wrong.
     #[error("{0}")]
     Input(Problem),
-    /// Reading or writing a file failed.
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    /// Reading or writing a file failed. The OS error is in the message and
+    /// not a `source`: `anyhow`'s `{:#}` would print its text a second time.
+    #[error("{path}: {error}")]
+    Io { path: String, error: std::io::Error },
     /// A request that cannot be carried out as given (bad option, bad combination).
     #[error("{0}")]
     Usage(String),
@@ -75,7 +72,7 @@ impl From<Problem> for Error {
 impl Error {
     /// Wraps an I/O error with the path it happened on.
     pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
-        Error::Io { path: path.as_ref().display().to_string(), source }
+        Error::Io { path: path.as_ref().display().to_string(), error: source }
     }
 }
 

@@ -156,9 +156,8 @@ struct ScoreArgs {
     /// Class names in label order, comma-separated.
     #[arg(long, value_delimiter = ',')]
     classes: Option<Vec<String>>,
-    /// Neighbours per sample.
-    #[arg(long, default_value_t = 10)]
-    k: usize,
+    #[command(flatten)]
+    neighbors: NeighborArgs,
     /// Confident-learning filter.
     #[arg(long, default_value = "noise_rate", value_parser = ["noise_rate", "class", "both"])]
     prune: String,
@@ -166,9 +165,6 @@ struct ScoreArgs {
     outputs: PathBuf,
     #[arg(long, default_value = "score", value_name = "NAME")]
     run: String,
-    /// Neighbour index: hnsw up to 200,000 training samples and ivf above (auto), or one of them.
-    #[arg(long, value_enum, default_value = "auto")]
-    index: IndexArg,
     /// A folder of *.toml rules to add to the shipped ones (same id: replaces).
     #[arg(long, value_name = "DIR")]
     rules: Option<PathBuf>,
@@ -180,8 +176,34 @@ struct ScoreArgs {
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum IndexArg {
     Auto,
+    Exact,
     Hnsw,
     Ivf,
+}
+
+/// The neighbours of every image (scores stage).
+#[derive(Args, Clone)]
+struct NeighborArgs {
+    /// Neighbours per image (the neighbour vote, outliers, neighbors.parquet).
+    #[arg(long, default_value_t = 10)]
+    k: usize,
+    /// Neighbour search: auto (whichever of exact and ivf is measured faster
+    /// on this data at the recall target), or exact, hnsw, ivf.
+    #[arg(long, value_enum, default_value = "auto")]
+    index: IndexArg,
+}
+
+impl NeighborArgs {
+    /// The scores stage's settings with these neighbours.
+    fn config(&self, prune: PruneMethod) -> ScoreConfig {
+        let index = match self.index {
+            IndexArg::Auto => IndexChoice::Auto,
+            IndexArg::Exact => IndexChoice::Exact,
+            IndexArg::Hnsw => IndexChoice::Hnsw,
+            IndexArg::Ivf => IndexChoice::Ivf,
+        };
+        ScoreConfig { k: self.k, index, prune, ..ScoreConfig::default() }
+    }
 }
 
 #[derive(Subcommand)]
@@ -208,9 +230,15 @@ enum BenchCommand {
         classes: usize,
         #[arg(long, default_value_t = 64)]
         dim: usize,
-        /// Also time the full scoring with embeddings and neighbours.
+        /// Also time the full scoring with embeddings and neighbours, each
+        /// neighbour search on its own, and Datalab (label, outlier and
+        /// near_duplicate issues; up to 200,000 rows) when --python has
+        /// cleanlab[datalab].
         #[arg(long)]
         embeddings: bool,
+        /// Also time HNSW (slow to build above 100,000 rows).
+        #[arg(long)]
+        hnsw: bool,
         #[arg(long, default_value = "python3")]
         python: String,
         /// Folder for the generated files (default: a temporary folder).
@@ -550,6 +578,8 @@ struct AuditArgs {
     attack: AttackArgs,
     #[command(flatten)]
     explain: ExplainArgs,
+    #[command(flatten)]
+    neighbors: NeighborArgs,
     /// Folder that holds run folders.
     #[arg(long, default_value = "outputs", value_name = "DIR")]
     outputs: PathBuf,
@@ -742,6 +772,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 model: args.model.options()?,
                 progress: !args.quiet,
                 inject_noise: args.inject_noise.map(|r| (r, args.noise.into())),
+                scores: args.neighbors.config(PruneMethod::PruneByNoiseRate),
             };
             let rules = load_rules(&args.rules)?;
             let (dest, manifest) = audit::run(&opts)?;
@@ -781,24 +812,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let rules = load_rules(&a.rules)?;
             let files =
                 byo::ScoreFiles { probs: a.probs, labels: a.labels, embeddings: a.embeddings, classes: a.classes };
-            let cfg = ScoreConfig {
-                k: a.k,
-                prune: PruneMethod::parse(&a.prune).expect("clap checked the value"),
-                index: match a.index {
-                    IndexArg::Auto => IndexChoice::Auto,
-                    IndexArg::Hnsw => IndexChoice::Hnsw,
-                    IndexArg::Ivf => IndexChoice::Ivf,
-                },
-                ..ScoreConfig::default()
-            };
+            let cfg = a.neighbors.config(PruneMethod::parse(&a.prune).expect("clap checked the value"));
             let (dest, manifest, _) = byo::run(&files, &cfg, &a.outputs, &a.run)?;
             let done = report::after_run(&dest, &rules, &dirs(&a.rules))?;
             print_summary(&manifest, &done, a.json);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Bench(BenchCommand::Score { n, classes, dim, embeddings, python, dir }) => {
+        Command::Bench(BenchCommand::Score { n, classes, dim, embeddings, hnsw, python, dir }) => {
             let dir = dir.unwrap_or_else(|| std::env::temp_dir().join(format!("misfit-bench-{}", std::process::id())));
-            bench::score::report(&dir, n, classes, dim, embeddings, &python)?;
+            bench::score::report(&dir, n, classes, dim, embeddings, hnsw, &python)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(BenchCommand::Duplicates { dataset, load, copies, random_pairs, seed, sheet }) => {

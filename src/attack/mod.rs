@@ -213,6 +213,10 @@ impl AttackConfig {
                     norm.as_str()
                 )));
             }
+            // Pixels live in [0, 1]: an L-inf budget above 1 allows any image at all.
+            if let Some(e) = b.iter().find(|e| norm == Norm::Linf && **e > 1.0) {
+                return Err(Error::Usage(format!("--eps {e}: L-inf budgets are in [0, 1] pixel units (8/255, 0.03)")));
+            }
             if b.is_empty() && self.attacks.iter().any(|a| a.norm == norm) {
                 return Err(Error::Usage(format!(
                     "an {} attack was asked for without {} budgets",
@@ -234,6 +238,17 @@ impl AttackConfig {
         }
         if self.batch == 0 {
             return Err(Error::Usage("--attack-batch must be at least 1".into()));
+        }
+        if self.steps == 0 {
+            return Err(Error::Usage("--attack-steps must be at least 1 (PGD takes that many steps)".into()));
+        }
+        if self.restarts == 0 {
+            return Err(Error::Usage("--attack-restarts must be at least 1 (the first start counts)".into()));
+        }
+        if let Some(r) = self.step_ratio.filter(|r| !(r.is_finite() && *r > 0.0)) {
+            return Err(Error::Usage(format!(
+                "--attack-step-ratio {r}: the step is this multiple of the budget, a number above 0"
+            )));
         }
         Ok(())
     }

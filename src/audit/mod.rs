@@ -18,7 +18,7 @@ pub use noise::NoiseKind;
 use crate::attack::AttackConfig;
 use crate::data::demo::{DemoConfig, DemoTruth};
 use crate::data::{Dataset, DatasetSpec, LoadOptions, Problems};
-use crate::error::{Error, Result};
+use crate::error::{Error, Problem, Result};
 use crate::explain::ExplainConfig;
 use crate::model::{self, DeviceChoice};
 use crate::run::{schema, RunConfig, RunManifest, RunWriter};
@@ -51,6 +51,8 @@ pub struct AuditOptions {
     pub attack: Option<AttackConfig>,
     /// The explain stage (None: skipped).
     pub explain: Option<ExplainConfig>,
+    /// The scores stage: neighbours per image and the index (its seed is the run's).
+    pub scores: ScoreConfig,
 }
 
 /// An audit's configuration as recorded in `run.json` and in every table's
@@ -88,6 +90,36 @@ pub fn run(opts: &AuditOptions) -> Result<(PathBuf, RunManifest)> {
     audit.finish(stage, t.elapsed().as_secs_f64())
 }
 
+/// What an audit with these options would refuse about this dataset, each
+/// in words (the caller names the dataset): a missing test split, fewer training images
+/// than folds (training runs only), no more training images than neighbours
+/// per image. Checked before any training, and listed by
+/// `misfit data inspect` (with the default options).
+pub fn refusals(ds: &Dataset, model: &ModelOptions, scores: &ScoreConfig) -> Vec<String> {
+    let mut out = Vec::new();
+    if ds.test.is_empty() {
+        out.push("the audit needs a test split, and this dataset has none (misfit score needs none)".to_string());
+    }
+    let n = ds.train.len();
+    if model.import.is_none() {
+        let folds = model.folds.unwrap_or_else(|| crate::train::cv::default_folds(n));
+        if folds > n {
+            let given = match model.folds {
+                Some(_) => format!("--folds {folds}"),
+                None => format!("the default of {folds} folds (--folds)"),
+            };
+            out.push(format!("{given} needs at least {folds} training images, and there are {n}"));
+        }
+    }
+    if scores.k >= n {
+        out.push(format!(
+            "--k {} neighbours per image need more training images than that, and there are {n} (give a smaller --k)",
+            scores.k
+        ));
+    }
+    out
+}
+
 /// An audit under way: the data stage done (noise injected where asked), the
 /// run folder started; [`Audit::finish`] runs every stage after the model.
 pub struct Audit<'a> {
@@ -115,8 +147,15 @@ impl<'a> Audit<'a> {
     /// would otherwise fail after training, and starts the run folder.
     pub fn start(opts: &'a AuditOptions) -> Result<Self> {
         let started = Instant::now();
+        // Options first, then the dataset against them: nothing that can be
+        // known now may fail after an hour of training.
+        opts.model.validate()?;
+        opts.scores.validate_options()?;
         let mut problems = Problems::strict();
         let data::DataStage { dataset: mut ds, truth } = data::load(&opts.spec, &opts.load, &mut problems)?;
+        if let Some(first) = refusals(&ds, &opts.model, &opts.scores).into_iter().next() {
+            return Err(Problem::file(&ds.source, first).into());
+        }
         // Before any training: a typo in an attack's target should not cost a training run.
         if let Some(a) = &opts.attack {
             a.validate(&ds.classes)?;
@@ -227,7 +266,10 @@ impl<'a> Audit<'a> {
             pixels: Some(Pixels { height: ds.height, width: ds.width, train: &ds.train.pixels, test: &ds.test.pixels }),
             aum: aum.as_deref(),
         };
-        let score_cfg = ScoreConfig { seed: opts.seed, ..ScoreConfig::default() };
+        let score_cfg = ScoreConfig { seed: opts.seed, ..opts.scores.clone() };
+        for note in scores::small_class_notes(&ds.train.labels, &ds.classes, score_cfg.k) {
+            problems.note(note);
+        }
         let sc = scores::score(&input, &score_cfg)?;
         if let Some(r) = &sc.recall {
             if !r.reached_target {

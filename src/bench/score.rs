@@ -18,6 +18,10 @@ use npyz::WriterBuilder;
 /// The cleanlab script, run as a reference.
 pub const CLEANLAB_SCRIPT: &str = include_str!("cleanlab_reference.py");
 
+/// The Datalab script (label, outlier and near-duplicate issues from the same
+/// probabilities and embeddings), run as a reference.
+pub const DATALAB_SCRIPT: &str = include_str!("datalab_reference.py");
+
 /// Generated data: labels with `noise` of them flipped (symmetric),
 /// probabilities from noisy logits of the true class, and embeddings shaped
 /// like a classifier's pooled features: per true class a centre, 100 modes
@@ -101,10 +105,103 @@ pub struct ScoreBench {
     pub cleanlab_flagged: Option<usize>,
     /// |misfit ∩ cleanlab| / |misfit ∪ cleanlab| of the flagged rows.
     pub jaccard: Option<f64>,
+    /// Each neighbour search of every row among all rows, timed (with embeddings).
+    pub searches: Vec<SearchTime>,
+    /// Datalab (label, outlier, near_duplicate issue types) on the same files, seconds.
+    pub datalab_s: Option<f64>,
+    /// Datalab's issue counts: label, outlier, near_duplicate.
+    pub datalab_counts: Option<[usize; 3]>,
+}
+
+/// One neighbour search of every row among all rows (k = 10), timed.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SearchTime {
+    /// `exact`, `ivf` or `hnsw`.
+    pub index: String,
+    /// Building the index (0 for exact search), seconds.
+    pub build_s: f64,
+    /// Searching every row at the tuned ef or nprobe, seconds.
+    pub search_s: f64,
+    /// Recall@10 on the sample `misfit score` checks.
+    pub recall: f64,
+    /// Training rows compared per query (exact: all; IVF: centroids and probed lists).
+    pub rows_per_query: f64,
+}
+
+/// Times exact search, IVF and (when `hnsw`) HNSW on `emb` (unit rows): each
+/// tuned as `misfit score` tunes it, then built and searched again under the
+/// clock. Exact search runs up to 200,000 rows (it grows with the square).
+fn time_searches(emb: &[f32], dim: usize, hnsw: bool) -> Vec<SearchTime> {
+    use crate::scores::{ivf::Ivf, neighbors, search_neighbors, Embeddings, IndexChoice};
+    let n = emb.len() / dim;
+    let selves: Vec<Option<u32>> = (0..n as u32).map(Some).collect();
+    let e = Embeddings { dim, train: emb, test: &[] };
+    let mut out = Vec::new();
+    if n <= 200_000 {
+        let t = Instant::now();
+        neighbors::exact(emb, emb, dim, 10, &selves);
+        let search_s = t.elapsed().as_secs_f64();
+        out.push(SearchTime { index: "exact".into(), build_s: 0.0, search_s, recall: 1.0, rows_per_query: n as f64 });
+    }
+    let cfg = ScoreConfig { index: IndexChoice::Ivf, ..ScoreConfig::default() };
+    let (_, _, r) = search_neighbors(&e, &cfg);
+    let t = Instant::now();
+    let ivf = Ivf::build(emb, dim, cfg.seed);
+    let build_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    ivf.search(emb, emb, 10, r.ef_search, &selves);
+    let search_s = t.elapsed().as_secs_f64();
+    out.push(SearchTime { index: "ivf".into(), build_s, search_s, recall: r.recall, rows_per_query: r.rows_per_query });
+    if hnsw {
+        let cfg = ScoreConfig { index: IndexChoice::Hnsw, ..ScoreConfig::default() };
+        let (_, _, r) = search_neighbors(&e, &cfg);
+        let t = Instant::now();
+        let h = neighbors::Index::build(emb, dim, &cfg.hnsw);
+        let build_s = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        h.search(emb, dim, 10, r.ef_search, &selves);
+        let search_s = t.elapsed().as_secs_f64();
+        out.push(SearchTime { index: "hnsw".into(), build_s, search_s, recall: r.recall, rows_per_query: f64::NAN });
+    }
+    out
+}
+
+/// Reads a `.npy` of row indices the reference scripts write.
+fn read_rows(path: &Path) -> Result<HashSet<usize>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    Ok(npyz::NpyFile::new(&bytes[..])
+        .and_then(|f| f.into_vec::<i64>())
+        .map_err(|e| Error::io(path, e))?
+        .into_iter()
+        .map(|i| i as usize)
+        .collect())
+}
+
+/// Runs a reference script with `python`; returns its last stdout line as JSON.
+fn run_script(python: &str, script: &Path, args: &[&Path]) -> Result<serde_json::Value> {
+    let o = std::process::Command::new(python).arg(script).args(args).output().map_err(|e| Error::io(python, e))?;
+    if !o.status.success() {
+        return Err(Error::Usage(format!(
+            "the reference {} failed: {}",
+            script.display(),
+            String::from_utf8_lossy(&o.stderr)
+        )));
+    }
+    let line = String::from_utf8_lossy(&o.stdout);
+    serde_json::from_str(line.trim().lines().last().unwrap_or_default())
+        .map_err(|e| Error::Usage(format!("unreadable output of {} '{line}': {e}", script.display())))
 }
 
 /// Runs the benchmark in `dir` (which it fills with the generated files).
-pub fn run(dir: &Path, n: usize, k: usize, dim: usize, with_embeddings: bool, python: &str) -> Result<ScoreBench> {
+pub fn run(
+    dir: &Path,
+    n: usize,
+    k: usize,
+    dim: usize,
+    with_embeddings: bool,
+    hnsw: bool,
+    python: &str,
+) -> Result<ScoreBench> {
     generate(dir, n, k, dim, 0.1, 0)?;
     let cfg = ScoreConfig { prune: PruneMethod::PruneByNoiseRate, ..ScoreConfig::default() };
     let files = ScoreFiles {
@@ -137,7 +234,17 @@ pub fn run(dir: &Path, n: usize, k: usize, dim: usize, with_embeddings: bool, py
         cleanlab_s: None,
         cleanlab_flagged: None,
         jaccard: None,
+        searches: Vec::new(),
+        datalab_s: None,
+        datalab_counts: None,
     };
+    if with_embeddings {
+        let bytes = std::fs::read(dir.join("embeddings.npy")).map_err(|e| Error::io(dir.join("embeddings.npy"), e))?;
+        let raw: Vec<f32> = npyz::NpyFile::new(&bytes[..])
+            .and_then(|f| f.into_vec::<f32>())
+            .map_err(|e| Error::io(dir.join("embeddings.npy"), e))?;
+        out.searches = time_searches(&crate::scores::neighbors::normalize(&raw, dim), dim, hnsw);
+    }
     let probe = std::process::Command::new(python).args(["-c", "import cleanlab"]).output();
     if !matches!(probe, Ok(o) if o.status.success()) {
         return Ok(out);
@@ -145,27 +252,19 @@ pub fn run(dir: &Path, n: usize, k: usize, dim: usize, with_embeddings: bool, py
     let script = dir.join("cleanlab_reference.py");
     std::fs::write(&script, CLEANLAB_SCRIPT).map_err(|e| Error::io(&script, e))?;
     let flagged = dir.join("cleanlab_issues.npy");
-    let o = std::process::Command::new(python)
-        .arg(&script)
-        .arg(dir.join("probs.npy"))
-        .arg(dir.join("labels.npy"))
-        .arg(&flagged)
-        .arg("prune_by_noise_rate")
-        .output()
-        .map_err(|e| Error::io(python, e))?;
-    if !o.status.success() {
-        return Err(Error::Usage(format!("the cleanlab reference failed: {}", String::from_utf8_lossy(&o.stderr))));
+    let (probs, labels) = (dir.join("probs.npy"), dir.join("labels.npy"));
+    let v = run_script(python, &script, &[&probs, &labels, &flagged, Path::new("prune_by_noise_rate")])?;
+    let theirs = read_rows(&flagged)?;
+    // Datalab's neighbour search grows too slow to wait for above 200,000 rows.
+    if with_embeddings && n <= 200_000 {
+        let script = dir.join("datalab_reference.py");
+        std::fs::write(&script, DATALAB_SCRIPT).map_err(|e| Error::io(&script, e))?;
+        let prefix = dir.join("datalab");
+        let d = run_script(python, &script, &[&probs, &labels, &dir.join("embeddings.npy"), &prefix])?;
+        out.datalab_s = d["seconds"].as_f64();
+        let count = |key: &str| d[key].as_u64().unwrap_or(0) as usize;
+        out.datalab_counts = Some([count("label"), count("outlier"), count("near_duplicate")]);
     }
-    let line = String::from_utf8_lossy(&o.stdout);
-    let v: serde_json::Value = serde_json::from_str(line.trim().lines().last().unwrap_or_default())
-        .map_err(|e| Error::Usage(format!("unreadable cleanlab output '{line}': {e}")))?;
-    let bytes = std::fs::read(&flagged).map_err(|e| Error::io(&flagged, e))?;
-    let theirs: HashSet<usize> = npyz::NpyFile::new(&bytes[..])
-        .and_then(|f| f.into_vec::<i64>())
-        .map_err(|e| Error::io(&flagged, e))?
-        .into_iter()
-        .map(|i| i as usize)
-        .collect();
     let inter = ours.intersection(&theirs).count() as f64;
     let union = ours.union(&theirs).count().max(1) as f64;
     out.cleanlab = v["cleanlab"].as_str().map(String::from);
@@ -176,9 +275,17 @@ pub fn run(dir: &Path, n: usize, k: usize, dim: usize, with_embeddings: bool, py
 }
 
 /// `misfit bench score`: generates the data in `dir`, runs both, prints the figures and the ratio.
-pub fn report(dir: &Path, n: usize, classes: usize, dim: usize, embeddings: bool, python: &str) -> Result<()> {
+pub fn report(
+    dir: &Path,
+    n: usize,
+    classes: usize,
+    dim: usize,
+    embeddings: bool,
+    hnsw: bool,
+    python: &str,
+) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| crate::error::Error::io(dir, e))?;
-    let b = run(dir, n, classes, dim, embeddings, python)?;
+    let b = run(dir, n, classes, dim, embeddings, hnsw, python)?;
     println!(
         "{n} samples x {classes} classes{}",
         if embeddings { format!(", {dim}-d embeddings") } else { String::new() }
@@ -189,6 +296,40 @@ pub fn report(dir: &Path, n: usize, classes: usize, dim: usize, embeddings: bool
     );
     if let Some(s) = b.misfit_full_s {
         println!("misfit   everything with embeddings and neighbours: {s:.2} s");
+    }
+    for t in &b.searches {
+        println!(
+            "search   {:<5} build {:>7.2} s, search {:>7.2} s, recall@10 {:.3}, {:.0} rows compared per query{}",
+            t.index,
+            t.build_s,
+            t.search_s,
+            t.recall,
+            t.rows_per_query,
+            match t.index.as_str() {
+                "hnsw" => String::new(),
+                _ => format!(", {:.2} ns per row", 1e9 * t.search_s / (n as f64 * t.rows_per_query)),
+            }
+        );
+    }
+    if let (Some(e), Some(i)) =
+        (b.searches.iter().find(|t| t.index == "exact"), b.searches.iter().find(|t| t.index == "ivf"))
+    {
+        let per_row = |t: &SearchTime| t.search_s / (n as f64 * t.rows_per_query);
+        println!(
+            "cost     an IVF row costs {:.2} exact rows (misfit uses IVF_ROW_COST = {}); measured: exact {:.2} s, ivf {:.2} s",
+            per_row(i) / per_row(e),
+            crate::scores::IVF_ROW_COST,
+            e.search_s,
+            i.build_s + i.search_s
+        );
+    }
+    if let (Some(d), Some([l, o, nd])) = (b.datalab_s, b.datalab_counts) {
+        println!(
+            "datalab  label + outlier + near_duplicate: {d:.2} s ({l} label, {o} outlier, {nd} near-duplicate issues)"
+        );
+        if let Some(m) = b.misfit_full_s {
+            println!("ratio    datalab time / misfit time (everything, end to end): {:.1}", d / m);
+        }
     }
     match (b.cleanlab_s, &b.cleanlab, b.cleanlab_flagged, b.jaccard) {
         (Some(s), Some(v), Some(f), Some(j)) => {

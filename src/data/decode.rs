@@ -119,7 +119,7 @@ pub fn decode_all(
                     &e.file,
                     &e.entry,
                     format!(
-                        "image is {w}x{h} pixels but {} is {w0}x{h0}; images must share one size (or pass --resize {h0}x{w0})",
+                        "image is {h}x{w} pixels (height x width) but {} is {h0}x{w0}; images must share one size (or pass --resize {h0}x{w0})",
                         encoded[first].entry
                     ),
                 ))?;

@@ -2,7 +2,9 @@
 //! directory or straight from a `.tar` / `.tar.gz` archive (never unpacked to
 //! disk). Classes are the class folder names in byte order, as torchvision's
 //! `ImageFolder` does (CIFAR-10's own label order is alphabetical too).
-//! `ROOT` may be the archive's top level or one folder inside it.
+//! `ROOT` may be the archive's top level or one folder inside it. Symbolic
+//! links below `ROOT` are refused, in folders as in archives (`ROOT` itself
+//! may be one).
 
 use std::collections::BTreeSet;
 use std::io::Read;
@@ -209,7 +211,17 @@ fn walk_dir(
             layout.ignored.push(rel);
             continue;
         }
-        let meta = std::fs::metadata(&path).map_err(|e| Error::io(&path, e))?;
+        let meta = std::fs::symlink_metadata(&path).map_err(|e| Error::io(&path, e))?;
+        // Links are refused, as in archives: a link to another class's image
+        // would be a second, differently labelled copy, and one leading out
+        // of the dataset would read files the dataset does not hold.
+        if meta.file_type().is_symlink() {
+            problems.report(Problem::file(
+                &path,
+                "is a symbolic link; misfit reads regular files and folders only (copy the file instead)",
+            ))?;
+            continue;
+        }
         if meta.is_dir() {
             layout.add(&rel, EntryKind::Dir, problems, || Ok(Vec::new()))?;
             walk_dir(root, &path, depth + 1, layout, problems, bar)?;

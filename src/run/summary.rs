@@ -56,11 +56,25 @@ pub fn summary(m: &RunManifest) -> String {
             let _ = writeln!(s, "         {} (test)", f.join(", "));
         }
         if let Some(r) = &sc.recall {
-            let _ = writeln!(
-                s,
-                "index    {} recall@{} {:.3} at ef/nprobe {} ({} queries)",
-                r.index, sc.config.k, r.recall, r.ef_search, r.queries
-            );
+            let line = match r.index.as_str() {
+                "exact" => format!("exact search, {} neighbours per image", sc.config.k),
+                "ivf" => format!(
+                    "ivf recall@{} {:.3} at nprobe {} ({} queries checked)",
+                    sc.config.k, r.recall, r.ef_search, r.queries
+                ),
+                other => format!(
+                    "{other} recall@{} {:.3} at ef {} ({} queries checked)",
+                    sc.config.k, r.recall, r.ef_search, r.queries
+                ),
+            };
+            let _ = writeln!(s, "index    {line}");
+            if !r.reached_target {
+                let _ = writeln!(
+                    s,
+                    "         below the recall target {}: neighbours may be missing (--index exact finds them all)",
+                    sc.config.recall_target
+                );
+            }
         }
         for c in &sc.selfcheck {
             let line = match (c.precision, c.recall, c.auroc) {

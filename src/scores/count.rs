@@ -180,20 +180,29 @@ pub fn noise_rate_interval(
     seed: u64,
 ) -> (Vec<Option<f64>>, Vec<Option<f64>>) {
     use rand::{Rng, SeedableRng};
+    use rayon::prelude::*;
     let n = labels.len();
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let mut draws: Vec<Vec<f64>> = vec![Vec::with_capacity(resamples); k];
-    let (mut l, mut p) = (vec![0u32; n], vec![0f32; n * k]);
     let rounds = if n == 0 { 0 } else { resamples };
-    for _ in 0..rounds {
-        let mut present = vec![false; k];
-        for i in 0..n {
-            let j = rng.random_range(0..n);
-            l[i] = labels[j];
-            present[labels[j] as usize] = true;
-            p[i * k..(i + 1) * k].copy_from_slice(&probs[j * k..(j + 1) * k]);
-        }
-        let est = estimate(&l, &p, k);
+    // Each resample from its own stream of the seed, on any thread: the
+    // same intervals whatever the number of threads.
+    let estimates: Vec<(Vec<bool>, NoiseEstimate)> = (0..rounds)
+        .into_par_iter()
+        .map(|r| {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            rng.set_stream(1 + r as u64);
+            let (mut l, mut p) = (vec![0u32; n], vec![0f32; n * k]);
+            let mut present = vec![false; k];
+            for i in 0..n {
+                let j = rng.random_range(0..n);
+                l[i] = labels[j];
+                present[labels[j] as usize] = true;
+                p[i * k..(i + 1) * k].copy_from_slice(&probs[j * k..(j + 1) * k]);
+            }
+            (present, estimate(&l, &p, k))
+        })
+        .collect();
+    let mut draws: Vec<Vec<f64>> = vec![Vec::with_capacity(resamples); k];
+    for (present, est) in estimates {
         for c in (0..k).filter(|&c| present[c]) {
             draws[c].push(est.noise_rate[c]);
         }

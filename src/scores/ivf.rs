@@ -10,7 +10,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
-use super::neighbors::{dots, Neighbors};
+use super::neighbors::{dots, Neighbors, TopK};
 
 /// Nearest centroid of every row, computed in parallel blocks.
 fn assign(rows: &[f32], centroids: &[f32], dim: usize) -> Vec<u32> {
@@ -74,11 +74,54 @@ impl Ivf {
         self.lists.len()
     }
 
+    /// The `nprobe` lists whose centroids are nearest to each query, nearest
+    /// first, `[queries, nprobe]`.
+    fn probes(&self, queries: &[f32], nprobe: usize) -> Vec<u32> {
+        let (dim, nlist) = (self.dim, self.lists.len());
+        queries
+            .par_chunks(1024 * dim)
+            .flat_map_iter(|block| {
+                let d = dots(block, &self.centroids, dim);
+                d.chunks(nlist)
+                    .flat_map(|row| {
+                        let mut order: Vec<u32> = (0..nlist as u32).collect();
+                        let cmp = |a: &u32, b: &u32| row[*b as usize].total_cmp(&row[*a as usize]).then(a.cmp(b));
+                        if nprobe < nlist {
+                            order.select_nth_unstable_by(nprobe - 1, cmp);
+                        }
+                        order.truncate(nprobe);
+                        order.sort_unstable_by(cmp);
+                        order
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// Training rows compared per query on average when `queries` probe
+    /// `nprobe` lists (the members of their lists, plus every centroid).
+    pub fn rows_per_query(&self, queries: &[f32], nprobe: usize) -> f64 {
+        let nprobe = nprobe.clamp(1, self.lists.len());
+        let nq = queries.len() / self.dim;
+        let members: usize = self.probes(queries, nprobe).iter().map(|&l| self.lists[l as usize].len()).sum();
+        self.lists.len() as f64 + members as f64 / nq.max(1) as f64
+    }
+
+    /// The work of building the index, in row comparisons: eight k-means
+    /// rounds over the sample, then every training row against every centroid.
+    pub fn build_rows(&self, n_train: usize) -> f64 {
+        let nlist = self.lists.len() as f64;
+        8.0 * (40.0 * nlist).min(n_train as f64) * nlist + n_train as f64 * nlist
+    }
+
     /// The `k` nearest training rows of each query among the members of the
     /// `nprobe` lists whose centroids are nearest to the query, leaving out
-    /// `self_row[q]`. Scanned list by list (every query that probes a list is
-    /// compared with its members in one matrix multiply), a batch of lists at a
-    /// time, each batch's candidates merged into every query's running top k.
+    /// `self_row[q]`. Two passes: every query's nearest list first, then all
+    /// its other lists with the distance to beat that the first pass set, so
+    /// that most rows fail one comparison. Each pass scans list by list
+    /// (every query that probes a list is compared with its members in one
+    /// matrix multiply). The result is the exact top k of the probed lists,
+    /// whatever the order they are scanned in.
     pub fn search(
         &self,
         train: &[f32],
@@ -91,90 +134,70 @@ impl Ivf {
         let nlist = self.lists.len();
         let nq = queries.len() / dim;
         let nprobe = nprobe.clamp(1, nlist);
-        // The nprobe nearest centroids of every query.
-        let probes: Vec<u32> = queries
-            .par_chunks(1024 * dim)
-            .flat_map_iter(|block| {
-                let d = dots(block, &self.centroids, dim);
-                d.chunks(nlist)
-                    .flat_map(|row| {
-                        let mut order: Vec<u32> = (0..nlist as u32).collect();
-                        let cmp = |a: &u32, b: &u32| row[*b as usize].total_cmp(&row[*a as usize]).then(a.cmp(b));
-                        if nprobe < nlist {
-                            order.select_nth_unstable_by(nprobe - 1, cmp);
-                        }
-                        order.truncate(nprobe);
-                        order
-                    })
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        let mut by_list: Vec<Vec<u32>> = vec![Vec::new(); nlist];
-        for (q, p) in probes.chunks(nprobe).enumerate() {
-            for &l in p {
-                by_list[l as usize].push(q as u32);
+        let probes = self.probes(queries, nprobe);
+        let mut best: Vec<TopK> = (0..nq).map(|_| TopK::new(k)).collect();
+        for pass in [0..1, 1..nprobe] {
+            let mut by_list: Vec<Vec<u32>> = vec![Vec::new(); nlist];
+            for (q, p) in probes.chunks(nprobe).enumerate() {
+                for &l in &p[pass.clone()] {
+                    by_list[l as usize].push(q as u32);
+                }
             }
-        }
-        // Running top k of every query: (distance, row), best first.
-        let mut best: Vec<(f32, u32)> = vec![(f32::INFINITY, u32::MAX); nq * k];
-        let less = |a: &(f32, u32), b: &(f32, u32)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).is_lt();
-        let lists: Vec<usize> = (0..nlist).filter(|&l| !by_list[l].is_empty() && !self.lists[l].is_empty()).collect();
-        for batch in lists.chunks(rayon::current_num_threads() * 4) {
-            let found: Vec<(u32, Vec<(f32, u32)>)> = batch
-                .par_iter()
-                .flat_map_iter(|&l| {
-                    let members = &self.lists[l];
-                    let rows: Vec<f32> = members
-                        .iter()
-                        .flat_map(|&i| train[i as usize * dim..(i as usize + 1) * dim].iter().copied())
-                        .collect();
-                    by_list[l].chunks(2048).flat_map(move |qs| {
-                        let q_rows: Vec<f32> = qs
-                            .iter()
-                            .flat_map(|&q| queries[q as usize * dim..(q as usize + 1) * dim].iter().copied())
-                            .collect();
-                        let d = dots(&q_rows, &rows, dim);
-                        let nm = members.len();
-                        qs.iter()
-                            .enumerate()
-                            .map(|(j, &q)| {
-                                // Top k by insertion: most members fail the first comparison.
-                                let mut c: Vec<(f32, u32)> = Vec::with_capacity(k + 1);
-                                let row = &d[j * nm..(j + 1) * nm];
-                                for (t, &dot) in row.iter().enumerate() {
-                                    if Some(members[t]) == self_row[q as usize] {
-                                        continue;
-                                    }
-                                    let cand = ((2.0 - 2.0 * dot).max(0.0).sqrt(), members[t]);
-                                    if c.len() == k && !less(&cand, &c[k - 1]) {
-                                        continue;
-                                    }
-                                    let at = c.partition_point(|x| less(x, &cand));
-                                    c.insert(at, cand);
-                                    c.truncate(k);
-                                }
-                                (q, c)
-                            })
-                            .collect::<Vec<_>>()
-                    })
-                })
+            let bounds: Vec<f32> = best.iter().map(TopK::bound).collect();
+            let found: Vec<Vec<(u32, f32, u32)>> = (0..nlist)
+                .into_par_iter()
+                .filter(|&l| !by_list[l].is_empty() && !self.lists[l].is_empty())
+                .map(|l| self.scan(train, queries, l, &by_list[l], &bounds, k, self_row))
                 .collect();
-            for (q, c) in found {
-                let top = &mut best[q as usize * k..(q as usize + 1) * k];
-                let mut merged: Vec<(f32, u32)> = top.iter().chain(&c).copied().collect();
-                merged.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-                top.copy_from_slice(&merged[..k]);
+            for (q, d, row) in found.into_iter().flatten() {
+                best[q as usize].insert((d, row));
             }
         }
         let mut out = Neighbors { k, index: Vec::with_capacity(nq * k), distance: Vec::with_capacity(nq * k) };
-        for top in best.chunks(k) {
+        for top in &best {
             // A query whose probed lists hold fewer than k rows repeats its
             // last neighbour (the recall check sees it).
-            let last = top.iter().rev().find(|c| c.1 != u32::MAX).copied().unwrap_or((2.0, 0));
-            for &c in top {
-                let (d, i) = if c.1 == u32::MAX { last } else { c };
+            let last = top.items.last().copied().unwrap_or((2.0, 0));
+            for j in 0..k {
+                let (d, i) = top.items.get(j).copied().unwrap_or(last);
                 out.index.push(i);
                 out.distance.push(d);
+            }
+        }
+        out
+    }
+
+    /// The members of list `l` that may enter the top k of each query `qs`
+    /// (those within its bound): (query, distance, row).
+    #[allow(clippy::too_many_arguments)]
+    fn scan(
+        &self,
+        train: &[f32],
+        queries: &[f32],
+        l: usize,
+        qs: &[u32],
+        bounds: &[f32],
+        k: usize,
+        self_row: &[Option<u32>],
+    ) -> Vec<(u32, f32, u32)> {
+        let dim = self.dim;
+        let members = &self.lists[l];
+        let rows: Vec<f32> =
+            members.iter().flat_map(|&i| train[i as usize * dim..(i as usize + 1) * dim].iter().copied()).collect();
+        let mut out = Vec::new();
+        for chunk in qs.chunks(2048) {
+            let q_rows: Vec<f32> =
+                chunk.iter().flat_map(|&q| queries[q as usize * dim..(q as usize + 1) * dim].iter().copied()).collect();
+            let d = dots(&q_rows, &rows, dim);
+            let nm = members.len();
+            for (j, &q) in chunk.iter().enumerate() {
+                let mut top = TopK::within(k, bounds[q as usize]);
+                for (t, &dot) in d[j * nm..(j + 1) * nm].iter().enumerate() {
+                    if Some(members[t]) != self_row[q as usize] {
+                        top.offer(dot, members[t]);
+                    }
+                }
+                out.extend(top.items.into_iter().map(|(dist, row)| (q, dist, row)));
             }
         }
         out
@@ -211,5 +234,11 @@ mod tests {
         let r = super::super::neighbors::recall(&got, &sub, &rows);
         assert!(r > 0.9, "recall@10 {r}");
         assert_eq!(got, Ivf::build(&train, dim, 0).search(&train, &train, 10, 8, &selves));
+        // Probing every list is exact search: the same k distances per query
+        // (the dot products of other matrix shapes may differ in the last bits).
+        let all = ivf.search(&train, &train, 10, ivf.lists(), &selves);
+        for (x, y) in all.distance.iter().zip(&truth.distance) {
+            assert!((x - y).abs() < 1e-5, "{x} against exact {y}");
+        }
     }
 }

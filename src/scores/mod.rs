@@ -43,14 +43,19 @@ pub struct ScoreConfig {
     pub index: IndexChoice,
 }
 
-/// The neighbour index.
+/// The neighbour search.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum IndexChoice {
-    /// HNSW up to [`IVF_ABOVE`] training images, IVF above.
+    /// Exact search or IVF, whichever compares fewer rows on this data at the
+    /// recall target (see [`IVF_ROW_COST`]).
     #[default]
     Auto,
+    /// Exact search: every query against every training row.
+    Exact,
+    /// HNSW graph (hnsw_rs).
     Hnsw,
+    /// Inverted file over spherical k-means lists.
     Ivf,
 }
 
@@ -110,22 +115,25 @@ pub struct ScoreInput<'a> {
     pub aum: Option<&'a [f32]>,
 }
 
-/// Training sets larger than this are searched with the IVF index instead of HNSW.
-pub const IVF_ABOVE: usize = 200_000;
-
-/// The recall check of the neighbour index.
+/// Which neighbour search ran, and its recall check.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RecallReport {
-    /// `hnsw` or `ivf`.
+    /// `exact`, `hnsw` or `ivf`.
     pub index: String,
-    /// Recall@k on the sampled queries at the ef (or nprobe) finally used.
+    /// Recall@k on the sampled queries at the ef (or nprobe) finally used (1 for exact search).
     pub recall: f64,
-    /// ef used for the HNSW search, or lists probed for the IVF search.
+    /// ef used for the HNSW search, lists probed for the IVF search, 0 for exact search.
     pub ef_search: usize,
-    /// Queries sampled.
+    /// Queries sampled (0 for exact search asked for by name: nothing to check).
     pub queries: usize,
     /// Whether the target was reached.
     pub reached_target: bool,
+    /// Training rows compared per query (IVF: centroids and probed lists; NaN for HNSW, whose graph walk varies).
+    #[serde(default)]
+    pub rows_per_query: f64,
+    /// Why this search ran, in words (the option, or auto's comparison of the work).
+    #[serde(default)]
+    pub choice: String,
 }
 
 /// Everything scoring produced.
@@ -147,10 +155,77 @@ pub struct Scores {
     pub recall: Option<RecallReport>,
 }
 
+impl ScoreConfig {
+    /// Checks the settings on their own, before any input is read.
+    pub fn validate_options(&self) -> Result<()> {
+        if self.k == 0 {
+            return Err(Error::Usage("--k 0: the neighbour vote needs at least 1 neighbour per image".into()));
+        }
+        if !(self.recall_target > 0.0 && self.recall_target <= 1.0) {
+            return Err(Error::Usage(format!("recall target {}: must be in (0, 1]", self.recall_target)));
+        }
+        Ok(())
+    }
+}
+
+/// A note for every class with no more training images than neighbours per
+/// image: each of its images has neighbours from other classes, so its
+/// neighbour vote leans away from its label.
+pub fn small_class_notes(labels: &[u32], classes: &[String], k: usize) -> Vec<String> {
+    let mut counts = vec![0usize; classes.len()];
+    for &l in labels {
+        counts[l as usize] += 1;
+    }
+    counts
+        .iter()
+        .enumerate()
+        .filter(|(_, &m)| m <= k)
+        .map(|(c, &m)| {
+            format!(
+                "class '{}' has {m} training image{}, no more than --k {k}: its images' neighbours include other \
+                 classes, so their neighbour vote is weak evidence",
+                classes[c],
+                if m == 1 { "" } else { "s" }
+            )
+        })
+        .collect()
+}
+
+/// Checks `[n, dim]` embeddings (`what`: "" or "test "), naming `src` and the
+/// first offending row: finite values, and not one vector for every row
+/// (every distance would tie and the neighbours would be arbitrary). A single
+/// all-zero row is allowed: ReLU features of a blank image can be.
+pub fn check_embeddings(src: &str, what: &str, v: &[f32], dim: usize) -> Result<()> {
+    if dim == 0 {
+        return Err(Problem::file(src, format!("{what}embeddings have 0 dimensions")).into());
+    }
+    if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+        let msg = format!("{what}embedding value {} is {}; embeddings must be finite", i % dim, v[i]);
+        return Err(Problem::entry(src, format!("row {}", i / dim), msg).into());
+    }
+    let first = &v[..dim.min(v.len())];
+    if v.len() > dim && v.chunks_exact(dim).all(|r| r == first) {
+        let which = if first.iter().all(|&x| x == 0.0) { "all zeros" } else { "the same vector" };
+        return Err(Problem::file(
+            src,
+            format!("every {what}embedding is {which}: neighbours among them would be arbitrary"),
+        )
+        .into());
+    }
+    Ok(())
+}
+
 /// Checks the inputs of scoring; errors name the problem and the first offending row.
 pub fn validate(input: &ScoreInput, cfg: &ScoreConfig) -> Result<()> {
+    cfg.validate_options()?;
     let (k, src) = (input.classes, input.source);
     let n = input.train_labels.len();
+    if n == 0 {
+        return Err(Problem::file(src, "no rows: there is nothing to score").into());
+    }
+    if k < 2 {
+        return Err(Problem::file(src, format!("{k} classes: label quality needs at least 2")).into());
+    }
     check_probs(src, "", input.probs, n, k)?;
     if !input.test_probs.is_empty() {
         check_probs(src, "test ", input.test_probs, input.test_labels.len(), k)?;
@@ -175,6 +250,22 @@ pub fn validate(input: &ScoreInput, cfg: &ScoreConfig) -> Result<()> {
         }
         if cfg.k >= n {
             return Err(Error::Usage(format!("k = {} neighbours but only {n} training images", cfg.k)));
+        }
+        if e.test.len() % e.dim.max(1) != 0 || e.test.len() / e.dim.max(1) != input.test_labels.len() {
+            return Err(Error::Usage(format!(
+                "test embeddings hold {} values, expected {} x {}",
+                e.test.len(),
+                input.test_labels.len(),
+                e.dim
+            )));
+        }
+        // Finite only: a model's features may have an all-zero row (a ReLU
+        // network on a blank image); files get the full check when read.
+        for (what, v, offset) in [("", e.train, 0), ("test ", e.test, n)] {
+            if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+                let msg = format!("{what}embedding value {} is {}; embeddings must be finite", i % e.dim, v[i]);
+                return Err(Problem::entry(src, format!("row {}", offset + i / e.dim), msg).into());
+            }
         }
     }
     Ok(())
@@ -253,15 +344,45 @@ pub fn score(input: &ScoreInput, cfg: &ScoreConfig) -> Result<Scores> {
     Ok(Scores { noise, test_noise, images, neighbors: nbrs, duplicates, duplicate_cuts, recall })
 }
 
-/// Neighbours of every train and test image among the training images, by
-/// HNSW (IVF above [`IVF_ABOVE`] training images), with ef (nprobe) raised,
-/// doubling, until the sampled recall against exact search reaches the target.
-fn search_neighbors(e: &Embeddings, cfg: &ScoreConfig) -> (neighbors::Neighbors, neighbors::Neighbors, RecallReport) {
+/// One IVF row comparison in exact-search comparisons: the per-list matrix
+/// multiplies are smaller than exact search's, each list's rows are gathered
+/// first, and each probe merges into the query's running top k. Measured with
+/// `misfit bench score` (README, "Speed"); it decides, with the rows each
+/// search compares on this data, which search `--index auto` runs.
+pub const IVF_ROW_COST: f64 = 1.5;
+
+/// Neighbours of every train and test image among the training images.
+/// The approximate indexes tune ef (HNSW) or nprobe (IVF), doubling, on a
+/// seeded sample of queries until recall@k against exact search reaches the
+/// target. `auto` picks exact search or IVF by the work each does on this
+/// data at that recall (rows compared per query, IVF's build included),
+/// not by wall time, so that the same inputs give the same neighbours.
+pub fn search_neighbors(
+    e: &Embeddings,
+    cfg: &ScoreConfig,
+) -> (neighbors::Neighbors, neighbors::Neighbors, RecallReport) {
     let dim = e.dim;
     let n_train = e.train.len() / dim;
     let n_test = e.test.len() / dim;
     let self_rows: Vec<Option<u32>> = (0..n_train as u32).map(Some).collect();
     let none = vec![None; n_test];
+    let exact_all = |why: String| {
+        let tr = neighbors::exact(e.train, e.train, dim, cfg.k, &self_rows);
+        let te = neighbors::exact(e.train, e.test, dim, cfg.k, &none);
+        let report = RecallReport {
+            index: "exact".into(),
+            recall: 1.0,
+            ef_search: 0,
+            queries: 0,
+            reached_target: true,
+            rows_per_query: n_train as f64,
+            choice: why,
+        };
+        (tr, te, report)
+    };
+    if cfg.index == IndexChoice::Exact {
+        return exact_all("--index exact".into());
+    }
     // Recall sample: train queries (themselves excluded) and test queries.
     let sample = neighbors::sample_rows(n_train + n_test, cfg.recall_queries, cfg.seed);
     let mut q = Vec::with_capacity(sample.len() * dim);
@@ -276,39 +397,71 @@ fn search_neighbors(e: &Embeddings, cfg: &ScoreConfig) -> (neighbors::Neighbors,
         }
     }
     let truth = neighbors::exact(e.train, &q, dim, cfg.k, &q_self);
-    let large = match cfg.index {
-        IndexChoice::Auto => n_train > IVF_ABOVE,
-        IndexChoice::Hnsw => false,
-        IndexChoice::Ivf => true,
-    };
-    let (hnsw, ivf) = if large {
-        (None, Some(ivf::Ivf::build(e.train, dim, cfg.seed)))
-    } else {
-        (Some(neighbors::Index::build(e.train, dim, &cfg.hnsw)), None)
-    };
-    let (mut ef, max_ef) = match &ivf {
-        Some(i) => (8, i.lists()),
-        None => (cfg.hnsw.ef_search, 1024),
-    };
-    // Same answer per query whatever else is searched: tune ef (nprobe) on the
-    // sample alone, then search every image once with it.
-    let search = |rows: &[f32], ef: usize, self_rows: &[Option<u32>]| match (&hnsw, &ivf) {
-        (Some(h), _) => h.search(rows, dim, cfg.k, ef, self_rows),
-        (_, Some(i)) => i.search(e.train, rows, cfg.k, ef, self_rows),
-        _ => unreachable!("one index is built"),
-    };
-    let recall = loop {
-        let found = search(&q, ef, &q_self);
-        let hits: usize =
-            (0..sample.len()).map(|j| found.of(j).iter().filter(|i| truth.of(j).contains(i)).count()).sum();
-        let recall = hits as f64 / (sample.len() * cfg.k).max(1) as f64;
-        if recall >= cfg.recall_target || ef >= max_ef {
-            break recall;
+    // The smallest ef (nprobe) whose sampled recall reaches the target, with
+    // the recall there: doubling from `start` up to `max`, then bisecting
+    // between the last that fell short and the first that reached it (every
+    // try searches only the sample).
+    let tune = |search: &dyn Fn(usize) -> neighbors::Neighbors, start: usize, max: usize| -> (usize, f64) {
+        let recall_at = |ef: usize| {
+            let found = search(ef);
+            let hits: usize =
+                (0..sample.len()).map(|j| found.of(j).iter().filter(|i| truth.of(j).contains(i)).count()).sum();
+            hits as f64 / (sample.len() * cfg.k).max(1) as f64
+        };
+        let (mut short, mut ef) = (0, start.min(max));
+        let mut recall = recall_at(ef);
+        while recall < cfg.recall_target && ef < max {
+            short = ef;
+            ef = (ef * 2).min(max);
+            recall = recall_at(ef);
         }
-        ef = (ef * 2).min(max_ef);
+        if recall < cfg.recall_target {
+            return (ef, recall);
+        }
+        while ef - short > 1 {
+            let mid = short + (ef - short) / 2;
+            match recall_at(mid) {
+                r if r >= cfg.recall_target => (ef, recall) = (mid, r),
+                _ => short = mid,
+            }
+        }
+        (ef, recall)
     };
-    let (tr, te) = (search(e.train, ef, &self_rows), search(e.test, ef, &none));
-    let index = if large { "ivf" } else { "hnsw" }.to_string();
-    let reached = recall >= cfg.recall_target;
-    (tr, te, RecallReport { index, recall, ef_search: ef, queries: sample.len(), reached_target: reached })
+    let report = |index: &str, recall: f64, ef: usize, rows: f64, choice: String| RecallReport {
+        index: index.into(),
+        recall,
+        ef_search: ef,
+        queries: sample.len(),
+        reached_target: recall >= cfg.recall_target,
+        rows_per_query: rows,
+        choice,
+    };
+    if cfg.index == IndexChoice::Hnsw {
+        let h = neighbors::Index::build(e.train, dim, &cfg.hnsw);
+        let (ef, recall) = tune(&|ef| h.search(&q, dim, cfg.k, ef, &q_self), cfg.hnsw.ef_search, 1024);
+        let (tr, te) = (h.search(e.train, dim, cfg.k, ef, &self_rows), h.search(e.test, dim, cfg.k, ef, &none));
+        return (tr, te, report("hnsw", recall, ef, f64::NAN, "--index hnsw".into()));
+    }
+    let ivf = ivf::Ivf::build(e.train, dim, cfg.seed);
+    let (nprobe, recall) = tune(&|p| ivf.search(e.train, &q, cfg.k, p, &q_self), 8, ivf.lists());
+    let rows = ivf.rows_per_query(&q, nprobe);
+    let total_queries = (n_train + n_test).max(1) as f64;
+    let ivf_cost = IVF_ROW_COST * rows + ivf.build_rows(n_train) / total_queries;
+    let choice = match cfg.index {
+        IndexChoice::Ivf => "--index ivf".to_string(),
+        _ => format!(
+            "auto: {} for {:.0} exact comparisons per query against ivf's {:.0} (nprobe {nprobe} of {} lists \
+             at recall {recall:.3}, IVF_ROW_COST {IVF_ROW_COST}, build included)",
+            if ivf_cost < n_train as f64 { "ivf" } else { "exact" },
+            n_train as f64,
+            ivf_cost,
+            ivf.lists()
+        ),
+    };
+    if cfg.index == IndexChoice::Auto && ivf_cost >= n_train as f64 {
+        return exact_all(choice);
+    }
+    let (tr, te) =
+        (ivf.search(e.train, e.train, cfg.k, nprobe, &self_rows), ivf.search(e.train, e.test, cfg.k, nprobe, &none));
+    (tr, te, report("ivf", recall, nprobe, rows, choice))
 }

@@ -41,6 +41,65 @@ pub fn normalize(v: &[f32], dim: usize) -> Vec<f32> {
         .collect()
 }
 
+/// The `k` nearest rows seen so far of one query, nearest first, ties by
+/// row: (Euclidean distance between unit vectors, row). Rows are offered with
+/// their dot product with the query; the distance's square root is taken only
+/// for a row that may enter (most fail one comparison).
+pub(crate) struct TopK {
+    k: usize,
+    /// (distance, row), sorted by distance then row.
+    pub items: Vec<(f32, u32)>,
+    /// A squared distance (`2 - 2 dot`) beyond which no row can enter, once full.
+    worst: f32,
+}
+
+impl TopK {
+    pub fn new(k: usize) -> Self {
+        TopK { k, items: Vec::with_capacity(k + 1), worst: f32::INFINITY }
+    }
+
+    /// An empty top k that takes no row beyond squared distance `bound`
+    /// (another top k's [`TopK::bound`]: rows it would turn away anyway).
+    pub fn within(k: usize, bound: f32) -> Self {
+        TopK { k, items: Vec::new(), worst: bound }
+    }
+
+    /// The squared distance beyond which no row can enter (infinite until full).
+    pub fn bound(&self) -> f32 {
+        self.worst
+    }
+
+    /// Offers `row` at dot product `dot`; the same result as sorting every
+    /// row offered by (distance, row) and keeping the first k.
+    #[inline]
+    pub fn offer(&mut self, dot: f32, row: u32) {
+        let sq = (2.0 - 2.0 * dot).max(0.0);
+        if sq > self.worst {
+            return;
+        }
+        self.insert((sq.sqrt(), row));
+    }
+
+    /// Inserts a (distance, row) candidate if it is among the k best so far.
+    pub fn insert(&mut self, cand: (f32, u32)) {
+        let less = |a: &(f32, u32), b: &(f32, u32)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).is_lt();
+        if self.items.len() == self.k && !less(&cand, &self.items[self.k - 1]) {
+            return;
+        }
+        let at = self.items.partition_point(|x| less(x, &cand));
+        self.items.insert(at, cand);
+        if self.items.len() > self.k {
+            self.items.pop();
+        }
+        if self.items.len() == self.k {
+            let d = self.items[self.k - 1].0;
+            // Above this squared distance, the rounded root exceeds d: a
+            // relative margin of 4e-6 is 30 times f32's rounding.
+            self.worst = self.worst.min(d * d * (1.0 + 4e-6));
+        }
+    }
+}
+
 /// Keeps the `k` nearest of (row, distance) candidates, nearest first, ties by row.
 fn nearest(mut c: Vec<(u32, f32)>, k: usize) -> Vec<(u32, f32)> {
     let cmp = |a: &(u32, f32), b: &(u32, f32)| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0));
@@ -53,26 +112,36 @@ fn nearest(mut c: Vec<(u32, f32)>, k: usize) -> Vec<(u32, f32)> {
     c
 }
 
+/// Queries per block of the exact search: the block's dot products
+/// (`[block, n]` f32) stay near 16 MB.
+fn exact_block(n: usize) -> usize {
+    ((1 << 22) / n.max(1)).clamp(8, 256)
+}
+
 /// Exact `k` nearest training rows of each query (unit vectors), leaving out
 /// training row `self_row[q]` for query q when given (the query itself).
+/// One matrix multiply per block of queries, then one pass over each row of
+/// dot products.
 pub fn exact(train: &[f32], queries: &[f32], dim: usize, k: usize, self_row: &[Option<u32>]) -> Neighbors {
     let n = train.len() / dim;
     let nq = queries.len() / dim;
-    const BLOCK: usize = 256;
-    let rows: Vec<Vec<(u32, f32)>> = (0..nq.div_ceil(BLOCK))
+    let block = exact_block(n);
+    let rows: Vec<Vec<(u32, f32)>> = (0..nq.div_ceil(block))
         .into_par_iter()
         .flat_map_iter(|b| {
-            let q0 = b * BLOCK;
-            let m = BLOCK.min(nq - q0);
+            let q0 = b * block;
+            let m = block.min(nq - q0);
             let dots = dots(&queries[q0 * dim..(q0 + m) * dim], train, dim);
             (0..m)
                 .map(|i| {
                     let skip = self_row[q0 + i];
-                    let c: Vec<(u32, f32)> = (0..n as u32)
-                        .filter(|&j| Some(j) != skip)
-                        .map(|j| (j, (2.0 - 2.0 * dots[i * n + j as usize]).max(0.0).sqrt()))
-                        .collect();
-                    nearest(c, k)
+                    let mut top = TopK::new(k);
+                    for (j, &d) in dots[i * n..(i + 1) * n].iter().enumerate() {
+                        if Some(j as u32) != skip {
+                            top.offer(d, j as u32);
+                        }
+                    }
+                    top.items.into_iter().map(|(d, j)| (j, d)).collect::<Vec<_>>()
                 })
                 .collect::<Vec<_>>()
         })

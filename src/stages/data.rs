@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashSet};
 use super::Samples;
 use crate::data::demo::{self, DemoTruth, ProblemKind};
 use crate::data::{self, Dataset, DatasetSpec, LoadOptions, Problems, Split};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::run::schema::{self, Column, Group};
 use crate::table::{Columns, TableBuilder};
 
@@ -71,12 +71,6 @@ pub fn load(spec: &DatasetSpec, opts: &LoadOptions, problems: &mut Problems) -> 
         }
         spec => (data::load_with(spec, opts, problems)?, None),
     };
-    if dataset.test.is_empty() {
-        return Err(Error::Usage(format!(
-            "{}: the audit needs a test split, and this dataset has none",
-            dataset.source
-        )));
-    }
     Ok(DataStage { dataset, truth })
 }
 

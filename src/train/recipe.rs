@@ -39,6 +39,51 @@ pub struct ModelOptions {
     pub device: Option<DeviceChoice>,
 }
 
+impl ModelOptions {
+    /// Checks the options on their own, before any data is read or any model
+    /// trained: a learning rate of -1 or NaN would otherwise train, diverge,
+    /// and then advise lowering it.
+    pub fn validate(&self) -> Result<()> {
+        let positive = |flag: &str, v: Option<f64>| match v {
+            Some(x) if !(x.is_finite() && x > 0.0) => {
+                Err(Error::Usage(format!("{flag} {x}: must be a number above 0")))
+            }
+            _ => Ok(()),
+        };
+        let share = |flag: &str, v: Option<f64>| match v {
+            Some(x) if !(x.is_finite() && (0.0..1.0).contains(&x)) => {
+                Err(Error::Usage(format!("{flag} {x}: must be from 0 to below 1")))
+            }
+            _ => Ok(()),
+        };
+        positive("--lr", self.lr)?;
+        share("--momentum", self.momentum)?;
+        share("--label-smoothing", self.label_smoothing)?;
+        if let Some(w) = self.weight_decay.filter(|w| !(w.is_finite() && *w >= 0.0)) {
+            return Err(Error::Usage(format!("--weight-decay {w}: must be a number of at least 0")));
+        }
+        for (flag, v) in [("--epochs", self.epochs), ("--batch-size", self.batch_size)] {
+            if v == Some(0) {
+                return Err(Error::Usage(format!("{flag} must be at least 1")));
+            }
+        }
+        if let Some(f) = self.folds.filter(|&f| f < 2) {
+            return Err(Error::Usage(format!(
+                "--folds {f}: cross-validation needs at least 2 folds (each image is scored by a model trained on the others)"
+            )));
+        }
+        for (flag, v) in [("--mean", self.mean), ("--std", self.std)] {
+            if let Some(c) = v.filter(|c| c.iter().any(|x| !x.is_finite())) {
+                return Err(Error::Usage(format!("{flag} {c:?}: must be finite numbers")));
+            }
+        }
+        if let Some(s) = self.std.filter(|s| s.iter().any(|x| *x <= 0.0)) {
+            return Err(Error::Usage(format!("--std {s:?}: every channel's deviation must be above 0")));
+        }
+        Ok(())
+    }
+}
+
 /// The built-in recipes: the demo's (small, fast on 2 CPU cores) and the
 /// CIFAR ResNet paper's for every other dataset. Returns (depth, width, training).
 pub fn recipe(spec: &DatasetSpec, seed: u64) -> (usize, usize, TrainConfig) {

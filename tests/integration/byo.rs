@@ -34,7 +34,13 @@ fn generated_npy_files_score_like_cleanlab_would_and_write_tables() {
     let flagged = df.column("likely_mislabeled").unwrap().bool().unwrap().sum().unwrap();
     // 10% of 3,000 labels were flipped; the flags find about that many.
     assert!((200..=400).contains(&flagged), "{flagged} flagged");
-    assert!(text(&o).contains("hnsw recall@10"), "{}", text(&o));
+    // The neighbour search chosen by the work each would do, and why, in run.json.
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("outputs/score/run.json")).unwrap()).unwrap();
+    let choice = manifest["scores"]["recall"]["choice"].as_str().unwrap();
+    assert!(choice.starts_with("auto: ") && choice.contains("exact comparisons per query"), "{choice}");
+    let index = manifest["scores"]["recall"]["index"].as_str().unwrap();
+    assert!(text(&o).contains(&format!("index    {index}")), "{}", text(&o));
 }
 
 #[test]
@@ -56,16 +62,129 @@ fn bad_inputs_are_refused_naming_the_problem_and_row() {
     nan[3 * 5 + 1] = f32::NAN;
     write("nan.npy", &[200, 3], nan);
     write("short.npy", &[199, 3], good[..597].to_vec());
-    for (file, want) in [("sum.npy", "row 17"), ("nan.npy", "row 5"), ("short.npy", "199 rows")] {
+    for (file, want) in [("sum.npy", "sum.npy: row 17"), ("nan.npy", "nan.npy: row 5"), ("short.npy", "199 rows")] {
         let o = misfit(&["score", "--probs", file, "--labels", "labels.npy"], dir.path());
         assert!(!o.status.success());
         let t = text(&o);
         assert!(t.contains(want), "{file}: {t}");
     }
     let o = misfit(
-        &["score", "--probs", "probs.npy", "--labels", "labels.npy", "--embeddings", "embeddings.npy", "--k", "150"],
+        &["score", "--probs", "probs.npy", "--labels", "labels.npy", "--embeddings", "embeddings.npy", "--k", "200"],
         dir.path(),
     );
-    assert!(!o.status.success() && text(&o).contains("k = 150"), "{}", text(&o));
+    assert!(!o.status.success() && text(&o).contains("k = 200"), "{}", text(&o));
     assert!(!dir.path().join("outputs/score").exists(), "nothing written after an error");
+}
+
+/// Writes `[n, dim]` f32 rows as .npy.
+fn npy(path: &std::path::Path, shape: &[u64], v: Vec<f32>) {
+    use npyz::WriterBuilder;
+    let f = std::fs::File::create(path).unwrap();
+    let mut w = npyz::WriteOptions::<f32>::new().default_dtype().shape(shape).writer(f).begin_nd().unwrap();
+    w.extend(v).unwrap();
+    w.finish().unwrap();
+}
+
+/// Writes a Parquet file of `probs` (list of f64) and a `label` column.
+fn parquet_with_labels(path: &std::path::Path, probs: &[[f64; 3]], label: arrow::array::ArrayRef) {
+    use arrow::array::{ArrayRef, Float64Builder, ListBuilder, RecordBatch};
+    let mut b = ListBuilder::new(Float64Builder::new());
+    for p in probs {
+        b.values().append_slice(p);
+        b.append(true);
+    }
+    let batch =
+        RecordBatch::try_from_iter([("probs", std::sync::Arc::new(b.finish()) as ArrayRef), ("label", label)]).unwrap();
+    let mut w =
+        parquet::arrow::ArrowWriter::try_new(std::fs::File::create(path).unwrap(), batch.schema(), None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+}
+
+#[test]
+fn every_bad_input_or_option_is_an_error_naming_it_before_any_work() {
+    use arrow::array::{ArrayRef, Int64Array, StringArray};
+    use std::sync::Arc;
+    let dir = tempdir().unwrap();
+    let d = dir.path();
+    misfit::bench::score::generate(d, 200, 3, 4, 0.1, 1).unwrap();
+    let emb: Vec<f32> = (0..200 * 4).map(|i| ((i * 37 % 101) as f32) / 101.0 + 0.01).collect();
+    let with = |row: usize, col: usize, v: f32| {
+        let mut e = emb.clone();
+        e[row * 4 + col] = v;
+        e
+    };
+    npy(&d.join("emb_inf.npy"), &[200, 4], with(7, 2, f32::INFINITY));
+    npy(&d.join("emb_nan.npy"), &[200, 4], with(9, 0, f32::NAN));
+    npy(&d.join("emb_zero.npy"), &[200, 4], vec![0.0; 200 * 4]);
+    npy(&d.join("emb_same.npy"), &[200, 4], (0..200).flat_map(|_| [0.5f32, 0.1, 0.2, 0.3]).collect());
+    npy(&d.join("empty.npy"), &[0, 3], Vec::new());
+    let probs: Vec<[f64; 3]> = (0..4).map(|_| [0.2, 0.3, 0.5]).collect();
+    parquet_with_labels(
+        &d.join("null_label.parquet"),
+        &probs,
+        Arc::new(Int64Array::from(vec![Some(0), Some(1), None, Some(2)])) as ArrayRef,
+    );
+    parquet_with_labels(
+        &d.join("text_label.parquet"),
+        &probs,
+        Arc::new(StringArray::from(vec!["cat", "dog", "cat", "bird"])) as ArrayRef,
+    );
+    let base = ["score", "--probs", "probs.npy", "--labels", "labels.npy"];
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--embeddings", "embeddings.npy", "--k", "0"], "--k 0: the neighbour vote needs at least 1"),
+        (vec!["--embeddings", "emb_inf.npy"], "emb_inf.npy: row 7: embedding value 2 is inf"),
+        (vec!["--embeddings", "emb_nan.npy"], "emb_nan.npy: row 9: embedding value 0 is NaN"),
+        (vec!["--embeddings", "emb_zero.npy"], "emb_zero.npy: every embedding is all zeros"),
+        (vec!["--embeddings", "emb_same.npy"], "emb_same.npy: every embedding is the same vector"),
+    ];
+    for (extra, want) in cases {
+        let args: Vec<&str> = base.iter().copied().chain(extra.iter().copied()).collect();
+        let o = misfit(&args, d);
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(!o.status.success() && err.contains(want), "{extra:?}: {err}");
+        assert!(!err.contains("panicked"), "{extra:?}: {err}");
+    }
+    for (args, want) in [
+        (vec!["score", "--probs", "null_label.parquet"], "null_label.parquet: row 2: label is null"),
+        (vec!["score", "--probs", "text_label.parquet"], "text_label.parquet: column 'label' holds Utf8, not class"),
+        (vec!["score", "--probs", "empty.npy", "--labels", "labels.npy"], "empty.npy: no rows"),
+    ] {
+        let o = misfit(&args, d);
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(!o.status.success() && err.contains(want), "{args:?}: {err}");
+    }
+    // An OS error is told once, after the path.
+    let o = misfit(&["score", "--probs", "missing.npy", "--labels", "labels.npy"], d);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+    assert!(err.contains("missing.npy: No such file or directory"), "{err}");
+    assert!(!d.join("outputs/score").exists(), "nothing written after an error");
+}
+
+#[test]
+fn a_run_in_use_is_refused_and_what_killed_runs_left_is_removed() {
+    let dir = tempdir().unwrap();
+    let d = dir.path();
+    misfit::bench::score::generate(d, 200, 3, 4, 0.1, 1).unwrap();
+    let args = ["score", "--probs", "probs.npy", "--labels", "labels.npy", "--run", "x"];
+    // Another process writing run x holds its lock (here: this test).
+    let lock = misfit::run::RunLock::take(&d.join("outputs"), "x").unwrap();
+    let o = misfit(&args, d);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(!o.status.success() && err.contains("run 'x' is being written by another misfit process"), "{err}");
+    drop(lock);
+    // A killed run's unfinished folders (and a lock file left behind) go at the next run of that name.
+    std::fs::create_dir_all(d.join("outputs/.x.partial-999999/sub")).unwrap();
+    std::fs::create_dir_all(d.join("outputs/.x.old-999998")).unwrap();
+    std::fs::create_dir_all(d.join("outputs/.xy.partial-999997")).unwrap();
+    std::fs::write(d.join("outputs/.x.lock"), b"").unwrap();
+    let o = misfit(&args, d);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("removed 2 unfinished folders of an earlier 'x' run"), "{}", text(&o));
+    let mut left: Vec<String> =
+        std::fs::read_dir(d.join("outputs")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    left.sort();
+    // Another run's folder is not touched.
+    assert_eq!(left, vec![".xy.partial-999997", "x"]);
 }

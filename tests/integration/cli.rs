@@ -139,6 +139,15 @@ fn a_failed_audit_exits_non_zero_names_the_culprit_and_writes_nothing() {
     assert!(!dir.path().join("outputs/bad").exists());
     let leftovers = std::fs::read_dir(dir.path().join("outputs")).map(|d| d.count()).unwrap_or(0);
     assert_eq!(leftovers, 0);
+    crate::util::write_tree(&dir.path().join("ok"), &crate::util::small_folder(""));
+    let tiny: Vec<(String, Vec<u8>)> = crate::util::small_folder("")
+        .into_iter()
+        .filter(|(name, _)| !name.contains("/001.") && !name.contains("/002."))
+        .collect();
+    crate::util::write_tree(&dir.path().join("tiny"), &tiny);
+    let train_only: Vec<(String, Vec<u8>)> =
+        crate::util::small_folder("").into_iter().filter(|(name, _)| name.starts_with("train/")).collect();
+    crate::util::write_tree(&dir.path().join("train-only"), &train_only);
     // Attack and explain options are checked before any training.
     for (args, want) in [
         (vec!["audit", "--attacks", "pgd:linf:zebra"], "no class 'zebra' (classes: checker,"),
@@ -150,6 +159,24 @@ fn a_failed_audit_exits_non_zero_names_the_culprit_and_writes_nothing() {
         (vec!["audit", "--explain-methods", "lime"], "--explain-methods 'lime': not a method"),
         (vec!["audit", "--smoothgrad-noise=-0.1"], "--smoothgrad-noise -0.1: give a share"),
         (vec!["audit", "--ig-baseline", "grey"], "--ig-baseline 'grey': black, white or blur"),
+        // Attack, training and neighbour options that cannot work.
+        (vec!["audit", "--eps", "2"], "--eps 2: L-inf budgets are in [0, 1]"),
+        (vec!["audit", "--attack-steps", "0"], "--attack-steps must be at least 1"),
+        (vec!["audit", "--attack-restarts", "0"], "--attack-restarts must be at least 1"),
+        (vec!["audit", "--attack-step-ratio=-1"], "--attack-step-ratio -1: the step is this multiple"),
+        (vec!["audit", "--lr=-1"], "--lr -1: must be a number above 0"),
+        (vec!["audit", "--lr", "nan"], "--lr NaN: must be a number above 0"),
+        (vec!["audit", "--momentum", "1"], "--momentum 1: must be from 0 to below 1"),
+        (vec!["audit", "--folds", "1"], "--folds 1: cross-validation needs at least 2 folds"),
+        (vec!["audit", "--k", "0"], "--k 0: the neighbour vote needs at least 1"),
+        // The dataset against the options: 6 training images.
+        (vec!["audit", "ok"], "--k 10 neighbours per image need more training images than that, and there are 6"),
+        (
+            vec!["audit", "ok", "--k", "2", "--folds", "8"],
+            "--folds 8 needs at least 8 training images, and there are 6",
+        ),
+        (vec!["audit", "tiny", "--k", "1"], "the default of 5 folds (--folds) needs at least 5 training images"),
+        (vec!["audit", "train-only", "--k", "2"], "the audit needs a test split, and this dataset has none"),
     ] {
         let o = misfit(&args, dir.path());
         let err = String::from_utf8_lossy(&o.stderr);
@@ -162,7 +189,15 @@ fn a_failed_audit_exits_non_zero_names_the_culprit_and_writes_nothing() {
 #[test]
 fn inspect_exits_zero_on_a_clean_dataset_and_non_zero_with_problems() {
     let dir = tempdir().unwrap();
-    crate::util::write_tree(&dir.path().join("ok"), &crate::util::small_folder(""));
+    // Enough training images for the audit's defaults (5 folds, 10 neighbours).
+    let mut files = crate::util::small_folder("");
+    for (c, class) in ["cat", "dog"].iter().enumerate() {
+        for i in 3..8 {
+            let px = crate::util::pattern((c * 10 + i) as u8, 8, 6);
+            files.push((format!("train/{class}/{i:03}.png"), crate::util::png(&px, 8, 6)));
+        }
+    }
+    crate::util::write_tree(&dir.path().join("ok"), &files);
     let o = misfit(&["data", "inspect", "ok"], dir.path());
     assert!(o.status.success(), "{}", text(&o));
     let out = text(&o);
@@ -173,6 +208,13 @@ fn inspect_exits_zero_on_a_clean_dataset_and_non_zero_with_problems() {
     assert!(text(&o).contains("test/dog/x.jpg"), "{}", text(&o));
     let o = misfit(&["data", "inspect", "missing-folder"], dir.path());
     assert!(!o.status.success() && text(&o).contains("missing-folder"), "{}", text(&o));
+    // What the audit would refuse is a problem: no test split.
+    let train_only: Vec<(String, Vec<u8>)> =
+        crate::util::small_folder("").into_iter().filter(|(name, _)| name.starts_with("train/")).collect();
+    crate::util::write_tree(&dir.path().join("train-only"), &train_only);
+    let o = misfit(&["data", "inspect", "train-only"], dir.path());
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("the audit needs a test split"), "{}", text(&o));
 }
 
 #[test]

@@ -14,6 +14,7 @@ use misfit::data::{DatasetSpec, LoadOptions};
 use misfit::explain::{ExplainConfig, MethodConfig};
 use misfit::model::{ModelConfig, ResNet, Shortcut};
 use misfit::run::RunManifest;
+use misfit::scores::ScoreConfig;
 use misfit::train::recipe::{channel_stats, ModelOptions};
 use misfit::train::Dynamics;
 
@@ -70,6 +71,7 @@ pub fn write_run(outputs: &Path, name: &str) -> (PathBuf, RunManifest) {
         inject_noise: None,
         attack: Some(attack),
         explain: Some(explain()),
+        scores: ScoreConfig::default(),
     };
     let audit = Audit::start(&opts).expect("fixture audit starts");
     let ds = &audit.dataset;

@@ -80,7 +80,10 @@ fn mixed_sizes_are_an_error_unless_resized() {
     files.push(("train/dog/big.png".into(), png(&pattern(9, 10, 12), 10, 12)));
     write_tree(dir.path(), &files);
     let err = load_err(dir.path().to_str().unwrap(), &LoadOptions::default());
-    assert!(err.contains("train/dog/big.png") && err.contains("12x10") && err.contains("--resize"), "{err}");
+    assert!(
+        err.contains("train/dog/big.png: image is 10x12 pixels (height x width)") && err.contains("--resize"),
+        "{err}"
+    );
     let opts = LoadOptions { resize: Some((4, 5)), ..Default::default() };
     let ds = load_ok(dir.path().to_str().unwrap(), &opts);
     assert_eq!((ds.height, ds.width, ds.train.len()), (4, 5, 7));
@@ -144,9 +147,30 @@ fn inspect_lists_every_problem_and_keeps_the_good_images() {
     write_tree(dir.path(), &files);
     let spec = DatasetSpec::parse(dir.path().to_str().unwrap()).unwrap();
     let found = inspect::inspect(&spec, &LoadOptions::default()).unwrap();
-    assert_eq!(found.problems.total, 2);
+    // The two bad images, and what the audit's defaults refuse of the 6 good ones (--k 10).
+    assert_eq!(found.problems.total, 3);
     assert_eq!(found.dataset.train.len(), 6);
     let report = found.report(&spec);
     assert!(report.contains("train/cat/broken.png") && report.contains("train/dog/big.png"), "{report}");
+    assert!(report.contains("--k 10 neighbours per image need more training images"), "{report}");
     assert!(report.contains("README.txt"), "left-out files are noted: {report}");
+}
+
+#[test]
+fn symbolic_links_below_the_root_are_refused_as_in_archives_and_the_root_may_be_one() {
+    let dir = tempdir().unwrap();
+    let root = dir.path().join("set");
+    write_tree(&root, &small_folder(""));
+    // The root itself through a link loads.
+    std::os::unix::fs::symlink(&root, dir.path().join("alias")).unwrap();
+    assert_eq!(load_ok(dir.path().join("alias").to_str().unwrap(), &LoadOptions::default()).train.len(), 6);
+    // A link to another class's image would be a second copy with another label.
+    std::os::unix::fs::symlink(root.join("train/dog/000.png"), root.join("train/cat/009.png")).unwrap();
+    let err = load_err(root.to_str().unwrap(), &LoadOptions::default());
+    assert!(err.contains("train/cat/009.png: is a symbolic link"), "{err}");
+    // A size mismatch is told height x width, as everywhere else.
+    std::fs::remove_file(root.join("train/cat/009.png")).unwrap();
+    std::fs::write(root.join("train/cat/010.png"), png(&pattern(3, 4, 5), 4, 5)).unwrap();
+    let err = load_err(root.to_str().unwrap(), &LoadOptions::default());
+    assert!(err.contains("010.png: image is 4x5 pixels (height x width) but ") && err.contains(" is 8x6;"), "{err}");
 }

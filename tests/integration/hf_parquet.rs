@@ -15,7 +15,7 @@ use crate::util::{load_err, load_ok, pattern, png};
 const HF_META: &str = r#"{"info": {"features": {"img": {"_type": "Image"}, "label": {"names": ["plane", "car", "bird"], "_type": "ClassLabel"}}}}"#;
 
 /// Writes rows of (image bytes or null, path or null, label or null).
-fn write_hf(path: &Path, rows: &[(Option<Vec<u8>>, Option<&str>, Option<i64>)], with_meta: bool) {
+pub(crate) fn write_hf(path: &Path, rows: &[(Option<Vec<u8>>, Option<&str>, Option<i64>)], with_meta: bool) {
     let fields =
         Fields::from(vec![Field::new("bytes", DataType::Binary, true), Field::new("path", DataType::Utf8, true)]);
     let bytes: BinaryArray = rows.iter().map(|r| r.0.as_deref()).collect();
@@ -35,7 +35,8 @@ fn write_hf(path: &Path, rows: &[(Option<Vec<u8>>, Option<&str>, Option<i64>)], 
     w.close().unwrap();
 }
 
-fn good_rows(n: usize, offset: u8) -> Vec<(Option<Vec<u8>>, Option<&'static str>, Option<i64>)> {
+/// `n` valid rows: 4x4 PNG images whose pixels encode `offset + i`, labels cycling through the 3 classes.
+pub(crate) fn good_rows(n: usize, offset: u8) -> Vec<(Option<Vec<u8>>, Option<&'static str>, Option<i64>)> {
     (0..n).map(|i| (Some(png(&pattern(offset + i as u8, 4, 4), 4, 4)), None, Some((i % 3) as i64))).collect()
 }
 

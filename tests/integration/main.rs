@@ -13,6 +13,7 @@ mod findings;
 mod fixture;
 mod flags;
 mod folder;
+mod fuzz;
 mod hf_parquet;
 mod labels;
 mod model;
