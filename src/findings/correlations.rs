@@ -194,16 +194,25 @@ pub fn auroc_test(score: &[f64], truth: &[bool], bootstrap: usize, permutations:
     let (p, q) = (pos as f64, (n - pos) as f64);
     let all: f64 = ranks.iter().sum();
     let side = pos.min(n - pos);
-    let extreme = (0..permutations)
+    // Permutations in fixed chunks, each from its own stream with its own
+    // buffer of row numbers: a partial shuffle draws `side` rows in O(side).
+    const CHUNK: usize = 50;
+    let extreme: usize = (0..permutations.div_ceil(CHUNK))
         .into_par_iter()
-        .filter(|&k| {
-            let mut rng = stream(1 + (bootstrap + k) as u64);
-            let picked: f64 = rand::seq::index::sample(&mut rng, n, side).iter().map(|i| ranks[i]).sum();
-            let sum = if side == pos { picked } else { all - picked };
-            let a = (sum - p * (p + 1.0) / 2.0) / (p * q);
-            (a - 0.5).abs() >= (estimate - 0.5).abs() - 1e-12
+        .map(|c| {
+            let mut rng = stream(1 + (bootstrap + c) as u64);
+            let mut rows: Vec<u32> = (0..n as u32).collect();
+            (c * CHUNK..permutations.min((c + 1) * CHUNK))
+                .filter(|_| {
+                    let (picked, _) = rows.partial_shuffle(&mut rng, side);
+                    let picked: f64 = picked.iter().map(|&i| ranks[i as usize]).sum();
+                    let sum = if side == pos { picked } else { all - picked };
+                    let a = (sum - p * (p + 1.0) / 2.0) / (p * q);
+                    (a - 0.5).abs() >= (estimate - 0.5).abs() - 1e-12
+                })
+                .count()
         })
-        .count();
+        .sum();
     let p_value = (1 + extreme) as f64 / (1 + permutations) as f64;
     Some(Tested { n, estimate, ci, p_value, resamples: draws.len(), permutations })
 }

@@ -12,23 +12,39 @@ use crate::stats::argmax;
 /// no image carries gets infinity, so that no image is confidently of it
 /// (cleanlab's mean of nothing is NaN, which no probability reaches either).
 pub fn thresholds(labels: &[u32], probs: &[f32], k: usize) -> Vec<f64> {
+    weighted_thresholds(labels, probs, k, None)
+}
+
+/// How often a bootstrap resample drew each row (`None`: every row once).
+/// Counting a row as often as it was drawn gives the resample's figures
+/// without copying its rows.
+type Weights<'a> = Option<&'a [u32]>;
+
+fn weight(w: Weights, i: usize) -> f64 {
+    w.map_or(1.0, |w| w[i] as f64)
+}
+
+fn weighted_thresholds(labels: &[u32], probs: &[f32], k: usize, w: Weights) -> Vec<f64> {
     let mut sum = vec![0f64; k];
-    let mut count = vec![0usize; k];
-    for (row, &l) in probs.chunks_exact(k).zip(labels) {
-        sum[l as usize] += row[l as usize] as f64;
-        count[l as usize] += 1;
+    let mut count = vec![0f64; k];
+    for (i, (row, &l)) in probs.chunks_exact(k).zip(labels).enumerate() {
+        let wi = weight(w, i);
+        if wi > 0.0 {
+            sum[l as usize] += row[l as usize] as f64 * wi;
+            count[l as usize] += wi;
+        }
     }
-    sum.iter().zip(&count).map(|(s, &c)| if c > 0 { s / c as f64 } else { f64::INFINITY }).collect()
+    sum.iter().zip(&count).map(|(s, &c)| if c > 0.0 { s / c } else { f64::INFINITY }).collect()
 }
 
 /// The class confidently predicted for one row, if any: among classes whose
 /// probability reaches their threshold, the row's arg-max when there are
 /// several, else the single one (cleanlab's rule).
 pub fn confident_class(row: &[f32], thresholds: &[f64]) -> Option<usize> {
-    let confident: Vec<usize> = (0..row.len()).filter(|&j| row[j] as f64 >= thresholds[j] - 1e-6).collect();
-    match confident.len() {
-        0 => None,
-        1 => Some(confident[0]),
+    let mut confident = (0..row.len()).filter(|&j| row[j] as f64 >= thresholds[j] - 1e-6);
+    match (confident.next(), confident.next()) {
+        (None, _) => None,
+        (Some(j), None) => Some(j),
         _ => Some(argmax(row)),
     }
 }
@@ -39,10 +55,18 @@ pub type Matrix = Vec<Vec<f64>>;
 /// The confident joint `C[given][true]`: images counted by their given label
 /// and confidently predicted class, with at least 1 on the diagonal.
 pub fn confident_joint(labels: &[u32], probs: &[f32], k: usize, thresholds: &[f64]) -> Matrix {
+    weighted_confident_joint(labels, probs, k, thresholds, None)
+}
+
+fn weighted_confident_joint(labels: &[u32], probs: &[f32], k: usize, thresholds: &[f64], w: Weights) -> Matrix {
     let mut c = vec![vec![0f64; k]; k];
-    for (row, &l) in probs.chunks_exact(k).zip(labels) {
+    for (i, (row, &l)) in probs.chunks_exact(k).zip(labels).enumerate() {
+        let wi = weight(w, i);
+        if wi == 0.0 {
+            continue;
+        }
         if let Some(j) = confident_class(row, thresholds) {
-            c[l as usize][j] += 1.0;
+            c[l as usize][j] += wi;
         }
     }
     for (i, row) in c.iter_mut().enumerate() {
@@ -75,10 +99,10 @@ pub fn round_preserving_sum(values: &[f64]) -> Vec<f64> {
 }
 
 /// Each row of `c` scaled to sum to the number of images with that given label.
-fn rows_to_label_counts(c: &Matrix, labels: &[u32]) -> Matrix {
+fn rows_to_label_counts(c: &Matrix, labels: &[u32], w: Weights) -> Matrix {
     let mut label_counts = vec![0f64; c.len()];
-    for &l in labels {
-        label_counts[l as usize] += 1.0;
+    for (i, &l) in labels.iter().enumerate() {
+        label_counts[l as usize] += weight(w, i);
     }
     c.iter()
         .enumerate()
@@ -92,9 +116,16 @@ fn rows_to_label_counts(c: &Matrix, labels: &[u32]) -> Matrix {
 /// Calibrates the confident joint so that each row sums to the number of
 /// images with that given label and the whole to the number of images.
 pub fn calibrate(c: &Matrix, labels: &[u32]) -> Matrix {
-    let mut m = rows_to_label_counts(c, labels);
+    weighted_calibrate(c, labels, None)
+}
+
+fn weighted_calibrate(c: &Matrix, labels: &[u32], w: Weights) -> Matrix {
+    let mut m = rows_to_label_counts(c, labels, w);
     let total: f64 = m.iter().flatten().sum::<f64>().max(1e-16);
-    let n = labels.len() as f64;
+    let n = match w {
+        None => labels.len() as f64,
+        Some(w) => w.iter().map(|&x| x as f64).sum(),
+    };
     for row in &mut m {
         for v in row.iter_mut() {
             *v = *v / total * n;
@@ -120,8 +151,12 @@ pub struct NoiseEstimate {
 
 /// Counts: thresholds, calibrated confident joint, joint, noise matrix and rates.
 pub fn estimate(labels: &[u32], probs: &[f32], k: usize) -> NoiseEstimate {
-    let t = thresholds(labels, probs, k);
-    let cj = calibrate(&confident_joint(labels, probs, k, &t), labels);
+    weighted_estimate(labels, probs, k, None)
+}
+
+fn weighted_estimate(labels: &[u32], probs: &[f32], k: usize, w: Weights) -> NoiseEstimate {
+    let t = weighted_thresholds(labels, probs, k, w);
+    let cj = weighted_calibrate(&weighted_confident_joint(labels, probs, k, &t, w), labels, w);
     let total: f64 = cj.iter().flatten().sum::<f64>().max(1e-16);
     let joint: Matrix = cj.iter().map(|r| r.iter().map(|v| v / total).collect()).collect();
     let col_sums: Vec<f64> = (0..k).map(|j| (0..k).map(|i| joint[i][j]).sum()).collect();
@@ -163,7 +198,7 @@ pub fn vote_noise_matrix(labels: &[u32], votes: &[f32], k: usize) -> Matrix {
             }
         }
     }
-    let c = rows_to_label_counts(&c, labels);
+    let c = rows_to_label_counts(&c, labels, None);
     let col: Vec<f64> = (0..k).map(|j| (0..k).map(|g| c[g][j]).sum()).collect();
     (0..k).map(|g| (0..k).map(|j| if col[j] > 0.0 { c[g][j] / col[j] } else { 0.0 }).collect()).collect()
 }
@@ -190,15 +225,14 @@ pub fn noise_rate_interval(
         .map(|r| {
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
             rng.set_stream(1 + r as u64);
-            let (mut l, mut p) = (vec![0u32; n], vec![0f32; n * k]);
+            let mut drawn = vec![0u32; n];
             let mut present = vec![false; k];
-            for i in 0..n {
+            for _ in 0..n {
                 let j = rng.random_range(0..n);
-                l[i] = labels[j];
+                drawn[j] += 1;
                 present[labels[j] as usize] = true;
-                p[i * k..(i + 1) * k].copy_from_slice(&probs[j * k..(j + 1) * k]);
             }
-            (present, estimate(&l, &p, k))
+            (present, weighted_estimate(labels, probs, k, Some(&drawn)))
         })
         .collect();
     let mut draws: Vec<Vec<f64>> = vec![Vec::with_capacity(resamples); k];
