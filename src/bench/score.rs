@@ -151,7 +151,13 @@ fn time_searches(emb: &[f32], dim: usize, hnsw: bool) -> Vec<SearchTime> {
     let t = Instant::now();
     ivf.search(emb, emb, 10, r.ef_search, &selves);
     let search_s = t.elapsed().as_secs_f64();
-    out.push(SearchTime { index: "ivf".into(), build_s, search_s, recall: r.recall, rows_per_query: r.rows_per_query });
+    out.push(SearchTime {
+        index: "ivf".into(),
+        build_s,
+        search_s,
+        recall: r.recall,
+        rows_per_query: r.rows_per_query.unwrap_or(f64::NAN),
+    });
     if hnsw {
         let cfg = ScoreConfig { index: IndexChoice::Hnsw, ..ScoreConfig::default() };
         let (_, _, r) = search_neighbors(&e, &cfg);

@@ -128,9 +128,10 @@ pub struct RecallReport {
     pub queries: usize,
     /// Whether the target was reached.
     pub reached_target: bool,
-    /// Training rows compared per query (IVF: centroids and probed lists; NaN for HNSW, whose graph walk varies).
+    /// Training rows compared per query (IVF: centroids and probed lists;
+    /// None for HNSW, whose graph walk varies, and for runs before it was recorded).
     #[serde(default)]
-    pub rows_per_query: f64,
+    pub rows_per_query: Option<f64>,
     /// Why this search ran, in words (the option, or auto's comparison of the work).
     #[serde(default)]
     pub choice: String,
@@ -375,7 +376,7 @@ pub fn search_neighbors(
             ef_search: 0,
             queries: 0,
             reached_target: true,
-            rows_per_query: n_train as f64,
+            rows_per_query: Some(n_train as f64),
             choice: why,
         };
         (tr, te, report)
@@ -427,7 +428,7 @@ pub fn search_neighbors(
         }
         (ef, recall)
     };
-    let report = |index: &str, recall: f64, ef: usize, rows: f64, choice: String| RecallReport {
+    let report = |index: &str, recall: f64, ef: usize, rows: Option<f64>, choice: String| RecallReport {
         index: index.into(),
         recall,
         ef_search: ef,
@@ -440,7 +441,7 @@ pub fn search_neighbors(
         let h = neighbors::Index::build(e.train, dim, &cfg.hnsw);
         let (ef, recall) = tune(&|ef| h.search(&q, dim, cfg.k, ef, &q_self), cfg.hnsw.ef_search, 1024);
         let (tr, te) = (h.search(e.train, dim, cfg.k, ef, &self_rows), h.search(e.test, dim, cfg.k, ef, &none));
-        return (tr, te, report("hnsw", recall, ef, f64::NAN, "--index hnsw".into()));
+        return (tr, te, report("hnsw", recall, ef, None, "--index hnsw".into()));
     }
     let ivf = ivf::Ivf::build(e.train, dim, cfg.seed);
     let (nprobe, recall) = tune(&|p| ivf.search(e.train, &q, cfg.k, p, &q_self), 8, ivf.lists());
@@ -463,5 +464,5 @@ pub fn search_neighbors(
     }
     let (tr, te) =
         (ivf.search(e.train, e.train, cfg.k, nprobe, &self_rows), ivf.search(e.train, e.test, cfg.k, nprobe, &none));
-    (tr, te, report("ivf", recall, nprobe, rows, choice))
+    (tr, te, report("ivf", recall, nprobe, Some(rows), choice))
 }

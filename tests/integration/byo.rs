@@ -41,6 +41,14 @@ fn generated_npy_files_score_like_cleanlab_would_and_write_tables() {
     assert!(choice.starts_with("auto: ") && choice.contains("exact comparisons per query"), "{choice}");
     let index = manifest["scores"]["recall"]["index"].as_str().unwrap();
     assert!(text(&o).contains(&format!("index    {index}")), "{}", text(&o));
+    // Each search on request; a run of any of them reads back (HNSW records no rows per query).
+    for index in ["exact", "hnsw"] {
+        let args = ["score", "--probs", "probs.npy", "--labels", "labels.npy", "--embeddings", "embeddings.npy"];
+        let o = misfit(&[&args[..], &["--index", index, "--run", index]].concat(), dir.path());
+        assert!(o.status.success() && text(&o).contains(&format!("index    {index}")), "{}", text(&o));
+        let o = misfit(&["report", &format!("outputs/{index}")], dir.path());
+        assert!(o.status.success(), "{index}: {}", text(&o));
+    }
 }
 
 #[test]
