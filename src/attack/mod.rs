@@ -206,6 +206,23 @@ impl AttackConfig {
 
     /// Checks budgets, targets and counts against the dataset's classes.
     pub fn validate(&self, classes: &[String]) -> Result<()> {
+        self.validate_options()?;
+        for a in &self.attacks {
+            if let Target::Class(c) = &a.target {
+                if !classes.contains(c) {
+                    return Err(Error::Usage(format!(
+                        "--attacks {}: no class '{c}' (classes: {})",
+                        a.name(),
+                        classes.join(", ")
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks what needs no dataset: budgets, counts, the step ratio.
+    pub fn validate_options(&self) -> Result<()> {
         for (norm, b) in [(Norm::Linf, &self.eps_linf), (Norm::L2, &self.eps_l2)] {
             if let Some(e) = b.iter().find(|e| !e.is_finite() || **e < 0.0) {
                 return Err(Error::Usage(format!(
@@ -223,17 +240,6 @@ impl AttackConfig {
                     norm.as_str(),
                     norm.as_str()
                 )));
-            }
-        }
-        for a in &self.attacks {
-            if let Target::Class(c) = &a.target {
-                if !classes.contains(c) {
-                    return Err(Error::Usage(format!(
-                        "--attacks {}: no class '{c}' (classes: {})",
-                        a.name(),
-                        classes.join(", ")
-                    )));
-                }
             }
         }
         if self.batch == 0 {

@@ -151,6 +151,12 @@ impl<'a> Audit<'a> {
         // known now may fail after an hour of training.
         opts.model.validate()?;
         opts.scores.validate_options()?;
+        if let Some(a) = &opts.attack {
+            a.validate_options()?;
+        }
+        if let Some(e) = &opts.explain {
+            e.validate()?;
+        }
         let mut problems = Problems::strict();
         let data::DataStage { dataset: mut ds, truth } = data::load(&opts.spec, &opts.load, &mut problems)?;
         if let Some(first) = refusals(&ds, &opts.model, &opts.scores).into_iter().next() {
@@ -159,9 +165,6 @@ impl<'a> Audit<'a> {
         // Before any training: a typo in an attack's target should not cost a training run.
         if let Some(a) = &opts.attack {
             a.validate(&ds.classes)?;
-        }
-        if let Some(e) = &opts.explain {
-            e.validate()?;
         }
         let device = model::select_device(opts.model.device.unwrap_or(DeviceChoice::Auto))?;
         let injected = match opts.inject_noise {

@@ -161,7 +161,10 @@ fn a_failed_audit_exits_non_zero_names_the_culprit_and_writes_nothing() {
         (vec!["audit", "--ig-baseline", "grey"], "--ig-baseline 'grey': black, white or blur"),
         // Attack, training and neighbour options that cannot work.
         (vec!["audit", "--eps", "2"], "--eps 2: L-inf budgets are in [0, 1]"),
-        (vec!["audit", "--attack-steps", "0"], "--attack-steps must be at least 1"),
+        // Options that need no dataset are refused before it is read ("bad" holds a corrupt image).
+        (vec!["audit", "bad", "--attack-steps", "0"], "--attack-steps must be at least 1"),
+        (vec!["audit", "bad", "--lr=-1"], "--lr -1: must be a number above 0"),
+        (vec!["audit", "bad", "--sanity-images", "0"], "--sanity-images must be at least 1"),
         (vec!["audit", "--attack-restarts", "0"], "--attack-restarts must be at least 1"),
         (vec!["audit", "--attack-step-ratio=-1"], "--attack-step-ratio -1: the step is this multiple"),
         (vec!["audit", "--lr=-1"], "--lr -1: must be a number above 0"),
