@@ -46,7 +46,7 @@ fn is_npy(p: &Path) -> bool {
 }
 
 /// Reads a 1-D or 2-D `.npy` array of numbers as f64, with its shape.
-fn read_npy(path: &Path) -> Result<(Vec<f64>, Vec<usize>)> {
+pub(crate) fn read_npy(path: &Path) -> Result<(Vec<f64>, Vec<usize>)> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let bad =
         |e: &dyn std::fmt::Display| -> Error { Problem::file(path, format!("not a readable .npy array: {e}")).into() };

@@ -51,6 +51,16 @@ pub fn noise_rate_bootstrap(seed: u64) -> u64 {
     derive(seed, &[text("noise_rate_bootstrap")])
 }
 
+/// The generator of resample `index` of a resampling test or interval whose
+/// seed is `seed` (one of the streams above): the seed's ChaCha8 generator
+/// on its own stream, so that each resample draws the same on any thread.
+pub fn resample(seed: u64, index: u64) -> rand_chacha::ChaCha8Rng {
+    use rand::SeedableRng;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(1 + index);
+    rng
+}
+
 /// FNV-1a of a text, to mix names into a seed.
 fn text(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x1000_0000_01b3))

@@ -1,5 +1,5 @@
 //! The small statistics, one place each: arg-max and arg-min, softmax, median,
-//! mid-ranks, Spearman's and Pearson's correlations, quantiles, the Wilson score interval and the
+//! mid-ranks (and the runs of ties under them), bootstrap draw counts, Spearman's and Pearson's correlations, quantiles, the Wilson score interval and the
 //! AUROC. Written here rather than taken from a crate: the statistics crates
 //! offer distributions and descriptive summaries, not the Wilson interval or
 //! a tie-aware AUROC, and each of these is a dozen lines whose exact tie and
@@ -70,23 +70,49 @@ pub fn median<T: Real>(values: &[T]) -> Option<T> {
     }
 }
 
-/// 1-based ranks of `v` with ties given the mean of their ranks (mid-ranks).
-pub fn mid_ranks(v: &[f64]) -> Vec<f64> {
+/// The rows of `v` in increasing order (IEEE total order), and that order cut
+/// into runs of equal values (`order[run]` are the rows of one value).
+pub fn tie_runs(v: &[f64]) -> (Vec<usize>, Vec<std::ops::Range<usize>>) {
     let mut order: Vec<usize> = (0..v.len()).collect();
     order.sort_by(|&i, &j| v[i].total_cmp(&v[j]));
-    let mut r = vec![0.0; v.len()];
-    let mut i = 0;
-    while i < order.len() {
-        let mut j = i;
-        while j + 1 < order.len() && v[order[j + 1]] == v[order[i]] {
-            j += 1;
+    let mut runs = Vec::new();
+    let mut start = 0;
+    for i in 1..=order.len() {
+        if i == order.len() || v[order[i]] != v[order[start]] {
+            runs.push(start..i);
+            start = i;
         }
-        for &o in &order[i..=j] {
-            r[o] = (i + j) as f64 / 2.0 + 1.0;
+    }
+    (order, runs)
+}
+
+/// 1-based ranks of `v` with ties given the mean of their ranks (mid-ranks).
+pub fn mid_ranks(v: &[f64]) -> Vec<f64> {
+    let (order, runs) = tie_runs(v);
+    ranks_of_runs(&order, &runs)
+}
+
+/// Mid-ranks from [`tie_runs`]'s order and runs.
+pub fn ranks_of_runs(order: &[usize], runs: &[std::ops::Range<usize>]) -> Vec<f64> {
+    let mut r = vec![0.0; order.len()];
+    for run in runs {
+        let rank = (run.start + run.end - 1) as f64 / 2.0 + 1.0;
+        for &o in &order[run.clone()] {
+            r[o] = rank;
         }
-        i = j + 1;
     }
     r
+}
+
+/// How often each of `n` rows is drawn by one bootstrap resample (`n` draws
+/// with replacement from `rng`): a resample's statistic can weigh each row
+/// by its count instead of copying the rows.
+pub fn bootstrap_counts(rng: &mut impl rand::Rng, n: usize) -> Vec<u32> {
+    let mut drawn = vec![0u32; n];
+    for _ in 0..n {
+        drawn[rng.random_range(0..n)] += 1;
+    }
+    drawn
 }
 
 /// Spearman's rank correlation: Pearson's correlation of the mid-ranks.

@@ -245,10 +245,7 @@ pub fn run(
         datalab_counts: None,
     };
     if with_embeddings {
-        let bytes = std::fs::read(dir.join("embeddings.npy")).map_err(|e| Error::io(dir.join("embeddings.npy"), e))?;
-        let raw: Vec<f32> = npyz::NpyFile::new(&bytes[..])
-            .and_then(|f| f.into_vec::<f32>())
-            .map_err(|e| Error::io(dir.join("embeddings.npy"), e))?;
+        let raw: Vec<f32> = byo::read_npy(&dir.join("embeddings.npy"))?.0.into_iter().map(|x| x as f32).collect();
         out.searches = time_searches(&crate::scores::neighbors::normalize(&raw, dim), dim, hnsw);
     }
     let probe = std::process::Command::new(python).args(["-c", "import cleanlab"]).output();

@@ -24,8 +24,7 @@ pub fn inspect(spec: &DatasetSpec, opts: &LoadOptions) -> Result<Inspection> {
     // What `misfit audit` with its defaults would refuse is a problem too.
     let defaults = (crate::train::recipe::ModelOptions::default(), crate::scores::ScoreConfig::default());
     for r in crate::audit::refusals(&dataset, &defaults.0, &defaults.1) {
-        problems.total += 1;
-        problems.list.push(crate::error::Problem::file(&dataset.source, r));
+        problems.report(crate::error::Problem::file(&dataset.source, r))?;
     }
     Ok(Inspection { dataset, problems })
 }

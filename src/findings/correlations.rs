@@ -142,31 +142,13 @@ pub fn auroc_test(score: &[f64], truth: &[bool], bootstrap: usize, permutations:
     // Sorted once, in runs of equal scores: a resample's AUROC is then one
     // pass over the runs with each image weighted by how often it was drawn
     // (a sort per resample took seconds at 100,000 images).
-    let mut order: Vec<usize> = (0..n).collect();
-    order.sort_by(|&i, &j| score[i].total_cmp(&score[j]));
-    let mut runs = Vec::new();
-    let mut start = 0;
-    for i in 1..=n {
-        if i == n || score[order[i]] != score[order[start]] {
-            runs.push(start..i);
-            start = i;
-        }
-    }
-    // Each resample and each permutation draws from its own stream of the
-    // seed: the same figures on any number of threads.
-    let stream = |s: u64| {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        rng.set_stream(s);
-        rng
-    };
+    let (order, runs) = crate::stats::tie_runs(score);
+    // Each resample and permutation chunk draws from its own stream of the
+    // seed (seed::resample): the same figures on any number of threads.
     let mut draws: Vec<f64> = (0..bootstrap)
         .into_par_iter()
         .filter_map(|b| {
-            let mut rng = stream(1 + b as u64);
-            let mut drawn = vec![0u32; n];
-            for _ in 0..n {
-                drawn[rng.random_range(0..n)] += 1;
-            }
+            let drawn = crate::stats::bootstrap_counts(&mut crate::seed::resample(seed, b as u64), n);
             // Positives above negatives, ties counting half.
             let (mut below, mut wins, mut p, mut q) = (0.0, 0.0, 0.0, 0.0);
             for r in &runs {
@@ -190,17 +172,17 @@ pub fn auroc_test(score: &[f64], truth: &[bool], bootstrap: usize, permutations:
     let ci = percentile_interval(&mut draws);
     // Shuffling the labels leaves the ranks: the AUROC of a shuffle is the
     // rank sum of a random set of `pos` images (drawn as the smaller side).
-    let ranks = crate::stats::mid_ranks(score);
+    let ranks = crate::stats::ranks_of_runs(&order, &runs);
     let (p, q) = (pos as f64, (n - pos) as f64);
     let all: f64 = ranks.iter().sum();
     let side = pos.min(n - pos);
-    // Permutations in fixed chunks, each from its own stream with its own
+    // Permutations in fixed chunks, each with its own stream and its own
     // buffer of row numbers: a partial shuffle draws `side` rows in O(side).
     const CHUNK: usize = 50;
     let extreme: usize = (0..permutations.div_ceil(CHUNK))
         .into_par_iter()
         .map(|c| {
-            let mut rng = stream(1 + (bootstrap + c) as u64);
+            let mut rng = crate::seed::resample(seed, (bootstrap + c) as u64);
             let mut rows: Vec<u32> = (0..n as u32).collect();
             (c * CHUNK..permutations.min((c + 1) * CHUNK))
                 .filter(|_| {

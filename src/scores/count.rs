@@ -122,10 +122,8 @@ pub fn calibrate(c: &Matrix, labels: &[u32]) -> Matrix {
 fn weighted_calibrate(c: &Matrix, labels: &[u32], w: Weights) -> Matrix {
     let mut m = rows_to_label_counts(c, labels, w);
     let total: f64 = m.iter().flatten().sum::<f64>().max(1e-16);
-    let n = match w {
-        None => labels.len() as f64,
-        Some(w) => w.iter().map(|&x| x as f64).sum(),
-    };
+    // A resample draws as many rows as there are: its weights sum to n.
+    let n = labels.len() as f64;
     for row in &mut m {
         for v in row.iter_mut() {
             *v = *v / total * n;
@@ -214,23 +212,18 @@ pub fn noise_rate_interval(
     resamples: usize,
     seed: u64,
 ) -> (Vec<Option<f64>>, Vec<Option<f64>>) {
-    use rand::{Rng, SeedableRng};
     use rayon::prelude::*;
     let n = labels.len();
     let rounds = if n == 0 { 0 } else { resamples };
-    // Each resample from its own stream of the seed, on any thread: the
-    // same intervals whatever the number of threads.
+    // Each resample from its own stream of the seed (seed::resample), on any
+    // thread: the same intervals whatever the number of threads.
     let estimates: Vec<(Vec<bool>, NoiseEstimate)> = (0..rounds)
         .into_par_iter()
         .map(|r| {
-            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-            rng.set_stream(1 + r as u64);
-            let mut drawn = vec![0u32; n];
+            let drawn = crate::stats::bootstrap_counts(&mut crate::seed::resample(seed, r as u64), n);
             let mut present = vec![false; k];
-            for _ in 0..n {
-                let j = rng.random_range(0..n);
-                drawn[j] += 1;
-                present[labels[j] as usize] = true;
+            for (&l, _) in labels.iter().zip(&drawn).filter(|(_, &d)| d > 0) {
+                present[l as usize] = true;
             }
             (present, weighted_estimate(labels, probs, k, Some(&drawn)))
         })

@@ -200,10 +200,7 @@ pub fn check_embeddings(src: &str, what: &str, v: &[f32], dim: usize) -> Result<
     if dim == 0 {
         return Err(Problem::file(src, format!("{what}embeddings have 0 dimensions")).into());
     }
-    if let Some(i) = v.iter().position(|x| !x.is_finite()) {
-        let msg = format!("{what}embedding value {} is {}; embeddings must be finite", i % dim, v[i]);
-        return Err(Problem::entry(src, format!("row {}", i / dim), msg).into());
-    }
+    check_finite(src, what, v, dim, 0)?;
     let first = &v[..dim.min(v.len())];
     if v.len() > dim && v.chunks_exact(dim).all(|r| r == first) {
         let which = if first.iter().all(|&x| x == 0.0) { "all zeros" } else { "the same vector" };
@@ -214,6 +211,18 @@ pub fn check_embeddings(src: &str, what: &str, v: &[f32], dim: usize) -> Result<
         .into());
     }
     Ok(())
+}
+
+/// Checks that `[n, dim]` embeddings are finite, naming `src` and the first
+/// offending row (numbered from `first_row`) and value.
+fn check_finite(src: &str, what: &str, v: &[f32], dim: usize, first_row: usize) -> Result<()> {
+    match v.iter().position(|x| !x.is_finite()) {
+        Some(i) => {
+            let msg = format!("{what}embedding value {} is {}; embeddings must be finite", i % dim, v[i]);
+            Err(Problem::entry(src, format!("row {}", first_row + i / dim), msg).into())
+        }
+        None => Ok(()),
+    }
 }
 
 /// Checks the inputs of scoring; errors name the problem and the first offending row.
@@ -252,7 +261,7 @@ pub fn validate(input: &ScoreInput, cfg: &ScoreConfig) -> Result<()> {
         if cfg.k >= n {
             return Err(Error::Usage(format!("k = {} neighbours but only {n} training images", cfg.k)));
         }
-        if e.test.len() % e.dim.max(1) != 0 || e.test.len() / e.dim.max(1) != input.test_labels.len() {
+        if e.test.len() != input.test_labels.len() * e.dim {
             return Err(Error::Usage(format!(
                 "test embeddings hold {} values, expected {} x {}",
                 e.test.len(),
@@ -262,12 +271,8 @@ pub fn validate(input: &ScoreInput, cfg: &ScoreConfig) -> Result<()> {
         }
         // Finite only: a model's features may have an all-zero row (a ReLU
         // network on a blank image); files get the full check when read.
-        for (what, v, offset) in [("", e.train, 0), ("test ", e.test, n)] {
-            if let Some(i) = v.iter().position(|x| !x.is_finite()) {
-                let msg = format!("{what}embedding value {} is {}; embeddings must be finite", i % e.dim, v[i]);
-                return Err(Problem::entry(src, format!("row {}", offset + i / e.dim), msg).into());
-            }
-        }
+        check_finite(src, "", e.train, e.dim, 0)?;
+        check_finite(src, "test ", e.test, e.dim, n)?;
     }
     Ok(())
 }
@@ -403,12 +408,8 @@ pub fn search_neighbors(
     // between the last that fell short and the first that reached it (every
     // try searches only the sample).
     let tune = |search: &dyn Fn(usize) -> neighbors::Neighbors, start: usize, max: usize| -> (usize, f64) {
-        let recall_at = |ef: usize| {
-            let found = search(ef);
-            let hits: usize =
-                (0..sample.len()).map(|j| found.of(j).iter().filter(|i| truth.of(j).contains(i)).count()).sum();
-            hits as f64 / (sample.len() * cfg.k).max(1) as f64
-        };
+        let all: Vec<usize> = (0..sample.len()).collect();
+        let recall_at = |ef: usize| neighbors::recall(&search(ef), &truth, &all);
         let (mut short, mut ef) = (0, start.min(max));
         let mut recall = recall_at(ef);
         while recall < cfg.recall_target && ef < max {

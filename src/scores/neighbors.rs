@@ -100,18 +100,6 @@ impl TopK {
     }
 }
 
-/// Keeps the `k` nearest of (row, distance) candidates, nearest first, ties by row.
-fn nearest(mut c: Vec<(u32, f32)>, k: usize) -> Vec<(u32, f32)> {
-    let cmp = |a: &(u32, f32), b: &(u32, f32)| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0));
-    if c.len() > k {
-        c.select_nth_unstable_by(k, cmp);
-        // A fresh vector: truncating would keep the candidates' whole allocation.
-        c = c[..k].to_vec();
-    }
-    c.sort_by(cmp);
-    c
-}
-
 /// Queries per block of the exact search: the block's dot products
 /// (`[block, n]` f32) stay near 16 MB.
 fn exact_block(n: usize) -> usize {
@@ -126,7 +114,7 @@ pub fn exact(train: &[f32], queries: &[f32], dim: usize, k: usize, self_row: &[O
     let n = train.len() / dim;
     let nq = queries.len() / dim;
     let block = exact_block(n);
-    let rows: Vec<Vec<(u32, f32)>> = (0..nq.div_ceil(block))
+    let rows: Vec<Vec<(f32, u32)>> = (0..nq.div_ceil(block))
         .into_par_iter()
         .flat_map_iter(|b| {
             let q0 = b * block;
@@ -141,7 +129,7 @@ pub fn exact(train: &[f32], queries: &[f32], dim: usize, k: usize, self_row: &[O
                             top.offer(d, j as u32);
                         }
                     }
-                    top.items.into_iter().map(|(d, j)| (j, d)).collect::<Vec<_>>()
+                    top.items
                 })
                 .collect::<Vec<_>>()
         })
@@ -149,12 +137,13 @@ pub fn exact(train: &[f32], queries: &[f32], dim: usize, k: usize, self_row: &[O
     collect(rows, k)
 }
 
-fn collect(rows: Vec<Vec<(u32, f32)>>, k: usize) -> Neighbors {
+/// Neighbours from each query's top k, (distance, row) nearest first.
+fn collect(rows: Vec<Vec<(f32, u32)>>, k: usize) -> Neighbors {
     let mut out =
         Neighbors { k, index: Vec::with_capacity(rows.len() * k), distance: Vec::with_capacity(rows.len() * k) };
     for r in rows {
         assert_eq!(r.len(), k, "fewer candidates than neighbours asked for");
-        for (i, d) in r {
+        for (d, i) in r {
             out.index.push(i);
             out.distance.push(d);
         }
@@ -200,17 +189,17 @@ impl<'a> Index<'a> {
 
     /// The `k` nearest training rows of each query, leaving out `self_row[q]`.
     pub fn search(&self, queries: &[f32], dim: usize, k: usize, ef: usize, self_row: &[Option<u32>]) -> Neighbors {
-        let rows: Vec<Vec<(u32, f32)>> = queries
+        let rows: Vec<Vec<(f32, u32)>> = queries
             .par_chunks_exact(dim)
             .enumerate()
             .map(|(q, v)| {
-                let found = self.hnsw.search(v, k + 1, ef.max(k + 1));
-                let c: Vec<(u32, f32)> = found
-                    .iter()
-                    .map(|n| (n.d_id as u32, n.distance))
-                    .filter(|&(i, _)| Some(i) != self_row[q])
-                    .collect();
-                nearest(c, k)
+                let mut top = TopK::new(k);
+                for n in self.hnsw.search(v, k + 1, ef.max(k + 1)) {
+                    if Some(n.d_id as u32) != self_row[q] {
+                        top.insert((n.distance, n.d_id as u32));
+                    }
+                }
+                top.items
             })
             .collect();
         collect(rows, k)

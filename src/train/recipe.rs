@@ -149,8 +149,5 @@ pub fn setup(ds: &Dataset, spec: &DatasetSpec, seed: u64, m: &ModelOptions) -> R
         std,
     };
     mcfg.validate()?;
-    if t.epochs == 0 || t.batch_size == 0 {
-        return Err(Error::Usage("--epochs and --batch-size must be at least 1".into()));
-    }
     Ok((mcfg, t))
 }
