@@ -45,31 +45,108 @@ fn is_npy(p: &Path) -> bool {
     p.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"))
 }
 
-/// Reads a 1-D or 2-D `.npy` array of numbers as f64, with its shape.
+/// Reads a `.npy` array of numbers as f64 in row-major (C) order, with its
+/// shape: whatever numpy writes for numbers, C or Fortran order (a Fortran
+/// array is transposed on reading), little or big endian, float16/32/64,
+/// int8 to int64, uint8 to uint64 and bool. The header is read by npyz, the
+/// values decoded here (npyz knows no float16 without a feature, and its
+/// reader needs the element type before the file is seen).
 pub(crate) fn read_npy(path: &Path) -> Result<(Vec<f64>, Vec<usize>)> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let bad =
         |e: &dyn std::fmt::Display| -> Error { Problem::file(path, format!("not a readable .npy array: {e}")).into() };
     let npy = npyz::NpyFile::new(&bytes[..]).map_err(|e| bad(&e))?;
     let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
-    if npy.order() != npyz::Order::C {
-        return Err(Problem::file(path, "Fortran-ordered arrays are not supported; save with C order").into());
-    }
-    let dtype = npy.dtype();
-    let descr = dtype.descr();
-    let v: Vec<f64> = match descr.trim_matches('\'') {
-        "<f4" => npy.into_vec::<f32>().map_err(|e| bad(&e))?.into_iter().map(f64::from).collect(),
-        "<f8" => npy.into_vec::<f64>().map_err(|e| bad(&e))?,
-        "<i8" => npy.into_vec::<i64>().map_err(|e| bad(&e))?.into_iter().map(|x| x as f64).collect(),
-        "<i4" => npy.into_vec::<i32>().map_err(|e| bad(&e))?.into_iter().map(f64::from).collect(),
-        "<u1" | "|u1" => npy.into_vec::<u8>().map_err(|e| bad(&e))?.into_iter().map(f64::from).collect(),
-        other => {
-            return Err(
-                Problem::file(path, format!("dtype {other} is not supported (float32/64, int32/64, uint8)")).into()
-            )
-        }
+    let fortran = npy.order() == npyz::Order::Fortran;
+    let descr = npy.dtype().descr();
+    let descr = descr.trim_matches('\'');
+    let unsupported = || -> Error {
+        Problem::file(
+            path,
+            format!("dtype {descr} is not supported (float16/32/64, int8 to int64, uint8 to uint64, bool)"),
+        )
+        .into()
     };
-    Ok((v, shape))
+    let mut chars = descr.chars();
+    let big = match chars.next() {
+        Some('>') => true,
+        Some('<') | Some('|') | Some('=') => cfg!(target_endian = "big"),
+        _ => return Err(unsupported()),
+    };
+    let kind = chars.next().ok_or_else(unsupported)?;
+    let size: usize = chars.as_str().parse().map_err(|_| unsupported())?;
+    let decode: fn([u8; 8]) -> f64 = match (kind, size) {
+        ('f', 2) => |b| half_to_f64(u16::from_le_bytes([b[0], b[1]])),
+        ('f', 4) => |b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64,
+        ('f', 8) => f64::from_le_bytes,
+        ('i', 1) => |b| b[0] as i8 as f64,
+        ('i', 2) => |b| i16::from_le_bytes([b[0], b[1]]) as f64,
+        ('i', 4) => |b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64,
+        ('i', 8) => |b| i64::from_le_bytes(b) as f64,
+        ('u', 1) | ('b', 1) => |b| b[0] as f64,
+        ('u', 2) => |b| u16::from_le_bytes([b[0], b[1]]) as f64,
+        ('u', 4) => |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64,
+        ('u', 8) => |b| u64::from_le_bytes(b) as f64,
+        _ => return Err(unsupported()),
+    };
+    let count: usize = shape.iter().product();
+    let data: &[u8] = npy.into_inner();
+    if data.len() < count * size {
+        return Err(bad(&format!("{} bytes of data for {count} values of {size} bytes", data.len())));
+    }
+    let values: Vec<f64> = data
+        .chunks_exact(size)
+        .take(count)
+        .map(|c| {
+            // Little-endian bytes in the low end of 8 (the decoders read only `size` of them).
+            let mut b = [0u8; 8];
+            b[..size].copy_from_slice(c);
+            if big {
+                b[..size].reverse();
+            }
+            decode(b)
+        })
+        .collect();
+    Ok((if fortran { fortran_to_c(&values, &shape) } else { values }, shape))
+}
+
+/// An IEEE half-precision value.
+fn half_to_f64(h: u16) -> f64 {
+    let sign = if h & 0x8000 != 0 { -1.0 } else { 1.0 };
+    let exp = ((h >> 10) & 0x1f) as i32;
+    let frac = (h & 0x3ff) as f64;
+    sign * match exp {
+        0 => frac * 2f64.powi(-24),
+        31 if frac == 0.0 => f64::INFINITY,
+        31 => f64::NAN,
+        e => (1.0 + frac / 1024.0) * 2f64.powi(e - 15),
+    }
+}
+
+/// Values stored in Fortran (column-major) order, rearranged to C (row-major) order.
+fn fortran_to_c(values: &[f64], shape: &[usize]) -> Vec<f64> {
+    if shape.len() < 2 {
+        return values.to_vec();
+    }
+    // Fortran strides: the first index varies fastest.
+    let mut strides = vec![1usize; shape.len()];
+    for d in 1..shape.len() {
+        strides[d] = strides[d - 1] * shape[d - 1];
+    }
+    let mut out = Vec::with_capacity(values.len());
+    let mut index = vec![0usize; shape.len()];
+    for _ in 0..values.len() {
+        out.push(values[index.iter().zip(&strides).map(|(i, s)| i * s).sum::<usize>()]);
+        // Next C-order index: the last index varies fastest.
+        for d in (0..shape.len()).rev() {
+            index[d] += 1;
+            if index[d] < shape[d] {
+                break;
+            }
+            index[d] = 0;
+        }
+    }
+    out
 }
 
 /// A list (or fixed-size list) column of floats as rows.
@@ -312,6 +389,43 @@ pub fn run(
     outputs: &Path,
     run_name: &str,
 ) -> Result<(PathBuf, RunManifest, scores::Scores)> {
+    run_with(files, cfg, outputs, run_name, false)
+}
+
+/// A spinner on standard error naming the stage `misfit score` is in, shown
+/// only on a terminal and only when `enabled` (`-q` turns it off).
+fn stage_spinner(enabled: bool) -> indicatif::ProgressBar {
+    if !enabled {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+    bar.set_style(indicatif::ProgressStyle::with_template("{spinner} {msg} ({elapsed})").expect("valid template"));
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    bar
+}
+
+/// [`run`], with a spinner naming each stage (reading, scoring, writing the
+/// tables) on a terminal when `progress` is set.
+pub fn run_with(
+    files: &ScoreFiles,
+    cfg: &ScoreConfig,
+    outputs: &Path,
+    run_name: &str,
+    progress: bool,
+) -> Result<(PathBuf, RunManifest, scores::Scores)> {
+    let spinner = stage_spinner(progress);
+    let result = run_stages(files, cfg, outputs, run_name, &spinner);
+    spinner.finish_and_clear();
+    result
+}
+
+fn run_stages(
+    files: &ScoreFiles,
+    cfg: &ScoreConfig,
+    outputs: &Path,
+    run_name: &str,
+    spinner: &indicatif::ProgressBar,
+) -> Result<(PathBuf, RunManifest, scores::Scores)> {
     cfg.validate_options()?;
     let mut timing = BTreeMap::new();
     let t0 = Instant::now();
@@ -321,6 +435,7 @@ pub fn run(
     let config_json = serde_json::to_value(&config).expect("config serialises").to_string();
     let mut writer =
         RunWriter::create(outputs, run_name, TableMeta { config_json, dataset_fingerprint: String::new() })?;
+    spinner.set_message(format!("reading {}", files.probs.display()));
     let data = load(files)?;
     timing.insert("read".to_string(), t0.elapsed().as_secs_f64());
     let k = data.classes;
@@ -349,8 +464,10 @@ pub fn run(
         pixels: None,
         aum: None,
     };
+    spinner.set_message(format!("scoring {} images", data.labels.len()));
     let sc = scores::score(&input, cfg)?;
     timing.insert("score".to_string(), t1.elapsed().as_secs_f64());
+    spinner.set_message("writing the tables");
 
     let t2 = Instant::now();
     let samples = Samples {
@@ -408,4 +525,119 @@ pub fn run(
     manifest.timing_s = timing;
     let dest = writer.commit(&mut manifest)?;
     Ok((dest, manifest, sc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `.npy` file written by hand (format 1.0): the header dictionary
+    /// padded to 64 bytes, then the raw values.
+    fn npy(dir: &Path, name: &str, descr: &str, fortran: bool, shape: &str, data: &[u8]) -> PathBuf {
+        let dict = format!(
+            "{{'descr': '{descr}', 'fortran_order': {}, 'shape': {shape}, }}",
+            if fortran { "True" } else { "False" }
+        );
+        let mut header = dict.into_bytes();
+        while (10 + header.len() + 1) % 64 != 0 {
+            header.push(b' ');
+        }
+        header.push(b'\n');
+        let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+        bytes.extend((header.len() as u16).to_le_bytes());
+        bytes.extend(header);
+        bytes.extend(data);
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    #[test]
+    fn every_order_byte_order_and_number_type_numpy_writes_reads_alike() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        // The 2 x 3 array [[0.5, 0.25, 0.25], [0.125, 0.375, 0.5]], in every layout.
+        let want = vec![0.5, 0.25, 0.25, 0.125, 0.375, 0.5];
+        let c_order = want.clone();
+        let f_order = vec![0.5, 0.125, 0.25, 0.375, 0.25, 0.5];
+        let f64le = |v: &[f64]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        let f64be = |v: &[f64]| v.iter().flat_map(|x| x.to_be_bytes()).collect::<Vec<u8>>();
+        let f32be = |v: &[f64]| v.iter().flat_map(|&x| (x as f32).to_be_bytes()).collect::<Vec<u8>>();
+        let f32le = |v: &[f64]| v.iter().flat_map(|&x| (x as f32).to_le_bytes()).collect::<Vec<u8>>();
+        // float16 bit patterns of 0.5, 0.25, 0.125, 0.375.
+        let half = |x: f64| -> u16 {
+            match x {
+                0.5 => 0x3800,
+                0.25 => 0x3400,
+                0.125 => 0x3000,
+                0.375 => 0x3600,
+                _ => unreachable!(),
+            }
+        };
+        let f16le = |v: &[f64]| v.iter().flat_map(|&x| half(x).to_le_bytes()).collect::<Vec<u8>>();
+        let f16be = |v: &[f64]| v.iter().flat_map(|&x| half(x).to_be_bytes()).collect::<Vec<u8>>();
+        let cases = [
+            ("c8.npy", "<f8", false, f64le(&c_order)),
+            ("f8.npy", "<f8", true, f64le(&f_order)),
+            ("c8be.npy", ">f8", false, f64be(&c_order)),
+            ("f8be.npy", ">f8", true, f64be(&f_order)),
+            ("c4.npy", "<f4", false, f32le(&c_order)),
+            ("f4be.npy", ">f4", true, f32be(&f_order)),
+            ("c2.npy", "<f2", false, f16le(&c_order)),
+            ("f2be.npy", ">f2", true, f16be(&f_order)),
+        ];
+        for (name, descr, fortran, data) in cases {
+            let path = npy(d, name, descr, fortran, "(2, 3)", &data);
+            assert_eq!(read_npy(&path).unwrap(), (want.clone(), vec![2, 3]), "{name}");
+        }
+        // Labels [2, 0, 1] as every integer type, both byte orders.
+        let labels = [2i64, 0, 1];
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("|i1", labels.iter().map(|&l| l as i8 as u8).collect()),
+            ("|u1", labels.iter().map(|&l| l as u8).collect()),
+            ("<i2", labels.iter().flat_map(|&l| (l as i16).to_le_bytes()).collect()),
+            (">i2", labels.iter().flat_map(|&l| (l as i16).to_be_bytes()).collect()),
+            ("<i4", labels.iter().flat_map(|&l| (l as i32).to_le_bytes()).collect()),
+            (">i4", labels.iter().flat_map(|&l| (l as i32).to_be_bytes()).collect()),
+            ("<i8", labels.iter().flat_map(|&l| l.to_le_bytes()).collect()),
+            (">i8", labels.iter().flat_map(|&l| l.to_be_bytes()).collect()),
+            ("<u4", labels.iter().flat_map(|&l| (l as u32).to_le_bytes()).collect()),
+            (">u8", labels.iter().flat_map(|&l| (l as u64).to_be_bytes()).collect()),
+        ];
+        for (descr, data) in cases {
+            let path = npy(d, "labels.npy", descr, false, "(3,)", &data);
+            assert_eq!(read_npy(&path).unwrap(), (vec![2.0, 0.0, 1.0], vec![3]), "{descr}");
+        }
+        // Negative int8, and a 3-D Fortran array back in C order.
+        let path = npy(d, "neg.npy", "|i1", false, "(2,)", &[0xff, 0x80]);
+        assert_eq!(read_npy(&path).unwrap().0, vec![-1.0, -128.0]);
+        // C value at (i, j, l) is 100 i + 10 j + l; Fortran stores i fastest.
+        let mut f = Vec::new();
+        for l in 0..2 {
+            for j in 0..3 {
+                for i in 0..2 {
+                    f.push((100 * i + 10 * j + l) as f64);
+                }
+            }
+        }
+        let path = npy(d, "f3.npy", "<f8", true, "(2, 3, 2)", &f64le(&f));
+        let c: Vec<f64> =
+            (0..2).flat_map(|i| (0..3).flat_map(move |j| (0..2).map(move |l| (100 * i + 10 * j + l) as f64))).collect();
+        assert_eq!(read_npy(&path).unwrap(), (c, vec![2, 3, 2]));
+        // What is not a number is refused, naming the dtype.
+        let path = npy(d, "s.npy", "<U3", false, "(1,)", &[0; 12]);
+        assert!(read_npy(&path).unwrap_err().to_string().contains("dtype <U3 is not supported"));
+        let path = npy(d, "c.npy", "<c16", false, "(1,)", &[0; 16]);
+        assert!(read_npy(&path).unwrap_err().to_string().contains("not supported"));
+    }
+
+    #[test]
+    fn half_precision_decodes_normals_subnormals_and_infinities() {
+        assert_eq!(half_to_f64(0x3c00), 1.0);
+        assert_eq!(half_to_f64(0xc000), -2.0);
+        assert_eq!(half_to_f64(0x7bff), 65504.0);
+        assert_eq!(half_to_f64(0x0001), 2f64.powi(-24));
+        assert_eq!(half_to_f64(0x7c00), f64::INFINITY);
+        assert!(half_to_f64(0x7e00).is_nan());
+    }
 }

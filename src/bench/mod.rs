@@ -4,6 +4,7 @@
 
 pub mod duplicates;
 pub mod flags;
+pub mod label_noise;
 pub mod score;
 
 use candle_core::{Device, Tensor};

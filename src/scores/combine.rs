@@ -3,22 +3,24 @@
 //! nearest training neighbours (distance-weighted label shares `q`). Taken
 //! as independent, they combine into `r` proportional to `p (q + 0.05)`,
 //! which gives the suggested label (its arg-max) and the label-issue score
-//! `1 - r[given]`, a ranking. Where to cut the ranking follows the data:
-//! confident learning's counting, run on the votes of the image's split,
-//! estimates how often each class's images carry each other label (the
-//! noise matrix), and Bayes' rule turns the vote and that prior into the
-//! probability that the given label is wrong. An image is flagged
-//! `likely_mislabeled` when that probability is at least one half and the
-//! vote prefers another class: at 40% noise the prior lets a weaker vote
-//! through than at 4%, which a fixed margin cannot do (see the README for
-//! the measurements on the demo, on generated data and on CIFAR-10 with
-//! injected noise). `ambiguous` when, short of that, a second class gets a
-//! quarter of the vote or more; `outlier` when its distance to its k-th
+//! `1 - r[given]`, a ranking. Confident learning's counting, run on the votes
+//! of the image's split, estimates how often each class's images carry each
+//! other label (the noise matrix), and Bayes' rule turns the vote and that
+//! prior into the probability that the given label is wrong
+//! (`label_error_probability`). Where to cut (`likely_mislabeled`) is
+//! [`super::cut`]'s: that posterior at the best expected F1 where the noise
+//! matrix explains the given labels better than the votes alone
+//! (class-conditional noise, as injected noise is), else the vote's
+//! disagreement with a label it gives under half its class's mean share (real
+//! human errors; see the README for the measurements). Either way the vote
+//! prefers another class. `ambiguous` when, short of that, a second class gets
+//! a quarter of the vote or more; `outlier` when its distance to its k-th
 //! neighbour is far out (beyond Q3 + 3 IQR) both for its class and over all
 //! training images; `duplicate` when it is in a duplicate pair. Confident
 //! learning's own flag (`label_issue`, cleanlab's result) stays a column of
 //! its own.
 
+use super::cut::{self, Cut, CutRule};
 use super::duplicates::Pair;
 use super::neighbors::Neighbors;
 use super::{count, rank, ScoreInput};
@@ -28,10 +30,6 @@ pub fn neighbor_weight(d: f32) -> f64 {
     1.0 / (0.05 + d as f64)
 }
 
-/// An image whose label is wrong with at least this probability (and whose
-/// vote prefers another class) is flagged likely mislabeled: more likely
-/// wrong than right.
-pub const MISLABEL_PROBABILITY: f64 = 0.5;
 /// Added to each class's neighbour share before it multiplies the model's
 /// probability: ten neighbours resolve shares only to about a tenth, and a
 /// class none of them carries is unlikely, not impossible.
@@ -107,14 +105,16 @@ pub struct Labelled<'a> {
 
 /// Combines the witnesses into per-image scores and flags, train rows then
 /// test rows; `test` is `None` when the test split has no out-of-sample
-/// probabilities (then its rows get the neighbour columns only).
+/// probabilities (then its rows get the neighbour columns only). Returns the
+/// scores and the `likely_mislabeled` cut of the training split and of the
+/// test split.
 pub fn combine(
     input: &ScoreInput,
     train: Labelled,
     test: Option<Labelled>,
     nbrs: Option<&(Neighbors, Neighbors)>,
     dups: &[Pair],
-) -> Vec<ImageScores> {
+) -> (Vec<ImageScores>, Cut, Option<Cut>) {
     let k = input.classes;
     let labels = input.train_labels;
     let n_train = labels.len();
@@ -165,11 +165,9 @@ pub fn combine(
         nbrs.map(|(tr, _)| (0..n_train).map(|i| neighbor_part(tr, i, labels[i], &mut train_rows[i])).collect());
     let test_votes: Option<Vec<Vec<f64>>> = nbrs
         .map(|(_, te)| (0..n_test).map(|i| neighbor_part(te, i, input.test_labels[i], &mut test_rows[i])).collect());
-    label_scores(k, train, train_votes.as_deref(), input.aum, train_rows);
-    if let Some(t) = test {
-        label_scores(k, t, test_votes.as_deref(), None, test_rows);
-    }
-    out
+    let train_cut = label_scores(k, train, train_votes.as_deref(), input.aum, train_rows);
+    let test_cut = test.map(|t| label_scores(k, t, test_votes.as_deref(), None, test_rows));
+    (out, train_cut, test_cut)
 }
 
 /// The combined vote over the true class of one image: the model's
@@ -188,8 +186,15 @@ pub fn combined_vote(p: &[f32], q: &[f64]) -> Vec<f64> {
 /// The label columns of one split's images: confident learning's scores,
 /// the combined vote `r` ([`combined_vote`], or `p` without neighbours), the
 /// probability that the label is wrong under the noise that confident
-/// learning estimates on the votes, the suggestion and the flags.
-fn label_scores(k: usize, split: Labelled, votes: Option<&[Vec<f64>]>, aum: Option<&[f32]>, out: &mut [ImageScores]) {
+/// learning estimates on the votes, the suggestion and the flags. Returns the
+/// split's `likely_mislabeled` cut.
+fn label_scores(
+    k: usize,
+    split: Labelled,
+    votes: Option<&[Vec<f64>]>,
+    aum: Option<&[f32]>,
+    out: &mut [ImageScores],
+) -> Cut {
     let rows: Vec<Vec<f64>> = split
         .probs
         .chunks_exact(k)
@@ -201,26 +206,39 @@ fn label_scores(k: usize, split: Labelled, votes: Option<&[Vec<f64>]>, aum: Opti
         .collect();
     let flat: Vec<f32> = rows.iter().flatten().map(|&v| v as f32).collect();
     let noise = count::vote_noise_matrix(split.labels, &flat, k);
-    for (i, s) in out.iter_mut().enumerate() {
-        let (p, r, y) = (&split.probs[i * k..(i + 1) * k], &rows[i], split.labels[i] as usize);
+    let thresholds = count::thresholds(split.labels, &flat, k);
+    let best = |r: &[f64]| {
         let mut order: Vec<usize> = (0..k).collect();
         order.sort_by(|&a, &b| r[b].total_cmp(&r[a]).then(a.cmp(&b)));
-        let (best, second) = (order[0], order[1]);
-        let wrong = rank::label_error_probability(r, y, &noise);
+        (order[0], order[1])
+    };
+    let wrong: Vec<f64> =
+        rows.iter().zip(split.labels).map(|(r, &y)| rank::label_error_probability(r, y as usize, &noise)).collect();
+    let candidates: Vec<bool> = rows.iter().zip(split.labels).map(|(r, &y)| best(r).0 != y as usize).collect();
+    let (flags, cut) = cut::likely_mislabeled(split.labels, &rows, &noise, &wrong, &thresholds, &candidates);
+    for (i, s) in out.iter_mut().enumerate() {
+        let (p, r, y) = (&split.probs[i * k..(i + 1) * k], &rows[i], split.labels[i] as usize);
+        let (best, second) = best(r);
         s.label_issue = Some(split.issues[i]);
         s.normalized_margin = Some(rank::normalized_margin(p, y));
         s.confidence_weighted_entropy = Some(rank::confidence_weighted_entropy(p, y));
         s.issue_score = Some(1.0 - r[y]);
-        s.label_error_probability = Some(wrong);
+        s.label_error_probability = Some(wrong[i]);
         s.suggested_label = Some(best as u32);
         s.suggested_confidence = Some(r[best]);
-        s.flags.likely_mislabeled = best != y && wrong >= MISLABEL_PROBABILITY;
+        s.flags.likely_mislabeled = flags[i];
         s.flags.ambiguous = !s.flags.likely_mislabeled && r[second] >= AMBIGUOUS_SECOND;
         let mut ev = format!("model p={:.2} for the label, p={:.2} for class {best}", p[y], p[best]);
         if let Some(q) = votes.map(|v| &v[i]) {
             ev.push_str(&format!("; neighbours {:.0}% label, {:.0}% class {best}", 100.0 * q[y], 100.0 * q[best]));
         }
-        ev.push_str(&format!("; label wrong with probability {wrong:.2}"));
+        ev.push_str(&format!("; label wrong with probability {:.2}", wrong[i]));
+        if flags[i] && cut.rule == CutRule::Disagreement {
+            ev.push_str(&format!(
+                "; the vote gives the label {:.2}, under half of its class's mean {:.2}",
+                r[y], thresholds[y]
+            ));
+        }
         if split.issues[i] {
             ev.push_str("; confident-learning issue");
         }
@@ -229,4 +247,5 @@ fn label_scores(k: usize, split: Labelled, votes: Option<&[Vec<f64>]>, aum: Opti
         }
         s.evidence = Some(ev);
     }
+    cut
 }

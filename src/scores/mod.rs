@@ -8,6 +8,7 @@
 
 pub mod combine;
 pub mod count;
+pub mod cut;
 pub mod duplicates;
 pub mod filter;
 pub mod ivf;
@@ -146,6 +147,10 @@ pub struct Scores {
     pub test_noise: Option<count::NoiseEstimate>,
     /// Per training image, then per test image.
     pub images: Vec<ImageScores>,
+    /// Which cut made `likely_mislabeled` on the training split, and why.
+    pub cut: cut::Cut,
+    /// The same on the test split, when it has probabilities.
+    pub test_cut: Option<cut::Cut>,
     /// Neighbours of training queries and of test queries.
     pub neighbors: Option<(neighbors::Neighbors, neighbors::Neighbors)>,
     /// Duplicate pairs.
@@ -346,8 +351,8 @@ pub fn score(input: &ScoreInput, cfg: &ScoreConfig) -> Result<Scores> {
         probs: input.test_probs,
         issues: &test_issues,
     });
-    let images = combine::combine(input, train, test, nbrs.as_ref(), &duplicates);
-    Ok(Scores { noise, test_noise, images, neighbors: nbrs, duplicates, duplicate_cuts, recall })
+    let (images, cut, test_cut) = combine::combine(input, train, test, nbrs.as_ref(), &duplicates);
+    Ok(Scores { noise, test_noise, images, cut, test_cut, neighbors: nbrs, duplicates, duplicate_cuts, recall })
 }
 
 /// One IVF row comparison in exact-search comparisons: the per-list matrix

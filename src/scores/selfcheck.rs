@@ -58,10 +58,48 @@ pub fn score_check(name: &str, target: &str, score: &[f64], truth: &[bool]) -> C
     }
 }
 
+/// Average precision of a score (higher = more likely bad) against the
+/// truth, as scikit-learn's `average_precision_score`: the precision at each
+/// distinct score, taken from the highest down, weighted by the recall it
+/// adds (tied scores enter together). 0 without positives.
+pub fn average_precision(score: &[f64], truth: &[bool]) -> f64 {
+    let positives = truth.iter().filter(|t| **t).count() as f64;
+    if positives == 0.0 {
+        return 0.0;
+    }
+    let mut order: Vec<usize> = (0..score.len()).collect();
+    order.sort_by(|&a, &b| score[b].total_cmp(&score[a]));
+    let (mut tp, mut seen, mut ap, mut last_recall) = (0.0, 0.0, 0.0, 0.0);
+    for (n, &i) in order.iter().enumerate() {
+        seen += 1.0;
+        if truth[i] {
+            tp += 1.0;
+        }
+        // At the end of a run of tied scores.
+        if order.get(n + 1).is_none_or(|&j| score[j] != score[i]) {
+            let recall = tp / positives;
+            ap += (recall - last_recall) * tp / seen;
+            last_recall = recall;
+        }
+    }
+    ap
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::stats::auroc;
+
+    #[test]
+    fn average_precision_matches_scikit_learn() {
+        // sklearn.metrics.average_precision_score([1, 0, 1, 0, 0], [0.9, 0.8, 0.4, 0.3, 0.1]) = 0.8333...
+        let t = [true, false, true, false, false];
+        assert!((average_precision(&[0.9, 0.8, 0.4, 0.3, 0.1], &t) - 5.0 / 6.0).abs() < 1e-12);
+        // Ties enter together: ([1, 0, 1], [0.5, 0.5, 0.1]) = 0.5 * 0.5 + 0.5 * (2/3) = 0.5833...
+        let ap = average_precision(&[0.5, 0.5, 0.1], &[true, false, true]);
+        assert!((ap - (0.25 + 1.0 / 3.0)).abs() < 1e-12, "{ap}");
+        assert_eq!(average_precision(&[0.5], &[false]), 0.0);
+    }
 
     #[test]
     fn auroc_and_flag_metrics_match_hand_counts() {

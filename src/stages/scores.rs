@@ -47,7 +47,9 @@ pub static SAMPLE_SCORES: Group = Group {
         Column { name: "suggested_confidence", description: "share of the combined vote for the suggested label" },
         Column {
             name: "likely_mislabeled",
-            description: "label more likely wrong than right (label_error_probability >= 0.5, another class preferred)",
+            description: "label likely wrong, another class preferred: label_error_probability at or above the cut of \
+                          best expected F1 where the noise is class-conditional, else the label's vote under half its \
+                          class's mean (run.json scores.mislabeled_cut says which)",
         },
         Column { name: "ambiguous", description: "model and neighbours split between two or more classes" },
         Column { name: "outlier", description: "far from every training image of its class" },
@@ -348,6 +350,13 @@ pub struct ScoresSummary {
     pub duplicate_cuts: Option<scores::duplicates::Cuts>,
     /// Flags and scores against known bad images (planted or injected problems).
     pub selfcheck: Vec<Check>,
+    /// Which cut made `likely_mislabeled` on the training split, and why
+    /// (absent in runs written before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mislabeled_cut: Option<scores::cut::Cut>,
+    /// The same on the test split.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mislabeled_cut_test: Option<scores::cut::Cut>,
 }
 
 impl ScoresSummary {
@@ -363,6 +372,8 @@ impl ScoresSummary {
             duplicate_pairs: s.duplicates.len(),
             duplicate_cuts: s.duplicate_cuts,
             selfcheck,
+            mislabeled_cut: Some(s.cut.clone()),
+            mislabeled_cut_test: s.test_cut.clone(),
         }
     }
 }
