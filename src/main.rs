@@ -171,6 +171,9 @@ struct ScoreArgs {
     /// Print only the summary, as one JSON object.
     #[arg(long)]
     json: bool,
+    /// No progress spinner.
+    #[arg(long, short)]
+    quiet: bool,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -284,6 +287,15 @@ enum BenchCommand {
         /// Folder for the noisy files and score runs (default: a temporary folder).
         #[arg(long)]
         dir: Option<PathBuf>,
+    },
+    /// The label flags against known wrong labels on real cross-validated
+    /// probabilities (DIR/SET/MODEL/pred_probs.npy with labels.npy and
+    /// label_errors_mask.npy, or noisy_labels.npy and true_labels.npy, as in
+    /// shared/label-noise): precision, recall and F1 of likely_mislabeled,
+    /// "prediction != label" and label_issue, AUROC and average precision
+    /// of issue_score, per set and model.
+    LabelNoise {
+        dir: PathBuf,
     },
 }
 
@@ -813,7 +825,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let files =
                 byo::ScoreFiles { probs: a.probs, labels: a.labels, embeddings: a.embeddings, classes: a.classes };
             let cfg = a.neighbors.config(PruneMethod::parse(&a.prune).expect("clap checked the value"));
-            let (dest, manifest, _) = byo::run(&files, &cfg, &a.outputs, &a.run)?;
+            let (dest, manifest, _) = byo::run_with(&files, &cfg, &a.outputs, &a.run, !a.quiet)?;
             let done = report::after_run(&dest, &rules, &dirs(&a.rules))?;
             print_summary(&manifest, &done, a.json);
             Ok(ExitCode::SUCCESS)
@@ -827,6 +839,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let spec = DatasetSpec::parse(&dataset)?;
             let ds = misfit::data::load(&spec, &load_options(&load)?)?;
             bench::duplicates::report(&ds, copies, random_pairs, seed, sheet.as_deref())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(BenchCommand::LabelNoise { dir }) => {
+            bench::label_noise::report(&dir)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(BenchCommand::Flags { run_dir, split, noise, seed, dir }) => {
