@@ -3,7 +3,7 @@
 //! class != label" and confident learning's prune-by-noise-rate in F1 at low
 //! and at high noise), and the test split gets every label column.
 
-use misfit::scores::{self, selfcheck::flag_check, Embeddings, ScoreConfig, ScoreInput};
+use misfit::scores::{self, cut::CutRule, selfcheck::flag_check, Embeddings, ScoreConfig, ScoreInput};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
@@ -89,10 +89,14 @@ fn the_mislabeled_cut_follows_the_noise_rate_and_beats_both_baselines() {
         let (flagged, truth) =
             (ours.iter().filter(|f| **f).count() as f64, wrong.iter().filter(|w| **w).count() as f64);
         assert!((flagged / truth - 1.0).abs() < 0.34, "noise {noise}: {flagged} flagged for {truth} wrong labels");
-        // Every flagged image has a probability of at least one half and a suggestion other than its label.
+        // Noise drawn per class (class-conditional): the noise matrix explains the labels,
+        // and its posterior makes the cut. Every flagged image has a probability of at
+        // least the cut's and a suggestion other than its label.
+        assert_eq!(sc.cut.rule, CutRule::NoisePrior, "noise {noise}: {:?}", sc.cut);
+        let min = sc.cut.min_probability.unwrap();
         for (s, &l) in sc.images.iter().zip(&labels) {
             if s.flags.likely_mislabeled {
-                assert!(s.label_error_probability.unwrap() >= 0.5 && s.suggested_label != Some(l));
+                assert!(s.label_error_probability.unwrap() >= min && s.suggested_label != Some(l));
             }
         }
     }
