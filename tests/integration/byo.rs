@@ -196,3 +196,101 @@ fn a_run_in_use_is_refused_and_what_killed_runs_left_is_removed() {
     // Another run's folder is not touched.
     assert_eq!(left, vec![".xy.partial-999997", "x"]);
 }
+
+/// A `.npy` file written by hand (format 1.0) in the given order and dtype.
+fn raw_npy(path: &std::path::Path, descr: &str, fortran: bool, shape: &str, data: &[u8]) {
+    let mut header = format!(
+        "{{'descr': '{descr}', 'fortran_order': {}, 'shape': {shape}, }}",
+        if fortran { "True" } else { "False" }
+    )
+    .into_bytes();
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(b' ');
+    }
+    header.push(b'\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend((header.len() as u16).to_le_bytes());
+    bytes.extend(header);
+    bytes.extend(data);
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn fortran_ordered_big_endian_files_score_like_c_ordered_ones_and_quietly() {
+    let dir = tempdir().unwrap();
+    let d = dir.path();
+    let (n, k) = (600usize, 4usize);
+    misfit::bench::score::generate(d, n, k, 8, 0.15, 3).unwrap();
+    let read = |name: &str| npyz::NpyFile::new(std::fs::File::open(d.join(name)).unwrap()).unwrap();
+    let probs: Vec<f32> = read("probs.npy").into_vec().unwrap();
+    let labels: Vec<i64> = read("labels.npy").into_vec().unwrap();
+    // The same numbers as numpy writes them with `np.asfortranarray(p).astype('>f8')` and `l.astype('>i2')`.
+    let fortran: Vec<u8> = (0..k)
+        .flat_map(|j| (0..n).map(move |i| (j, i)))
+        .flat_map(|(j, i)| (probs[i * k + j] as f64).to_be_bytes())
+        .collect();
+    raw_npy(&d.join("probs_f.npy"), ">f8", true, &format!("({n}, {k})"), &fortran);
+    let l16: Vec<u8> = labels.iter().flat_map(|&l| (l as i16).to_be_bytes()).collect();
+    raw_npy(&d.join("labels_i2.npy"), ">i2", false, &format!("({n},)"), &l16);
+    let flags = |run: &str| {
+        use polars::prelude::SerReader;
+        let f = std::fs::File::open(d.join(format!("outputs/{run}/samples.parquet"))).unwrap();
+        let df = polars::prelude::ParquetReader::new(f).finish().unwrap();
+        let c = df.column("likely_mislabeled").unwrap().bool().unwrap().clone();
+        (0..c.len()).map(|i| c.get(i).unwrap()).collect::<Vec<bool>>()
+    };
+    let o = misfit(&["score", "--probs", "probs.npy", "--labels", "labels.npy", "--run", "c"], d);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = misfit(&["score", "-q", "--probs", "probs_f.npy", "--labels", "labels_i2.npy", "--run", "f"], d);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(o.stderr.is_empty(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (c, f) = (flags("c"), flags("f"));
+    assert_eq!(c, f);
+    assert!(c.iter().any(|x| *x));
+}
+
+#[test]
+fn bench_label_noise_prints_every_set_and_model_against_both_baselines() {
+    let dir = tempdir().unwrap();
+    let d = dir.path();
+    let (n, k) = (500usize, 3usize);
+    misfit::bench::score::generate(d, n, k, 4, 0.2, 9).unwrap();
+    let read = |name: &str| npyz::NpyFile::new(std::fs::File::open(d.join(name)).unwrap()).unwrap();
+    let probs: Vec<f32> = read("probs.npy").into_vec().unwrap();
+    let labels: Vec<i64> = read("labels.npy").into_vec().unwrap();
+    // The truth: whether the model's arg-max differs (good enough to have something to find).
+    let wrong: Vec<u8> = (0..n)
+        .map(|i| {
+            let row = &probs[i * k..(i + 1) * k];
+            (misfit::stats::argmax(row) != labels[i] as usize) as u8
+        })
+        .collect();
+    let truth: Vec<i64> = (0..n)
+        .map(|i| if wrong[i] == 1 { misfit::stats::argmax(&probs[i * k..(i + 1) * k]) as i64 } else { labels[i] })
+        .collect();
+    let p64: Vec<u8> = probs.iter().flat_map(|&p| (p as f64).to_le_bytes()).collect();
+    let l64: Vec<u8> = labels.iter().flat_map(|l| l.to_le_bytes()).collect();
+    let t64: Vec<u8> = truth.iter().flat_map(|l| l.to_le_bytes()).collect();
+    let root = d.join("label-noise");
+    for (set, model) in [("reviewed", "m1"), ("synthetic", "m2")] {
+        let m = root.join(set).join(model);
+        std::fs::create_dir_all(&m).unwrap();
+        raw_npy(&m.join("pred_probs.npy"), "<f8", false, &format!("({n}, {k})"), &p64);
+        if set == "reviewed" {
+            raw_npy(&m.join("labels.npy"), "<i8", false, &format!("({n},)"), &l64);
+            raw_npy(&m.join("label_errors_mask.npy"), "|b1", false, &format!("({n},)"), &wrong);
+        } else {
+            raw_npy(&m.join("noisy_labels.npy"), "<i8", false, &format!("({n},)"), &l64);
+            raw_npy(&m.join("true_labels.npy"), "<i8", false, &format!("({n},)"), &t64);
+        }
+    }
+    let o = misfit(&["bench", "label-noise", root.to_str().unwrap()], d);
+    assert!(o.status.success(), "{}", text(&o));
+    let t = text(&o);
+    assert!(t.contains("| reviewed | m1 |") && t.contains("| synthetic | m2 |"), "{t}");
+    assert!(t.contains("issue_score AUROC / AP") && t.contains("worst of 2"), "{t}");
+    // A folder without known wrong labels is refused, naming it.
+    std::fs::remove_file(root.join("synthetic/m2/true_labels.npy")).unwrap();
+    let o = misfit(&["bench", "label-noise", root.to_str().unwrap()], d);
+    assert!(!o.status.success() && text(&o).contains("no known wrong labels"), "{}", text(&o));
+}
