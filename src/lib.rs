@@ -10,7 +10,7 @@
 //! whose tables and columns are the contract ([`run::schema`]). The read
 //! side ([`run::read`]) opens any run folder for Polars: [`findings`]
 //! derives the pair and correlation tables and runs the rules of `rules/`
-//! into findings, [`query`] runs a person's SQL. Beneath: loaders
+//! into findings, [`query`] runs a person's SQL, both checked by [`sql`] first. Beneath: loaders
 //! ([`data`]), the ResNet ([`model`]) on its kernels ([`ops`]), training
 //! ([`train`]), label-quality scores ([`scores`]), attacks ([`attack`]),
 //! the small statistics ([`stats`]) and seed streams ([`seed`]).
@@ -22,6 +22,7 @@ pub mod bench;
 pub mod byo;
 pub mod data;
 pub mod error;
+pub mod escape;
 pub mod explain;
 pub mod findings;
 pub mod model;
@@ -32,6 +33,7 @@ pub mod report;
 pub mod run;
 pub mod scores;
 pub mod seed;
+pub mod sql;
 pub mod stages;
 pub mod stats;
 pub mod table;

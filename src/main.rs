@@ -97,6 +97,9 @@ struct TicketArgs {
     /// A folder of *.toml rules to add to the shipped ones (same id: replaces).
     #[arg(long, value_name = "DIR")]
     rules: Option<PathBuf>,
+    /// Replace a ticket already in the folder.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Args)]
@@ -139,6 +142,13 @@ struct QueryArgs {
     /// Write to this file (under a temporary name, renamed into place) instead of standard output.
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
+    /// Let the query read other files on purpose, through read_parquet('...'),
+    /// read_csv, read_ipc and read_json (without it: the run's tables only).
+    #[arg(long)]
+    allow_files: bool,
+    /// Let --out replace a file of the run folder itself.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Args)]
@@ -882,7 +892,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 (_, _, Some(c)) => Selection::Class(c),
                 _ => unreachable!("clap requires one"),
             };
-            let t = ticket::write(&a.run_dir, &load_rules(&a.rules)?, &sel, a.out.as_deref())?;
+            let t = ticket::write(&a.run_dir, &load_rules(&a.rules)?, &sel, a.out.as_deref(), a.force)?;
             println!(
                 "ticket written to {}: {} finding{}, {} image{} ({} on the contact sheet)",
                 t.dir.display(),
@@ -901,7 +911,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             let sql = a.sql.as_deref().expect("clap requires SQL without --tables");
-            let mut df = query::query(&run, sql)?;
+            if let Some(out) = &a.out {
+                query::check_out(&run, out, a.force)?;
+            }
+            let mut df = query::query(&run, sql, a.allow_files)?;
             frame::write(&mut df, Format::parse(&a.format).expect("clap checked the value"), a.out.as_deref())?;
             Ok(ExitCode::SUCCESS)
         }
@@ -986,7 +999,7 @@ fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", misfit::escape::terminal(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }

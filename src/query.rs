@@ -3,23 +3,50 @@
 
 use polars::prelude::DataFrame;
 use std::fmt::Write;
+use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::run::read::Run;
 use crate::run::schema;
 
 /// Runs `sql` over every table of `run` (registered by name: `samples`,
-/// `classes`, ...). Bad SQL gets Polars' message and the run's tables.
-pub fn query(run: &Run, sql: &str) -> Result<DataFrame> {
+/// `classes`, ...), after [`crate::sql::check`]: one SELECT query over the
+/// run's tables; `allow_files` lets it read other files through Polars'
+/// table functions (`read_parquet('...')`). Bad SQL gets Polars' message
+/// and the run's tables.
+pub fn query(run: &Run, sql: &str, allow_files: bool) -> Result<DataFrame> {
+    let dir = run.dir().display();
+    let tables = run.tables();
+    crate::sql::check(sql, &tables, allow_files).map_err(|e| Error::Usage(format!("{dir}: {e}")))?;
     let mut ctx = run.sql_context()?;
     ctx.execute(sql).and_then(|lf| lf.collect()).map_err(|e| {
         Error::Usage(format!(
-            "{}: the query failed: {e}\nthe run's tables: {} (`misfit query {} --tables` lists their columns)",
-            run.dir().display(),
-            run.tables().join(", "),
-            run.dir().display()
+            "{dir}: the query failed: {e}\nthe run's tables: {} (`misfit query {dir} --tables` lists their columns)",
+            tables.join(", "),
         ))
     })
+}
+
+/// Refuses `out` when it names a file already inside the run folder (a
+/// table, `run.json`): a query's output does not replace the run it reads
+/// unless `force`.
+pub fn check_out(run: &Run, out: &Path, force: bool) -> Result<()> {
+    if force {
+        return Ok(());
+    }
+    let run_dir = run.dir().canonicalize().map_err(|e| Error::io(run.dir(), e))?;
+    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    // A folder that is not there: the write says so.
+    let (Ok(parent), Some(name)) = (parent.canonicalize(), out.file_name()) else { return Ok(()) };
+    let target = parent.join(name);
+    if target.starts_with(&run_dir) && std::fs::symlink_metadata(&target).is_ok() {
+        return Err(Error::Usage(format!(
+            "{}: a file of the run folder {}; misfit query does not write over the run it reads (--force does)",
+            out.display(),
+            run.dir().display()
+        )));
+    }
+    Ok(())
 }
 
 /// Each table of `run`: its file, what a row is, its rows, and each column
@@ -44,5 +71,5 @@ pub fn tables(run: &Run) -> Result<String> {
         }
         s.push('\n');
     }
-    Ok(s)
+    Ok(crate::escape::terminal(&s))
 }

@@ -79,6 +79,6 @@ impl Inspection {
                 let _ = writeln!(s, "  ... and {} more", self.problems.total - self.problems.list.len());
             }
         }
-        s
+        crate::escape::terminal(&s)
     }
 }

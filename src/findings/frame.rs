@@ -170,11 +170,13 @@ pub fn json_value(v: &AnyValue) -> serde_json::Value {
 }
 
 /// A cell as CSV text: empty for null, arrays as JSON.
+/// A cell of a CSV file: text through [`crate::escape::csv_cell`] (a label
+/// `=2+5` is no formula in a spreadsheet).
 fn csv_text(v: &AnyValue) -> String {
     match v {
         AnyValue::Null => String::new(),
-        AnyValue::String(s) => s.to_string(),
-        AnyValue::StringOwned(s) => s.to_string(),
+        AnyValue::String(s) => crate::escape::csv_cell(s),
+        AnyValue::StringOwned(s) => crate::escape::csv_cell(s),
         AnyValue::List(_) | AnyValue::Array(..) => json_value(v).to_string(),
         v => json_value(v).to_string().trim_matches('"').to_string(),
     }
@@ -193,7 +195,8 @@ pub fn write(df: &mut DataFrame, format: Format, out: Option<&Path>) -> Result<(
     }
     let mut bytes = Vec::new();
     match format {
-        Format::Table => writeln!(bytes, "{df}").map_err(io)?,
+        // A table is read on a terminal: no control sequence from the data.
+        Format::Table => writeln!(bytes, "{}", crate::escape::terminal(&df.to_string())).map_err(io)?,
         Format::Csv => {
             let mut w = csv::Writer::from_writer(&mut bytes);
             let names: Vec<String> = df.get_column_names().iter().map(|n| n.to_string()).collect();

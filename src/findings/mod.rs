@@ -162,6 +162,9 @@ pub fn analyze(run: &Run, rules: &RuleSet, rules_dirs: &[String]) -> Result<Find
             continue;
         }
         let fail = |what: String| Error::Usage(format!("{}: rule '{}': {what}", rule.file, rule.id));
+        // Checked on loading too; again here for a rule built in code.
+        let names: Vec<&str> = available.iter().map(String::as_str).filter(|n| *n != "findings").collect();
+        crate::sql::check(&rule.sql, &names, false).map_err(|e| fail(e.to_string()))?;
         let df = ctx
             .execute(&rule.sql)
             .and_then(|lf| lf.collect())
@@ -416,5 +419,5 @@ pub fn overview(frame: &DataFrame, summary: &FindingsSummary, show: usize) -> Re
     for r in summary.rules.iter().filter(|r| r.skipped.is_some()) {
         let _ = writeln!(s, "skip   {}: {}", r.id, r.skipped.as_deref().unwrap_or_default());
     }
-    Ok(s)
+    Ok(crate::escape::terminal(&s))
 }

@@ -20,16 +20,14 @@
 //! owner = "data-team"
 //! ```
 //!
-//! Everything that can be checked without a run (TOML, fields, SQL syntax, a
-//! query that only reads, table names, the message template) is checked on
-//! loading, so `misfit audit` refuses a bad rule before it trains.
+//! Everything that can be checked without a run (TOML, fields, the message
+//! template, and the SQL as [`crate::sql::check`] checks it: one SELECT
+//! query that reads the contract's tables and no file, bounded in size and
+//! depth) is checked on loading, so `misfit audit` refuses a bad rule
+//! before it trains.
 
 use serde::Deserialize;
-use sqlparser::ast::{Statement, Visit, Visitor};
-use sqlparser::dialect::GenericDialect;
-use sqlparser::parser::Parser;
 use std::collections::BTreeSet;
-use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -227,19 +225,6 @@ impl RuleSet {
     }
 }
 
-/// Table names a query reads (every relation it names, less its CTEs').
-struct Relations {
-    names: BTreeSet<String>,
-}
-
-impl Visitor for Relations {
-    type Break = ();
-    fn pre_visit_relation(&mut self, relation: &sqlparser::ast::ObjectName) -> ControlFlow<()> {
-        self.names.insert(relation.to_string());
-        ControlFlow::Continue(())
-    }
-}
-
 /// The tables a rule may read: the contract's.
 fn known_tables() -> Vec<&'static str> {
     schema::TABLES.iter().map(|t| t.name).collect()
@@ -257,36 +242,14 @@ fn check(file: &str, r: RuleToml) -> Result<Rule> {
     if r.limit == Some(0) {
         return Err(fail("limit = 0 would keep no finding; leave it out to keep them all".into()));
     }
-    let statements = Parser::new(&GenericDialect)
-        .try_with_sql(&r.sql)
-        .and_then(|mut p| p.parse_statements())
-        .map_err(|e| fail(format!("the SQL does not parse: {e}")))?;
-    let [statement] = statements.as_slice() else {
-        return Err(fail(format!("sql must be one SELECT query; it has {} statements", statements.len())));
-    };
-    let Statement::Query(query) = statement else {
-        return Err(fail("sql must be a SELECT query: rules only read the run's tables".into()));
-    };
-    let mut relations = Relations { names: BTreeSet::new() };
-    let _ = statement.visit(&mut relations);
-    let ctes: BTreeSet<String> =
-        query.with.iter().flat_map(|w| w.cte_tables.iter().map(|c| c.alias.name.value.clone())).collect();
     let known = known_tables();
-    let mut tables = Vec::new();
-    for name in relations.names.difference(&ctes) {
-        if name == "findings" {
-            return Err(fail(
-                "the query reads 'findings': rules read the run's measurements, not other rules' findings".into(),
-            ));
-        }
-        if !known.contains(&name.as_str()) {
-            return Err(fail(format!(
-                "the query reads '{name}', which is not a run table; tables: {}",
-                known.join(", ")
-            )));
-        }
-        tables.push(name.clone());
+    let checked = crate::sql::check(&r.sql, &known, false).map_err(|e| fail(e.to_string()))?;
+    if checked.tables.iter().any(|t| t == "findings") {
+        return Err(fail(
+            "the query reads 'findings': rules read the run's measurements, not other rules' findings".into(),
+        ));
     }
+    let tables = checked.tables;
     let mut env = templates();
     env.add_template_owned(id.to_string(), r.message.clone())
         .map_err(|e| fail(format!("the message template does not parse: {e}")))?;
@@ -379,13 +342,35 @@ message = "{{ id }} is far"
             (GOOD.replace("FROM samples", "FROM sample"), "rule 'r1': the query reads 'sample'", "tables: samples"),
             (
                 GOOD.replace("SELECT id FROM samples WHERE outlier", "DROP TABLE samples"),
-                "rule 'r1': sql must be a SELECT query",
+                "rule 'r1': the SQL must be a SELECT query (not DROP TABLE)",
                 "",
             ),
             (GOOD.replace("{{ id }}", "{{ id "), "rule 'r1': the message template does not parse", ""),
             (GOOD.replace("id = \"r1\"", "id = \"r1\"\nwhat = 1"), "rules/x.toml: ", "unknown field `what`"),
             (format!("{GOOD}{GOOD}"), "rule 'r1': a second rule with this id", ""),
             (GOOD.replace("message = ", "limit = 0\nmessage = "), "rule 'r1': limit = 0", ""),
+            // A CTE named after the table function passed the old check.
+            (
+                GOOD.replace(
+                    "SELECT id FROM samples WHERE outlier",
+                    "WITH read_parquet AS (SELECT 1 AS x) SELECT * FROM read_parquet('/etc/secret.parquet')",
+                ),
+                "rule 'r1': the query defines a CTE named 'read_parquet'",
+                "",
+            ),
+            (
+                GOOD.replace("SELECT id FROM samples WHERE outlier", "SELECT * FROM read_parquet('../*/samples.parquet')"),
+                "rule 'r1': the query reads 'read_parquet(...)', a table function",
+                "",
+            ),
+            (
+                GOOD.replace(
+                    "WHERE outlier",
+                    &format!("WHERE {}", (0..1000).map(|i| format!("id = 'x{i}'")).collect::<Vec<_>>().join(" OR ")),
+                ),
+                "rule 'r1': the SQL nests expressions deeper than 200 levels",
+                "",
+            ),
         ];
         for (text, start, also) in cases {
             let e = one(&text).unwrap_err();

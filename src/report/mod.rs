@@ -382,7 +382,20 @@ pub fn gather(run: &Run, f: &findings::Findings) -> Result<ReportData> {
     // Images: the gallery, the suspicious images and their neighbours, the leaks.
     let gallery: HashMap<String, String> = if run.has("gallery") {
         let df = findings::collect(run, run.table("gallery")?)?;
-        frame::strs(&df, "id")?.into_iter().zip(frame::strs(&df, "file")?).filter_map(|(i, f)| Some((i?, f?))).collect()
+        let named: HashMap<String, String> = frame::strs(&df, "id")?
+            .into_iter()
+            .zip(frame::strs(&df, "file")?)
+            .filter_map(|(i, f)| Some((i?, f?)))
+            .collect();
+        // Every file it names must be a regular file inside the run folder
+        // (one missing is shown without its image).
+        for file in named.values() {
+            match run.resolve(file) {
+                Ok(_) | Err(crate::run::read::ReadError::NoFile { .. }) => {}
+                Err(e) => return Err(Error::Usage(format!("gallery.parquet names a file misfit refuses: {e}"))),
+            }
+        }
+        named
     } else {
         HashMap::new()
     };
@@ -676,14 +689,17 @@ fn env(dir: Option<&Path>) -> minijinja::Environment<'static> {
         let dir = dir.to_path_buf();
         // Base64 and the data: prefix need no escaping; marked safe so the
         // attribute holds them as they are.
-        env.add_filter("datauri", move |file: Option<String>| -> minijinja::Value {
-            let Some(file) = file else { return minijinja::Value::from("") };
-            match std::fs::read(dir.join(&file)) {
-                Ok(bytes) => minijinja::Value::from_safe_string(format!(
+        // Only a regular file inside the run folder is read (gather checked
+        // them; again here, as they are read); one missing shows no image.
+        env.add_filter("datauri", move |file: Option<String>| -> std::result::Result<minijinja::Value, minijinja::Error> {
+            let Some(file) = file else { return Ok(minijinja::Value::from("")) };
+            match crate::run::read::read_inside(&dir, &file) {
+                Ok(bytes) => Ok(minijinja::Value::from_safe_string(format!(
                     "data:image/png;base64,{}",
                     base64::engine::general_purpose::STANDARD.encode(bytes)
-                )),
-                Err(_) => minijinja::Value::from(""),
+                ))),
+                Err(crate::run::read::ReadError::NoFile { .. }) => Ok(minijinja::Value::from("")),
+                Err(e) => Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e.to_string())),
             }
         });
     }
@@ -696,6 +712,22 @@ fn render(env: &minijinja::Environment, name: &str, source: &str, data: &ReportD
         .map_err(|e| Error::Usage(format!("{name}: {e:#}")))
 }
 
+/// Markdown's escaping ([`crate::escape`]): every text value as a table
+/// cell (safe in running text too); `code` makes a code span, `attr` an
+/// HTML attribute value (an `<img>`'s), `pystr` a Python string literal.
+fn markdown_escaping(env: &mut minijinja::Environment<'static>) {
+    use minijinja::value::{Value, ValueKind};
+    env.set_formatter(|out, state, value| {
+        if value.kind() == ValueKind::String && !value.is_safe() {
+            return out.write_str(&crate::escape::md_cell(value.as_str().unwrap_or_default())).map_err(Into::into);
+        }
+        minijinja::escape_formatter(out, state, value)
+    });
+    env.add_filter("code", |s: String| Value::from_safe_string(crate::escape::md_code(&s)));
+    env.add_filter("attr", |s: String| Value::from_safe_string(crate::escape::md_attr(&s)));
+    env.add_filter("pystr", |s: String| Value::from_safe_string(serde_json::Value::from(s).to_string()));
+}
+
 /// The HTML report: images inline.
 pub fn render_html(dir: &Path, data: &ReportData) -> Result<String> {
     render(&env(Some(dir)), "report.html", include_str!("report.html"), data)
@@ -704,7 +736,8 @@ pub fn render_html(dir: &Path, data: &ReportData) -> Result<String> {
 /// The Markdown report, cut to GitHub's limit: thumbnails and messages go
 /// first when it is too long.
 pub fn render_markdown(data: &ReportData) -> Result<String> {
-    let env = env(None);
+    let mut env = env(None);
+    markdown_escaping(&mut env);
     let mut d = data.clone();
     loop {
         let md = render(&env, "report.md", include_str!("report.md"), &d)?;
@@ -808,7 +841,7 @@ impl Summary {
         }
         let _ = writeln!(s, "report          {} (and {})", self.report, self.report_markdown);
         let _ = writeln!(s, "tables          {} (misfit query {} --tables)", self.tables, self.tables);
-        s
+        crate::escape::terminal(&s)
     }
 }
 

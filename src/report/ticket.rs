@@ -27,14 +27,25 @@ pub enum Selection {
 }
 
 impl Selection {
-    /// A folder-name slug.
-    fn slug(&self) -> String {
+    /// A folder-name slug: the readable part (letters, digits, `-`, `_`;
+    /// any other character as `_`), and where a character was replaced, a
+    /// short hash of the whole name beside it, so that names that differ
+    /// only in such characters (猫, 犬) get folders of their own.
+    pub fn slug(&self) -> String {
+        use sha2::Digest;
         let raw = match self {
             Selection::Finding(f) => f.replace('#', "-"),
             Selection::Rule(r) => r.clone(),
             Selection::Class(c) => format!("class-{c}"),
         };
-        raw.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
+        let readable: String =
+            raw.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+        if readable == raw {
+            return readable;
+        }
+        let hash = sha2::Sha256::digest(raw.as_bytes());
+        let short: String = hash.iter().take(4).map(|b| format!("{b:02x}")).collect();
+        format!("{readable}-{short}")
     }
 }
 
@@ -53,9 +64,23 @@ pub struct Ticket {
     pub on_sheet: usize,
 }
 
+/// The files a ticket folder holds.
+const TICKET_FILES: [&str; 3] = ["ticket.md", "images.csv", "contact_sheet.png"];
+
 /// Writes the ticket for `sel` of the run `dir` (its findings under
-/// `rules`) into `out` (default: `RUN/tickets/<slug>`).
-pub fn write(dir: &Path, rules: &RuleSet, sel: &Selection, out: Option<&Path>) -> Result<Ticket> {
+/// `rules`) into `out` (default: `RUN/tickets/<slug>`). A ticket already
+/// there is replaced only with `force`.
+pub fn write(dir: &Path, rules: &RuleSet, sel: &Selection, out: Option<&Path>, force: bool) -> Result<Ticket> {
+    let out = out.map(Path::to_path_buf).unwrap_or_else(|| dir.join("tickets").join(sel.slug()));
+    if let Some(old) = TICKET_FILES.iter().map(|f| out.join(f)).find(|f| f.exists()) {
+        if !force {
+            return Err(Error::Usage(format!(
+                "{}: a ticket is already there ({}); --force replaces it, or give another --out",
+                out.display(),
+                old.file_name().unwrap_or_default().to_string_lossy()
+            )));
+        }
+    }
     let run = Run::open(dir)?;
     let f = findings::analyze(&run, rules, &[])?;
     let err = |e: polars::prelude::PolarsError| Error::Usage(format!("{}: {e}", dir.display()));
@@ -120,7 +145,6 @@ pub fn write(dir: &Path, rules: &RuleSet, sel: &Selection, out: Option<&Path>) -
             }
         }
     }
-    let out = out.map(Path::to_path_buf).unwrap_or_else(|| dir.join("tickets").join(sel.slug()));
     std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
 
     // images.csv: the samples columns a ticket needs, in the order chosen.
@@ -151,7 +175,7 @@ pub fn write(dir: &Path, rules: &RuleSet, sel: &Selection, out: Option<&Path>) -
         )
         .collect()
         .map_err(err)?;
-    frame::write(&mut table, frame::Format::Csv, Some(&out.join("images.csv")))?;
+    // Written once the contact sheet's images are read (all or nothing).
 
     // contact_sheet.png: the gallery's images, in the same order.
     let gallery: std::collections::HashMap<String, String> = if run.has("gallery") {
@@ -160,8 +184,8 @@ pub fn write(dir: &Path, rules: &RuleSet, sel: &Selection, out: Option<&Path>) -
     } else {
         Default::default()
     };
-    let files: Vec<(String, PathBuf)> =
-        ids.iter().filter_map(|id| gallery.get(id).map(|f| (id.clone(), dir.join(f)))).take(SHEET_MAX).collect();
+    let files: Vec<(String, String)> =
+        ids.iter().filter_map(|id| gallery.get(id).map(|f| (id.clone(), f.clone()))).take(SHEET_MAX).collect();
     let on_sheet = files.len();
     if on_sheet > 0 {
         let rows = (on_sheet as u32).div_ceil(SHEET_COLUMNS);
@@ -172,8 +196,12 @@ pub fn write(dir: &Path, rules: &RuleSet, sel: &Selection, out: Option<&Path>) -
             rows * (SHEET_SIDE + gap) + gap,
             image::Rgb([255, 255, 255]),
         );
-        for (i, (_, path)) in files.iter().enumerate() {
-            let img = image::open(path).map_err(|e| Error::io(path, std::io::Error::other(e)))?.to_rgb8();
+        for (i, (_, file)) in files.iter().enumerate() {
+            // Only a regular file inside the run folder (no link, no device).
+            let bytes = run.read_file(file)?;
+            let img = image::load_from_memory(&bytes)
+                .map_err(|e| Error::io(dir.join(file), std::io::Error::other(e)))?
+                .to_rgb8();
             let img = imageops::resize(&img, SHEET_SIDE, SHEET_SIDE, imageops::FilterType::Nearest);
             let (x, y) = (
                 (i as u32 % SHEET_COLUMNS) * (SHEET_SIDE + gap) + gap,
@@ -185,7 +213,15 @@ pub fn write(dir: &Path, rules: &RuleSet, sel: &Selection, out: Option<&Path>) -
         sheet
             .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
             .map_err(|e| Error::io(out.join("contact_sheet.png"), std::io::Error::other(e)))?;
+        frame::write(&mut table, frame::Format::Csv, Some(&out.join("images.csv")))?;
         crate::atomic::write(out.join("contact_sheet.png"), &bytes)?;
+    } else {
+        frame::write(&mut table, frame::Format::Csv, Some(&out.join("images.csv")))?;
+        if out.join("contact_sheet.png").exists() {
+            // --force over an older ticket: no sheet of other images stays.
+            let old = out.join("contact_sheet.png");
+            std::fs::remove_file(&old).map_err(|e| Error::io(&old, e))?;
+        }
     }
 
     // ticket.md.
@@ -199,26 +235,29 @@ pub fn write(dir: &Path, rules: &RuleSet, sel: &Selection, out: Option<&Path>) -
         Selection::Rule(r) => format!("rule {r}"),
         Selection::Class(c) => format!("class {c}"),
     };
-    let _ = writeln!(md, "# {}: {}\n", titles[0].as_deref().unwrap_or_default(), what);
+    // Every text from the run, the rules or the command line through
+    // Markdown's escaping: a class name is text, not HTML or a table.
+    let (text, code) = (crate::escape::md_text, crate::escape::md_code);
+    let _ = writeln!(md, "# {}: {}\n", text(titles[0].as_deref().unwrap_or_default()), text(&what));
     let _ = writeln!(
         md,
-        "Run `{}` (misfit {}). {} finding{} ({} severity), {} image{} affected.\n",
-        run.dir().display(),
-        run.version(),
+        "Run {} (misfit {}). {} finding{} ({} severity), {} image{} affected.\n",
+        code(&run.dir().display().to_string()),
+        text(run.version()),
         chosen.height(),
         if chosen.height() == 1 { "" } else { "s" },
-        severity.iter().flatten().cloned().collect::<BTreeSet<_>>().into_iter().collect::<Vec<_>>().join("/"),
+        text(&severity.iter().flatten().cloned().collect::<BTreeSet<_>>().into_iter().collect::<Vec<_>>().join("/")),
         ids.len(),
         if ids.len() == 1 { "" } else { "s" }
     );
     let _ = writeln!(md, "## Suggested action\n");
     for r in rules.rules.iter().filter(|r| rule_ids.contains(&r.id)) {
         let action = r.action.as_deref().unwrap_or("Review the images below.");
-        let _ = writeln!(md, "- `{}`: {action}", r.id);
+        let _ = writeln!(md, "- {}: {}", code(&r.id), text(action));
     }
     let _ = writeln!(md, "\n## Evidence\n");
     for m in messages.iter().flatten().take(20) {
-        let _ = writeln!(md, "- {m}");
+        let _ = writeln!(md, "- {}", text(m));
     }
     if chosen.height() > 20 {
         let _ = writeln!(md, "- and {} more (images.csv lists every image)", chosen.height() - 20);
@@ -241,4 +280,19 @@ pub fn write(dir: &Path, rules: &RuleSet, sel: &Selection, out: Option<&Path>) -
 
 fn ids_of(df: DataFrame) -> Result<Vec<String>> {
     Ok(frame::strs(&df, "id")?.into_iter().flatten().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticket_folders_stay_readable_and_distinct() {
+        assert_eq!(Selection::Rule("likely-mislabeled".into()).slug(), "likely-mislabeled");
+        assert_eq!(Selection::Finding("confused-pairs#2".into()).slug(), "confused-pairs-2");
+        let (cat, dog) = (Selection::Class("猫".into()).slug(), Selection::Class("犬".into()).slug());
+        assert!(cat.starts_with("class-_-") && dog.starts_with("class-_-") && cat != dog, "{cat} {dog}");
+        let (a, b) = (Selection::Class("a b".into()).slug(), Selection::Class("a/b".into()).slug());
+        assert!(a.starts_with("class-a_b-") && a != b, "{a} {b}");
+    }
 }

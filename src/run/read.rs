@@ -33,6 +33,79 @@ pub enum ReadError {
     /// Polars could not read the table.
     #[error("{run}/{file}: {what}")]
     Unreadable { run: String, file: String, what: String },
+    /// A file a table names (a gallery image) is not there.
+    #[error("{run}/{file}: no such file")]
+    NoFile { run: String, file: String },
+    /// A file a table names is refused: it is not a regular file inside the
+    /// run folder, reached without links, of at most [`MAX_FILE_BYTES`].
+    #[error("{run}: '{file}': {what}; a run folder's tables may name only regular files inside it")]
+    Refused { run: String, file: String, what: String },
+}
+
+/// The largest file the read side reads because a table names it (a
+/// gallery image is a few kilobytes).
+pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// The file `name` (as a table of the run folder `dir` names it, e.g.
+/// `gallery/000123.png`) inside `dir`, checked before anything is read: a
+/// relative path without `..`, no component a symbolic link, a regular
+/// file (not a device, pipe, socket or folder) of at most
+/// [`MAX_FILE_BYTES`].
+pub fn resolve_inside(dir: &Path, name: &str) -> Result<PathBuf, ReadError> {
+    use std::path::Component;
+    let refuse = |what: String| ReadError::Refused {
+        run: dir.display().to_string(),
+        file: name.chars().map(|c| if c.is_control() { '?' } else { c }).collect(),
+        what,
+    };
+    if name.is_empty() {
+        return Err(refuse("an empty path".into()));
+    }
+    let mut path = dir.to_path_buf();
+    let mut meta = None;
+    for part in Path::new(name).components() {
+        match part {
+            Component::Normal(p) => path.push(p),
+            Component::CurDir => continue,
+            Component::ParentDir => return Err(refuse("a path with '..'".into())),
+            Component::RootDir | Component::Prefix(_) => return Err(refuse("an absolute path".into())),
+        }
+        let m = std::fs::symlink_metadata(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => ReadError::NoFile { run: dir.display().to_string(), file: name.into() },
+            _ => refuse(e.to_string()),
+        })?;
+        if m.file_type().is_symlink() {
+            return Err(refuse(format!("{} is a symbolic link", path.display())));
+        }
+        meta = Some(m);
+    }
+    let Some(meta) = meta else { return Err(refuse("names the run folder itself".into())) };
+    if !meta.file_type().is_file() {
+        return Err(refuse("not a regular file (a folder, device, pipe or socket)".into()));
+    }
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(refuse(format!("{} bytes, more than the {MAX_FILE_BYTES} read from a run folder", meta.len())));
+    }
+    Ok(path)
+}
+
+/// The bytes of the file `name` inside the run folder `dir`, after
+/// [`resolve_inside`]; reads at most [`MAX_FILE_BYTES`] even if the file
+/// grows meanwhile.
+pub fn read_inside(dir: &Path, name: &str) -> Result<Vec<u8>, ReadError> {
+    use std::io::Read;
+    let path = resolve_inside(dir, name)?;
+    let refuse = |what: String| ReadError::Refused { run: dir.display().to_string(), file: name.into(), what };
+    let file = std::fs::File::open(&path).map_err(|e| refuse(e.to_string()))?;
+    if !file.metadata().map_err(|e| refuse(e.to_string()))?.is_file() {
+        return Err(refuse("not a regular file (a folder, device, pipe or socket)".into()));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(|e| refuse(e.to_string()))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(refuse(format!("more than the {MAX_FILE_BYTES} bytes read from a run folder")));
+    }
+    Ok(bytes)
 }
 
 /// An open run folder.
@@ -125,6 +198,17 @@ impl Run {
         Ok(lf)
     }
 
+    /// The file `name` a table of the run names, inside the run folder:
+    /// see [`resolve_inside`].
+    pub fn resolve(&self, name: &str) -> Result<PathBuf, ReadError> {
+        resolve_inside(&self.dir, name)
+    }
+
+    /// The bytes of the file `name` a table of the run names: see [`read_inside`].
+    pub fn read_file(&self, name: &str) -> Result<Vec<u8>, ReadError> {
+        read_inside(&self.dir, name)
+    }
+
     /// Every table of the run registered by name in a Polars SQL context.
     pub fn sql_context(&self) -> Result<polars::sql::SQLContext, ReadError> {
         let ctx = polars::sql::SQLContext::new();
@@ -177,5 +261,47 @@ impl Run {
             missing: missing.join(", "),
             current: env!("CARGO_PKG_VERSION").to_string(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_named_in_a_run_folder_are_read_only_inside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run");
+        std::fs::create_dir_all(run.join("gallery")).unwrap();
+        std::fs::write(run.join("gallery/a.png"), b"png").unwrap();
+        std::fs::write(dir.path().join("secret"), b"key").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("secret"), run.join("gallery/link.png")).unwrap();
+        std::os::unix::fs::symlink(dir.path(), run.join("up")).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", run.join("gallery/zero.png")).unwrap();
+        std::fs::File::create(run.join("gallery/big.png")).unwrap().set_len(MAX_FILE_BYTES + 1).unwrap();
+        let fifo = std::process::Command::new("mkfifo").arg(run.join("gallery/fifo.png")).status().unwrap();
+        assert!(fifo.success());
+        assert_eq!(read_inside(&run, "gallery/a.png").unwrap(), b"png");
+        assert_eq!(read_inside(&run, "./gallery/a.png").unwrap(), b"png");
+        let secret = dir.path().join("secret").display().to_string();
+        for (name, what) in [
+            (secret.as_str(), "an absolute path"),
+            ("/dev/zero", "an absolute path"),
+            ("../secret", "a path with '..'"),
+            ("gallery/../../secret", "a path with '..'"),
+            ("gallery/link.png", "is a symbolic link"),
+            ("gallery/zero.png", "is a symbolic link"),
+            ("up/secret", "is a symbolic link"),
+            ("gallery", "not a regular file"),
+            ("gallery/fifo.png", "not a regular file"),
+            ("gallery/big.png", "more than the 16777216"),
+            ("", "an empty path"),
+            (".", "the run folder itself"),
+        ] {
+            let e = read_inside(&run, name).unwrap_err().to_string();
+            assert!(e.contains(what) && e.contains("only regular files inside it"), "{name}: {e}");
+        }
+        let e = read_inside(&run, "gallery/gone.png").unwrap_err();
+        assert!(matches!(e, ReadError::NoFile { .. }), "{e}");
     }
 }

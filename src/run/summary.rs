@@ -125,7 +125,7 @@ pub fn summary(m: &RunManifest) -> String {
     for t in &m.tables {
         let _ = writeln!(s, "table    {} ({} rows, one row = {})", t.file, t.rows, t.row);
     }
-    s
+    crate::escape::terminal(&s)
 }
 
 /// `2/255` for an L-inf budget that is a whole number of grey levels, the plain number otherwise.

@@ -243,7 +243,7 @@ fn query_prints_a_table_csv_json_or_parquet_and_bad_sql_gets_polars_message_and_
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("nope") && err.contains("the run's tables: samples, classes"), "{err}");
     let o = misfit(&["query", run, "SELEC 1"], dir.path());
-    assert!(!o.status.success() && text(&o).contains("the query failed"), "{}", text(&o));
+    assert!(!o.status.success() && text(&o).contains("the SQL does not parse"), "{}", text(&o));
     let o = misfit(&["query", dir.path().to_str().unwrap(), "SELECT 1"], dir.path());
     assert!(!o.status.success() && text(&o).contains("not a misfit run folder"), "{}", text(&o));
 

@@ -15,6 +15,7 @@ mod flags;
 mod folder;
 mod fuzz;
 mod hf_parquet;
+mod hostile;
 mod labels;
 mod model;
 mod ops;
