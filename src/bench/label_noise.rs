@@ -31,8 +31,9 @@ pub struct Row {
     pub pred_differs: Check,
     pub label_issue: Check,
     pub rule: CutRule,
-    /// The noise matrix's gain in log-likelihood of the labels (nats per image).
+    /// The noise matrix's gain in log-likelihood of the labels (nats per image), and its standard error.
     pub likelihood_gain: f64,
+    pub likelihood_gain_se: f64,
     pub auroc: f64,
     pub average_precision: f64,
 }
@@ -99,6 +100,7 @@ pub fn score_one(dir: &Path, set: &str, model: &str) -> Result<Row> {
         label_issue: flag_check("label_issue", "wrong", &issues, &wrong),
         rule: sc.cut.rule,
         likelihood_gain: sc.cut.likelihood_gain,
+        likelihood_gain_se: sc.cut.likelihood_gain_se,
         auroc: auroc(&issue_score, &wrong),
         average_precision: average_precision(&issue_score, &wrong),
     })
@@ -137,7 +139,7 @@ pub fn run(root: &Path) -> Result<Vec<Row>> {
 /// The table of [`run`], Markdown.
 pub fn table(rows: &[Row]) -> String {
     let mut s = String::from(
-        "| set | model | wrong | cut (gain) | likely_mislabeled P / R / **F1** (flagged) | pred != label P / R / F1 | \
+        "| set | model | wrong | cut (gain ± se) | likely_mislabeled P / R / **F1** (flagged) | pred != label P / R / F1 | \
          label_issue P / R / F1 | best baseline | issue_score AUROC / AP |\n|---|---|---|---|---|---|---|---|---|\n",
     );
     let prf = |c: &Check| {
@@ -151,12 +153,13 @@ pub fn table(rows: &[Row]) -> String {
         let base = r.pred_differs.f1.unwrap_or(0.0).max(r.label_issue.f1.unwrap_or(0.0));
         let ours = r.ours.f1.unwrap_or(0.0);
         s.push_str(&format!(
-            "| {} | {} | {} of {} | {rule} ({:+.3}) | {:.3} / {:.3} / **{ours:.3}** ({}) | {} | {} | {base:.3} ({:+.3}) | {:.3} / {:.3} |\n",
+            "| {} | {} | {} of {} | {rule} ({:+.3} ± {:.3}) | {:.3} / {:.3} / **{ours:.3}** ({}) | {} | {} | {base:.3} ({:+.3}) | {:.3} / {:.3} |\n",
             r.set,
             r.model,
             r.wrong,
             r.images,
             r.likelihood_gain,
+            r.likelihood_gain_se,
             r.ours.precision.unwrap_or(0.0),
             r.ours.recall.unwrap_or(0.0),
             r.ours.flagged.unwrap_or(0),

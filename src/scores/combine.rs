@@ -8,11 +8,11 @@
 //! other label (the noise matrix), and Bayes' rule turns the vote and that
 //! prior into the probability that the given label is wrong
 //! (`label_error_probability`). Where to cut (`likely_mislabeled`) is
-//! [`super::cut`]'s: that posterior at the best expected F1 where the noise
-//! matrix explains the given labels better than the votes alone
-//! (class-conditional noise, as injected noise is), else the vote's
-//! disagreement with a label it gives under half its class's mean share (real
-//! human errors; see the README for the measurements). Either way the vote
+//! [`super::cut`]'s: that posterior at the best expected F1, unless the noise
+//! matrix explains the given labels clearly worse than the votes alone (real
+//! human errors, which the model's probabilities already follow), then the
+//! vote's disagreement with a label it gives under half its class's mean
+//! share (see the README for the measurements). Either way the vote
 //! prefers another class. `ambiguous` when, short of that, a second class gets
 //! a quarter of the vote or more; `outlier` when its distance to its k-th
 //! neighbour is far out (beyond Q3 + 3 IQR) both for its class and over all
@@ -206,6 +206,7 @@ fn label_scores(
         .collect();
     let flat: Vec<f32> = rows.iter().flatten().map(|&v| v as f32).collect();
     let noise = count::vote_noise_matrix(split.labels, &flat, k);
+    let counted = count::noise_matrix_with(split.labels, &flat, k, 0.0);
     let thresholds = count::thresholds(split.labels, &flat, k);
     let best = |r: &[f64]| {
         let mut order: Vec<usize> = (0..k).collect();
@@ -215,7 +216,7 @@ fn label_scores(
     let wrong: Vec<f64> =
         rows.iter().zip(split.labels).map(|(r, &y)| rank::label_error_probability(r, y as usize, &noise)).collect();
     let candidates: Vec<bool> = rows.iter().zip(split.labels).map(|(r, &y)| best(r).0 != y as usize).collect();
-    let (flags, cut) = cut::likely_mislabeled(split.labels, &rows, &noise, &wrong, &thresholds, &candidates);
+    let (flags, cut) = cut::likely_mislabeled(split.labels, &rows, &counted, &wrong, &thresholds, &candidates);
     for (i, s) in out.iter_mut().enumerate() {
         let (p, r, y) = (&split.probs[i * k..(i + 1) * k], &rows[i], split.labels[i] as usize);
         let (best, second) = best(r);

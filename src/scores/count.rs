@@ -187,12 +187,18 @@ pub const NOISE_PSEUDO_COUNT: f64 = 1.0;
 /// matrix is a prior, not a count of images to remove). Columns of classes
 /// without any image are zero.
 pub fn vote_noise_matrix(labels: &[u32], votes: &[f32], k: usize) -> Matrix {
+    noise_matrix_with(labels, votes, k, NOISE_PSEUDO_COUNT)
+}
+
+/// [`vote_noise_matrix`] with `pseudo` added to each off-diagonal cell
+/// instead of [`NOISE_PSEUDO_COUNT`] (0: the matrix as counted).
+pub fn noise_matrix_with(labels: &[u32], votes: &[f32], k: usize, pseudo: f64) -> Matrix {
     let t = thresholds(labels, votes, k);
     let mut c = confident_joint(labels, votes, k, &t);
     for (g, row) in c.iter_mut().enumerate() {
         for (j, v) in row.iter_mut().enumerate() {
             if j != g {
-                *v += NOISE_PSEUDO_COUNT;
+                *v += pseudo;
             }
         }
     }
