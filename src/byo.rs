@@ -389,7 +389,7 @@ pub fn run(
     outputs: &Path,
     run_name: &str,
 ) -> Result<(PathBuf, RunManifest, scores::Scores)> {
-    run_with(files, cfg, outputs, run_name, false)
+    run_with(files, cfg, outputs, run_name, false, None).map(|(dest, manifest, sc, _)| (dest, manifest, sc))
 }
 
 /// A spinner on standard error naming the stage `misfit score` is in, shown
@@ -405,16 +405,20 @@ fn stage_spinner(enabled: bool) -> indicatif::ProgressBar {
 }
 
 /// [`run`], with a spinner naming each stage (reading, scoring, writing the
-/// tables) on a terminal when `progress` is set.
+/// tables) on a terminal when `progress` is set, and the findings under
+/// `rules` (and the folders they came from) computed before the run is
+/// moved into place: a rule that fails leaves the previous run of that
+/// name as it was.
 pub fn run_with(
     files: &ScoreFiles,
     cfg: &ScoreConfig,
     outputs: &Path,
     run_name: &str,
     progress: bool,
-) -> Result<(PathBuf, RunManifest, scores::Scores)> {
+    rules: Option<(&crate::findings::RuleSet, &[String])>,
+) -> Result<(PathBuf, RunManifest, scores::Scores, Option<crate::findings::Findings>)> {
     let spinner = stage_spinner(progress);
-    let result = run_stages(files, cfg, outputs, run_name, &spinner);
+    let result = run_stages(files, cfg, outputs, run_name, &spinner, rules);
     spinner.finish_and_clear();
     result
 }
@@ -425,7 +429,8 @@ fn run_stages(
     outputs: &Path,
     run_name: &str,
     spinner: &indicatif::ProgressBar,
-) -> Result<(PathBuf, RunManifest, scores::Scores)> {
+    rules: Option<(&crate::findings::RuleSet, &[String])>,
+) -> Result<(PathBuf, RunManifest, scores::Scores, Option<crate::findings::Findings>)> {
     cfg.validate_options()?;
     let mut timing = BTreeMap::new();
     let t0 = Instant::now();
@@ -523,8 +528,10 @@ fn run_stages(
     manifest.inputs = Some(ScoreInputs { samples: n, classes, embedding_dim: emb.as_ref().map(|(_, d)| *d) });
     manifest.scores = Some(score_stage::ScoresSummary::new(&sc, cfg, n, Vec::new()));
     manifest.timing_s = timing;
-    let dest = writer.commit(&mut manifest)?;
-    Ok((dest, manifest, sc))
+    let (dest, found) = writer.commit_with(&mut manifest, |dir| {
+        rules.map(|(rules, dirs)| crate::findings::before_commit(dir, rules, dirs)).transpose()
+    })?;
+    Ok((dest, manifest, sc, found))
 }
 
 #[cfg(test)]

@@ -127,7 +127,10 @@ mod tests {
     #[test]
     fn markdown_text_and_cells_stay_text_on_one_line() {
         assert_eq!(md_text(HOSTILE), "&lt;img src=x onerror=alert(1)&gt;");
-        assert_eq!(md_text("pickup_truck *x* [a](b) `c` # ~d~ \\"), "pickup\\_truck \\*x\\* \\[a\\](b) \\`c\\` \\# \\~d\\~ \\\\");
+        assert_eq!(
+            md_text("pickup_truck *x* [a](b) `c` # ~d~ \\"),
+            "pickup\\_truck \\*x\\* \\[a\\](b) \\`c\\` \\# \\~d\\~ \\\\"
+        );
         assert_eq!(md_text("a\nb\r\nc\u{1b}[31m"), "a b  c \\[31m");
         assert_eq!(md_text("a|b"), "a|b");
         assert_eq!(md_cell("a|b\nc"), "a\\|b c");

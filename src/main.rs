@@ -797,8 +797,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 scores: args.neighbors.config(PruneMethod::PruneByNoiseRate),
             };
             let rules = load_rules(&args.rules)?;
-            let (dest, manifest) = audit::run(&opts)?;
-            let done = report::after_run(&dest, &rules, &dirs(&args.rules))?;
+            let rules_dirs = dirs(&args.rules);
+            let (dest, manifest, found) = audit::run_with_findings(&opts, Some((&rules, &rules_dirs)))?;
+            let done = report::after_run(&dest, &found.expect("findings asked for"))?;
             print_summary(&manifest, &done, args.json);
             Ok(ExitCode::SUCCESS)
         }
@@ -835,8 +836,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let files =
                 byo::ScoreFiles { probs: a.probs, labels: a.labels, embeddings: a.embeddings, classes: a.classes };
             let cfg = a.neighbors.config(PruneMethod::parse(&a.prune).expect("clap checked the value"));
-            let (dest, manifest, _) = byo::run_with(&files, &cfg, &a.outputs, &a.run, !a.quiet)?;
-            let done = report::after_run(&dest, &rules, &dirs(&a.rules))?;
+            let rules_dirs = dirs(&a.rules);
+            let (dest, manifest, _, found) =
+                byo::run_with(&files, &cfg, &a.outputs, &a.run, !a.quiet, Some((&rules, &rules_dirs)))?;
+            let done = report::after_run(&dest, &found.expect("findings asked for"))?;
             print_summary(&manifest, &done, a.json);
             Ok(ExitCode::SUCCESS)
         }

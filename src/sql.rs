@@ -294,7 +294,8 @@ mod tests {
         let e = refused("SELECT * FROM (WITH t AS (SELECT 1 AS a) SELECT * FROM t) AS d, t");
         assert!(e.contains("reads 't'"), "{e}");
         // On purpose: the table function goes through, the rest still holds.
-        let ok = check("SELECT * FROM read_parquet('other.parquet') AS o JOIN samples ON o.id = samples.id", TABLES, true);
+        let ok =
+            check("SELECT * FROM read_parquet('other.parquet') AS o JOIN samples ON o.id = samples.id", TABLES, true);
         assert_eq!(ok.unwrap().tables, vec!["samples"]);
         assert!(check("SELECT * FROM secrets", TABLES, true).is_err());
     }

@@ -20,6 +20,7 @@ use crate::data::demo::{DemoConfig, DemoTruth};
 use crate::data::{Dataset, DatasetSpec, LoadOptions, Problems};
 use crate::error::{Error, Problem, Result};
 use crate::explain::ExplainConfig;
+use crate::findings::{self, Findings, RuleSet};
 use crate::model::{self, DeviceChoice};
 use crate::run::{schema, RunConfig, RunManifest, RunWriter};
 use crate::scores::{self, neighbors, Embeddings, Pixels, ScoreConfig, ScoreInput};
@@ -76,6 +77,16 @@ pub struct AuditConfig {
 
 /// Runs an audit and returns where the run was written and its manifest.
 pub fn run(opts: &AuditOptions) -> Result<(PathBuf, RunManifest)> {
+    run_with_findings(opts, None).map(|(dest, manifest, _)| (dest, manifest))
+}
+
+/// [`run`], with the findings under `rules` (and the folders they came
+/// from) computed before the run is moved into place: a rule that fails
+/// leaves the previous run of that name as it was.
+pub fn run_with_findings(
+    opts: &AuditOptions,
+    rules: Option<(&RuleSet, &[String])>,
+) -> Result<(PathBuf, RunManifest, Option<Findings>)> {
     let audit = Audit::start(opts)?;
     let t = Instant::now();
     let stage = stages::model::run(
@@ -87,7 +98,7 @@ pub fn run(opts: &AuditOptions) -> Result<(PathBuf, RunManifest)> {
         &audit.state_dir,
         opts.progress,
     )?;
-    audit.finish(stage, t.elapsed().as_secs_f64())
+    audit.finish_with(stage, t.elapsed().as_secs_f64(), rules)
 }
 
 /// What an audit with these options would refuse about this dataset, each
@@ -229,6 +240,17 @@ impl<'a> Audit<'a> {
     /// time): evaluate, scores, attacks, self-check; writes every table and
     /// `run.json` and moves the run into place.
     pub fn finish(self, stage: ModelStage, model_s: f64) -> Result<(PathBuf, RunManifest)> {
+        self.finish_with(stage, model_s, None).map(|(dest, manifest, _)| (dest, manifest))
+    }
+
+    /// [`Audit::finish`], with the findings under `rules` computed before
+    /// the run is moved into place (see [`run_with_findings`]).
+    pub fn finish_with(
+        self,
+        stage: ModelStage,
+        model_s: f64,
+        rules: Option<(&RuleSet, &[String])>,
+    ) -> Result<(PathBuf, RunManifest, Option<Findings>)> {
         let Audit {
             opts,
             started,
@@ -390,10 +412,12 @@ impl<'a> Audit<'a> {
         manifest.attacks = attacked.map(|a| a.summary);
         manifest.explain = explained.map(|e| e.summary);
         manifest.timing_s = timing;
-        let dest = writer.commit(&mut manifest)?;
+        let (dest, found) = writer.commit_with(&mut manifest, |dir| {
+            rules.map(|(rules, dirs)| findings::before_commit(dir, rules, dirs)).transpose()
+        })?;
         if state_dir.exists() {
             std::fs::remove_dir_all(&state_dir).map_err(|e| Error::io(&state_dir, e))?;
         }
-        Ok((dest, manifest))
+        Ok((dest, manifest, found))
     }
 }

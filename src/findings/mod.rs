@@ -140,7 +140,12 @@ pub fn analyze(run: &Run, rules: &RuleSet, rules_dirs: &[String]) -> Result<Find
     ctx.register("correlations", correlations_frame.clone().lazy());
     let available: Vec<String> = ctx.get_tables();
     let env = rules::templates();
-    let run_name = run.dir().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    // The run's name from run.json: findings are computed before the run is
+    // moved into place (its folder then has a temporary name).
+    let run_name = match run.manifest_json().get("run_name").and_then(|n| n.as_str()) {
+        Some(name) => name.to_string(),
+        None => run.dir().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+    };
 
     let mut outcomes = Vec::new();
     let mut kept: Vec<Kept> = Vec::new();
@@ -351,6 +356,17 @@ pub fn run(dir: &Path, rules: &RuleSet, rules_dirs: &[String]) -> Result<Finding
     let f = analyze(&run, rules, rules_dirs)?;
     write(&run, &f)?;
     Ok(f)
+}
+
+/// The findings of a run being written (`dir`: where it is until it is
+/// moved into place), for [`crate::run::RunWriter::commit_with`]: a rule
+/// that fails says that the previous run of that name is left as it was.
+pub fn before_commit(dir: &Path, rules: &RuleSet, rules_dirs: &[String]) -> Result<Findings> {
+    run(dir, rules, rules_dirs).map_err(|e| {
+        Error::Usage(format!(
+            "{e}\nthe run was not written (a run of that name from before is left as it was); fix the rule and run again"
+        ))
+    })
 }
 
 /// The findings of `frame` (a `findings.parquet`) at `severity` or above,

@@ -359,7 +359,10 @@ message = "{{ id }} is far"
                 "",
             ),
             (
-                GOOD.replace("SELECT id FROM samples WHERE outlier", "SELECT * FROM read_parquet('../*/samples.parquet')"),
+                GOOD.replace(
+                    "SELECT id FROM samples WHERE outlier",
+                    "SELECT * FROM read_parquet('../*/samples.parquet')",
+                ),
                 "rule 'r1': the query reads 'read_parquet(...)', a table function",
                 "",
             ),

@@ -691,17 +691,20 @@ fn env(dir: Option<&Path>) -> minijinja::Environment<'static> {
         // attribute holds them as they are.
         // Only a regular file inside the run folder is read (gather checked
         // them; again here, as they are read); one missing shows no image.
-        env.add_filter("datauri", move |file: Option<String>| -> std::result::Result<minijinja::Value, minijinja::Error> {
-            let Some(file) = file else { return Ok(minijinja::Value::from("")) };
-            match crate::run::read::read_inside(&dir, &file) {
-                Ok(bytes) => Ok(minijinja::Value::from_safe_string(format!(
-                    "data:image/png;base64,{}",
-                    base64::engine::general_purpose::STANDARD.encode(bytes)
-                ))),
-                Err(crate::run::read::ReadError::NoFile { .. }) => Ok(minijinja::Value::from("")),
-                Err(e) => Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e.to_string())),
-            }
-        });
+        env.add_filter(
+            "datauri",
+            move |file: Option<String>| -> std::result::Result<minijinja::Value, minijinja::Error> {
+                let Some(file) = file else { return Ok(minijinja::Value::from("")) };
+                match crate::run::read::read_inside(&dir, &file) {
+                    Ok(bytes) => Ok(minijinja::Value::from_safe_string(format!(
+                        "data:image/png;base64,{}",
+                        base64::engine::general_purpose::STANDARD.encode(bytes)
+                    ))),
+                    Err(crate::run::read::ReadError::NoFile { .. }) => Ok(minijinja::Value::from("")),
+                    Err(e) => Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e.to_string())),
+                }
+            },
+        );
     }
     env
 }
@@ -860,15 +863,9 @@ pub fn of_findings(run: &Run, f: &findings::Findings) -> Result<Summary> {
     Ok(Summary::new(&data, &h, &m, run.dir()))
 }
 
-/// After `misfit audit` or `misfit score` wrote the run folder `dir`: its
-/// findings under `rules` (written into it), then its report; returns the
-/// summary. A rule that fails says that the run is in place without them.
-pub fn after_run(dir: &Path, rules: &RuleSet, rules_dirs: &[String]) -> Result<Summary> {
-    let f = findings::run(dir, rules, rules_dirs).map_err(|e| {
-        Error::Usage(format!(
-            "{e}\nthe run is at {0}, without its findings and report; fix the rule and run `misfit findings {0}` and `misfit report {0}`",
-            dir.display()
-        ))
-    })?;
-    of_findings(&Run::open(dir)?, &f)
+/// After `misfit audit` or `misfit score` wrote the run folder `dir` with
+/// its findings `f` (computed before the run was moved into place): its
+/// report; returns the summary.
+pub fn after_run(dir: &Path, f: &findings::Findings) -> Result<Summary> {
+    of_findings(&Run::open(dir)?, f)
 }

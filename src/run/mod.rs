@@ -168,11 +168,24 @@ impl RunDir {
     /// Writes `run.json` and moves the run into place, replacing the previous
     /// run of that name.
     pub fn commit(self, manifest: &RunManifest) -> Result<PathBuf> {
+        self.commit_with(manifest, |_| Ok(())).map(|(dest, ())| dest)
+    }
+
+    /// Writes `run.json`, runs `before` on the complete run where it is
+    /// written (the findings), then moves the run into place, replacing the
+    /// previous run of that name: when `before` fails, the previous run
+    /// stays as it was and the new one is removed.
+    pub fn commit_with<T>(
+        self,
+        manifest: &RunManifest,
+        before: impl FnOnce(&Path) -> Result<T>,
+    ) -> Result<(PathBuf, T)> {
         // Through a JSON value, as misfit has always written it: keys in
         // sorted order, f32 figures as their exact f64 widening.
         let value = serde_json::to_value(manifest).expect("manifest serialises");
         let json = serde_json::to_string_pretty(&value).expect("manifest serialises");
         crate::atomic::write(self.partial.join(MANIFEST), json.as_bytes())?;
+        let done = before(&self.partial)?;
         let old = self.dest.with_file_name(format!(
             ".{}.old-{}",
             self.dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
@@ -186,7 +199,7 @@ impl RunDir {
         if had_old {
             std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
         }
-        Ok(self.dest.clone())
+        Ok((self.dest.clone(), done))
     }
 }
 
@@ -246,5 +259,16 @@ impl RunWriter {
     pub fn commit(self, manifest: &mut RunManifest) -> Result<PathBuf> {
         manifest.tables = self.tables;
         self.dir.commit(manifest)
+    }
+
+    /// As [`RunWriter::commit`], with `before` run on the complete run
+    /// before it is moved into place: see [`RunDir::commit_with`].
+    pub fn commit_with<T>(
+        self,
+        manifest: &mut RunManifest,
+        before: impl FnOnce(&Path) -> Result<T>,
+    ) -> Result<(PathBuf, T)> {
+        manifest.tables = self.tables;
+        self.dir.commit_with(manifest, before)
     }
 }

@@ -73,7 +73,10 @@ fn queries_and_rules_read_the_run_s_tables_and_no_other_file() {
         (format!("SELECT * FROM read_parquet('{s}')"), "'read_parquet(...)', a table function that reads files"),
         ("SELECT * FROM read_parquet('outputs/*/samples.parquet')".into(), "a table function"),
         ("SELECT * FROM read_parquet('../*/*.parquet')".into(), "a table function"),
-        (format!("WITH read_parquet AS (SELECT 1 AS x) SELECT * FROM read_parquet('{s}')"), "a CTE named 'read_parquet'"),
+        (
+            format!("WITH read_parquet AS (SELECT 1 AS x) SELECT * FROM read_parquet('{s}')"),
+            "a CTE named 'read_parquet'",
+        ),
         (format!("SELECT * FROM samples JOIN read_csv('{s}') ON true"), "'read_csv(...)'"),
         (format!("SELECT * FROM \"{s}\""), "which is not one of the run's tables; tables: samples, classes"),
         (format!("CREATE TABLE t AS SELECT * FROM read_parquet('{s}')"), "must be a SELECT query (not CREATE TABLE)"),
@@ -92,7 +95,8 @@ fn queries_and_rules_read_the_run_s_tables_and_no_other_file() {
 
     // A shared rules folder with the CTE trick: refused on loading, by
     // findings, report and audit alike, and the secret is nowhere.
-    let rules = write_rule(dir.path(), &format!("WITH read_parquet AS (SELECT 1 AS x) SELECT * FROM read_parquet('{s}')"));
+    let rules =
+        write_rule(dir.path(), &format!("WITH read_parquet AS (SELECT 1 AS x) SELECT * FROM read_parquet('{s}')"));
     let r = rules.to_str().unwrap();
     for args in [
         vec!["findings", run, "--rules", r],
@@ -157,7 +161,10 @@ fn outputs_do_not_replace_the_run_or_a_ticket_without_force() {
     assert!(std::fs::read(run_dir.join("samples.parquet")).unwrap() == samples);
     assert!(std::fs::read(run_dir.join("run.json")).unwrap() == manifest);
     std::fs::write(run_dir.join("mine.csv"), "old").unwrap();
-    let o = misfit(&["query", run, "SELECT 1 AS x", "--format", "csv", "--out", "outputs/fx/mine.csv", "--force"], dir.path());
+    let o = misfit(
+        &["query", run, "SELECT 1 AS x", "--format", "csv", "--out", "outputs/fx/mine.csv", "--force"],
+        dir.path(),
+    );
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(std::fs::read_to_string(run_dir.join("mine.csv")).unwrap(), "x\n1\n");
 
@@ -200,8 +207,7 @@ fn a_crafted_gallery_cannot_make_the_report_or_a_ticket_read_files_outside_the_r
     let dir = tempdir().unwrap();
     let (run_dir, _) = write_run(&dir.path().join("outputs"), "fx");
     let run = run_dir.to_str().unwrap();
-    let original =
-        ParquetReader::new(std::fs::File::open(run_dir.join("gallery.parquet")).unwrap()).finish().unwrap();
+    let original = ParquetReader::new(std::fs::File::open(run_dir.join("gallery.parquet")).unwrap()).finish().unwrap();
     let first = original.column("file").unwrap().str().unwrap().get(0).unwrap().to_string();
     // A private file that is a valid PNG (so that reading it would embed
     // it), unlike any image of the run.
@@ -320,7 +326,10 @@ fn hostile_class_names_come_out_as_text_in_every_output() {
     assert!(o.status.success(), "{}", text(&o));
     let ticket = std::fs::read_to_string(dir.path().join("t/ticket.md")).unwrap();
     assert!(ticket.starts_with("# Every training image of &lt;b&gt;: rule all"), "{ticket}");
-    assert!(!ticket.contains("<img src=x") && !ticket.contains('\u{1b}') && !ticket.contains("line\nbreak"), "{ticket}");
+    assert!(
+        !ticket.contains("<img src=x") && !ticket.contains('\u{1b}') && !ticket.contains("line\nbreak"),
+        "{ticket}"
+    );
     assert!(ticket.contains("Check \\`them\\` | all"), "{ticket}");
     let csv = std::fs::read_to_string(dir.path().join("t/images.csv")).unwrap();
     let mut reader = csv::Reader::from_reader(csv.as_bytes());
@@ -348,4 +357,34 @@ fn hostile_class_names_come_out_as_text_in_every_output() {
         let o = misfit(&args, dir.path());
         assert!(o.status.success() && !text(&o).contains('\u{1b}'), "{args:?}: {}", text(&o));
     }
+}
+
+#[test]
+fn a_rule_that_fails_on_the_run_leaves_the_previous_run_as_it_was() {
+    let dir = tempdir().unwrap();
+    misfit::bench::score::generate(dir.path(), 300, 4, 8, 0.1, 5).unwrap();
+    let args = ["score", "--probs", "probs.npy", "--labels", "labels.npy", "--classes", "a,b,c,d", "--run", "s", "-q"];
+    let o = misfit(&args, dir.path());
+    assert!(o.status.success(), "{}", text(&o));
+    let run = dir.path().join("outputs/s");
+    let contents = |dir: &Path| -> Vec<(PathBuf, Vec<u8>)> {
+        let mut files: Vec<_> = walkdir(dir).into_iter().map(|p| (p.clone(), std::fs::read(&p).unwrap())).collect();
+        files.sort();
+        files
+    };
+    let before = contents(&run);
+    assert!(before.iter().any(|(p, _)| p.ends_with("findings.parquet")));
+    // Passes every check on loading; Polars finds no such column on the run.
+    let rules = write_rule(dir.path(), "SELECT nope AS secret FROM samples");
+    let o = misfit(&[&args[..], &["--rules", rules.to_str().unwrap()]].concat(), dir.path());
+    let out = text(&o);
+    assert!(!o.status.success() && out.contains("rule 'sneaky'") && out.contains("nope"), "{out}");
+    assert!(out.contains("the run was not written (a run of that name from before is left as it was)"), "{out}");
+    assert!(contents(&run) == before, "the previous run changed");
+    let left: Vec<String> = std::fs::read_dir(dir.path().join("outputs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "s" && !n.ends_with(".lock"))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
 }
