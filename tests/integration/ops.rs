@@ -86,7 +86,11 @@ fn the_cuda_convolutions_backward_matches_a_direct_reference_over_random_shapes(
 /// Forward and both gradients of `conv` against candle's convolution and a
 /// direct f64 reference, over fixed and random shapes.
 fn check_against_direct_reference(conv: ConvFn) {
-    let dev = Device::Cpu;
+    check_against_direct_reference_on(conv, &Device::Cpu);
+}
+
+/// [`check_against_direct_reference`] with the tensors on `dev`.
+fn check_against_direct_reference_on(conv: ConvFn, dev: &Device) {
     let mut rng = ChaCha8Rng::seed_from_u64(11);
     // Fixed cases first; the last two batch more images than one GEMM group
     // holds (16x16 and 8x8 images are grouped 4 and 16 to a GEMM), so a
@@ -113,15 +117,15 @@ fn check_against_direct_reference(conv: ConvFn) {
     }
     for (b, cin, h, w, cout, k, stride) in cases {
         for pad in [0, 1] {
-            let x = Var::from_tensor(&Tensor::randn(0f32, 1f32, (b, cin, h, w), &dev).unwrap()).unwrap();
-            let wt = Var::from_tensor(&Tensor::randn(0f32, 0.2f32, (cout, cin, k, k), &dev).unwrap()).unwrap();
+            let x = Var::from_tensor(&Tensor::randn(0f32, 1f32, (b, cin, h, w), dev).unwrap()).unwrap();
+            let wt = Var::from_tensor(&Tensor::randn(0f32, 0.2f32, (cout, cin, k, k), dev).unwrap()).unwrap();
             let ours = conv(&x, &wt, stride, pad).unwrap();
             let theirs = x.conv2d(&wt, pad, stride, 1, 1).unwrap();
             assert_eq!(ours.dims(), theirs.dims());
             let case = format!("b{b} cin{cin} {h}x{w} cout{cout} k{k} s{stride} p{pad}");
             // Tolerances: f32 sums of up to 576 products of unit-scale values.
             assert!(max_diff(&ours, &theirs) < 1e-4, "forward against candle: {case}");
-            let probe = Tensor::randn(0f32, 1f32, ours.dims(), &dev).unwrap();
+            let probe = Tensor::randn(0f32, 1f32, ours.dims(), dev).unwrap();
             let grads = (&ours * &probe).unwrap().sum_all().unwrap().backward().unwrap();
             let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
             let (out, dx, dw) = naive(&flat(&x), &flat(&wt), &flat(&probe), (b, cin, h, w, cout, k, stride, pad));
@@ -138,9 +142,14 @@ fn check_against_direct_reference(conv: ConvFn) {
 /// Runs a training step of a small ResNet in a pool of `threads` threads and
 /// returns the logits and every gradient, as bytes.
 fn step_bytes(threads: usize) -> Vec<u8> {
+    step_values(threads, &Device::Cpu).iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// The logits, every gradient and the batch-norm buffers after a training
+/// step of a small ResNet on `dev`, run in a pool of `threads` threads.
+fn step_values(threads: usize, dev: &Device) -> Vec<f32> {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
     pool.install(|| {
-        let dev = Device::Cpu;
         let cfg = misfit::model::ModelConfig {
             depth: 8,
             width: 8,
@@ -149,16 +158,14 @@ fn step_bytes(threads: usize) -> Vec<u8> {
             mean: [0.5; 3],
             std: [0.25; 3],
         };
-        let m = misfit::model::ResNet::init(cfg, 1, &dev).unwrap();
+        let m = misfit::model::ResNet::init(cfg, 1, dev).unwrap();
         let px: Vec<u8> = (0..20 * 16 * 16 * 3).map(|i| (i * 7919 % 256) as u8).collect();
-        let x = misfit::model::images_to_tensor(&px, 20, 16, 16, &dev).unwrap();
-        let y = Tensor::from_vec((0..20u32).map(|i| i % 10).collect::<Vec<_>>(), 20, &dev).unwrap();
+        let x = misfit::model::images_to_tensor(&px, 20, 16, 16, dev).unwrap();
+        let y = Tensor::from_vec((0..20u32).map(|i| i % 10).collect::<Vec<_>>(), 20, dev).unwrap();
         let out = m.forward(&x, true).unwrap();
         let grads = misfit::train::cross_entropy(&out.logits, &y, 0.0).unwrap().backward().unwrap();
-        let mut bytes = Vec::new();
-        let mut push = |t: &Tensor| {
-            bytes.extend(t.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().flat_map(|v| v.to_le_bytes()))
-        };
+        let mut values = Vec::new();
+        let mut push = |t: &Tensor| values.extend(t.flatten_all().unwrap().to_vec1::<f32>().unwrap());
         push(&out.logits);
         for v in m.params.trainable.values() {
             push(grads.get(v.as_tensor()).unwrap());
@@ -166,7 +173,7 @@ fn step_bytes(threads: usize) -> Vec<u8> {
         for v in m.params.buffers.values() {
             push(v.as_tensor());
         }
-        bytes
+        values
     })
 }
 
@@ -441,5 +448,38 @@ fn a_frozen_eval_mode_block_as_one_op_gives_the_values_of_its_five_ops_and_their
             );
             assert_eq!(max_diff(a, t), 0.0, "input gradient {case}");
         }
+    }
+}
+
+/// The ops on a CUDA GPU (built with `--features cuda`; ignored by default,
+/// since CI has no GPU): run them with
+/// `cargo test --release --features cuda --test integration on_a_cuda_gpu -- --ignored`.
+#[cfg(feature = "cuda")]
+mod on_a_cuda_gpu {
+    use super::*;
+
+    fn gpu() -> Device {
+        Device::new_cuda(0).expect("a CUDA GPU (device 0)")
+    }
+
+    /// The convolution CUDA runs (candle's forward, the matrix-multiply
+    /// backward of `conv_cuda`) on CUDA tensors, against the direct reference.
+    #[test]
+    #[ignore = "needs a CUDA GPU"]
+    fn convolution_forward_and_gradients_match_a_direct_reference() {
+        check_against_direct_reference_on(misfit::ops::conv::conv2d, &gpu());
+    }
+
+    /// A whole training step (forward, loss, every gradient, the batch-norm
+    /// buffers) on the GPU against the same step through misfit's CPU ops.
+    #[test]
+    #[ignore = "needs a CUDA GPU"]
+    fn a_training_step_matches_the_cpu_step() {
+        let (cpu, cuda) = (step_values(2, &Device::Cpu), step_values(2, &gpu()));
+        assert_eq!(cpu.len(), cuda.len());
+        let scale = cpu.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let worst = cpu.iter().zip(&cuda).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(cuda.iter().all(|v| v.is_finite()), "non-finite value on the GPU");
+        assert!(worst <= 1e-3 * scale.max(1.0), "largest difference {worst} (largest value {scale})");
     }
 }
