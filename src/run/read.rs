@@ -244,6 +244,16 @@ impl Run {
             file: t.file.to_string(),
             what: e.to_string(),
         };
+        // The contract names the file; it must be the run's own, not a link
+        // to a file elsewhere, nor a device or pipe.
+        let meta = std::fs::symlink_metadata(&path).map_err(|e| fail(&e))?;
+        if meta.file_type().is_symlink() || !meta.file_type().is_file() {
+            return Err(ReadError::Refused {
+                run: self.dir.display().to_string(),
+                file: t.file.to_string(),
+                what: "a symbolic link or not a regular file".into(),
+            });
+        }
         let p = PlRefPath::try_from_path(&path).map_err(|e| fail(&e))?;
         let mut lf = LazyFrame::scan_parquet(p, ScanArgsParquet::default()).map_err(|e| fail(&e))?;
         let columns = lf.collect_schema().map_err(|e| fail(&e))?.iter_names().map(|n| n.to_string()).collect();
@@ -303,5 +313,17 @@ mod tests {
         }
         let e = read_inside(&run, "gallery/gone.png").unwrap_err();
         assert!(matches!(e, ReadError::NoFile { .. }), "{e}");
+    }
+
+    #[test]
+    fn a_table_that_is_a_link_to_a_file_elsewhere_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(MANIFEST), r#"{"tables": []}"#).unwrap();
+        std::fs::write(dir.path().join("elsewhere.parquet"), b"PAR1").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("elsewhere.parquet"), dir.path().join("samples.parquet")).unwrap();
+        let run = Run::open(dir.path()).unwrap();
+        let Err(e) = run.table("samples") else { panic!("a table linked to a file elsewhere was read") };
+        let e = e.to_string();
+        assert!(e.contains("'samples.parquet': a symbolic link or not a regular file"), "{e}");
     }
 }
