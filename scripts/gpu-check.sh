@@ -31,6 +31,7 @@
 #   ../shared/datasets/cifar10-jpeg.tar.gz into gpu-carry/ (gpu-carry/ is in
 #   .git/info/exclude; the device tool carries it).
 #
+# The GPU steps only (as the second run did): DEMO_SEEDS=" " EPOCHS=8 AUDIT_ARGS=--no-aum-threshold.
 # Locally (no GPU) for a dry run: GPU_DEVICE=cpu DATASET=<tiny dataset> EPOCHS=1
 # DEMO_SEEDS=1 DEMO_ARGS='--epochs 1' BENCH_ARGS='--steps 2' OUT=/tmp/out scripts/gpu-check.sh
 set -u
@@ -177,9 +178,9 @@ fi
 # --- wait for the CPU path --------------------------------------------------------
 log "waiting for the demo audits ($(left) s left)"
 for p in $demo_pids; do wait "$p"; done
-(cd "$W/demo" && tar --exclude='*.png' -czf "$OUT/demo-seeds.tgz" demo-s*)
+[ -n "$demo_pids" ] && (cd "$W/demo" && tar --exclude='*.png' -czf "$OUT/demo-seeds.tgz" demo-s*)
 # Files come back up to 16 MiB each: over 15.5 MB, seeds 1-3 and the rest in two.
-if [ "$(stat -c %s "$OUT/demo-seeds.tgz")" -gt 15500000 ]; then
+if [ -n "$demo_pids" ] && [ "$(stat -c %s "$OUT/demo-seeds.tgz")" -gt 15500000 ]; then
     set -- $DEMO_SEEDS
     first="" rest=""
     for s in "$@"; do
