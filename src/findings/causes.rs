@@ -16,6 +16,8 @@
 //!   (K4) the maps of the confused images are no more concentrated than
 //!   those of correctly classified images of A, and not more on the
 //!   background (spread over the object rather than on distinctive parts);
+//!   (K5) no background that the pair shares and other classes do not
+//!   (B3 not met: the objects, not the scene, are what is alike);
 //! - background shortcut: (B1) the confused images' maps lean more on the
 //!   ring than correctly classified images of A do (`ring_reliance_gap` >
 //!   0, with a bootstrap interval); (B2) with only the background left,
@@ -25,9 +27,14 @@
 //!   from B (AUROC <= 0.7) but tells the pair from the other classes
 //!   (AUROC >= 0.75).
 //!
-//! The hypothesis named is the one with the largest share of its criteria
-//! met, if that share is at least 2/3 with at least two criteria counted,
-//! and no other hypothesis has the same share; otherwise none stands out.
+//! A criterion resting on maps or shares of images needs at least three
+//! images to be counted. The call and its uncertainty are
+//! [`super::verdict`]'s: a criterion counts only when it holds, or fails,
+//! in 95% of seeded bootstrap resamples of the evidence, and a hypothesis
+//! is named only when it meets two thirds of its counted criteria and
+//! beats every other by a fifth; otherwise the pair is undecided between
+//! the two leading hypotheses.
+//!
 //! The maps used are those of the most trustworthy method: the one that
 //! decorrelates most in the randomisation check among those that pass it.
 
@@ -36,11 +43,12 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::HashMap;
 
+use super::verdict;
 use super::{collect, frame};
 use crate::error::Result;
 use crate::run::read::Run;
 use crate::run::schema::{Column, Group};
-use crate::stats::{auroc, median, percentile_interval, wilson, Z95};
+use crate::stats::{median, percentile_interval, wilson, Z95};
 use crate::table::{Columns, TableBuilder};
 
 /// `pairs.parquet`'s root-cause columns (runs whose explain stage ran).
@@ -54,7 +62,11 @@ pub static CAUSES: Group = Group {
             description: "images of A predicted B: test images plus training images by their out-of-sample probabilities",
         },
         Column { name: "confusion_symmetry", description: "the smaller of confusions_pooled A->B and B->A over the larger (1 = both ways alike)" },
-        Column { name: "confused_train", description: "training images of A predicted B (out of sample)" },
+        Column {
+            name: "confused_train",
+            description: "images of A predicted B behind L2 and L3: training images (out of sample), or test images where the training images' probabilities are in sample (see confused_split)",
+        },
+        Column { name: "confused_split", description: "train, or test where the training probabilities are in sample (an imported model)" },
         Column { name: "confused_flagged_share", description: "share of those flagged likely mislabeled" },
         Column { name: "confused_flagged_share_low", description: "95% Wilson interval, low end" },
         Column { name: "confused_flagged_share_high", description: "95% Wilson interval, high end" },
@@ -87,27 +99,32 @@ pub static CAUSES: Group = Group {
             description: "AUROC of ring colour alone for A against B (test images, projected on the training means' difference)",
         },
         Column { name: "ring_colour_pair_auc", description: "the same for A or B against every other class" },
-        Column { name: "support_label_noise", description: "share of the label-noise criteria met (L1-L3; null: none could be checked)" },
-        Column { name: "support_look_alike", description: "share of the look-alike criteria met (K1-K4)" },
-        Column { name: "support_background", description: "share of the background-shortcut criteria met (B1-B3)" },
-        Column { name: "hypothesis", description: "label_noise, look_alike, background_shortcut or none (null: not explained)" },
+        Column {
+            name: "support_label_noise",
+            description: "share of the label-noise criteria met (L1-L3) among those that count (met or not in 95% of resamples; null: none counts)",
+        },
+        Column { name: "support_look_alike", description: "the same for the look-alike criteria (K1-K5)" },
+        Column { name: "support_background", description: "the same for the background-shortcut criteria (B1-B3)" },
+        Column {
+            name: "hypothesis",
+            description: "label_noise, look_alike or background_shortcut where the evidence clears its uncertainty; undecided between the two leading ones otherwise; none when no hypothesis meets two thirds of its criteria (null: not explained)",
+        },
+        Column { name: "hypothesis_leading", description: "the hypothesis with the largest share of its criteria met" },
+        Column { name: "hypothesis_runner_up", description: "the next one" },
+        Column {
+            name: "hypothesis_confidence",
+            description: "share of 500 seeded bootstrap resamples of the pair's evidence in which the leading hypothesis had the largest share of its criteria met",
+        },
         Column { name: "hypothesis_text", description: "the hypothesis in words, with the numbers it rests on" },
     ],
 };
-
-/// What a criterion found: met, not met, or not checkable.
-type Check = Option<bool>;
-
-fn share(checks: &[Check]) -> (Option<f64>, usize) {
-    let n = checks.iter().flatten().count();
-    let met = checks.iter().flatten().filter(|&&b| b).count();
-    ((n > 0).then(|| met as f64 / n as f64), n)
-}
 
 /// Inputs from `pairs`: the confident joint's asymmetry and the neighbour
 /// shares per ordered pair (`[a][b]`).
 pub struct PairInputs<'a> {
     pub joint_asymmetry: &'a dyn Fn(usize, usize) -> Option<f64>,
+    /// The calibrated confident joint's counts A -> B plus B -> A.
+    pub joint_images: &'a dyn Fn(usize, usize) -> Option<f64>,
     pub neighbor_share: Option<&'a Vec<Vec<f64>>>,
 }
 
@@ -193,12 +210,22 @@ pub fn columns(
 
     // Pooled confusions: test + out-of-sample training predictions.
     let mut pooled = vec![vec![0i64; k]; k];
+    // The label-noise witnesses rest on out-of-sample flags: the training
+    // images' where they were cross-validated, the test images' where the
+    // training probabilities are in sample (an imported model trained on
+    // those images; its flags there are weak evidence). In sample: training
+    // rows without a fold.
+    let fold = frame::i64s_or_none(&samples, "fold")?;
+    let in_sample = frame::has(&samples, "fold")
+        && train.iter().any(|&t| t)
+        && (0..samples.height()).all(|i| !train[i] || fold[i].is_none());
+    let witness_split = if in_sample { "test" } else { "train" };
     let mut confused_train = vec![vec![Vec::new(); k]; k];
     for i in 0..samples.height() {
         if let (Some(a), Some(p)) = (labels[i], pred[i]) {
             if a != p {
                 pooled[a][p] += 1;
-                if train[i] {
+                if train[i] != in_sample {
                     confused_train[a][p].push(i);
                 }
             }
@@ -242,15 +269,13 @@ pub fn columns(
             m
         })
     };
-    let projected_auc = |pos: &[usize], neg: &[usize], pos_train: &[usize], neg_train: &[usize], cs: &[[f64; 3]]| {
+    // Test images' ring colours projected on the direction between two
+    // groups' training means.
+    let projected = |pos: &[usize], neg: &[usize], pos_train: &[usize], neg_train: &[usize], cs: &[[f64; 3]]| {
         let (mp, mn) = (mean_colour(pos_train, cs)?, mean_colour(neg_train, cs)?);
         let dir = [mp[0] - mn[0], mp[1] - mn[1], mp[2] - mn[2]];
-        if pos.is_empty() || neg.is_empty() {
-            return None;
-        }
-        let score: Vec<f64> = pos.iter().chain(neg).map(|&i| (0..3).map(|c| cs[i][c] * dir[c]).sum()).collect();
-        let truth: Vec<bool> = pos.iter().map(|_| true).chain(neg.iter().map(|_| false)).collect();
-        Some(auroc(&score, &truth))
+        let score = |rows: &[usize]| rows.iter().map(|&i| (0..3).map(|c| cs[i][c] * dir[c]).sum()).collect();
+        Some(verdict::Projected { pos: score(pos), neg: score(neg) })
     };
 
     let mut out = Out::default();
@@ -265,6 +290,7 @@ pub fn columns(
         out.symmetry.push(symmetry);
         let ct = &confused_train[a][b];
         out.confused_train.push(ct.len() as i64);
+        out.confused_split.push(witness_split);
         let rate = |hit: usize, n: usize| -> [Option<f64>; 3] {
             if n == 0 {
                 return [None; 3];
@@ -316,9 +342,12 @@ pub fn columns(
         // Occlusion.
         let in_pair = |p: Option<usize>| p == Some(a) || p == Some(b);
         let (mine, others) = (test_of(a), test_in(&|c| c != a && c != b));
-        let bg = if bg_only.iter().any(Option::is_some) && !mine.is_empty() && !others.is_empty() {
+        let occlusion = (bg_only.iter().any(Option::is_some) && !mine.is_empty() && !others.is_empty()).then(|| {
             let h1 = mine.iter().filter(|&&i| in_pair(bg_only[i])).count();
             let h2 = others.iter().filter(|&&i| in_pair(bg_only[i])).count();
+            [h1, mine.len(), h2, others.len()]
+        });
+        let bg = if let Some([h1, _, h2, _]) = occlusion {
             let (p1, p2) = (h1 as f64 / mine.len() as f64, h2 as f64 / others.len() as f64);
             let (l1, u1) = wilson(h1, mine.len(), Z95);
             let (l2, u2) = wilson(h2, others.len(), Z95);
@@ -329,72 +358,84 @@ pub fn columns(
         out.background.push(bg);
 
         // Ring colours.
-        let colours = colour.as_ref().map(|cs| {
-            let (ta, tb) = (test_of(a), test_of(b));
-            let dist = mean_colour(ta, cs)
+        let (ta, tb) = (test_of(a), test_of(b));
+        let dist = colour.as_ref().and_then(|cs| {
+            mean_colour(ta, cs)
                 .zip(mean_colour(tb, cs))
-                .map(|(x, y)| ((x[0] - y[0]).powi(2) + (x[1] - y[1]).powi(2) + (x[2] - y[2]).powi(2)).sqrt());
-            let auc = projected_auc(ta, tb, &train_of(&|c| c == a), &train_of(&|c| c == b), cs);
-            let pair_auc = projected_auc(
+                .map(|(x, y)| ((x[0] - y[0]).powi(2) + (x[1] - y[1]).powi(2) + (x[2] - y[2]).powi(2)).sqrt())
+        });
+        let colour_ab =
+            colour.as_ref().and_then(|cs| projected(ta, tb, &train_of(&|c| c == a), &train_of(&|c| c == b), cs));
+        let colour_pair = colour.as_ref().and_then(|cs| {
+            projected(
                 &test_in(&|c| c == a || c == b),
                 &test_in(&|c| c != a && c != b),
                 &train_of(&|c| c == a || c == b),
                 &train_of(&|c| c != a && c != b),
                 cs,
-            );
-            [dist, auc, pair_auc]
+            )
         });
-        let [dist, auc, pair_auc] = colours.unwrap_or([None; 3]);
+        let (auc, pair_auc) =
+            (colour_ab.as_ref().and_then(|p| p.auroc()), colour_pair.as_ref().and_then(|p| p.auroc()));
         out.colour.push([dist, auc, pair_auc]);
 
-        // The hypotheses.
-        let asym = (inp.joint_asymmetry)(a, b);
-        let l = [asym.map(|v| v >= 0.5), fl[0].map(|v| v >= 0.5), nb[0].map(|v| v >= 0.5)];
-        let spread = cc.zip(ck).map(|(c, k)| c <= k).map(|s| s && gap_ci.is_none_or(|ci| ci.0 <= 0.0));
-        let kk = [symmetry.map(|s| s >= 1.0 / 3.0), rank.map(|r| r == 1), ratio.map(|r| r <= 1.25), spread];
-        let shared = auc.zip(pair_auc).map(|(ab, rest)| ab <= 0.7 && rest >= 0.75);
-        let bb = [gap.map(|g| g > 0.0), bg[3].map(|v| v > 0.0), shared];
-        let (sl, nl) = share(&l);
-        let (sk, nk) = share(&kk);
-        let (sb, nbk) = share(&bb);
-        out.support.push([sl, sk, sb]);
-        let cands = [("label_noise", sl, nl), ("look_alike", sk, nk), ("background_shortcut", sb, nbk)];
-        let best = cands.iter().filter(|c| c.2 >= 2).filter_map(|c| c.1.map(|s| (c.0, s))).fold(
-            None,
-            |acc: Option<(&str, f64)>, c| match acc {
-                Some(a) if a.1 >= c.1 => Some(a),
-                _ => Some(c),
-            },
-        );
-        let tied = best.is_some_and(|(n, s)| cands.iter().any(|c| c.0 != n && c.2 >= 2 && c.1 == Some(s)));
-        let named = match best {
-            Some((n, s)) if s >= 2.0 / 3.0 - 1e-9 && !tied => n,
-            _ => "none",
+        // The hypotheses, called only where the evidence clears its uncertainty.
+        if !explained {
+            out.support.push([None; 3]);
+            out.verdict.push(None);
+            continue;
+        }
+        let of_rows = |rows: &[usize], f: &dyn Fn(usize) -> bool| rows.iter().map(|&i| f(i)).collect::<Vec<bool>>();
+        let ev = verdict::Evidence {
+            // The confident joint counts training images: in sample, not a witness.
+            joint_asymmetry: (inp.joint_asymmetry)(a, b).filter(|_| !in_sample),
+            joint_images: (inp.joint_images)(a, b),
+            confused_flagged: has_flags.then(|| of_rows(ct, &|i| flagged[i])),
+            confused_neighbour_b: has_neighbors.then(|| of_rows(ct, &|i| nlabel[i] == Some(b))),
+            pooled: (x, y),
+            neighbor_rank: rank,
+            radius_ratios: ratios.get(&(a, b)).cloned(),
+            ring_confused: conf.0.clone(),
+            ring_correct: corr.0.clone(),
+            concentration_confused: conf.1.clone(),
+            concentration_correct: corr.1.clone(),
+            ring_gap_low: gap_ci.map(|c| c.0),
+            background_only: occlusion,
+            colour_ab,
+            colour_pair,
         };
+        let mut rng = ChaCha8Rng::seed_from_u64(crate::seed::derive(seed, &[0xca11, a as u64, b as u64]));
+        let v = verdict::decide(&ev, &mut rng);
+        let [l, kk, bb] = &v.criteria;
+        out.support.push([verdict::support(l), verdict::support(kk), verdict::support(bb)]);
         let f = |v: Option<f64>, d: usize| v.map_or("n/a".to_string(), |v| format!("{v:.d$}"));
         let pct = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{:.0}%", 100.0 * v));
-        let met =
-            |c: &[Check]| format!("{}/{}", c.iter().flatten().filter(|&&b| b).count(), c.iter().flatten().count());
+        let named = match v.hypothesis {
+            "undecided" => format!(
+                "undecided between {} and {} (the first leads in {} of {} resamples)",
+                verdict::words(v.leading.unwrap_or("none")),
+                verdict::words(v.runner_up.unwrap_or("none")),
+                pct(v.confidence),
+                verdict::REPLICATES
+            ),
+            h => verdict::words(h).to_string(),
+        };
         let text = format!(
-            "{}: label noise {} (joint asymmetry {}, {} of A's {} training images predicted B flagged, {} with B-labelled neighbours); look-alike {} (symmetry {}, neighbour rank {}, targeted radius ratio {}, concentration {} vs {}); background {} (ring reliance {} vs {}, background-only lift {} [{}, {}], ring colour AUROC A/B {} and pair/rest {})",
-            match named {
-                "label_noise" => "label noise",
-                "look_alike" => "look-alike classes",
-                "background_shortcut" => "background shortcut",
-                _ => "no single cause stands out",
-            },
-            met(&l),
-            f(asym, 2),
+            "{named}: label noise {} (joint asymmetry {}, {} of A's {} {} images predicted B flagged, {} with B-labelled neighbours{}); look-alike {} (symmetry {}, neighbour rank {}, targeted radius ratio {}, concentration {} vs {}, no shared ring colour); background {} (ring reliance {} vs {}, background-only lift {} [{}, {}], ring colour AUROC A/B {} and pair/rest {})",
+            verdict::met(l),
+            f(ev.joint_asymmetry, 2),
             pct(fl[0]),
             ct.len(),
+            if in_sample { "test" } else { "training" },
             pct(nb[0]),
-            met(&kk),
+            if in_sample { "; training probabilities in sample: the training flags and the confident joint are not counted" } else { "" },
+            verdict::met(kk),
             f(symmetry, 2),
             rank.map_or("n/a".into(), |r| r.to_string()),
             f(ratio, 2),
             f(cc, 2),
             f(ck, 2),
-            met(&bb),
+            verdict::met(bb),
             f(rc, 2),
             f(rk, 2),
             f(bg[2], 2),
@@ -403,8 +444,7 @@ pub fn columns(
             f(auc, 2),
             f(pair_auc, 2),
         );
-        out.hypothesis.push(explained.then(|| named.to_string()));
-        out.text.push(explained.then_some(text));
+        out.verdict.push(Some((v, text)));
     }
     Ok(Some(out.finish()))
 }
@@ -417,6 +457,7 @@ struct Out {
     pooled: Vec<i64>,
     symmetry: Vec<Option<f64>>,
     confused_train: Vec<i64>,
+    confused_split: Vec<&'static str>,
     flagged: Vec<[Option<f64>; 3]>,
     neighbor: Vec<[Option<f64>; 3]>,
     neighbor_rank: Vec<Option<i64>>,
@@ -426,8 +467,8 @@ struct Out {
     background: Vec<[Option<f64>; 5]>,
     colour: Vec<[Option<f64>; 3]>,
     support: Vec<[Option<f64>; 3]>,
-    hypothesis: Vec<Option<String>>,
-    text: Vec<Option<String>>,
+    /// The call and its text, for explained pairs.
+    verdict: Vec<Option<(verdict::Verdict, String)>>,
 }
 
 impl Out {
@@ -440,6 +481,7 @@ impl Out {
             .i64("confusions_pooled", self.pooled.iter().copied())
             .opt_f64("confusion_symmetry", self.symmetry.iter().copied())
             .i64("confused_train", self.confused_train.iter().copied())
+            .utf8("confused_split", self.confused_split.iter())
             .opt_f64("confused_flagged_share", col3(&self.flagged, 0))
             .opt_f64("confused_flagged_share_low", col3(&self.flagged, 1))
             .opt_f64("confused_flagged_share_high", col3(&self.flagged, 2))
@@ -466,8 +508,11 @@ impl Out {
             .opt_f64("support_label_noise", self.support.iter().map(|r| r[0]))
             .opt_f64("support_look_alike", self.support.iter().map(|r| r[1]))
             .opt_f64("support_background", self.support.iter().map(|r| r[2]))
-            .opt_utf8("hypothesis", self.hypothesis.iter().map(|h| h.as_deref()))
-            .opt_utf8("hypothesis_text", self.text.iter().map(|t| t.as_deref()))
+            .opt_utf8("hypothesis", self.verdict.iter().map(|v| v.as_ref().map(|v| v.0.hypothesis)))
+            .opt_utf8("hypothesis_leading", self.verdict.iter().map(|v| v.as_ref().and_then(|v| v.0.leading)))
+            .opt_utf8("hypothesis_runner_up", self.verdict.iter().map(|v| v.as_ref().and_then(|v| v.0.runner_up)))
+            .opt_f64("hypothesis_confidence", self.verdict.iter().map(|v| v.as_ref().and_then(|v| v.0.confidence)))
+            .opt_utf8("hypothesis_text", self.verdict.iter().map(|v| v.as_ref().map(|v| v.1.as_str())))
             .finish()
     }
 }

@@ -13,6 +13,7 @@ pub mod correlations;
 pub mod frame;
 pub mod pairs;
 pub mod rules;
+pub mod verdict;
 
 use arrow::array::RecordBatch;
 use polars::prelude::{DataFrame, DataType, IntoLazy, LazyFrame, NamedFrom, ParquetReader, SerReader, Series};

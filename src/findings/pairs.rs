@@ -209,7 +209,12 @@ pub fn pairs(run: &Run) -> Result<RecordBatch> {
             (format!("{}{name}", PAIR_FLIP_BUDGETS.prefix), rows.iter().map(|&(a, b)| med(&g[a][b], false)).collect())
         })
         .collect();
-    let inputs = causes::PairInputs { joint_asymmetry: &asymmetry, neighbor_share: ev.neighbors.as_ref() };
+    let joint_images = |a: usize, b: usize| ev.joint.as_ref().map(|(c, _)| c[a][b] + c[b][a]);
+    let inputs = causes::PairInputs {
+        joint_asymmetry: &asymmetry,
+        joint_images: &joint_images,
+        neighbor_share: ev.neighbors.as_ref(),
+    };
     let mut parts =
         vec![b.finish(), Columns::named(&PAIR_FLIPS, flips), Columns::named_f64(&PAIR_FLIP_BUDGETS, budgets)];
     parts.extend(causes::columns(run, &rows, k, &names, &inputs)?);

@@ -568,22 +568,16 @@ fn causes(run: &Run, f: &findings::Findings) -> Result<Vec<CauseView>> {
         .filter(|&i| explained[i])
         .filter_map(|i| {
             let pair = pair[i].clone()?;
-            let cause = match hyp[i].as_deref()? {
-                "label_noise" => "label noise",
-                "look_alike" => "look-alike classes",
-                "background_shortcut" => "background shortcut",
-                _ => "no single cause stands out",
-            };
             let text = text[i].clone().unwrap_or_default();
-            // The text starts with the cause in words; the view keeps the numbers.
-            let text = text.split_once(": ").map_or(text.clone(), |(_, rest)| rest.to_string());
-            Some(CauseView {
-                sheet: sheets.get(&pair).cloned(),
-                pair,
-                cause: cause.into(),
-                text,
-                test_confusions: confusions[i],
-            })
+            // The text starts with the cause in words (for an undecided pair,
+            // the two leading hypotheses); the view keeps the numbers.
+            let (words, text) =
+                text.split_once(": ").map_or((None, text.clone()), |(w, rest)| (Some(w), rest.to_string()));
+            let cause = match hyp[i].as_deref()? {
+                "undecided" => words.unwrap_or("undecided").to_string(),
+                h => findings::verdict::words(h).to_string(),
+            };
+            Some(CauseView { sheet: sheets.get(&pair).cloned(), pair, cause, text, test_confusions: confusions[i] })
         })
         .collect())
 }
