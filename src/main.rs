@@ -304,9 +304,7 @@ enum BenchCommand {
     /// shared/label-noise): precision, recall and F1 of likely_mislabeled,
     /// "prediction != label" and label_issue, AUROC and average precision
     /// of issue_score, per set and model.
-    LabelNoise {
-        dir: PathBuf,
-    },
+    LabelNoise { dir: PathBuf },
 }
 
 /// The model and batch a benchmark times.
