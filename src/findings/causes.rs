@@ -64,9 +64,8 @@ pub static CAUSES: Group = Group {
         Column { name: "confusion_symmetry", description: "the smaller of confusions_pooled A->B and B->A over the larger (1 = both ways alike)" },
         Column {
             name: "confused_train",
-            description: "images of A predicted B behind L2 and L3: training images (out of sample), or test images where the training images' probabilities are in sample (see confused_split)",
+            description: "training images of A predicted B (out of sample; where the training probabilities are in sample, an imported model's, these are not counted as a witness)",
         },
-        Column { name: "confused_split", description: "train, or test where the training probabilities are in sample (an imported model)" },
         Column { name: "confused_flagged_share", description: "share of those flagged likely mislabeled" },
         Column { name: "confused_flagged_share_low", description: "95% Wilson interval, low end" },
         Column { name: "confused_flagged_share_high", description: "95% Wilson interval, high end" },
@@ -208,26 +207,26 @@ pub fn columns(
     let bg_only: Vec<Option<usize>> =
         frame::i64s_or_none(&samples, "pred_background_only")?.into_iter().map(class).collect();
 
-    // Pooled confusions: test + out-of-sample training predictions.
-    let mut pooled = vec![vec![0i64; k]; k];
-    // The label-noise witnesses rest on out-of-sample flags: the training
-    // images' where they were cross-validated, the test images' where the
-    // training probabilities are in sample (an imported model trained on
-    // those images; its flags there are weak evidence). In sample: training
-    // rows without a fold.
+    // Where the training images' probabilities are in sample (an imported
+    // model trained on them: training rows without a fold), their flags and
+    // the confident joint cannot witness label noise, and the test split's
+    // cannot either: a test image predicted B is flagged because it is
+    // predicted B. Label noise is then "cannot tell", and the confusions
+    // pooled for K1 are the test split's alone.
     let fold = frame::i64s_or_none(&samples, "fold")?;
     let in_sample = frame::has(&samples, "fold")
         && train.iter().any(|&t| t)
         && (0..samples.height()).all(|i| !train[i] || fold[i].is_none());
-    let witness_split = if in_sample { "test" } else { "train" };
+    // Pooled confusions: test + out-of-sample training predictions.
+    let mut pooled = vec![vec![0i64; k]; k];
     let mut confused_train = vec![vec![Vec::new(); k]; k];
     for i in 0..samples.height() {
         if let (Some(a), Some(p)) = (labels[i], pred[i]) {
-            if a != p {
+            if a != p && !(train[i] && in_sample) {
                 pooled[a][p] += 1;
-                if train[i] != in_sample {
-                    confused_train[a][p].push(i);
-                }
+            }
+            if a != p && train[i] {
+                confused_train[a][p].push(i);
             }
         }
     }
@@ -290,7 +289,6 @@ pub fn columns(
         out.symmetry.push(symmetry);
         let ct = &confused_train[a][b];
         out.confused_train.push(ct.len() as i64);
-        out.confused_split.push(witness_split);
         let rate = |hit: usize, n: usize| -> [Option<f64>; 3] {
             if n == 0 {
                 return [None; 3];
@@ -387,11 +385,10 @@ pub fn columns(
         }
         let of_rows = |rows: &[usize], f: &dyn Fn(usize) -> bool| rows.iter().map(|&i| f(i)).collect::<Vec<bool>>();
         let ev = verdict::Evidence {
-            // The confident joint counts training images: in sample, not a witness.
             joint_asymmetry: (inp.joint_asymmetry)(a, b).filter(|_| !in_sample),
             joint_images: (inp.joint_images)(a, b),
-            confused_flagged: has_flags.then(|| of_rows(ct, &|i| flagged[i])),
-            confused_neighbour_b: has_neighbors.then(|| of_rows(ct, &|i| nlabel[i] == Some(b))),
+            confused_flagged: (has_flags && !in_sample).then(|| of_rows(ct, &|i| flagged[i])),
+            confused_neighbour_b: (has_neighbors && !in_sample).then(|| of_rows(ct, &|i| nlabel[i] == Some(b))),
             pooled: (x, y),
             neighbor_rank: rank,
             radius_ratios: ratios.get(&(a, b)).cloned(),
@@ -420,15 +417,21 @@ pub fn columns(
             ),
             h => verdict::words(h).to_string(),
         };
+        let label_noise = if in_sample {
+            "cannot tell (the training images' probabilities are in sample)".to_string()
+        } else {
+            format!(
+                "{} (joint asymmetry {}, {} of A's {} training images predicted B flagged, {} with B-labelled neighbours)",
+                verdict::met(l),
+                f(ev.joint_asymmetry, 2),
+                pct(fl[0]),
+                ct.len(),
+                pct(nb[0]),
+            )
+        };
         let text = format!(
-            "{named}: label noise {} (joint asymmetry {}, {} of A's {} {} images predicted B flagged, {} with B-labelled neighbours{}); look-alike {} (symmetry {}, neighbour rank {}, targeted radius ratio {}, concentration {} vs {}, no shared ring colour); background {} (ring reliance {} vs {}, background-only lift {} [{}, {}], ring colour AUROC A/B {} and pair/rest {})",
-            verdict::met(l),
-            f(ev.joint_asymmetry, 2),
-            pct(fl[0]),
-            ct.len(),
-            if in_sample { "test" } else { "training" },
-            pct(nb[0]),
-            if in_sample { "; training probabilities in sample: the training flags and the confident joint are not counted" } else { "" },
+            "{named}: label noise {}; look-alike {} (symmetry {}, neighbour rank {}, targeted radius ratio {}, concentration {} vs {}, no shared ring colour); background {} (ring reliance {} vs {}, background-only lift {} [{}, {}], ring colour AUROC A/B {} and pair/rest {})",
+            label_noise,
             verdict::met(kk),
             f(symmetry, 2),
             rank.map_or("n/a".into(), |r| r.to_string()),
@@ -457,7 +460,6 @@ struct Out {
     pooled: Vec<i64>,
     symmetry: Vec<Option<f64>>,
     confused_train: Vec<i64>,
-    confused_split: Vec<&'static str>,
     flagged: Vec<[Option<f64>; 3]>,
     neighbor: Vec<[Option<f64>; 3]>,
     neighbor_rank: Vec<Option<i64>>,
@@ -481,7 +483,6 @@ impl Out {
             .i64("confusions_pooled", self.pooled.iter().copied())
             .opt_f64("confusion_symmetry", self.symmetry.iter().copied())
             .i64("confused_train", self.confused_train.iter().copied())
-            .utf8("confused_split", self.confused_split.iter())
             .opt_f64("confused_flagged_share", col3(&self.flagged, 0))
             .opt_f64("confused_flagged_share_low", col3(&self.flagged, 1))
             .opt_f64("confused_flagged_share_high", col3(&self.flagged, 2))
