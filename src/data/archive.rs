@@ -26,6 +26,18 @@ pub fn is_tar_name(path: &Path) -> bool {
 }
 
 fn open(path: &Path) -> Result<Box<dyn Read>> {
+    // Opening a named pipe would block until someone writes to it.
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if !meta.is_file() {
+        return Err(Problem::file(
+            path,
+            format!(
+                "is {}, not a regular file; an archive must be one",
+                super::folder::special_kind(&meta.file_type())
+            ),
+        )
+        .into());
+    }
     let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
     let mut magic = [0u8; 2];
     let n = file.read(&mut magic).map_err(|e| Error::io(path, e))?;

@@ -4,7 +4,8 @@
 //! `ImageFolder` does (CIFAR-10's own label order is alphabetical too).
 //! `ROOT` may be the archive's top level or one folder inside it. Symbolic
 //! links below `ROOT` are refused, in folders as in archives (`ROOT` itself
-//! may be one).
+//! may be one), as are named pipes, devices and sockets (never opened) and
+//! names that are not valid UTF-8.
 
 use std::collections::BTreeSet;
 use std::io::Read;
@@ -141,6 +142,13 @@ pub fn load(path: &Path, opts: &LoadOptions, problems: &mut Problems) -> Result<
     let mut layout = Layout::new(path);
     let bar = crate::progress::counter(opts.progress, "reading images");
     let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if !meta.is_dir() && !meta.is_file() {
+        return Err(Problem::file(
+            path,
+            format!("is {}; a dataset is a folder or an archive file", special_kind(&meta.file_type())),
+        )
+        .into());
+    }
     if meta.is_dir() {
         walk_dir(path, path, 0, &mut layout, problems, &bar)?;
     } else {
@@ -206,11 +214,24 @@ fn walk_dir(
         .collect::<Result<_>>()?;
     entries.sort();
     for path in entries {
+        // Names are compared and stored as UTF-8 text (class names go into
+        // every table); one that is not would be converted lossily, and two
+        // such class folders would become one class.
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            let raw = path.file_name().unwrap_or_default();
+            problems.report(Problem::file(
+                &path,
+                format!("name {raw:?} is not valid UTF-8; misfit needs class and file names as text (rename it)"),
+            ))?;
+            continue;
+        };
         let rel = path.strip_prefix(root).expect("walked below root").to_string_lossy().replace('\\', "/");
-        if path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')) {
+        if name.starts_with('.') {
             layout.ignored.push(rel);
             continue;
         }
+        // Never follows a link nor opens the entry: a named pipe would block
+        // the read forever.
         let meta = std::fs::symlink_metadata(&path).map_err(|e| Error::io(&path, e))?;
         // Links are refused, as in archives: a link to another class's image
         // would be a second, differently labelled copy, and one leading out
@@ -225,6 +246,14 @@ fn walk_dir(
         if meta.is_dir() {
             layout.add(&rel, EntryKind::Dir, problems, || Ok(Vec::new()))?;
             walk_dir(root, &path, depth + 1, layout, problems, bar)?;
+        } else if !meta.is_file() {
+            problems.report(Problem::file(
+                &path,
+                format!(
+                    "is {}, not a regular file; misfit reads regular files and folders only",
+                    special_kind(&meta.file_type())
+                ),
+            ))?;
         } else {
             bar.inc(1);
             if meta.len() > archive::MAX_ENTRY_BYTES {
@@ -242,4 +271,26 @@ fn walk_dir(
         }
     }
     Ok(())
+}
+
+/// What a file that is neither a regular file, a folder nor a link is, in words.
+pub(crate) fn special_kind(t: &std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return "a named pipe (FIFO)";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+        if t.is_char_device() {
+            return "a character device";
+        }
+        if t.is_block_device() {
+            return "a block device";
+        }
+    }
+    let _ = t;
+    "a special file"
 }

@@ -174,3 +174,89 @@ fn symbolic_links_below_the_root_are_refused_as_in_archives_and_the_root_may_be_
     let err = load_err(root.to_str().unwrap(), &LoadOptions::default());
     assert!(err.contains("010.png: image is 4x5 pixels (height x width) but ") && err.contains(" is 8x6;"), "{err}");
 }
+
+/// Runs `misfit args` in `cwd`, killed after `secs`: (finished in time, output).
+fn misfit_within(args: &[&str], cwd: &std::path::Path, secs: u64) -> (bool, String) {
+    use std::io::Read;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_misfit"))
+        .args(args)
+        .current_dir(cwd)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    let finished = loop {
+        if child.try_wait().unwrap().is_some() {
+            break true;
+        }
+        if start.elapsed() > std::time::Duration::from_secs(secs) {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            break false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut out = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    child.stderr.take().unwrap().read_to_string(&mut out).unwrap();
+    (finished, out)
+}
+
+fn mkfifo(path: &std::path::Path) {
+    let st = std::process::Command::new("mkfifo").arg(path).status().unwrap();
+    assert!(st.success(), "mkfifo {}", path.display());
+}
+
+#[test]
+fn a_named_pipe_in_an_image_folder_is_refused_by_name_and_never_opened() {
+    let dir = tempdir().unwrap();
+    let root = dir.path().join("set");
+    write_tree(&root, &small_folder(""));
+    mkfifo(&root.join("train/cat/pipe.png"));
+    // Opening the pipe for reading would block the load forever: run it in a
+    // thread and give it a bound.
+    let spec = root.to_str().unwrap().to_string();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(load_err(&spec, &LoadOptions::default())).unwrap());
+    let err = rx.recv_timeout(std::time::Duration::from_secs(60)).expect("the load hung on a named pipe");
+    assert!(err.contains("train/cat/pipe.png: is a named pipe (FIFO), not a regular file"), "{err}");
+    // `data inspect` names it among the problems and keeps the good images;
+    // `audit` refuses it before any training.
+    let (done, out) = misfit_within(&["data", "inspect", "set"], dir.path(), 60);
+    assert!(done, "data inspect hung on a named pipe: {out}");
+    assert!(out.contains("pipe.png: is a named pipe (FIFO)") && out.contains("classes   2: cat, dog"), "{out}");
+    let (done, out) = misfit_within(&["audit", "set"], dir.path(), 60);
+    assert!(done, "audit hung on a named pipe: {out}");
+    assert!(out.contains("pipe.png: is a named pipe (FIFO)") && !out.contains("fold 1/"), "{out}");
+    assert!(!dir.path().join("outputs/set").exists(), "nothing was written: {out}");
+    // A pipe given as the dataset (an "archive") is refused without opening it.
+    mkfifo(&dir.path().join("pipe.tar"));
+    let (done, out) = misfit_within(&["data", "inspect", "pipe.tar"], dir.path(), 60);
+    assert!(done, "data inspect hung on a named pipe given as the dataset: {out}");
+    assert!(out.contains("pipe.tar: is a named pipe (FIFO)"), "{out}");
+}
+
+#[test]
+fn class_folders_whose_names_are_not_utf8_are_problems_named_not_merged() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempdir().unwrap();
+    let root = dir.path().join("set");
+    write_tree(&root, &small_folder(""));
+    // Two different invalid names: lossy conversion would make both one class "\u{fffd}".
+    for raw in [&b"caf\xe9"[..], &b"caf\xe8"[..]] {
+        let class = root.join("train").join(std::ffi::OsStr::from_bytes(raw));
+        std::fs::create_dir_all(&class).unwrap();
+        std::fs::write(class.join("000.png"), png(&pattern(50, 8, 6), 8, 6)).unwrap();
+    }
+    let err = load_err(root.to_str().unwrap(), &LoadOptions::default());
+    assert!(err.contains("\"caf\\xE8\" is not valid UTF-8"), "{err}");
+    let spec = DatasetSpec::parse(root.to_str().unwrap()).unwrap();
+    let found = inspect::inspect(&spec, &LoadOptions::default()).unwrap();
+    assert_eq!(found.dataset.classes, vec!["cat", "dog"]);
+    let report = found.report(&spec);
+    assert!(
+        report.contains("\"caf\\xE8\" is not valid UTF-8") && report.contains("\"caf\\xE9\" is not valid UTF-8"),
+        "{report}"
+    );
+}
