@@ -251,6 +251,15 @@ impl AttackConfig {
         if self.restarts == 0 {
             return Err(Error::Usage("--attack-restarts must be at least 1 (the first start counts)".into()));
         }
+        // Attacking no image would store a success rate of 0 per class, as
+        // if every class had resisted every attack.
+        if self.per_class == Some(0) {
+            return Err(Error::Usage(
+                "--attack-per-class 0: attacks no image; give a count of at least 1 or all \
+                 (--no-attacks skips the stage)"
+                    .into(),
+            ));
+        }
         if let Some(r) = self.step_ratio.filter(|r| !(r.is_finite() && *r > 0.0)) {
             return Err(Error::Usage(format!(
                 "--attack-step-ratio {r}: the step is this multiple of the budget, a number above 0"

@@ -163,6 +163,7 @@ fn a_failed_audit_exits_non_zero_names_the_culprit_and_writes_nothing() {
         (vec!["audit", "--eps", "2"], "--eps 2: L-inf budgets are in [0, 1]"),
         // Options that need no dataset are refused before it is read ("bad" holds a corrupt image).
         (vec!["audit", "bad", "--attack-steps", "0"], "--attack-steps must be at least 1"),
+        (vec!["audit", "bad", "--attack-per-class", "0"], "--attack-per-class 0: attacks no image"),
         (vec!["audit", "bad", "--lr=-1"], "--lr -1: must be a number above 0"),
         (vec!["audit", "bad", "--sanity-images", "0"], "--sanity-images must be at least 1"),
         (vec!["audit", "--attack-restarts", "0"], "--attack-restarts must be at least 1"),
