@@ -179,9 +179,30 @@ fn float_rows(path: &Path, col: &dyn Array, name: &str) -> Result<(Vec<f32>, usi
             }
             _ => {}
         }
-        out.extend(v.values().iter().map(|&x| x as f32));
+        if name == "embedding" {
+            out.extend(embedding_rows(v.values(), v.len()));
+        } else {
+            out.extend(v.values().iter().map(|&x| x as f32));
+        }
     }
     Ok((out, width.unwrap_or(0)))
+}
+
+/// `[n, dim]` embeddings as `f32`. A finite row whose largest absolute value
+/// lies outside `f32`'s comfortable range (1e-30 to 1e30) is first divided
+/// by that value: only its direction counts (rows are normalised), and cast
+/// as it is it would become zeros or infinities.
+fn embedding_rows(v: &[f64], dim: usize) -> Vec<f32> {
+    if dim == 0 {
+        return Vec::new();
+    }
+    v.chunks(dim)
+        .flat_map(|row| {
+            let m = row.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+            let by = if m.is_finite() && m > 0.0 && !(1e-30..=1e30).contains(&m) { m } else { 1.0 };
+            row.iter().map(move |&x| (x / by) as f32)
+        })
+        .collect()
 }
 
 /// A `label` column as class indices: integers, or floats that are whole
@@ -352,7 +373,7 @@ pub fn load(files: &ScoreFiles) -> Result<Loaded> {
             if shape.len() != 2 || shape[0] != n {
                 return Err(Problem::file(p, format!("embeddings must be [{n}, dim], got shape {shape:?}")).into());
             }
-            Some((v.into_iter().map(|x| x as f32).collect(), shape[1]))
+            Some((embedding_rows(&v, shape[1]), shape[1]))
         }
         (Some(p), _) => {
             return Err(Problem::file(

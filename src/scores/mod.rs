@@ -198,9 +198,11 @@ pub fn small_class_notes(labels: &[u32], classes: &[String], k: usize) -> Vec<St
 }
 
 /// Checks `[n, dim]` embeddings (`what`: "" or "test "), naming `src` and the
-/// first offending row: finite values, and not one vector for every row
-/// (every distance would tie and the neighbours would be arbitrary). A single
-/// all-zero row is allowed: ReLU features of a blank image can be.
+/// first offending row: finite values, not one vector for every row, and
+/// rows that span at least 2 dimensions (rows that are all multiples of one
+/// vector are one or two points once normalised: every distance would tie
+/// and the neighbours would be arbitrary). A single all-zero row is
+/// allowed: ReLU features of a blank image can be.
 pub fn check_embeddings(src: &str, what: &str, v: &[f32], dim: usize) -> Result<()> {
     if dim == 0 {
         return Err(Problem::file(src, format!("{what}embeddings have 0 dimensions")).into());
@@ -215,7 +217,36 @@ pub fn check_embeddings(src: &str, what: &str, v: &[f32], dim: usize) -> Result<
         )
         .into());
     }
+    if v.len() > dim && spans_one_dimension(v, dim) {
+        return Err(Problem::file(
+            src,
+            format!(
+                "every {what}embedding is a multiple of one vector (the rows span 1 dimension, \
+                 and at least 2 are needed): normalised, they are one or two points and \
+                 neighbours among them would be arbitrary"
+            ),
+        )
+        .into());
+    }
     Ok(())
+}
+
+/// Whether every non-zero row of `[n, dim]` embeddings is a multiple of the
+/// first non-zero one (cosine within 1e-6 of 1 or -1, in `f64` after scaling
+/// each row by its largest absolute value). Stops at the first row that is not.
+fn spans_one_dimension(v: &[f32], dim: usize) -> bool {
+    let unit = |row: &[f32]| -> Option<Vec<f64>> {
+        let m = row.iter().fold(0.0f64, |m, &x| m.max((x as f64).abs()));
+        if m == 0.0 {
+            return None;
+        }
+        let s: Vec<f64> = row.iter().map(|&x| x as f64 / m).collect();
+        let n = s.iter().map(|x| x * x).sum::<f64>().sqrt();
+        Some(s.into_iter().map(|x| x / n).collect())
+    };
+    let mut rows = v.chunks_exact(dim).filter_map(unit);
+    let Some(first) = rows.next() else { return true };
+    rows.all(|r| r.iter().zip(&first).map(|(a, b)| a * b).sum::<f64>().abs() >= 1.0 - 1e-6)
 }
 
 /// Checks that `[n, dim]` embeddings are finite, naming `src` and the first

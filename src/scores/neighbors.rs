@@ -31,15 +31,26 @@ impl Neighbors {
     }
 }
 
-/// Scales every `dim`-long row to unit length (zero rows stay zero).
+/// Scales every `dim`-long row to unit length (zero rows stay zero), without
+/// under- or overflow: a row whose largest absolute value is outside
+/// [`SAFE_MAGNITUDE`] is first divided by that value (the sum of squares of
+/// values of 1e-25 is 0 in `f32`, of 1e25 infinite). Other rows take the
+/// plain formula, so their results do not change by a rounding.
 pub fn normalize(v: &[f32], dim: usize) -> Vec<f32> {
     v.chunks_exact(dim)
         .flat_map(|row| {
-            let n = row.iter().map(|x| x * x).sum::<f32>().sqrt();
-            row.iter().map(move |x| if n > 0.0 { x / n } else { 0.0 }).collect::<Vec<_>>()
+            let m = row.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+            // Divided, not multiplied by 1/m: 1/m of a subnormal m is infinite.
+            let by = if m > 0.0 && !SAFE_MAGNITUDE.contains(&m) { m } else { 1.0 };
+            let n = row.iter().map(|x| (x / by) * (x / by)).sum::<f32>().sqrt();
+            row.iter().map(move |x| if n > 0.0 { x / by / n } else { 0.0 }).collect::<Vec<_>>()
         })
         .collect()
 }
+
+/// Largest absolute values of a row whose squares sum in `f32` without
+/// under- or overflow (up to 10^8 dimensions).
+pub const SAFE_MAGNITUDE: std::ops::RangeInclusive<f32> = 1e-15..=1e15;
 
 /// The `k` nearest rows seen so far of one query, nearest first, ties by
 /// row: (Euclidean distance between unit vectors, row). Rows are offered with
@@ -271,6 +282,24 @@ mod tests {
         use rand::Rng;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         normalize(&(0..n * dim).map(|_| rng.random_range(-1.0f32..1.0)).collect::<Vec<_>>(), dim)
+    }
+
+    #[test]
+    fn normalize_neither_underflows_nor_overflows() {
+        let base = [3.0f32, -4.0, 0.0, 1.0];
+        let want = normalize(&base, 4);
+        for scale in [1e-30f32, 1e-37, 1e-25, 1e25, 1e30, 3e38 / 4.0, 1.0] {
+            let row: Vec<f32> = base.iter().map(|x| x * scale).collect();
+            let got = normalize(&row, 4);
+            let len = got.iter().map(|x| x * x).sum::<f32>().sqrt();
+            assert!((len - 1.0).abs() < 1e-6, "scale {scale}: {got:?}");
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g - w).abs() < 1e-6, "scale {scale}: {got:?} vs {want:?}");
+            }
+        }
+        // Zero rows stay zero; ordinary rows keep the plain formula's bits.
+        assert_eq!(normalize(&[0.0; 3], 3), vec![0.0; 3]);
+        assert_eq!(normalize(&[3.0, 4.0], 2), vec![3.0 / 5.0, 4.0 / 5.0]);
     }
 
     #[test]

@@ -126,6 +126,10 @@ fn every_bad_input_or_option_is_an_error_naming_it_before_any_work() {
     npy(&d.join("emb_nan.npy"), &[200, 4], with(9, 0, f32::NAN));
     npy(&d.join("emb_zero.npy"), &[200, 4], vec![0.0; 200 * 4]);
     npy(&d.join("emb_same.npy"), &[200, 4], (0..200).flat_map(|_| [0.5f32, 0.1, 0.2, 0.3]).collect());
+    // Multiples of one vector (either sign, one zero row): every normalised
+    // row is one of two points.
+    let line = (0..200).flat_map(|i| [0.5f32, 0.1, 0.2, 0.3].map(|x| x * (i as f32 - 100.0))).collect();
+    npy(&d.join("emb_line.npy"), &[200, 4], line);
     npy(&d.join("empty.npy"), &[0, 3], Vec::new());
     let probs: Vec<[f64; 3]> = (0..4).map(|_| [0.2, 0.3, 0.5]).collect();
     parquet_with_labels(
@@ -145,6 +149,7 @@ fn every_bad_input_or_option_is_an_error_naming_it_before_any_work() {
         (vec!["--embeddings", "emb_nan.npy"], "emb_nan.npy: row 9: embedding value 0 is NaN"),
         (vec!["--embeddings", "emb_zero.npy"], "emb_zero.npy: every embedding is all zeros"),
         (vec!["--embeddings", "emb_same.npy"], "emb_same.npy: every embedding is the same vector"),
+        (vec!["--embeddings", "emb_line.npy"], "emb_line.npy: every embedding is a multiple of one vector"),
     ];
     for (extra, want) in cases {
         let args: Vec<&str> = base.iter().copied().chain(extra.iter().copied()).collect();
@@ -293,4 +298,47 @@ fn bench_label_noise_prints_every_set_and_model_against_both_baselines() {
     std::fs::remove_file(root.join("synthetic/m2/true_labels.npy")).unwrap();
     let o = misfit(&["bench", "label-noise", root.to_str().unwrap()], d);
     assert!(!o.status.success() && text(&o).contains("no known wrong labels"), "{}", text(&o));
+}
+
+#[test]
+fn tiny_and_huge_embeddings_find_the_same_neighbours_as_ordinary_ones() {
+    use polars::prelude::SerReader;
+    let dir = tempdir().unwrap();
+    let d = dir.path();
+    let (n, dim) = (400usize, 8usize);
+    misfit::bench::score::generate(d, n, 4, dim, 0.1, 7).unwrap();
+    let emb: Vec<f32> =
+        npyz::NpyFile::new(std::fs::File::open(d.join("embeddings.npy")).unwrap()).unwrap().into_vec().unwrap();
+    // float32 at 1e-30 (squares underflow to 0) and 1e25 (squares overflow);
+    // float64 at 1e-60 and 1e60, outside float32's range altogether.
+    npy(&d.join("tiny.npy"), &[n as u64, dim as u64], emb.iter().map(|x| x * 1e-30).collect());
+    npy(&d.join("huge.npy"), &[n as u64, dim as u64], emb.iter().map(|x| x * 1e25).collect());
+    for (name, scale) in [("tiny64.npy", 1e-60f64), ("huge64.npy", 1e60)] {
+        let bytes: Vec<u8> = emb.iter().flat_map(|&x| (x as f64 * scale).to_le_bytes()).collect();
+        raw_npy(&d.join(name), "<f8", false, &format!("({n}, {dim})"), &bytes);
+    }
+    let neighbours = |run: &str| {
+        let f = std::fs::File::open(d.join(format!("outputs/{run}/neighbors.parquet"))).unwrap();
+        let df = polars::prelude::ParquetReader::new(f).finish().unwrap();
+        let ids: Vec<String> =
+            df.column("neighbor_id").unwrap().str().unwrap().iter().map(|s| s.unwrap().to_string()).collect();
+        let dist: Vec<f32> = df.column("distance").unwrap().f32().unwrap().iter().map(|x| x.unwrap()).collect();
+        (ids, dist)
+    };
+    let run = |file: &str, name: &str| {
+        let args = ["score", "-q", "--probs", "probs.npy", "--labels", "labels.npy", "--index", "exact"];
+        let o = misfit(&[&args[..], &["--embeddings", file, "--run", name]].concat(), d);
+        assert!(o.status.success(), "{file}: {}", text(&o));
+        neighbours(name)
+    };
+    let (ids, dist) = run("embeddings.npy", "plain");
+    assert!(dist.iter().any(|&x| x > 0.01), "ordinary embeddings have distinct distances");
+    for file in ["tiny.npy", "huge.npy", "tiny64.npy", "huge64.npy"] {
+        let (i, dd) = run(file, file.trim_end_matches(".npy"));
+        let same = i.iter().zip(&ids).filter(|(a, b)| a == b).count();
+        // Rounding may swap a near tie; nothing more.
+        assert!(same * 100 >= ids.len() * 99, "{file}: {same} of {} neighbours agree", ids.len());
+        let worst = dd.iter().zip(&dist).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        assert!(worst < 1e-4, "{file}: distances differ by up to {worst}");
+    }
 }
