@@ -677,8 +677,9 @@ pub struct AttackSummary {
 }
 
 impl AttackSummary {
-    /// Summarises `res`; `miss_rate` per class from the evaluation.
-    pub fn new(res: &AttackResults, cfg: &AttackConfig, miss_rate: &[f64]) -> Self {
+    /// Summarises `res`; `miss_rate` per class from the evaluation (None:
+    /// the class has no test images).
+    pub fn new(res: &AttackResults, cfg: &AttackConfig, miss_rate: &[Option<f64>]) -> Self {
         let k = miss_rate.len();
         let per_class = class_success(res, cfg, k);
         let mut overall = Vec::new();
@@ -688,8 +689,11 @@ impl AttackSummary {
                 let rows: Vec<&ClassSuccess> =
                     per_class.iter().filter(|c| c.attack == name && c.budget == budget).collect();
                 let (n, s): (usize, usize) = rows.iter().fold((0, 0), |(n, s), c| (n + c.attacked, s + c.successes));
-                let (rates, misses): (Vec<f64>, Vec<f64>) =
-                    rows.iter().filter(|c| c.attacked > 0).map(|c| (c.rate, miss_rate[c.class as usize])).unzip();
+                let (rates, misses): (Vec<f64>, Vec<f64>) = rows
+                    .iter()
+                    .filter(|c| c.attacked > 0)
+                    .filter_map(|c| Some((c.rate, miss_rate[c.class as usize]?)))
+                    .unzip();
                 overall.push(OverallSuccess {
                     attack: name,
                     budget,

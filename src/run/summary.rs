@@ -31,19 +31,15 @@ pub fn summary(m: &RunManifest) -> String {
     }
     if let Some(e) = &m.evaluation {
         let _ = writeln!(s, "test     accuracy {:.2}%", 100.0 * e.accuracy);
-        let mut order: Vec<&crate::stages::evaluate::ClassResult> = e.classes.iter().collect();
-        order.sort_by(|a, b| b.miss_rate.total_cmp(&a.miss_rate));
+        // Classes without test images have no miss rate and are left out.
+        let mut order: Vec<(&crate::stages::evaluate::ClassResult, f64, f64, f64)> =
+            e.classes.iter().filter_map(|c| Some((c, c.miss_rate?, c.miss_rate_low?, c.miss_rate_high?))).collect();
+        order.sort_by(|a, b| b.1.total_cmp(&a.1));
         let parts: Vec<String> = order
             .iter()
             .take(5)
-            .map(|c| {
-                format!(
-                    "{} {:.1}% [{:.1}-{:.1}]",
-                    classes[c.class as usize],
-                    100.0 * c.miss_rate,
-                    100.0 * c.miss_rate_low,
-                    100.0 * c.miss_rate_high
-                )
+            .map(|(c, rate, low, high)| {
+                format!("{} {:.1}% [{:.1}-{:.1}]", classes[c.class as usize], 100.0 * rate, 100.0 * low, 100.0 * high)
             })
             .collect();
         let _ = writeln!(s, "missed   most: {}", parts.join(", "));

@@ -90,9 +90,9 @@ pub static ATTACK_CLASSES: Group = Group {
         Column { name: "budget", description: "budget in the attack's norm, [0, 1] pixel units" },
         Column { name: "attacked", description: "test images of the class attacked" },
         Column { name: "successes", description: "of those, flipped" },
-        Column { name: "success_rate", description: "successes over attacked" },
-        Column { name: "success_rate_low", description: "95% Wilson interval, low end" },
-        Column { name: "success_rate_high", description: "95% Wilson interval, high end" },
+        Column { name: "success_rate", description: "successes over attacked (null: none attacked)" },
+        Column { name: "success_rate_low", description: "95% Wilson interval, low end (null: none attacked)" },
+        Column { name: "success_rate_high", description: "95% Wilson interval, high end (null: none attacked)" },
     ],
 };
 
@@ -116,7 +116,7 @@ pub fn run(
     train_logits: &[f32],
     test_logits: &[f32],
     config: &AttackConfig,
-    miss_rate: &[f64],
+    miss_rate: &[Option<f64>],
     progress: bool,
 ) -> Result<AttackStage> {
     let victims = attack::victims(ds, test_logits, train_logits, config);
@@ -211,9 +211,9 @@ impl AttackStage {
             .f32("budget", per_class.iter().map(|c| c.budget))
             .i64("attacked", per_class.iter().map(|c| c.attacked as i64))
             .i64("successes", per_class.iter().map(|c| c.successes as i64))
-            .f64("success_rate", per_class.iter().map(|c| c.rate))
-            .f64("success_rate_low", per_class.iter().map(|c| c.low))
-            .f64("success_rate_high", per_class.iter().map(|c| c.high))
+            .opt_f64("success_rate", per_class.iter().map(|c| (c.attacked > 0).then_some(c.rate)))
+            .opt_f64("success_rate_low", per_class.iter().map(|c| (c.attacked > 0).then_some(c.low)))
+            .opt_f64("success_rate_high", per_class.iter().map(|c| (c.attacked > 0).then_some(c.high)))
             .finish_table(&schema::ATTACK_CLASSES)
     }
 

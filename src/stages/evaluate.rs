@@ -17,9 +17,9 @@ pub static CLASS_MISSES: Group = Group {
     stage: "evaluate",
     columns: &[
         Column { name: "test_misses", description: "test images of this class predicted as another" },
-        Column { name: "miss_rate", description: "test misses over test images" },
-        Column { name: "miss_rate_low", description: "95% Wilson interval, low end" },
-        Column { name: "miss_rate_high", description: "95% Wilson interval, high end" },
+        Column { name: "miss_rate", description: "test misses over test images (null: the class has no test images)" },
+        Column { name: "miss_rate_low", description: "95% Wilson interval, low end (null: no test images)" },
+        Column { name: "miss_rate_high", description: "95% Wilson interval, high end (null: no test images)" },
     ],
 };
 
@@ -47,7 +47,10 @@ pub static CONFUSION: Group = Group {
         Column { name: "predicted", description: "predicted class index" },
         Column { name: "predicted_name", description: "predicted class name" },
         Column { name: "count", description: "test images with this label and prediction" },
-        Column { name: "share", description: "count over the test images of the given class" },
+        Column {
+            name: "share",
+            description: "count over the test images of the given class (null: the class has no test images)",
+        },
     ],
 };
 
@@ -60,11 +63,12 @@ pub struct ClassResult {
     pub images: usize,
     /// Of those, predicted as another class.
     pub misses: usize,
-    /// misses / images.
-    pub miss_rate: f64,
-    /// 95% Wilson interval of the miss rate.
-    pub miss_rate_low: f64,
-    pub miss_rate_high: f64,
+    /// misses / images; None when the class has no test images (a rate over
+    /// no images is unknown, not 0).
+    pub miss_rate: Option<f64>,
+    /// 95% Wilson interval of the miss rate (None likewise).
+    pub miss_rate_low: Option<f64>,
+    pub miss_rate_high: Option<f64>,
 }
 
 /// Test-split results.
@@ -79,8 +83,8 @@ pub struct Evaluation {
 }
 
 impl Evaluation {
-    /// Per-class miss rates, in label order.
-    pub fn miss_rates(&self) -> Vec<f64> {
+    /// Per-class miss rates, in label order (None: no test images).
+    pub fn miss_rates(&self) -> Vec<Option<f64>> {
         self.classes.iter().map(|c| c.miss_rate).collect()
     }
 
@@ -114,9 +118,9 @@ impl Evaluation {
         let c = &self.classes;
         TableBuilder::new(&CLASS_MISSES)
             .i64("test_misses", c.iter().map(|r| r.misses as i64))
-            .f64("miss_rate", c.iter().map(|r| r.miss_rate))
-            .f64("miss_rate_low", c.iter().map(|r| r.miss_rate_low))
-            .f64("miss_rate_high", c.iter().map(|r| r.miss_rate_high))
+            .opt_f64("miss_rate", c.iter().map(|r| r.miss_rate))
+            .opt_f64("miss_rate_low", c.iter().map(|r| r.miss_rate_low))
+            .opt_f64("miss_rate_high", c.iter().map(|r| r.miss_rate_high))
             .finish()
     }
 
@@ -131,10 +135,7 @@ impl Evaluation {
             .i32("predicted", rows().map(|(_, p)| p as i32))
             .utf8("predicted_name", rows().map(|(_, p)| classes[p].as_str()))
             .i64("count", rows().map(|(g, p)| confusion[g][p] as i64))
-            .f64(
-                "share",
-                rows().map(|(g, p)| if totals[g] > 0 { confusion[g][p] as f64 / totals[g] as f64 } else { 0.0 }),
-            )
+            .opt_f64("share", rows().map(|(g, p)| (totals[g] > 0).then(|| confusion[g][p] as f64 / totals[g] as f64)))
             .finish_table(&schema::CONFUSION)
     }
 }
@@ -150,13 +151,14 @@ pub fn evaluate(labels: &[u32], predicted: &[u32], k: usize) -> Evaluation {
             let images: usize = confusion[c].iter().sum();
             let misses = images - confusion[c][c];
             let (lo, hi) = wilson(misses, images, Z95);
+            let known = images > 0;
             ClassResult {
                 class: c as u32,
                 images,
                 misses,
-                miss_rate: if images > 0 { misses as f64 / images as f64 } else { 0.0 },
-                miss_rate_low: lo,
-                miss_rate_high: hi,
+                miss_rate: known.then(|| misses as f64 / images as f64),
+                miss_rate_low: known.then_some(lo),
+                miss_rate_high: known.then_some(hi),
             }
         })
         .collect();
@@ -174,6 +176,25 @@ mod tests {
         assert_eq!(e.confusion, vec![vec![1, 1, 0], vec![1, 2, 0], vec![0, 0, 1]]);
         assert_eq!((e.classes[0].misses, e.classes[1].misses, e.classes[2].misses), (1, 1, 0));
         assert!((e.accuracy - 4.0 / 6.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_class_without_test_images_has_no_miss_rate_rather_than_0() {
+        use arrow::array::Array;
+        let e = evaluate(&[0, 0, 2], &[0, 1, 2], 3);
+        assert_eq!(e.classes[1].images, 0);
+        assert_eq!(
+            (e.classes[1].miss_rate, e.classes[1].miss_rate_low, e.classes[1].miss_rate_high),
+            (None, None, None)
+        );
+        assert_eq!(e.classes[0].miss_rate, Some(0.5));
+        assert_eq!(e.classes[2].miss_rate, Some(0.0));
+        let table = e.confusion_table(&["a".into(), "b".into(), "c".into()]);
+        let share = table.column_by_name("share").unwrap();
+        // Rows 3..6 are the given class b's.
+        assert!((3..6).all(|i| share.is_null(i)) && (0..3).chain(6..9).all(|i| !share.is_null(i)));
+        let json = serde_json::to_value(&e.classes[1]).unwrap();
+        assert!(json["miss_rate"].is_null(), "{json}");
     }
 }
 

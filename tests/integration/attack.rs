@@ -177,7 +177,7 @@ fn the_shared_resnet20_falls_to_pgd_at_8_of_255_and_less_to_fgsm_at_1_of_255() {
     assert!(victims.iter().all(|v| v.clean_pred == v.label));
     let t = std::time::Instant::now();
     let res = attack::run(&model, &ds, victims, &cfg, false).unwrap();
-    let miss: Vec<f64> = eval.classes.iter().map(|c| c.miss_rate).collect();
+    let miss = eval.miss_rates();
     let summary = attack::AttackSummary::new(&res, &cfg, &miss);
     let rate = |a: &str, b: f32| summary.overall.iter().find(|o| o.attack == a && o.budget == b).unwrap().clone();
     let (pgd8, fgsm1) = (rate("pgd:linf", 8.0 / 255.0), rate("fgsm:linf", 1.0 / 255.0));

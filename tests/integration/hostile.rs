@@ -388,3 +388,67 @@ fn a_rule_that_fails_on_the_run_leaves_the_previous_run_as_it_was() {
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }
+
+fn read_table(path: &Path) -> DataFrame {
+    ParquetReader::new(std::fs::File::open(path).unwrap()).finish().unwrap()
+}
+
+#[test]
+fn a_class_without_test_images_has_null_rates_not_0_and_is_ranked_nowhere() {
+    use crate::util::{pattern, png, write_tree};
+    let dir = tempdir().unwrap();
+    // gamma has training images only: no test image to miss or to attack.
+    let mut files = Vec::new();
+    for (c, class) in ["alpha", "beta", "gamma"].iter().enumerate() {
+        for i in 0..10 {
+            files.push((format!("train/{class}/{i:03}.png"), png(&pattern((c * 40 + i) as u8, 16, 16), 16, 16)));
+        }
+        if c < 2 {
+            for i in 0..4 {
+                let px = pattern((c * 40 + 20 + i) as u8, 16, 16);
+                files.push((format!("test/{class}/t{i}.png"), png(&px, 16, 16)));
+            }
+        }
+    }
+    write_tree(&dir.path().join("set"), &files);
+    let args = ["audit", "set", "--epochs", "1", "--folds", "2", "--width", "4", "--depth", "8", "--k", "2"];
+    let o = misfit(&[&args[..], &["--attack-per-class", "2", "--no-explain", "-q"]].concat(), dir.path());
+    assert!(o.status.success(), "{}", text(&o));
+    let missed = text(&o).lines().find(|l| l.starts_with("missed")).unwrap_or_default().to_string();
+    assert!(missed.contains("alpha") && !missed.contains("gamma"), "{}", text(&o));
+    let run = dir.path().join("outputs/set");
+
+    let classes = read_table(&run.join("classes.parquet")).sort(["class"], Default::default()).unwrap();
+    for col in ["miss_rate", "miss_rate_low", "miss_rate_high"] {
+        let v: Vec<Option<f64>> = classes.column(col).unwrap().f64().unwrap().iter().collect();
+        assert!(v[0].is_some() && v[1].is_some() && v[2].is_none(), "{col}: {v:?}");
+    }
+    let confusion = read_table(&run.join("confusion.parquet"));
+    let given: Vec<Option<&str>> = confusion.column("given_name").unwrap().str().unwrap().iter().collect();
+    let share: Vec<Option<f64>> = confusion.column("share").unwrap().f64().unwrap().iter().collect();
+    for (g, s) in given.iter().zip(&share) {
+        assert_eq!(s.is_none(), *g == Some("gamma"), "{g:?}: {s:?}");
+    }
+    let attacked = read_table(&run.join("attack_classes.parquet"));
+    let names: Vec<Option<&str>> = attacked.column("class_name").unwrap().str().unwrap().iter().collect();
+    let n: Vec<Option<i64>> = attacked.column("attacked").unwrap().i64().unwrap().iter().collect();
+    for col in ["success_rate", "success_rate_low", "success_rate_high"] {
+        let rate: Vec<Option<f64>> = attacked.column(col).unwrap().f64().unwrap().iter().collect();
+        for i in 0..rate.len() {
+            assert_eq!(rate[i].is_none(), n[i] == Some(0), "{col} of {:?}: {:?}", names[i], rate[i]);
+            if names[i] == Some("gamma") {
+                assert!(rate[i].is_none(), "gamma was never attacked: {:?}", rate[i]);
+            }
+        }
+    }
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("run.json")).unwrap()).unwrap();
+    let eval = &manifest["evaluation"]["classes"];
+    assert!(eval[2]["miss_rate"].is_null() && eval[0]["miss_rate"].is_number(), "{eval}");
+    // No finding ranks gamma among the most missed or most attacked.
+    let o = misfit(&["findings", run.to_str().unwrap(), "--format", "csv"], dir.path());
+    assert!(o.status.success(), "{}", text(&o));
+    for line in String::from_utf8_lossy(&o.stdout).lines().filter(|l| l.contains("missed-and-attacked")) {
+        assert!(!line.contains("gamma"), "{line}");
+    }
+}
