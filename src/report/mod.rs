@@ -147,6 +147,9 @@ pub struct ReportData {
     pub budget_svg: Option<String>,
     pub suspicious: Vec<Suspect>,
     pub suspicious_total: usize,
+    /// The training images' probabilities are in sample (an imported
+    /// model): their flags are for review only (likely-mislabeled-in-sample).
+    pub train_in_sample: bool,
     pub leaks: Vec<Leak>,
     pub leaks_total: usize,
     pub has_gallery: bool,
@@ -535,6 +538,8 @@ pub fn gather(run: &Run, f: &findings::Findings) -> Result<ReportData> {
         budget_svg,
         suspicious,
         suspicious_total,
+        // An imported model: run.json's model without folds (a score run has no model).
+        train_in_sample: m.get("model").is_some_and(|x| x.get("folds").is_none_or(|f| f.is_null())),
         leaks,
         leaks_total,
         has_gallery: !gallery.is_empty(),

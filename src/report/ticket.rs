@@ -117,6 +117,10 @@ pub fn write(dir: &Path, rules: &RuleSet, sel: &Selection, out: Option<&Path>, f
     let mut ids: Vec<String> = Vec::new();
     let mut seen = BTreeSet::new();
     let samples = findings::collect(&run, run.table("samples")?)?;
+    // An imported model's training flags rest on in-sample probabilities: a
+    // ticket lists them only through their own rule (likely-mislabeled-in-sample,
+    // for review), never as a pair's suggested relabels.
+    let in_sample = train_in_sample(&samples)?;
     for (kind, subject) in kinds.iter().zip(&subjects) {
         let (Some(kind), Some(subject)) = (kind.as_deref(), subject.as_deref()) else { continue };
         let more: Vec<String> = match kind {
@@ -126,10 +130,12 @@ pub fn write(dir: &Path, rules: &RuleSet, sel: &Selection, out: Option<&Path>, f
                 let mut keep =
                     col("label_name").eq(lit(a)).and(col("split").eq(lit("test"))).and(col("pred_name").eq(lit(b)));
                 if frame::has(&samples, "suggested_label_name") {
-                    keep = keep.or(col("label_name")
-                        .eq(lit(a))
-                        .and(col("likely_mislabeled"))
-                        .and(col("suggested_label_name").eq(lit(b))));
+                    let mut flagged = col("likely_mislabeled");
+                    if in_sample {
+                        flagged = flagged.and(col("split").eq(lit("test")));
+                    }
+                    keep =
+                        keep.or(col("label_name").eq(lit(a)).and(flagged).and(col("suggested_label_name").eq(lit(b))));
                 }
                 ids_of(samples.clone().lazy().filter(keep).collect().map_err(err)?)?
             }
@@ -158,6 +164,7 @@ pub fn write(dir: &Path, rules: &RuleSet, sel: &Selection, out: Option<&Path>, f
         "self_confidence",
         "issue_score",
         "likely_mislabeled",
+        "review_rank",
         "ambiguous",
         "outlier",
         "duplicate",
@@ -276,6 +283,21 @@ pub fn write(dir: &Path, rules: &RuleSet, sel: &Selection, out: Option<&Path>, f
     }
     crate::atomic::write(out.join("ticket.md"), md.as_bytes())?;
     Ok(Ticket { dir: out, images: ids.len(), findings: chosen.height(), on_sheet })
+}
+
+/// Whether the training images' probabilities are in sample: a run with
+/// test images whose training rows have no cross-validation fold (an
+/// imported model; a score run has training rows only).
+fn train_in_sample(samples: &DataFrame) -> Result<bool> {
+    if !frame::has(samples, "fold") {
+        return Ok(false);
+    }
+    let (split, fold) = (frame::strs(samples, "split")?, frame::i64s_or_none(samples, "fold")?);
+    let is = |i: usize, s: &str| split[i].as_deref() == Some(s);
+    let n = split.len();
+    Ok((0..n).any(|i| is(i, "test"))
+        && (0..n).any(|i| is(i, "train"))
+        && (0..n).all(|i| !is(i, "train") || fold[i].is_none()))
 }
 
 fn ids_of(df: DataFrame) -> Result<Vec<String>> {

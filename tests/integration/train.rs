@@ -176,6 +176,63 @@ fn an_imported_model_is_audited_without_training() {
     assert!(run.join("samples.parquet").exists() && !run.join("dynamics.parquet").exists());
     let manifest = std::fs::read_to_string(run.join("run.json")).unwrap();
     assert!(manifest.contains("imported m.safetensors") && manifest.contains("in-sample"), "{manifest}");
+    in_sample_flags_are_a_review_shortlist(dir.path(), &run);
+}
+
+/// An imported model's training flags never reach `likely-mislabeled`
+/// (relabel, warn): they are `likely-mislabeled-in-sample` (info, "review
+/// (rank N of M)"); the test split's are a shortlist worded the same way,
+/// no longer than the two-labeller bound; `review_rank` ranks 1..F the
+/// flagged images of each split; a ticket of the in-sample rule says review.
+fn in_sample_flags_are_a_review_shortlist(cwd: &std::path::Path, run: &std::path::Path) {
+    let r = run.to_str().unwrap();
+    let q = |sql: &str| -> Vec<serde_json::Value> {
+        let o = misfit(&["query", r, sql, "--format", "json"], cwd);
+        assert!(o.status.success(), "{sql}: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    };
+    for split in ["train", "test"] {
+        let rows = q(&format!(
+            "SELECT COUNT(*) AS flagged, COUNT(review_rank) AS ranked, MIN(review_rank) AS lo, MAX(review_rank) AS hi, \
+             COUNT(DISTINCT review_rank) AS distinct_ranks FROM samples WHERE split = '{split}' AND likely_mislabeled"
+        ));
+        let (f, ranked) = (rows[0]["flagged"].as_u64().unwrap(), rows[0]["ranked"].as_u64().unwrap());
+        assert_eq!(f, ranked, "{split}: {rows:?}");
+        assert_eq!(rows[0]["distinct_ranks"].as_u64().unwrap(), f, "{split}: {rows:?}");
+        if f > 0 {
+            assert_eq!((rows[0]["lo"].as_u64(), rows[0]["hi"].as_u64()), (Some(1), Some(f)), "{split}: {rows:?}");
+        }
+        let unflagged = q(&format!(
+            "SELECT COUNT(review_rank) AS n FROM samples WHERE split = '{split}' AND NOT likely_mislabeled"
+        ));
+        assert_eq!(unflagged[0]["n"].as_u64(), Some(0), "{split}");
+    }
+    let bound = q("SELECT CAST(CEIL(SUM(count * share)) AS BIGINT) AS b FROM confusion WHERE given <> predicted")[0]
+        ["b"]
+        .as_u64()
+        .unwrap();
+    let f = q("SELECT rule, severity, message FROM findings");
+    let of = |rule: &str| f.iter().filter(|x| x["rule"] == rule).collect::<Vec<_>>();
+    assert!(
+        of("likely-mislabeled").is_empty(),
+        "in-sample flags are not relabel findings: {:?}",
+        of("likely-mislabeled")
+    );
+    for x in of("likely-mislabeled-in-sample") {
+        assert_eq!(x["severity"], "info", "{x}");
+        assert!(x["message"].as_str().unwrap().contains(": review (rank "), "{x}");
+    }
+    let test = of("test-likely-mislabeled");
+    assert!(test.len() as u64 <= bound, "{} test findings over the bound {bound}", test.len());
+    for (i, x) in test.iter().enumerate() {
+        assert!(x["message"].as_str().unwrap().contains(&format!(": review (rank {} of {}", i + 1, test.len())), "{x}");
+    }
+    let o = misfit(&["ticket", r, "--rule", "likely-mislabeled-in-sample"], cwd);
+    if !of("likely-mislabeled-in-sample").is_empty() {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let md = std::fs::read_to_string(run.join("tickets/likely-mislabeled-in-sample/ticket.md")).unwrap();
+        assert!(md.contains("Review each image by eye") && !md.contains("Relabel each image"), "{md}");
+    }
 }
 
 #[test]
