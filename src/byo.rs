@@ -513,7 +513,6 @@ fn run_stages(
                 stages::model::sample_columns(&classes, &model_outputs, &vec![None; n], None),
                 score_stage::sample_columns(&classes, &sc.images),
                 score_stage::label_error_columns(&sc.images),
-                score_stage::review_rank_columns(&sc.images),
             ];
             table::assemble(&schema::SAMPLES, parts)
         },

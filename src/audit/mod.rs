@@ -356,7 +356,6 @@ impl<'a> Audit<'a> {
             stages::model::sample_columns(&ds.classes, &outputs, &stage.folds(n), stage.dynamics.as_ref()),
             score_stage::sample_columns(&ds.classes, &sc.images),
             score_stage::label_error_columns(&sc.images),
-            score_stage::review_rank_columns(&sc.images),
             stage.aum_flag(n),
         ];
         parts.extend(attacked.as_ref().map(|a| a.sample_columns(&samples)));

@@ -164,7 +164,6 @@ pub fn write(dir: &Path, rules: &RuleSet, sel: &Selection, out: Option<&Path>, f
         "self_confidence",
         "issue_score",
         "likely_mislabeled",
-        "review_rank",
         "ambiguous",
         "outlier",
         "duplicate",

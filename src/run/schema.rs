@@ -89,7 +89,6 @@ pub static SAMPLES: TableSchema = TableSchema {
         &model::SAMPLE_MODEL,
         &scores::SAMPLE_SCORES,
         &scores::SAMPLE_LABEL_ERROR,
-        &scores::SAMPLE_REVIEW_RANK,
         &model::SAMPLE_AUM_FLAG,
         &attacks::SAMPLE_ATTACKS,
         &explain::SAMPLE_EXPLAIN,

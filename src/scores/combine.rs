@@ -73,9 +73,6 @@ pub struct ImageScores {
     /// The evidence in words.
     pub evidence: Option<String>,
     pub flags: Flags,
-    /// Rank among the split's `likely_mislabeled` images, 1 = strongest
-    /// evidence ([`cut::review_ranks`]); `None` where not flagged.
-    pub review_rank: Option<u32>,
 }
 
 /// Weighted label shares of a query's neighbours, `k` classes.
@@ -220,8 +217,6 @@ fn label_scores(
         rows.iter().zip(split.labels).map(|(r, &y)| rank::label_error_probability(r, y as usize, &noise)).collect();
     let candidates: Vec<bool> = rows.iter().zip(split.labels).map(|(r, &y)| best(r).0 != y as usize).collect();
     let (flags, cut) = cut::likely_mislabeled(split.labels, &rows, &counted, &wrong, &thresholds, &candidates);
-    let shares: Vec<f64> = rows.iter().zip(split.labels).map(|(r, &y)| r[y as usize]).collect();
-    let ranks = cut::review_ranks(&shares, &flags);
     for (i, s) in out.iter_mut().enumerate() {
         let (p, r, y) = (&split.probs[i * k..(i + 1) * k], &rows[i], split.labels[i] as usize);
         let (best, second) = best(r);
@@ -233,7 +228,6 @@ fn label_scores(
         s.suggested_label = Some(best as u32);
         s.suggested_confidence = Some(r[best]);
         s.flags.likely_mislabeled = flags[i];
-        s.review_rank = ranks[i];
         s.flags.ambiguous = !s.flags.likely_mislabeled && r[second] >= AMBIGUOUS_SECOND;
         let mut ev = format!("model p={:.2} for the label, p={:.2} for class {best}", p[y], p[best]);
         if let Some(q) = votes.map(|v| &v[i]) {

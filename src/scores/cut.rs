@@ -153,33 +153,9 @@ pub fn likely_mislabeled(
     (flags, Cut { rule, likelihood_gain: gain, likelihood_gain_se: se, expected_f1, min_probability, flagged })
 }
 
-/// Each flagged image's rank among the flagged images of its split, 1 for
-/// the strongest evidence: the smallest share of the vote for its label
-/// (`label_share[i]`, `r[label]`: the highest `issue_score`, compared where
-/// `1 - r` would round to 1), ties to the lower index; `None` where not
-/// flagged. A review shortlist is the first ranks (the rules cut it).
-pub fn review_ranks(label_share: &[f64], flags: &[bool]) -> Vec<Option<u32>> {
-    let mut order: Vec<usize> = (0..flags.len()).filter(|&i| flags[i]).collect();
-    order.sort_by(|&a, &b| label_share[a].total_cmp(&label_share[b]).then(a.cmp(&b)));
-    let mut ranks = vec![None; flags.len()];
-    for (m, &i) in order.iter().enumerate() {
-        ranks[i] = Some(m as u32 + 1);
-    }
-    ranks
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn review_ranks_put_the_smallest_label_share_first_among_the_flagged() {
-        // 1e-20 and 1e-19 both give issue_score 1.0 in f64; the shares still order them.
-        let share = [0.3, 1e-19, 0.01, 1e-20, 0.01, 0.9];
-        let flags = [true, true, true, true, true, false];
-        assert_eq!(review_ranks(&share, &flags), vec![Some(5), Some(2), Some(3), Some(1), Some(4), None]);
-        assert_eq!(review_ranks(&share, &[false; 6]), vec![None; 6]);
-    }
 
     #[test]
     fn the_expected_f1_cut_flags_while_a_posterior_exceeds_half_the_f1() {

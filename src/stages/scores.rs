@@ -68,16 +68,6 @@ pub static SAMPLE_LABEL_ERROR: Group = Group {
     }],
 };
 
-/// `samples.parquet`: the order in which a person should review the flagged
-/// images (a group of its own: runs written before it stay readable).
-pub static SAMPLE_REVIEW_RANK: Group = Group {
-    stage: "scores",
-    columns: &[Column {
-        name: "review_rank",
-        description: "rank among the likely_mislabeled images of its split, 1 = strongest evidence (the smallest share of the vote for the label: issue_score, unrounded); null where not flagged. The rules list the first ranks for review",
-    }],
-};
-
 /// `classes.parquet`: confident learning's noise rate and the flag counts of the class's training images.
 pub static CLASS_FLAGS: Group = Group {
     stage: "scores",
@@ -239,13 +229,6 @@ pub fn sample_columns(classes: &[String], s: &[ImageScores]) -> Columns {
 pub fn label_error_columns(s: &[ImageScores]) -> Columns {
     TableBuilder::new(&SAMPLE_LABEL_ERROR)
         .opt_f64("label_error_probability", s.iter().map(|x| x.label_error_probability))
-        .finish()
-}
-
-/// `samples.parquet`'s review rank, one row per image (train then test).
-pub fn review_rank_columns(s: &[ImageScores]) -> Columns {
-    TableBuilder::new(&SAMPLE_REVIEW_RANK)
-        .opt_i32("review_rank", s.iter().map(|x| x.review_rank.map(|r| r as i32)))
         .finish()
 }
 

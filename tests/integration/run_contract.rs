@@ -97,7 +97,6 @@ fn a_score_run_reads_back_through_the_read_side_with_the_audit_columns_that_appl
         &misfit::stages::model::SAMPLE_MODEL,
         &misfit::stages::scores::SAMPLE_SCORES,
         &misfit::stages::scores::SAMPLE_LABEL_ERROR,
-        &misfit::stages::scores::SAMPLE_REVIEW_RANK,
     ]
     .iter()
     .flat_map(|g| g.names())

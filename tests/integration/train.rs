@@ -181,9 +181,9 @@ fn an_imported_model_is_audited_without_training() {
 
 /// An imported model's training flags never reach `likely-mislabeled`
 /// (relabel, warn): they are `likely-mislabeled-in-sample` (info, "review
-/// (rank N of M)"); the test split's are a shortlist worded the same way,
-/// no longer than the two-labeller bound; `review_rank` ranks 1..F the
-/// flagged images of each split; a ticket of the in-sample rule says review.
+/// (rank N of M)"); both shortlists are the flags cut at the two-labeller
+/// bound, the test split's worded the same way; a ticket of the in-sample
+/// rule says review.
 fn in_sample_flags_are_a_review_shortlist(cwd: &std::path::Path, run: &std::path::Path) {
     let r = run.to_str().unwrap();
     let q = |sql: &str| -> Vec<serde_json::Value> {
@@ -191,24 +191,17 @@ fn in_sample_flags_are_a_review_shortlist(cwd: &std::path::Path, run: &std::path
         assert!(o.status.success(), "{sql}: {}", String::from_utf8_lossy(&o.stderr));
         String::from_utf8(o.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
     };
-    for split in ["train", "test"] {
-        let rows = q(&format!(
-            "SELECT COUNT(*) AS flagged, COUNT(review_rank) AS ranked, MIN(review_rank) AS lo, MAX(review_rank) AS hi, \
-             COUNT(DISTINCT review_rank) AS distinct_ranks FROM samples WHERE split = '{split}' AND likely_mislabeled"
-        ));
-        let (f, ranked) = (rows[0]["flagged"].as_u64().unwrap(), rows[0]["ranked"].as_u64().unwrap());
-        assert_eq!(f, ranked, "{split}: {rows:?}");
-        assert_eq!(rows[0]["distinct_ranks"].as_u64().unwrap(), f, "{split}: {rows:?}");
-        if f > 0 {
-            assert_eq!((rows[0]["lo"].as_u64(), rows[0]["hi"].as_u64()), (Some(1), Some(f)), "{split}: {rows:?}");
-        }
-        let unflagged = q(&format!(
-            "SELECT COUNT(review_rank) AS n FROM samples WHERE split = '{split}' AND NOT likely_mislabeled"
-        ));
-        assert_eq!(unflagged[0]["n"].as_u64(), Some(0), "{split}");
-    }
+    let flagged = |split: &str| {
+        q(&format!("SELECT COUNT(*) AS n FROM samples WHERE split = '{split}' AND likely_mislabeled"))[0]["n"]
+            .as_u64()
+            .unwrap()
+    };
     let bound = q("SELECT CAST(CEIL(SUM(count * share)) AS BIGINT) AS b FROM confusion WHERE given <> predicted")[0]
         ["b"]
+        .as_u64()
+        .unwrap();
+    let train_bound = q("SELECT CAST(CEIL(SUM(f.share * f.share * c.train_images)) AS BIGINT) AS b \
+                         FROM confusion f JOIN classes c ON c.class = f.given WHERE f.given <> f.predicted")[0]["b"]
         .as_u64()
         .unwrap();
     let f = q("SELECT rule, severity, message FROM findings");
@@ -218,12 +211,15 @@ fn in_sample_flags_are_a_review_shortlist(cwd: &std::path::Path, run: &std::path
         "in-sample flags are not relabel findings: {:?}",
         of("likely-mislabeled")
     );
-    for x in of("likely-mislabeled-in-sample") {
+    let (in_sample, disputed) = (of("likely-mislabeled-in-sample"), flagged("train"));
+    assert_eq!(in_sample.len() as u64, disputed.min(train_bound), "{train_bound}");
+    for (i, x) in in_sample.iter().enumerate() {
         assert_eq!(x["severity"], "info", "{x}");
-        assert!(x["message"].as_str().unwrap().contains(": review (rank "), "{x}");
+        let rank = format!(": review (rank {} of {}; {disputed} disputed", i + 1, in_sample.len());
+        assert!(x["message"].as_str().unwrap().contains(&rank), "{x}");
     }
     let test = of("test-likely-mislabeled");
-    assert!(test.len() as u64 <= bound, "{} test findings over the bound {bound}", test.len());
+    assert_eq!(test.len() as u64, flagged("test").min(bound), "{bound}");
     for (i, x) in test.iter().enumerate() {
         assert!(x["message"].as_str().unwrap().contains(&format!(": review (rank {} of {}", i + 1, test.len())), "{x}");
     }
