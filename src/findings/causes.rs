@@ -213,10 +213,7 @@ pub fn columns(
     // cannot either: a test image predicted B is flagged because it is
     // predicted B. Label noise is then "cannot tell", and the confusions
     // pooled for K1 are the test split's alone.
-    let fold = frame::i64s_or_none(&samples, "fold")?;
-    let in_sample = frame::has(&samples, "fold")
-        && train.iter().any(|&t| t)
-        && (0..samples.height()).all(|i| !train[i] || fold[i].is_none());
+    let in_sample = super::pairs::train_in_sample(&samples)?;
     // Pooled confusions: test + out-of-sample training predictions.
     let mut pooled = vec![vec![0i64; k]; k];
     let mut confused_train = vec![vec![Vec::new(); k]; k];

@@ -7,7 +7,7 @@
 //! explain stage ran.
 
 use arrow::array::{ArrayRef, Int64Array, RecordBatch};
-use polars::prelude::{col, lit, IntoLazy};
+use polars::prelude::{col, lit, DataFrame, IntoLazy};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -49,8 +49,14 @@ pub static PAIRS: Group = Group {
             description: "median smallest L-inf budget that reached B (null when more than half did not, or none were run)",
         },
         Column { name: "targeted_median_budget_l2", description: "the same for targeted L2 attacks" },
-        Column { name: "suggested_relabels", description: "training images of A flagged likely mislabeled whose suggested label is B" },
-        Column { name: "label_issues_to", description: "training images of A flagged by confident learning whose suggested label is B" },
+        Column {
+            name: "suggested_relabels",
+            description: "training images of A flagged likely mislabeled whose suggested label is B (null where the training probabilities are in sample: an imported model's flags there are for review only)",
+        },
+        Column {
+            name: "label_issues_to",
+            description: "training images of A flagged by confident learning whose suggested label is B (null where the training probabilities are in sample)",
+        },
         Column { name: "joint_count", description: "calibrated confident joint C[A][B]: training images of A confidently predicted B" },
         Column { name: "joint_share", description: "estimated joint p(given A, true B), share of all training images" },
         Column {
@@ -221,6 +227,23 @@ pub fn pairs(run: &Run) -> Result<RecordBatch> {
     Ok(table::assemble(&schema::PAIRS, parts))
 }
 
+/// Whether the training images' probabilities are in sample, as the rules
+/// read it (`rules/images.toml`): an audit (it has a test split) whose
+/// training rows have no fold, an imported model that trained on those
+/// images. Its flags on them witness nothing. A score run has no test
+/// split: its probabilities are the user's out-of-sample ones.
+pub fn train_in_sample(samples: &DataFrame) -> Result<bool> {
+    if !frame::has(samples, "fold") {
+        return Ok(false);
+    }
+    let fold = frame::i64s(samples, "fold")?;
+    let split = frame::strs(samples, "split")?;
+    let is = |i: usize, s: &str| split[i].as_deref() == Some(s);
+    let has_test = (0..samples.height()).any(|i| is(i, "test"));
+    let mut train = (0..samples.height()).filter(|&i| is(i, "train")).peekable();
+    Ok(has_test && train.peek().is_some() && train.all(|i| fold[i].is_none()))
+}
+
 /// Index of a norm in the per-norm grids.
 fn norm_index(norm: &str) -> Option<usize> {
     match norm {
@@ -340,7 +363,9 @@ fn evidence(run: &Run, k: usize) -> Result<Evidence> {
             train_count[a] += 1;
         }
     }
-    if frame::has(&samples, "suggested_label") {
+    // An imported model's flags on its own training images are for review
+    // only: they are not counted as relabels.
+    if frame::has(&samples, "suggested_label") && !train_in_sample(&samples)? {
         let sugg = frame::i64s(&samples, "suggested_label")?;
         for (flag, slot) in [("likely_mislabeled", &mut ev.relabels), ("label_issue", &mut ev.issues_to)] {
             if !frame::has(&samples, flag) {
