@@ -22,6 +22,7 @@ use crate::error::{Error, Problem, Result};
 use crate::explain::ExplainConfig;
 use crate::findings::{self, Findings, RuleSet};
 use crate::model::{self, DeviceChoice};
+use crate::progress::{Overall, ATTACK_STEP_UNITS, INFER_UNITS, SCORE_UNITS};
 use crate::run::{schema, RunConfig, RunManifest, RunWriter};
 use crate::scores::{self, neighbors, Embeddings, Pixels, ScoreConfig, ScoreInput};
 use crate::stages::model::ModelStage;
@@ -97,6 +98,7 @@ pub fn run_with_findings(
         &audit.device,
         &audit.state_dir,
         opts.progress,
+        Some(&audit.overall),
     )?;
     audit.finish_with(stage, t.elapsed().as_secs_f64(), rules)
 }
@@ -106,14 +108,16 @@ pub fn run_with_findings(
 /// than folds (training runs only), no more training images than neighbours
 /// per image. Checked before any training, and listed by
 /// `misfit data inspect` (with the default options).
-pub fn refusals(ds: &Dataset, model: &ModelOptions, scores: &ScoreConfig) -> Vec<String> {
+pub fn refusals(spec: &DatasetSpec, ds: &Dataset, model: &ModelOptions, scores: &ScoreConfig) -> Vec<String> {
     let mut out = Vec::new();
     if ds.test.is_empty() {
         out.push("the audit needs a test split, and this dataset has none (misfit score needs none)".to_string());
     }
     let n = ds.train.len();
     if model.import.is_none() {
-        let folds = model.folds.unwrap_or_else(|| crate::train::cv::default_folds(n));
+        let on_gpu = model.device == Some(DeviceChoice::Cuda);
+        let plan = crate::train::recipe::recipe(spec, n, on_gpu, model.recipe, 0).3;
+        let folds = model.folds.unwrap_or(plan.folds);
         if folds > n {
             let given = match model.folds {
                 Some(_) => format!("--folds {folds}"),
@@ -151,6 +155,40 @@ pub struct Audit<'a> {
     writer: RunWriter,
     /// Where the training jobs keep their per-epoch state.
     pub state_dir: PathBuf,
+    /// The whole audit's progress and time left.
+    pub overall: Overall,
+}
+
+/// The audit's work in [`Overall`]'s units (training image-steps): the
+/// probe of `--noise confusion`, the training runs, the predictions, the
+/// scores and the attacks, each from the options and the dataset's size.
+fn planned_units(opts: &AuditOptions, ds: &Dataset, device: &Device) -> Result<f64> {
+    let (n_train, n_test) = (ds.train.len(), ds.test.len());
+    let mut units = SCORE_UNITS * (n_train + n_test) as f64;
+    if opts.model.import.is_none() {
+        let (_, t, plan) = crate::train::recipe::setup(ds, &opts.spec, opts.seed, &opts.model, device.is_cuda())?;
+        units += crate::train::cv::planned_image_steps(n_train, t.epochs, &plan);
+        units += INFER_UNITS * crate::train::cv::planned_predictions(n_train, n_test, &plan);
+        if matches!(opts.inject_noise, Some((_, NoiseKind::Confusion))) {
+            let probe = opts.model.epochs.unwrap_or(plan.probe_epochs);
+            units += (n_train * probe) as f64 + INFER_UNITS * n_test as f64;
+        }
+    } else {
+        units += INFER_UNITS * (n_train + n_test) as f64;
+    }
+    if let Some(a) = &opts.attack {
+        let k = ds.classes.len().max(1);
+        let victims = a.per_class.map_or(n_test, |m| (m * k).min(n_test)) + a.train_per_class * k;
+        // Every attack at every budget of its norm, each restart's steps;
+        // the radius bisection about as much again.
+        let per_budget = |s: &crate::attack::AttackSpec| match s.method {
+            crate::attack::Method::Fgsm => 1,
+            crate::attack::Method::Pgd => a.steps * a.restarts,
+        };
+        let steps: usize = a.attacks.iter().map(|s| a.budgets(s.norm).len() * per_budget(s)).sum();
+        units += ATTACK_STEP_UNITS * (victims * steps * if a.radius { 2 } else { 1 }) as f64;
+    }
+    Ok(units)
 }
 
 impl<'a> Audit<'a> {
@@ -170,7 +208,7 @@ impl<'a> Audit<'a> {
         }
         let mut problems = Problems::strict();
         let data::DataStage { dataset: mut ds, truth } = data::load(&opts.spec, &opts.load, &mut problems)?;
-        if let Some(first) = refusals(&ds, &opts.model, &opts.scores).into_iter().next() {
+        if let Some(first) = refusals(&opts.spec, &ds, &opts.model, &opts.scores).into_iter().next() {
             return Err(Problem::file(&ds.source, first).into());
         }
         // Before any training: a typo in an attack's target should not cost a training run.
@@ -178,12 +216,20 @@ impl<'a> Audit<'a> {
             a.validate(&ds.classes)?;
         }
         let device = model::select_device(opts.model.device.unwrap_or(DeviceChoice::Auto))?;
+        let overall = Overall::new(planned_units(opts, &ds, &device)?);
         let injected = match opts.inject_noise {
             Some((rate, kind)) if (0.0..1.0).contains(&rate) => {
                 let confusion = match kind {
                     NoiseKind::Confusion => {
-                        let (m, source) =
-                            noise::probe_confusion(&ds, &opts.spec, opts.seed, &opts.model, &device, opts.progress)?;
+                        let (m, source) = noise::probe_confusion(
+                            &ds,
+                            &opts.spec,
+                            opts.seed,
+                            &opts.model,
+                            &device,
+                            opts.progress,
+                            Some(&overall),
+                        )?;
                         problems.note(format!("--noise confusion follows the test-split confusion of {source}"));
                         Some(m)
                     }
@@ -233,6 +279,7 @@ impl<'a> Audit<'a> {
             fingerprint,
             writer,
             state_dir,
+            overall,
         })
     }
 
@@ -264,9 +311,16 @@ impl<'a> Audit<'a> {
             fingerprint,
             mut writer,
             state_dir,
+            overall,
             ..
         } = self;
         timing.insert("model".to_string(), model_s);
+        // "scores ... (audit 83%, about 4 min left)" before each later stage.
+        let stage_line = |what: &str| {
+            if opts.progress {
+                eprintln!("{what} ({})", overall.status());
+            }
+        };
         let t2 = Instant::now();
         let k = ds.classes.len();
         let samples = Samples::of(&ds);
@@ -276,6 +330,7 @@ impl<'a> Audit<'a> {
         timing.insert("evaluate".to_string(), t2.elapsed().as_secs_f64());
 
         let t3 = Instant::now();
+        stage_line("scores (neighbours, duplicates, confident learning)");
         let dim = stage.model.config.feature_dim();
         let train_emb = neighbors::normalize(&stage.train_features, dim);
         let test_emb = neighbors::normalize(&stage.test_features, dim);
@@ -313,8 +368,12 @@ impl<'a> Audit<'a> {
         let known = selfcheck::Known { truth: truth.as_ref(), injected: injected.as_deref() };
         let checks = selfcheck::run(&ds, &known, &sc, aum.as_deref(), stage.aum_threshold.as_ref());
         timing.insert("scores".to_string(), t3.elapsed().as_secs_f64());
+        overall.advance(SCORE_UNITS * samples.len() as f64);
 
         let t_attack = Instant::now();
+        if config.attack.is_some() {
+            stage_line("attacks");
+        }
         let mut attacked = match &config.attack {
             Some(cfg) => {
                 let miss = eval.miss_rates();
@@ -322,7 +381,7 @@ impl<'a> Audit<'a> {
                     &stage.model,
                     &ds,
                     &stage.train_logits,
-                    &stage.test_logits,
+                    &stage.model_test_logits,
                     cfg,
                     &miss,
                     opts.progress,
@@ -331,6 +390,9 @@ impl<'a> Audit<'a> {
             None => None,
         };
         timing.insert("attacks".to_string(), t_attack.elapsed().as_secs_f64());
+        if config.explain.is_some() {
+            stage_line("saliency maps and root causes");
+        }
 
         let t_explain = Instant::now();
         let explained = match &config.explain {

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::{Dataset, DatasetSpec};
 use crate::error::Result;
 use crate::model::{self, checkpoint};
+use crate::progress::Overall;
 use crate::train::cv;
 use crate::train::recipe::{self, ModelOptions};
 
@@ -73,6 +74,7 @@ pub fn probe_confusion(
     opts: &ModelOptions,
     device: &Device,
     progress: bool,
+    overall: Option<&Overall>,
 ) -> Result<(Vec<Vec<usize>>, String)> {
     let (h, w) = (ds.height, ds.width);
     let (model, source) = match &opts.import {
@@ -82,8 +84,12 @@ pub fn probe_confusion(
             (checkpoint::load(path, &import, device)?.0, format!("imported {}", path.display()))
         }
         None => {
-            let (mcfg, t) = recipe::setup(ds, spec, seed, opts)?;
-            (cv::train_probe(ds, &mcfg, &t, device, progress)?, "a probe model trained on the clean labels".into())
+            let (mcfg, mut t, plan) = recipe::setup(ds, spec, seed, opts, device.is_cuda())?;
+            // Only its confusion's shape is read: the recipe's probe epochs
+            // (all of them for the demo and the full recipe) unless --epochs says.
+            t.epochs = opts.epochs.unwrap_or(plan.probe_epochs);
+            let source = format!("a probe model trained {} epochs on the clean labels", t.epochs);
+            (cv::train_probe(ds, &mcfg, &t, device, progress, overall)?, source)
         }
     };
     let p = model::predict(&model, &ds.test.pixels, ds.test.len(), h, w, 256)?;

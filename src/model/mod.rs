@@ -767,3 +767,47 @@ pub fn predict(model: &ResNet, pixels: &[u8], n: usize, h: usize, w: usize, batc
     }
     Ok(out)
 }
+
+/// The left-right mirror of `[n, h, w, 3]` images.
+pub fn mirror_images(pixels: &[u8], n: usize, h: usize, w: usize) -> Vec<u8> {
+    let mut out = vec![0u8; n * h * w * 3];
+    for (src_row, dst_row) in pixels.chunks_exact(w * 3).zip(out.chunks_exact_mut(w * 3)) {
+        for x in 0..w {
+            dst_row[(w - 1 - x) * 3..(w - x) * 3].copy_from_slice(&src_row[x * 3..x * 3 + 3]);
+        }
+    }
+    out
+}
+
+/// Log-probabilities `[n, classes]` of an ensemble: the mean of the
+/// softmax of every member's logits (each `[n, classes]`). The log of a
+/// distribution is a valid set of logits (its softmax is the distribution),
+/// so the result goes wherever logits do.
+pub fn ensemble_logits(members: &[&[f32]], classes: usize) -> Vec<f32> {
+    let n = members.first().map_or(0, |m| m.len() / classes.max(1));
+    let mut out = Vec::with_capacity(n * classes);
+    for i in 0..n {
+        let mut mean = vec![0f64; classes];
+        for m in members {
+            for (acc, p) in mean.iter_mut().zip(crate::stats::softmax(&m[i * classes..(i + 1) * classes])) {
+                *acc += p / members.len() as f64;
+            }
+        }
+        // A probability that underflowed stays finite: ln of the smallest f32.
+        out.extend(mean.iter().map(|&p| (p.max(f32::MIN_POSITIVE as f64)).ln() as f32));
+    }
+    out
+}
+
+/// Logits of `[n, h, w, 3]` images as [`predict`] gives them, or, with
+/// `mirror`, the ensemble of each image and its mirror (test-time flips);
+/// features always of the images as given.
+pub fn predict_tta(model: &ResNet, pixels: &[u8], n: usize, h: usize, w: usize, mirror: bool) -> Result<Predictions> {
+    let mut p = predict(model, pixels, n, h, w, 256)?;
+    if mirror {
+        let flipped = mirror_images(pixels, n, h, w);
+        let q = predict(model, &flipped, n, h, w, 256)?;
+        p.logits = ensemble_logits(&[&p.logits, &q.logits], p.classes);
+    }
+    Ok(p)
+}

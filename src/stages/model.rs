@@ -13,11 +13,12 @@ use std::path::Path;
 use crate::data::{Dataset, DatasetSpec, Split};
 use crate::error::Result;
 use crate::model::{self, checkpoint, ModelConfig, ResNet};
+use crate::progress::{Overall, INFER_UNITS};
 use crate::run::schema::{self, Column, Group};
 use crate::stages::evaluate::SampleOutputs;
 use crate::stages::Samples;
 use crate::table::{Columns, TableBuilder};
-use crate::train::recipe::{self, ModelOptions};
+use crate::train::recipe::{self, ModelOptions, Recipe};
 use crate::train::{cv, Dynamics, TrainConfig};
 
 /// `samples.parquet`: what the model says of each image (both splits).
@@ -88,9 +89,14 @@ pub struct ModelStage {
     pub model: ResNet,
     /// Train logits `[n_train, classes]`: out-of-sample when trained here, in-sample when imported.
     pub train_logits: Vec<f32>,
-    /// Test logits `[n_test, classes]` of the final (or imported) model.
+    /// Test logits `[n_test, classes]` of the final (or imported) model, or
+    /// the fold models' ensemble (log of the mean probability).
     pub test_logits: Vec<f32>,
-    /// The final model's pooled features of both splits, `[n, feature_dim]`.
+    /// Test logits of [`ModelStage::model`] itself (the attacks choose
+    /// images it classifies correctly); the same as `test_logits` unless
+    /// those are an ensemble.
+    pub model_test_logits: Vec<f32>,
+    /// [`ModelStage::model`]'s pooled features of both splits, `[n, feature_dim]`.
     pub train_features: Vec<f32>,
     pub test_features: Vec<f32>,
     /// Held-out fold of each training image (None for an imported model).
@@ -112,6 +118,12 @@ pub struct ModelSummary {
     pub training: Option<TrainConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub folds: Option<usize>,
+    /// The built-in recipe followed (trained models; none: the demo's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipe: Option<Recipe>,
+    /// Which model predicts what, when it is not one final model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predictions: Option<String>,
     pub device: String,
     /// The last epoch of every training job (`fold 1/5`, ..., `final`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -153,16 +165,43 @@ pub fn run(
     device: &Device,
     state_dir: &Path,
     progress: bool,
+    overall: Option<&Overall>,
 ) -> Result<ModelStage> {
     if let Some(path) = &opts.import {
         let import = checkpoint::ImportOptions { classes: Some(ds.classes.clone()), mean: opts.mean, std: opts.std };
         let (model, _) = checkpoint::load(path, &import, device)?;
         return from_model(ds, model, format!("imported {}", path.display()), device);
     }
-    let (mcfg, t) = recipe::setup(ds, spec, seed, opts)?;
-    let folds = opts.folds.unwrap_or_else(|| cv::default_folds(ds.train.len()));
-    let out = cv::cross_validate(ds, &mcfg, &t, folds, Some(state_dir), device, progress, !opts.no_aum_threshold)?;
+    let (mcfg, t, plan) = recipe::setup(ds, spec, seed, opts, device.is_cuda())?;
+    let folds = plan.folds;
+    let out = cv::cross_validate(ds, &mcfg, &t, &plan, Some(state_dir), device, progress, overall)?;
     let (train_final, test) = predict_splits(&out.model, ds)?;
+    let advance = |images: usize| {
+        if let Some(o) = overall {
+            o.advance(INFER_UNITS * images as f64);
+        }
+    };
+    advance(ds.train.len() + ds.test.len());
+    let (test_logits, predictions) = if out.fold_models.is_empty() {
+        (test.logits.clone(), None)
+    } else {
+        let (h, w) = (ds.height, ds.width);
+        let mut members = Vec::new();
+        for m in &out.fold_models {
+            members.push(model::predict_tta(m, &ds.test.pixels, ds.test.len(), h, w, plan.flip_predictions)?.logits);
+            advance(ds.test.len() * if plan.flip_predictions { 2 } else { 1 });
+        }
+        let refs: Vec<&[f32]> = members.iter().map(|m| m.as_slice()).collect();
+        let flips = if plan.flip_predictions { ", each on the image and its mirror" } else { "" };
+        let what = format!(
+            "no final model: test probabilities are the mean of the {folds} fold models'{flips}; \
+             training images' are their held-out fold's model's{}; embeddings, attacks, explanations \
+             and model.safetensors are fold 1's model's; training dynamics of each image are from the \
+             fold model after its own (one that trained on it)",
+            if plan.flip_predictions { " (with the mirror too)" } else { "" }
+        );
+        (model::ensemble_logits(&refs, ds.classes.len()), Some(what))
+    };
     let last_epoch = out
         .history
         .iter()
@@ -188,6 +227,8 @@ pub fn run(
         config: mcfg,
         training: Some(t),
         folds: Some(folds),
+        recipe: plan.recipe,
+        predictions,
         device: model::device_name(device),
         last_epoch: Some(last_epoch),
         aum_threshold,
@@ -196,7 +237,8 @@ pub fn run(
     Ok(ModelStage {
         model: out.model,
         train_logits: out.out_of_sample.logits,
-        test_logits: test.logits,
+        test_logits,
+        model_test_logits: test.logits,
         train_features: train_final.features,
         test_features: test.features,
         fold: Some(out.fold_of),
@@ -216,6 +258,8 @@ pub fn from_model(ds: &Dataset, model: ResNet, source: String, device: &Device) 
         config: model.config.clone(),
         training: None,
         folds: None,
+        recipe: None,
+        predictions: None,
         device: model::device_name(device),
         last_epoch: None,
         aum_threshold: None,
@@ -224,6 +268,7 @@ pub fn from_model(ds: &Dataset, model: ResNet, source: String, device: &Device) 
     Ok(ModelStage {
         model,
         train_logits: train.logits,
+        model_test_logits: test.logits.clone(),
         test_logits: test.logits,
         train_features: train.features,
         test_features: test.features,

@@ -10,10 +10,12 @@ use rand_chacha::ChaCha8Rng;
 use sha2::{Digest, Sha256};
 use std::path::Path;
 
+use super::recipe::Plan;
 use super::{train, Dynamics, EpochSummary, Reporter, Resume, TrainConfig, TrainSet};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::model::{self, ModelConfig, Predictions, ResNet};
+use crate::progress::{Overall, INFER_UNITS};
 
 /// Folds used when none are asked for: 5 up to 20,000 training images (each
 /// model still sees 80% of them), 4 above (one training run fewer).
@@ -50,11 +52,20 @@ pub struct CvOutput {
     pub folds: usize,
     /// Held-out fold of each training row.
     pub fold_of: Vec<u32>,
-    /// Out-of-sample logits and features of every training row.
+    /// Out-of-sample logits of every training row (with the plan's
+    /// test-time flips, the log of the mean probability of the image and its
+    /// mirror) and the fold model's features.
     pub out_of_sample: Predictions,
-    /// The final model, trained on every training row.
+    /// The model for the test split, embeddings, attacks and explanations:
+    /// the final model trained on every training row, or, without one, the
+    /// first fold's model.
     pub model: ResNet,
-    /// The final model's training dynamics (rows in split order).
+    /// Every fold's model, in fold order, when there is no final model (the
+    /// test split gets their ensemble); empty otherwise.
+    pub fold_models: Vec<ResNet>,
+    /// Training dynamics of every training row (split order): the final
+    /// model's, or, without one, the run of the fold model after the row's
+    /// own fold (a model that trained on the row).
     pub dynamics: Dynamics,
     /// Epoch summaries of every job (`fold 1/5`, ..., `final`).
     pub history: Vec<(String, Vec<EpochSummary>)>,
@@ -85,22 +96,44 @@ impl AumThreshold {
     }
 }
 
-/// Runs K-fold cross-validation and the final training on `ds.train`, and,
-/// with `aum_threshold`, a run with threshold samples for the AUM threshold.
-/// With `state_dir`, each job's state is kept there after every epoch, and
-/// a later call with the same inputs resumes where it stopped.
+/// Training image-steps of a cross-validation with `plan` on `n` training
+/// rows (each fold trains on the rows outside it), for the audit's estimate
+/// of the time left.
+pub fn planned_image_steps(n: usize, epochs: usize, plan: &Plan) -> f64 {
+    let folds = plan.folds.max(1);
+    let fold_rows: usize = (0..folds).map(|k| n - (n + folds - 1 - k) / folds).sum();
+    let runs = fold_rows + n * (plan.final_model as usize + plan.aum_threshold as usize);
+    (runs * epochs) as f64
+}
+
+/// Images predicted after the training runs of a cross-validation with
+/// `plan` (held-out rows, and both splits by the final or first fold model;
+/// the test split by every fold model without a final one), counting the
+/// mirrored copies of test-time flips.
+pub fn planned_predictions(n_train: usize, n_test: usize, plan: &Plan) -> f64 {
+    let flips = if plan.flip_predictions { 2 } else { 1 };
+    let ensemble = if plan.final_model { 0 } else { plan.folds * n_test * flips };
+    (n_train * flips + n_train + n_test + ensemble) as f64
+}
+
+/// Runs K-fold cross-validation on `ds.train` as `plan` says: the folds,
+/// then the final model (or none: the fold models serve), then the run with
+/// threshold samples for the AUM threshold. With `state_dir`, each job's
+/// state is kept there after every epoch, and a later call with the same
+/// inputs resumes where it stopped.
 #[allow(clippy::too_many_arguments)]
 pub fn cross_validate(
     ds: &Dataset,
     mcfg: &ModelConfig,
     tcfg: &TrainConfig,
-    folds: usize,
+    plan: &Plan,
     state_dir: Option<&Path>,
     device: &Device,
     progress: bool,
-    aum_threshold: bool,
+    overall: Option<&Overall>,
 ) -> Result<CvOutput> {
     let n = ds.train.len();
+    let folds = plan.folds;
     if folds < 2 || folds > n {
         return Err(Error::Usage(format!("--folds {folds}: need 2 to {n} folds")));
     }
@@ -133,26 +166,63 @@ pub fn cross_validate(
             let path = state_dir.map(|d| d.join(format!("job-{job}.safetensors")));
             let resume = path.as_deref().map(|p| Resume { path: p, key });
             let set = TrainSet { pixels: &ds.train.pixels, labels, height: h, width: w, rows };
-            let (dynamics, summaries) =
-                train(&model, &set, &cfg, resume.as_ref(), &Reporter { enabled: progress, label: label.clone() })?;
+            let reporter = Reporter { enabled: progress, label: label.clone(), overall: overall.cloned() };
+            let (dynamics, summaries) = train(&model, &set, &cfg, resume.as_ref(), &reporter)?;
             history.push((label, summaries));
             Ok((model, dynamics))
         };
+    let mut fold_models = Vec::new();
+    let mut fold_dynamics = Vec::new();
     for k in 0..folds {
         let train_rows: Vec<usize> = (0..n).filter(|&i| fold_of[i] != k as u32).collect();
         let held: Vec<usize> = (0..n).filter(|&i| fold_of[i] == k as u32).collect();
-        let (model, _) = run_job(k, &train_rows, &ds.train.labels, mcfg, format!("fold {}/{folds}", k + 1))?;
+        let (model, dynamics) = run_job(k, &train_rows, &ds.train.labels, mcfg, format!("fold {}/{folds}", k + 1))?;
         let px: Vec<u8> = held.iter().flat_map(|&i| ds.train.pixels[i * len..(i + 1) * len].iter().copied()).collect();
-        let p = model::predict(&model, &px, held.len(), h, w, 256)?;
+        let p = model::predict_tta(&model, &px, held.len(), h, w, plan.flip_predictions)?;
+        if let Some(o) = overall {
+            o.advance(INFER_UNITS * (held.len() * if plan.flip_predictions { 2 } else { 1 }) as f64);
+        }
         for (j, &i) in held.iter().enumerate() {
             oos.logits[i * classes..(i + 1) * classes].copy_from_slice(p.logits_of(j));
             let f = p.feature_dim;
             oos.features[i * f..(i + 1) * f].copy_from_slice(&p.features[j * f..(j + 1) * f]);
         }
+        if !plan.final_model {
+            fold_models.push(model);
+            fold_dynamics.push((train_rows, dynamics));
+        }
     }
     let all: Vec<usize> = (0..n).collect();
-    let (model, dynamics) = run_job(folds, &all, &ds.train.labels, mcfg, "final".into())?;
-    let aum_threshold = if aum_threshold {
+    let (model, dynamics) = if plan.final_model {
+        run_job(folds, &all, &ds.train.labels, mcfg, "final".into())?
+    } else {
+        // Each row's dynamics from the next fold's model, which trained on it.
+        let epochs = fold_dynamics[0].1.epochs;
+        let mut d = Dynamics::new(n);
+        let position: Vec<Vec<usize>> = fold_dynamics
+            .iter()
+            .map(|(rows, _)| {
+                let mut at = vec![usize::MAX; n];
+                for (j, &i) in rows.iter().enumerate() {
+                    at[i] = j;
+                }
+                at
+            })
+            .collect();
+        for e in 0..epochs {
+            let (mut loss, mut margin, mut correct) = (vec![0f32; n], vec![0f32; n], vec![false; n]);
+            for i in 0..n {
+                let m = (fold_of[i] as usize + 1) % folds;
+                let (src, j) = (&fold_dynamics[m].1, position[m][i]);
+                loss[i] = src.loss[e * src.n + j];
+                margin[i] = src.margin[e * src.n + j];
+                correct[i] = src.correct[e * src.n + j];
+            }
+            d.push_epoch(&loss, &margin, &correct);
+        }
+        (fold_models[0].clone(), d)
+    };
+    let aum_threshold = if plan.aum_threshold {
         // Pleiss et al. 2020: relabel N/(c+1) images to an extra, fake class;
         // their AUM shows how low the AUM of a mislabeled image runs.
         let c = mcfg.classes.len() as u32;
@@ -177,7 +247,7 @@ pub fn cross_validate(
     } else {
         None
     };
-    Ok(CvOutput { folds, fold_of, out_of_sample: oos, model, dynamics, history, aum_threshold })
+    Ok(CvOutput { folds, fold_of, out_of_sample: oos, model, fold_models, dynamics, history, aum_threshold })
 }
 
 /// One model trained on every training image with the recipe, for a look at
@@ -189,6 +259,7 @@ pub fn train_probe(
     tcfg: &TrainConfig,
     device: &Device,
     progress: bool,
+    overall: Option<&Overall>,
 ) -> Result<ResNet> {
     let seed = crate::seed::training_job(tcfg.seed, PROBE_JOB);
     let model = ResNet::init(mcfg.clone(), seed, device)?;
@@ -196,7 +267,7 @@ pub fn train_probe(
     let set =
         TrainSet { pixels: &ds.train.pixels, labels: &ds.train.labels, height: ds.height, width: ds.width, rows: &all };
     let cfg = TrainConfig { seed, ..tcfg.clone() };
-    train(&model, &set, &cfg, None, &Reporter { enabled: progress, label: "probe".into() })?;
+    train(&model, &set, &cfg, None, &Reporter { enabled: progress, label: "probe".into(), overall: overall.cloned() })?;
     Ok(model)
 }
 

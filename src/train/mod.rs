@@ -95,6 +95,20 @@ pub struct Reporter {
     pub enabled: bool,
     /// What is being trained, e.g. `fold 2/4`.
     pub label: String,
+    /// The whole audit's progress, advanced by every image-step.
+    pub overall: Option<crate::progress::Overall>,
+}
+
+impl Reporter {
+    /// A reporter of one training run on its own (no audit around it).
+    pub fn alone(enabled: bool, label: &str) -> Reporter {
+        Reporter { enabled, label: label.to_string(), overall: None }
+    }
+
+    /// ", audit 14%, about 38 min left" when there is an audit around it.
+    fn overall_status(&self) -> String {
+        self.overall.as_ref().map(|o| format!(", {}", o.status())).unwrap_or_default()
+    }
 }
 
 /// One epoch's summary.
@@ -215,6 +229,9 @@ pub fn train(
     let mut start = 0;
     if let Some(r) = resume {
         if let Some(done) = restore(model, &mut sgd, &mut dynamics, r)? {
+            if let Some(o) = &report.overall {
+                o.skip((done * n) as f64);
+            }
             if report.enabled {
                 eprintln!("{}: resuming after epoch {done} from {}", report.label, r.path.display());
             }
@@ -270,15 +287,19 @@ pub fn train(
                 correct_n += c as usize;
             }
             bar.inc(m as u64);
+            if let Some(o) = &report.overall {
+                o.advance(m as f64);
+            }
             if report.enabled {
                 let seen = (b * bs + m) as f64;
                 bar.set_message(format!(
-                    "{} epoch {}/{} loss {:.3} acc {:.1}%",
+                    "{} epoch {}/{} loss {:.3} acc {:.1}%{}",
                     report.label,
                     epoch + 1,
                     cfg.epochs,
                     loss_sum / seen,
-                    100.0 * correct_n as f64 / seen
+                    100.0 * correct_n as f64 / seen,
+                    report.overall_status()
                 ));
             }
         }
@@ -294,14 +315,15 @@ pub fn train(
         };
         if report.enabled {
             eprintln!(
-                "{} epoch {:>3}/{}: loss {:.4}  train acc {:.1}%  lr {:.4}  {:.0} img/s",
+                "{} epoch {:>3}/{}: loss {:.4}  train acc {:.1}%  lr {:.4}  {:.0} img/s{}",
                 report.label,
                 s.epoch,
                 cfg.epochs,
                 s.loss,
                 100.0 * s.accuracy,
                 s.lr,
-                s.images_per_s
+                s.images_per_s,
+                report.overall_status()
             );
         }
         summaries.push(s);

@@ -37,7 +37,41 @@ pub struct ModelOptions {
     /// Skip the threshold-sample run that sets the AUM threshold.
     pub no_aum_threshold: bool,
     pub device: Option<DeviceChoice>,
+    /// Which built-in recipe (default: [`Recipe::resolve`]).
+    #[serde(default)]
+    pub recipe: Option<Recipe>,
 }
+
+/// The built-in training recipes for datasets other than the demo.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Recipe {
+    /// Within an hour for CIFAR-10 on 2 CPU cores: [`FAST_FOLDS`] folds of
+    /// [`FAST_EPOCHS`] epochs whose models are also the final model (the
+    /// test split gets their ensemble, with flipped copies), no separate
+    /// final model and no AUM threshold run.
+    Fast,
+    /// The CIFAR ResNet paper's 100 epochs per run: K folds, a final model on
+    /// every training image and the AUM threshold run.
+    Full,
+}
+
+impl Recipe {
+    /// The recipe when none is asked for: fast on the CPU for datasets of
+    /// at least [`FAST_FROM_IMAGES`] training images (the full one would
+    /// take most of a day there), full on a GPU and for smaller datasets.
+    pub fn resolve(asked: Option<Recipe>, n_train: usize, on_gpu: bool) -> Recipe {
+        asked.unwrap_or(if !on_gpu && n_train >= FAST_FROM_IMAGES { Recipe::Fast } else { Recipe::Full })
+    }
+}
+
+/// Training images from which the CPU's default recipe is [`Recipe::Fast`].
+pub const FAST_FROM_IMAGES: usize = 20_000;
+/// Folds of the fast recipe: each image's probabilities from a model that
+/// trained on the other half, and two models for the test split's ensemble.
+pub const FAST_FOLDS: usize = 2;
+/// Epochs of each fold model of the fast recipe.
+pub const FAST_EPOCHS: usize = 20;
 
 impl ModelOptions {
     /// Checks the options on their own, before any data is read or any model
@@ -84,21 +118,88 @@ impl ModelOptions {
     }
 }
 
-/// The built-in recipes: the demo's (small, fast on 2 CPU cores) and the
-/// CIFAR ResNet paper's for every other dataset. Returns (depth, width, training).
-pub fn recipe(spec: &DatasetSpec, seed: u64) -> (usize, usize, TrainConfig) {
-    match spec {
-        DatasetSpec::Demo(_) => {
+/// How the cross-validation runs and what comes after its folds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    /// The recipe this plan follows (None: the demo's own).
+    pub recipe: Option<Recipe>,
+    /// Cross-validation folds.
+    pub folds: usize,
+    /// Train one more model on every training image for the test split,
+    /// embeddings, attacks and explanations; without it the fold models
+    /// serve (see [`Recipe::Fast`]).
+    pub final_model: bool,
+    /// Run the AUM threshold-sample run.
+    pub aum_threshold: bool,
+    /// Average each prediction with its left-right mirror's (test-time flips).
+    pub flip_predictions: bool,
+    /// Epochs of the probe model behind `--noise confusion` (its test-split
+    /// confusion is all that is read from it).
+    pub probe_epochs: usize,
+}
+
+/// The built-in recipes: the demo's (small, fast on 2 CPU cores), and for
+/// every other dataset the fast or the full one (see [`Recipe`]).
+/// Returns (depth, width, training, plan) before the options' overrides.
+pub fn recipe(
+    spec: &DatasetSpec,
+    n_train: usize,
+    on_gpu: bool,
+    asked: Option<Recipe>,
+    seed: u64,
+) -> (usize, usize, TrainConfig, Plan) {
+    match (spec, asked) {
+        (DatasetSpec::Demo(_), None) => {
             let mut t = TrainConfig::cifar(DEMO_EPOCHS, seed);
             t.batch_size = 64;
             t.lr = 0.05;
             t.sgd.weight_decay = 5e-4;
             t.augment = Augment { crop_padding: 2, flip: true };
-            (20, DEMO_WIDTH, t)
+            let plan = Plan {
+                recipe: None,
+                folds: super::cv::default_folds(n_train),
+                final_model: true,
+                aum_threshold: true,
+                flip_predictions: false,
+                probe_epochs: DEMO_EPOCHS,
+            };
+            (20, DEMO_WIDTH, t, plan)
         }
-        _ => (20, 16, TrainConfig::cifar(100, seed)),
+        _ => match Recipe::resolve(asked, n_train, on_gpu) {
+            Recipe::Full => {
+                let plan = Plan {
+                    recipe: Some(Recipe::Full),
+                    folds: super::cv::default_folds(n_train),
+                    final_model: true,
+                    aum_threshold: true,
+                    flip_predictions: false,
+                    probe_epochs: 100,
+                };
+                (20, 16, TrainConfig::cifar(100, seed), plan)
+            }
+            Recipe::Fast => {
+                // Short one-cycle runs want more weight decay than the
+                // paper's 1e-4 (5e-4, as in the fast CIFAR recipes).
+                let mut t = TrainConfig::cifar(FAST_EPOCHS, seed);
+                t.sgd.weight_decay = 5e-4;
+                t.sgd.nesterov = true;
+                let plan = Plan {
+                    recipe: Some(Recipe::Fast),
+                    folds: FAST_FOLDS,
+                    final_model: false,
+                    aum_threshold: false,
+                    flip_predictions: true,
+                    probe_epochs: FAST_PROBE_EPOCHS,
+                };
+                (20, 16, t, plan)
+            }
+        },
     }
 }
+
+/// Epochs of the fast recipe's probe model for `--noise confusion`: enough
+/// for the shape of its confusion, not for its accuracy.
+pub const FAST_PROBE_EPOCHS: usize = 4;
 
 /// Epochs of each demo training run (24: the demo audit, attacks included,
 /// takes about 2 minutes on 2 cores with the direct convolution kernels; 12
@@ -124,10 +225,18 @@ pub fn channel_stats(pixels: &[u8]) -> ([f32; 3], [f32; 3]) {
     (mean.map(|m| m as f32), std)
 }
 
-/// The model and training configuration of a training run: the recipe for
-/// the dataset, overridden by the options.
-pub fn setup(ds: &Dataset, spec: &DatasetSpec, seed: u64, m: &ModelOptions) -> Result<(ModelConfig, TrainConfig)> {
-    let (depth, width, mut t) = recipe(spec, seed);
+/// The model and training configuration of a training run and the plan of
+/// its cross-validation: the recipe for the dataset, overridden by the options.
+pub fn setup(
+    ds: &Dataset,
+    spec: &DatasetSpec,
+    seed: u64,
+    m: &ModelOptions,
+    on_gpu: bool,
+) -> Result<(ModelConfig, TrainConfig, Plan)> {
+    let (depth, width, mut t, mut plan) = recipe(spec, ds.train.len(), on_gpu, m.recipe, seed);
+    plan.folds = m.folds.unwrap_or(plan.folds);
+    plan.aum_threshold &= !m.no_aum_threshold;
     t.epochs = m.epochs.unwrap_or(t.epochs);
     t.batch_size = m.batch_size.unwrap_or(t.batch_size);
     t.lr = m.lr.unwrap_or(t.lr);
@@ -149,5 +258,28 @@ pub fn setup(ds: &Dataset, spec: &DatasetSpec, seed: u64, m: &ModelOptions) -> R
         std,
     };
     mcfg.validate()?;
-    Ok((mcfg, t))
+    Ok((mcfg, t, plan))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fast_recipe_is_the_default_for_large_datasets_on_the_cpu_only() {
+        assert_eq!(Recipe::resolve(None, 50_000, false), Recipe::Fast);
+        assert_eq!(Recipe::resolve(None, FAST_FROM_IMAGES, false), Recipe::Fast);
+        assert_eq!(Recipe::resolve(None, FAST_FROM_IMAGES - 1, false), Recipe::Full);
+        assert_eq!(Recipe::resolve(None, 50_000, true), Recipe::Full);
+        assert_eq!(Recipe::resolve(Some(Recipe::Full), 50_000, false), Recipe::Full);
+        assert_eq!(Recipe::resolve(Some(Recipe::Fast), 100, true), Recipe::Fast);
+        let folder = DatasetSpec::ImageFolder("some/folder".into());
+        let (_, _, t, plan) = recipe(&folder, 50_000, false, None, 0);
+        assert_eq!(
+            (plan.folds, plan.final_model, plan.aum_threshold, t.epochs),
+            (FAST_FOLDS, false, false, FAST_EPOCHS)
+        );
+        let (_, _, t, plan) = recipe(&folder, 50_000, false, Some(Recipe::Full), 0);
+        assert_eq!((plan.folds, plan.final_model, plan.aum_threshold, t.epochs), (4, true, true, 100));
+    }
 }

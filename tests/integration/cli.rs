@@ -495,3 +495,32 @@ fn findings_cover_the_planted_problems(run: &Path, summary: &str) {
         assert_eq!(corr.column(c).unwrap().null_count(), 0, "{c}");
     }
 }
+
+#[test]
+fn the_fast_recipe_audits_with_the_fold_models_and_no_final_model() {
+    let dir = tempdir().unwrap();
+    let o =
+        misfit(&["data", "synth", "--out", "synth", "--train-per-class", "12", "--test-per-class", "4"], dir.path());
+    assert!(o.status.success());
+    let args =
+        ["audit", "synth/demo.tar.gz", "--recipe", "fast", "--epochs", "1", "--width", "4", "--depth", "8", "-q"];
+    let o = misfit(&args, dir.path());
+    assert!(o.status.success(), "{}", text(&o));
+    let run_dir = dir.path().join("outputs/demo");
+    let run: serde_json::Value = serde_json::from_slice(&std::fs::read(run_dir.join("run.json")).unwrap()).unwrap();
+    let model = &run["model"];
+    assert_eq!(model["recipe"], "fast", "{model}");
+    assert_eq!(model["folds"], 2, "{model}");
+    let jobs: Vec<&String> = model["last_epoch"].as_object().unwrap().keys().collect();
+    assert_eq!(jobs, ["fold 1/2", "fold 2/2"], "no final model and no AUM threshold run");
+    assert!(model["aum_threshold"].is_null(), "{model}");
+    assert!(model["predictions"].as_str().unwrap().contains("mean of the 2 fold models"), "{model}");
+    // Every training image still has out-of-sample probabilities, a fold and dynamics.
+    let samples = read_parquet(&run_dir.join("samples.parquet"));
+    let train = samples.clone().lazy().filter(col("split").eq(lit("train"))).collect().unwrap();
+    assert_eq!(train.column("fold").unwrap().null_count(), 0);
+    assert_eq!(train.column("aum").unwrap().null_count(), 0);
+    assert_eq!(samples.column("aum_mislabeled").unwrap().null_count(), samples.height());
+    assert_eq!(read_parquet(&run_dir.join("dynamics.parquet")).height(), train.height());
+    assert!(run_dir.join("model.safetensors").exists());
+}

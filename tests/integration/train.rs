@@ -106,8 +106,7 @@ fn divergence_stops_with_an_error_naming_epoch_and_batch() {
     let mut cfg = TrainConfig::cifar(3, 0);
     cfg.batch_size = 8;
     cfg.lr = 1e9;
-    let err =
-        train::train(&m, &set, &cfg, None, &Reporter { enabled: false, label: "t".into() }).unwrap_err().to_string();
+    let err = train::train(&m, &set, &cfg, None, &Reporter::alone(false, "t")).unwrap_err().to_string();
     assert!(err.contains("diverged at epoch") && err.contains("batch") && err.contains("--lr"), "{err}");
 }
 
@@ -241,7 +240,7 @@ fn a_trained_model_predicts_the_same_after_a_save_and_load() {
     let set = TrainSet { pixels: &pixels, labels: &labels, height: 8, width: 8, rows: &rows };
     let mut cfg = TrainConfig::cifar(2, 0);
     cfg.batch_size = 16;
-    train::train(&m, &set, &cfg, None, &Reporter { enabled: false, label: "t".into() }).unwrap();
+    train::train(&m, &set, &cfg, None, &Reporter::alone(false, "t")).unwrap();
     let before = misfit::model::predict(&m, &pixels, 64, 8, 8, 32).unwrap();
     let dir = tempdir().unwrap();
     let path = dir.path().join("m.safetensors");
@@ -249,4 +248,66 @@ fn a_trained_model_predicts_the_same_after_a_save_and_load() {
     let (back, _) = checkpoint::load(&path, &Default::default(), &dev).unwrap();
     let after = misfit::model::predict(&back, &pixels, 64, 8, 8, 32).unwrap();
     assert_eq!(before.logits, after.logits);
+}
+
+#[test]
+fn without_a_final_model_the_folds_score_every_image_and_the_test_split_gets_their_ensemble() {
+    use misfit::progress::{Overall, INFER_UNITS};
+    use misfit::train::cv;
+    use misfit::train::recipe::{Plan, Recipe};
+    let dir = tempdir().unwrap();
+    let o = misfit(&["data", "synth", "--out", "synth", "--train-per-class", "8", "--test-per-class", "2"], dir.path());
+    assert!(o.status.success());
+    let spec = dir.path().join("synth/demo.tar.gz");
+    let ds = crate::util::load_ok(spec.to_str().unwrap(), &Default::default());
+    let (n, h, w, k) = (ds.train.len(), ds.height, ds.width, ds.classes.len());
+    let mcfg = ModelConfig { classes: ds.classes.clone(), ..tiny(Shortcut::A) };
+    let mut t = TrainConfig::cifar(2, 5);
+    t.batch_size = 16;
+    let plan = Plan {
+        recipe: Some(Recipe::Fast),
+        folds: 2,
+        final_model: false,
+        aum_threshold: false,
+        flip_predictions: true,
+        probe_epochs: 1,
+    };
+    // The audit's plan of the work matches what the cross-validation does.
+    let overall = Overall::new(cv::planned_image_steps(n, 2, &plan) + INFER_UNITS * (2 * n) as f64);
+    let out = cv::cross_validate(&ds, &mcfg, &t, &plan, None, &Device::Cpu, false, Some(&overall)).unwrap();
+    assert_eq!(overall.fraction(), 1.0, "planned and done work differ");
+    let jobs: Vec<&str> = out.history.iter().map(|(j, _)| j.as_str()).collect();
+    assert_eq!(jobs, ["fold 1/2", "fold 2/2"], "no final model, no AUM run");
+    assert_eq!(out.fold_models.len(), 2);
+    assert!(out.aum_threshold.is_none());
+    assert_eq!((out.dynamics.n, out.dynamics.epochs), (n, 2));
+    let len = h * w * 3;
+    let predict = |m: &ResNet, rows: &[usize], mirror: bool| {
+        let px: Vec<u8> = rows.iter().flat_map(|&i| ds.train.pixels[i * len..(i + 1) * len].to_vec()).collect();
+        misfit::model::predict_tta(m, &px, rows.len(), h, w, mirror).unwrap()
+    };
+    for fold in 0..2u32 {
+        let held: Vec<usize> = (0..n).filter(|&i| out.fold_of[i] == fold).collect();
+        let p = predict(&out.fold_models[fold as usize], &held, true);
+        for (j, &i) in held.iter().enumerate() {
+            assert_eq!(&out.out_of_sample.logits[i * k..(i + 1) * k], p.logits_of(j), "row {i}: not its fold's model");
+        }
+        // With the mirror: the probabilities are the mean of the image's and its mirror's.
+        let plain = predict(&out.fold_models[fold as usize], &held[..1], false);
+        let px = &ds.train.pixels[held[0] * len..(held[0] + 1) * len];
+        let mirrored = misfit::model::mirror_images(px, 1, h, w);
+        let m = misfit::model::predict(&out.fold_models[fold as usize], &mirrored, 1, h, w, 8).unwrap();
+        let (a, b) = (misfit::stats::softmax(plain.logits_of(0)), misfit::stats::softmax(m.logits_of(0)));
+        let got = misfit::stats::softmax(p.logits_of(0));
+        for c in 0..k {
+            assert!((got[c] - (a[c] + b[c]) / 2.0).abs() < 1e-5, "class {c}: {} vs {}", got[c], (a[c] + b[c]) / 2.0);
+        }
+    }
+    // The model that serves attacks and embeddings is the first fold's.
+    let all: Vec<usize> = (0..n).collect();
+    assert_eq!(predict(&out.model, &all, false).logits, predict(&out.fold_models[0], &all, false).logits);
+    assert_eq!(
+        misfit::model::mirror_images(&misfit::model::mirror_images(&ds.train.pixels, n, h, w), n, h, w),
+        ds.train.pixels
+    );
 }
