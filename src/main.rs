@@ -352,6 +352,12 @@ impl BenchModelArgs {
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
+enum RecipeArg {
+    Fast,
+    Full,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
 enum DeviceArg {
     Auto,
     Cpu,
@@ -359,12 +365,6 @@ enum DeviceArg {
 }
 
 impl From<DeviceArg> for DeviceChoice {
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum RecipeArg {
-    Fast,
-    Full,
-}
-
     fn from(d: DeviceArg) -> Self {
         match d {
             DeviceArg::Auto => DeviceChoice::Auto,
@@ -731,6 +731,10 @@ impl ModelArgs {
             folds: self.folds,
             no_aum_threshold: self.no_aum_threshold,
             device: self.device.map(Into::into),
+            recipe: self.recipe.map(|r| match r {
+                RecipeArg::Fast => Recipe::Fast,
+                RecipeArg::Full => Recipe::Full,
+            }),
         })
     }
 }
@@ -739,10 +743,6 @@ impl ModelArgs {
 enum DataCommand {
     /// Print what a dataset resolves to: splits, classes, sizes, ids, and every
     /// problem found. Exits non-zero when there are problems.
-            recipe: self.recipe.map(|r| match r {
-                RecipeArg::Fast => Recipe::Fast,
-                RecipeArg::Full => Recipe::Full,
-            }),
     Inspect {
         /// Dataset, as for `misfit audit`.
         dataset: String,
