@@ -28,7 +28,7 @@ pub const DATALAB_SCRIPT: &str = include_str!("datalab_reference.py");
 /// spread along a 16-d class subspace, each image near its mode along an 8-d
 /// subspace plus isotropic noise, and ReLU'd (non-negative). Measured against
 /// the shared ResNet-20's CIFAR-10 features at 50,000 images, this is no
-/// easier for the IVF index (README, "Speed").
+/// easier for the IVF index (docs/evaluation.md, "Bring-your-own scoring speed").
 pub fn generate(dir: &Path, n: usize, k: usize, dim: usize, noise: f64, seed: u64) -> Result<()> {
     const MODES: usize = 100;
     const MODE_DIM: usize = 16;

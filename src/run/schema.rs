@@ -3,8 +3,8 @@
 //! to the code that fills them (`src/stages/`); this list says which
 //! groups, in which order, make each table. The writer builds columns
 //! against it ([`crate::table::TableBuilder`]), the read side checks tables
-//! against it ([`crate::run::read`]), and a test checks the README's table
-//! of tables and columns against it.
+//! against it ([`crate::run::read`]), and a test checks the table
+//! of tables and columns in docs/run-folder.md against it.
 
 use crate::findings;
 use crate::stages::{attacks, data, evaluate, explain, gallery, model, scores, selfcheck};
@@ -42,7 +42,7 @@ pub struct Named {
     pub stage: &'static str,
     /// Every such column's name starts with this (`success:`).
     pub prefix: &'static str,
-    /// The name pattern, as the README shows it (`success:ATTACK@BUDGET`).
+    /// The name pattern, as docs/run-folder.md shows it (`success:ATTACK@BUDGET`).
     pub pattern: &'static str,
     /// What each holds, in which units.
     pub description: &'static str,

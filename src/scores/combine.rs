@@ -12,7 +12,7 @@
 //! matrix explains the given labels clearly worse than the votes alone (real
 //! human errors, which the model's probabilities already follow), then the
 //! vote's disagreement with a label it gives under half its class's mean
-//! share (see the README for the measurements). Either way the vote
+//! share (see docs/evaluation.md for the measurements). Either way the vote
 //! prefers another class. `ambiguous` when, short of that, a second class gets
 //! a quarter of the vote or more; `outlier` when its distance to its k-th
 //! neighbour is far out (beyond Q3 + 3 IQR) both for its class and over all

@@ -25,7 +25,7 @@
 //! under the votes alone, `ln r[y]`. The posterior is the default; the
 //! disagreement cut runs only where the data refute it: the mean gain is
 //! below 0 by more than [`REFUTED_AT`] standard errors. Measured on
-//! `shared/label-noise` (README, "Label-quality scores"): -0.021 to -0.060
+//! `shared/label-noise` (docs/evaluation.md, "Real label errors"): -0.021 to -0.060
 //! nats per image (7 to 26 standard errors) on roman-numeral's real errors
 //! with all five models, +0.17 to +0.30 on cifar-10s's synthetic noise. A
 //! split with clean labels and a calibrated model also shows no gain (a

@@ -389,7 +389,7 @@ pub fn score(input: &ScoreInput, cfg: &ScoreConfig) -> Result<Scores> {
 /// One IVF row comparison in exact-search comparisons: the per-list matrix
 /// multiplies are smaller than exact search's, each list's rows are gathered
 /// first, and each probe merges into the query's running top k. Measured with
-/// `misfit bench score` (README, "Speed"); it decides, with the rows each
+/// `misfit bench score` (docs/evaluation.md, "Bring-your-own scoring speed"); it decides, with the rows each
 /// search compares on this data, which search `--index auto` runs.
 pub const IVF_ROW_COST: f64 = 1.5;
 

@@ -360,7 +360,7 @@ fn explanations_name_the_planted_causes(run: &Path) {
     // A planted pair is never called by another cause: it is named by its
     // planted cause, or undecided with its planted cause among the two
     // leading ones (the bootstrap's margin; how the calls hold over seeds
-    // is in the README). Each planted cause is named for at least one
+    // is in docs/evaluation.md). Each planted cause is named for at least one
     // direction of its pair.
     let leading = |pair: &str| -> Vec<Option<String>> {
         let df = pairs.clone().lazy().filter(col("pair").eq(lit(pair))).collect().unwrap();
