@@ -639,7 +639,7 @@ struct AuditArgs {
 }
 
 /// The model: import one, or train one (defaults: the built-in recipe for the
-/// dataset, see the README).
+/// dataset, see docs/guide.md).
 #[derive(Args)]
 struct ModelArgs {
     /// Import a trained ResNet (safetensors with PyTorch names, or a PyTorch

@@ -20,7 +20,7 @@
 //! (exact, flipped, cropped, shifted, or near: same geometry, other pixel
 //! values). The thresholds were calibrated on transformed copies of CIFAR-10
 //! test images and random same-class pairs (`misfit bench duplicates`, see
-//! the README). The two small DFTs, the alignment search and the NCC are
+//! docs/evaluation.md). The two small DFTs, the alignment search and the NCC are
 //! written here: no crate does alignment-tolerant image matching.
 
 use rayon::prelude::*;

@@ -292,9 +292,9 @@ fn python_with_polars() -> Option<String> {
     })
 }
 
-/// The README's Python examples, verbatim, and every table of a demo-dataset
-/// run and of a score run read by Python Polars with the types a Polars user
-/// relies on.
+/// The Python examples of the README and docs/run-folder.md, verbatim, and
+/// every table of a demo-dataset run and of a score run read by Python Polars
+/// with the types a Polars user relies on.
 #[test]
 fn python_polars_reads_every_table_and_runs_the_readme_examples() {
     if std::env::var_os("MISFIT_SKIP_PYTHON").is_some() {
@@ -309,9 +309,13 @@ fn python_polars_reads_every_table_and_runs_the_readme_examples() {
     let outputs = dir.path().join("outputs");
     let (demo, _) = write_run(&outputs, "demo");
     score_run(dir.path());
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let blocks: Vec<&str> = readme.split("```python\n").skip(1).map(|b| b.split("```").next().unwrap()).collect();
-    assert!(blocks.len() >= 2, "the README's Python examples");
+    let docs: Vec<String> = ["README.md", "docs/run-folder.md"]
+        .iter()
+        .map(|f| std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(f)).unwrap())
+        .collect();
+    let blocks: Vec<&str> =
+        docs.iter().flat_map(|d| d.split("```python\n").skip(1).map(|b| b.split("```").next().unwrap())).collect();
+    assert!(blocks.len() >= 2, "the README's and docs/run-folder.md's Python examples");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/read_tables.py");
     std::fs::write(dir.path().join("readme_examples.py"), blocks.join("\n")).unwrap();
     let o = std::process::Command::new(&python)
