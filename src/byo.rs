@@ -552,6 +552,8 @@ fn run_stages(
     let (dest, found) = writer.commit_with(&mut manifest, |dir| {
         rules.map(|(rules, dirs)| crate::findings::before_commit(dir, rules, dirs)).transpose()
     })?;
+    // The manifest returned is what run.json holds, findings included.
+    manifest.findings = found.as_ref().map(|f| f.summary.clone());
     Ok((dest, manifest, sc, found))
 }
 

@@ -477,6 +477,8 @@ impl<'a> Audit<'a> {
         let (dest, found) = writer.commit_with(&mut manifest, |dir| {
             rules.map(|(rules, dirs)| findings::before_commit(dir, rules, dirs)).transpose()
         })?;
+        // The manifest returned is what run.json holds, findings included.
+        manifest.findings = found.as_ref().map(|f| f.summary.clone());
         if state_dir.exists() {
             std::fs::remove_dir_all(&state_dir).map_err(|e| Error::io(&state_dir, e))?;
         }

@@ -46,10 +46,23 @@ pub fn summary(m: &RunManifest) -> String {
     }
     if let Some(sc) = &m.scores {
         let f: Vec<String> = sc.flagged.iter().map(|(k, v)| format!("{v} {k}")).collect();
-        let _ = writeln!(s, "flagged  {} (train); {} duplicate pairs", f.join(", "), sc.duplicate_pairs);
+        // An imported model's training probabilities are in sample: its
+        // training flags are weak evidence, and the findings keep a review
+        // shortlist of them, as they do of the test split's flags.
+        let in_sample = sc.flagged_test.is_some() && m.model.as_ref().is_some_and(|x| x.folds.is_none());
+        let train = match (in_sample, shortlist(m, "likely-mislabeled-in-sample")) {
+            (true, Some(n)) => format!("train, in-sample probabilities: weak evidence; {n} on the review shortlist"),
+            (true, None) => "train, in-sample probabilities: weak evidence".to_string(),
+            (false, _) => "train".to_string(),
+        };
+        let _ = writeln!(s, "flagged  {} ({train}); {} duplicate pairs", f.join(", "), sc.duplicate_pairs);
         if let Some(t) = &sc.flagged_test {
             let f: Vec<String> = t.iter().map(|(k, v)| format!("{v} {k}")).collect();
-            let _ = writeln!(s, "         {} (test)", f.join(", "));
+            let test = match shortlist(m, "test-likely-mislabeled") {
+                Some(n) => format!("test; {n} on the review shortlist"),
+                None => "test".to_string(),
+            };
+            let _ = writeln!(s, "         {} ({test})", f.join(", "));
         }
         if let Some(r) = &sc.recall {
             let line = match r.index.as_str() {
@@ -132,4 +145,10 @@ pub fn budget_label(attack: &str, budget: f32) -> String {
     } else {
         format!("{budget}")
     }
+}
+
+/// Findings kept by a rule of the run (None when findings did not run or
+/// the rule is not among them).
+fn shortlist(m: &RunManifest, rule: &str) -> Option<usize> {
+    m.findings.as_ref()?.rules.iter().find(|r| r.id == rule).map(|r| r.kept)
 }

@@ -175,7 +175,7 @@ fn an_imported_model_is_audited_without_training() {
     assert!(run.join("samples.parquet").exists() && !run.join("dynamics.parquet").exists());
     let manifest = std::fs::read_to_string(run.join("run.json")).unwrap();
     assert!(manifest.contains("imported m.safetensors") && manifest.contains("in-sample"), "{manifest}");
-    in_sample_flags_are_a_review_shortlist(dir.path(), &run);
+    in_sample_flags_are_a_review_shortlist(dir.path(), &run, &String::from_utf8_lossy(&o.stdout));
 }
 
 /// An imported model's training flags never reach `likely-mislabeled`
@@ -183,7 +183,9 @@ fn an_imported_model_is_audited_without_training() {
 /// (rank N of M)"); both shortlists are the flags cut at the two-labeller
 /// bound, the test split's worded the same way; a ticket of the in-sample
 /// rule says review.
-fn in_sample_flags_are_a_review_shortlist(cwd: &std::path::Path, run: &std::path::Path) {
+/// The terminal summary says so too, and no class is called noisy from
+/// in-sample probabilities.
+fn in_sample_flags_are_a_review_shortlist(cwd: &std::path::Path, run: &std::path::Path, summary: &str) {
     let r = run.to_str().unwrap();
     let q = |sql: &str| -> Vec<serde_json::Value> {
         let o = misfit(&["query", r, sql, "--format", "json"], cwd);
@@ -222,6 +224,14 @@ fn in_sample_flags_are_a_review_shortlist(cwd: &std::path::Path, run: &std::path
     for (i, x) in test.iter().enumerate() {
         assert!(x["message"].as_str().unwrap().contains(&format!(": review (rank {} of {}", i + 1, test.len())), "{x}");
     }
+    assert!(of("noisy-classes").is_empty(), "{:?}", of("noisy-classes"));
+    let train_line = format!(
+        "likely_mislabeled, {} outlier (train, in-sample probabilities: weak evidence; {} on the review shortlist)",
+        q("SELECT COUNT(*) AS n FROM samples WHERE split = 'train' AND outlier")[0]["n"],
+        in_sample.len()
+    );
+    assert!(summary.contains(&train_line), "{train_line}\n{summary}");
+    assert!(summary.contains(&format!(" (test; {} on the review shortlist)", test.len())), "{summary}");
     let o = misfit(&["ticket", r, "--rule", "likely-mislabeled-in-sample"], cwd);
     if !of("likely-mislabeled-in-sample").is_empty() {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
