@@ -170,8 +170,7 @@ fn planned_units(opts: &AuditOptions, ds: &Dataset, device: &Device) -> Result<f
         units += crate::train::cv::planned_image_steps(n_train, t.epochs, &plan);
         units += INFER_UNITS * crate::train::cv::planned_predictions(n_train, n_test, &plan);
         if matches!(opts.inject_noise, Some((_, NoiseKind::Confusion))) {
-            let probe = opts.model.epochs.unwrap_or(plan.probe_epochs);
-            units += (n_train * probe) as f64 + INFER_UNITS * n_test as f64;
+            units += (n_train * plan.probe_epochs) as f64 + INFER_UNITS * n_test as f64;
         }
     } else {
         units += INFER_UNITS * (n_train + n_test) as f64;

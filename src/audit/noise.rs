@@ -86,8 +86,8 @@ pub fn probe_confusion(
         None => {
             let (mcfg, mut t, plan) = recipe::setup(ds, spec, seed, opts, device.is_cuda())?;
             // Only its confusion's shape is read: the recipe's probe epochs
-            // (all of them for the demo and the full recipe) unless --epochs says.
-            t.epochs = opts.epochs.unwrap_or(plan.probe_epochs);
+            // (the training's for the demo and the full recipe).
+            t.epochs = plan.probe_epochs;
             let source = format!("a probe model trained {} epochs on the clean labels", t.epochs);
             (cv::train_probe(ds, &mcfg, &t, device, progress, overall)?, source)
         }

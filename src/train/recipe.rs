@@ -238,6 +238,12 @@ pub fn setup(
     plan.folds = m.folds.unwrap_or(plan.folds);
     plan.aum_threshold &= !m.no_aum_threshold;
     t.epochs = m.epochs.unwrap_or(t.epochs);
+    // The fast recipe's probe keeps its own epochs whatever --epochs says:
+    // the noise `--noise confusion` injects is then the same across epoch
+    // settings (a lever measured with --epochs compares like with like).
+    if plan.recipe != Some(Recipe::Fast) {
+        plan.probe_epochs = t.epochs;
+    }
     t.batch_size = m.batch_size.unwrap_or(t.batch_size);
     t.lr = m.lr.unwrap_or(t.lr);
     t.sgd.momentum = m.momentum.unwrap_or(t.sgd.momentum);

@@ -503,13 +503,20 @@ fn the_fast_recipe_audits_with_the_fold_models_and_no_final_model() {
         misfit(&["data", "synth", "--out", "synth", "--train-per-class", "12", "--test-per-class", "4"], dir.path());
     assert!(o.status.success());
     let args =
-        ["audit", "synth/demo.tar.gz", "--recipe", "fast", "--epochs", "1", "--width", "4", "--depth", "8", "-q"];
+        ["audit", "synth/demo.tar.gz", "--recipe", "fast", "--epochs", "1", "--width", "4", "--depth", "8", "-q"]
+            .into_iter()
+            .chain(["--inject-noise", "0.1", "--noise", "confusion"])
+            .collect::<Vec<_>>();
     let o = misfit(&args, dir.path());
     assert!(o.status.success(), "{}", text(&o));
     let run_dir = dir.path().join("outputs/demo");
     let run: serde_json::Value = serde_json::from_slice(&std::fs::read(run_dir.join("run.json")).unwrap()).unwrap();
     let model = &run["model"];
     assert_eq!(model["recipe"], "fast", "{model}");
+    // The probe behind --noise confusion keeps the fast recipe's epochs
+    // whatever --epochs says: the injected noise is the same across epochs.
+    let probe = format!("a probe model trained {} epochs", misfit::train::recipe::FAST_PROBE_EPOCHS);
+    assert!(run["notes"].to_string().contains(&probe), "{}", run["notes"]);
     assert_eq!(model["folds"], 2, "{model}");
     let jobs: Vec<&String> = model["last_epoch"].as_object().unwrap().keys().collect();
     assert_eq!(jobs, ["fold 1/2", "fold 2/2"], "no final model and no AUM threshold run");
