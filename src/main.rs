@@ -278,6 +278,14 @@ enum BenchCommand {
         /// Write a PNG of 12 train/test pairs found (seeded sample) here.
         #[arg(long, value_name = "FILE")]
         sheet: Option<PathBuf>,
+        /// A person's verdicts on pairs (CSV: id_a,id_b,verdict as same,
+        /// different or unsure): print the precision of a seeded sample of 48
+        /// reported train/test pairs.
+        #[arg(long, value_name = "FILE")]
+        verdicts: Option<PathBuf>,
+        /// Write every candidate pair judged on the dataset itself here (CSV).
+        #[arg(long, value_name = "FILE")]
+        judged: Option<PathBuf>,
     },
     /// The label flags against known wrong labels on real probabilities:
     /// one split of a run (out-of-sample probabilities, embeddings, labels
@@ -865,10 +873,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
             bench::score::report(&dir, n, classes, dim, embeddings, hnsw, &python)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Bench(BenchCommand::Duplicates { dataset, load, copies, random_pairs, seed, sheet }) => {
+        Command::Bench(BenchCommand::Duplicates {
+            dataset,
+            load,
+            copies,
+            random_pairs,
+            seed,
+            sheet,
+            verdicts,
+            judged,
+        }) => {
             let spec = DatasetSpec::parse(&dataset)?;
             let ds = misfit::data::load(&spec, &load_options(&load)?)?;
-            bench::duplicates::report(&ds, copies, random_pairs, seed, sheet.as_deref())?;
+            let (verdicts, judged) = (verdicts.as_deref(), judged.as_deref());
+            bench::duplicates::report(&ds, copies, random_pairs, seed, sheet.as_deref(), verdicts, judged)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(BenchCommand::LabelNoise { dir }) => {

@@ -105,6 +105,8 @@ pub struct Calibration {
     pub cuts: duplicates::Cuts,
     pub real_cuts: duplicates::Cuts,
     pub pairs: Vec<duplicates::Pair>,
+    /// Every candidate pair the dataset's own search judged (with `keep`).
+    pub judged: Vec<duplicates::Candidate>,
 }
 
 /// Runs the calibration on `ds` with `copies` transformed test images and
@@ -115,6 +117,7 @@ pub fn calibrate(
     random_pairs: usize,
     seed: u64,
     cfg: &DuplicateConfig,
+    keep: bool,
 ) -> Result<Calibration> {
     let (h, w) = (ds.height, ds.width);
     let len = ds.image_len();
@@ -122,6 +125,26 @@ pub fn calibrate(
     if n_test < 2 {
         return Err(Error::Usage("the calibration needs a test split with at least 2 images".into()));
     }
+    // The detector on the dataset itself (first: the copies are then judged
+    // at its cuts, at least).
+    let t = Instant::now();
+    let (real, judged) = duplicates::find_judging(
+        &Inputs {
+            train: &ds.train.pixels,
+            test: &ds.test.pixels,
+            height: h,
+            width: w,
+            neighbors: None,
+            embeddings: None,
+            train_pairs: true,
+            labels: &ds.train.labels,
+            test_labels: &ds.test.labels,
+        },
+        cfg,
+        keep,
+    );
+    let detect_s = t.elapsed().as_secs_f64();
+    let copy_cfg = DuplicateConfig { min_detail: cfg.min_detail.max(real.cuts.detail), ..cfg.clone() };
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let picks = rand::seq::index::sample(&mut rng, n_test, copies.min(n_test)).into_vec();
     let mut copy_px = Vec::with_capacity(picks.len() * len);
@@ -137,6 +160,8 @@ pub fn calibrate(
     let db: Vec<u8> = [ds.train.pixels.as_slice(), ds.test.pixels.as_slice()].concat();
     let n_train = ds.train.len();
     let labels: Vec<u32> = ds.train.labels.iter().chain(&ds.test.labels).copied().collect();
+    // A copy carries the label of its original.
+    let copy_labels: Vec<u32> = picks.iter().map(|&i| ds.test.labels[i]).collect();
     let inputs = Inputs {
         train: &db,
         test: &copy_px,
@@ -146,8 +171,9 @@ pub fn calibrate(
         embeddings: None,
         train_pairs: false,
         labels: &labels,
+        test_labels: &copy_labels,
     };
-    let found = duplicates::find(&inputs, cfg);
+    let found = duplicates::find(&inputs, &copy_cfg);
     let cuts = found.cuts;
     let found = found.pairs;
     let img = |px: &[u8], i: usize| px[i * len..(i + 1) * len].to_vec();
@@ -161,8 +187,8 @@ pub fn calibrate(
             if found.iter().any(|p| p.b_test && p.b == c && p.a == orig) {
                 hit += 1;
             }
-            let j = judge(&img(&db, orig), &img(&copy_px, c), h, w, cfg);
-            if j.passes(&cuts, cfg) && cuts.aligned {
+            let j = judge(&img(&db, orig), &img(&copy_px, c), h, w, &copy_cfg);
+            if j.passes(&cuts) && cuts.aligned {
                 aligned += 1;
             }
             sims.push(j.similarity);
@@ -198,33 +224,19 @@ pub fn calibrate(
             continue;
         }
         compared += 1;
-        if cuts.aligned && judge(&img(&ds.test.pixels, i), &img(&ds.test.pixels, j), h, w, cfg).passes(&cuts, cfg) {
+        if cuts.aligned && judge(&img(&ds.test.pixels, i), &img(&ds.test.pixels, j), h, w, &copy_cfg).passes(&cuts) {
             false_matches += 1;
         }
     }
-    // The detector on the dataset itself.
-    let t = Instant::now();
-    let real = duplicates::find(
-        &Inputs {
-            train: &ds.train.pixels,
-            test: &ds.test.pixels,
-            height: h,
-            width: w,
-            neighbors: None,
-            embeddings: None,
-            train_pairs: true,
-            labels: &ds.train.labels,
-        },
-        cfg,
-    );
     Ok(Calibration {
         kinds: out,
         random_pairs: compared,
         false_matches,
-        detect_s: t.elapsed().as_secs_f64(),
+        detect_s,
         cuts,
         real_cuts: real.cuts,
         pairs: real.pairs,
+        judged,
     })
 }
 
@@ -235,9 +247,7 @@ pub fn sheet(ds: &Dataset, pairs: &[duplicates::Pair], n: usize, seed: u64, path
     if leaks.is_empty() {
         return Ok(0);
     }
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut chosen = rand::seq::index::sample(&mut rng, leaks.len(), n.min(leaks.len())).into_vec();
-    chosen.sort_unstable();
+    let chosen = sample_leaks(pairs, n, seed);
     let (h, w) = (ds.height as u32, ds.width as u32);
     let scale = 3;
     let (tw, th) = (w * scale, h * scale);
@@ -247,7 +257,7 @@ pub fn sheet(ds: &Dataset, pairs: &[duplicates::Pair], n: usize, seed: u64, path
     let mut out = RgbImage::from_pixel(cols * (2 * tw + 3 * gap), rows * (th + gap) + gap, image::Rgb([255, 255, 255]));
     let len = ds.image_len();
     for (k, &c) in chosen.iter().enumerate() {
-        let p = leaks[c];
+        let p = &pairs[c];
         let (col, row) = (k as u32 % cols, k as u32 / cols);
         for (slot, px) in [&ds.train.pixels[p.a * len..(p.a + 1) * len], &ds.test.pixels[p.b * len..(p.b + 1) * len]]
             .iter()
@@ -263,12 +273,108 @@ pub fn sheet(ds: &Dataset, pairs: &[duplicates::Pair], n: usize, seed: u64, path
     Ok(chosen.len())
 }
 
-/// Prints the calibration table, the dataset's own pairs, and writes the sheet.
-pub fn report(ds: &Dataset, copies: usize, random_pairs: usize, seed: u64, sheet_path: Option<&Path>) -> Result<()> {
+/// A seeded sample of `n` train/test pairs: indices into `pairs`, ascending.
+pub fn sample_leaks(pairs: &[duplicates::Pair], n: usize, seed: u64) -> Vec<usize> {
+    let leaks: Vec<usize> = (0..pairs.len()).filter(|&i| pairs[i].b_test).collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut chosen: Vec<usize> =
+        rand::seq::index::sample(&mut rng, leaks.len(), n.min(leaks.len())).into_iter().map(|k| leaks[k]).collect();
+    chosen.sort_unstable();
+    chosen
+}
+
+/// A person's verdict on a pair of images, looked at side by side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The same photograph, or a transformed copy of it.
+    Same,
+    /// Two different photographs.
+    Different,
+    /// Could not tell at 32x32 (counted as not a copy).
+    Unsure,
+}
+
+/// Verdicts keyed by (training id, other id), from a CSV with columns
+/// `id_a,id_b,verdict` (same, different or unsure; more columns are ignored).
+pub fn read_verdicts(path: &Path) -> Result<std::collections::HashMap<(String, String), Verdict>> {
+    let mut r = csv::Reader::from_path(path).map_err(|e| Error::Usage(format!("{}: {e}", path.display())))?;
+    let bad = |m: String| Error::Usage(format!("{}: {m}", path.display()));
+    let head = r.headers().map_err(|e| bad(e.to_string()))?.clone();
+    let col = |name: &str| head.iter().position(|h| h == name).ok_or_else(|| bad(format!("no column {name}")));
+    let (ia, ib, iv) = (col("id_a")?, col("id_b")?, col("verdict")?);
+    let mut out = std::collections::HashMap::new();
+    for (line, rec) in r.records().enumerate() {
+        let rec = rec.map_err(|e| bad(e.to_string()))?;
+        let v = match rec.get(iv).unwrap_or("") {
+            "same" => Verdict::Same,
+            "different" => Verdict::Different,
+            "unsure" => Verdict::Unsure,
+            other => return Err(bad(format!("row {}: verdict {other:?} is not same, different or unsure", line + 2))),
+        };
+        out.insert((rec.get(ia).unwrap_or("").to_string(), rec.get(ib).unwrap_or("").to_string()), v);
+    }
+    Ok(out)
+}
+
+/// The ids of a pair of the dataset's own search.
+fn ids(ds: &Dataset, a: usize, b: usize, b_test: bool) -> (String, String) {
+    let b_id = if b_test { &ds.test.ids[b] } else { &ds.train.ids[b] };
+    (ds.train.ids[a].clone(), b_id.clone())
+}
+
+/// Writes every candidate pair judged on the dataset itself as CSV: ids,
+/// labels, the measures, whether it was reported, and its place in the
+/// precision sample (`sample`, empty when not drawn).
+fn write_judged(ds: &Dataset, c: &Calibration, sample: &[usize], path: &Path) -> Result<()> {
+    use std::io::Write;
+    let reported: std::collections::HashMap<(usize, usize, bool), usize> =
+        c.pairs.iter().enumerate().map(|(i, p)| ((p.a, p.b, p.b_test), i)).collect();
+    let mut out = String::from(
+        "id_a,id_b,split_b,label_a,label_b,pixel_distance,coarse,similarity,detail,reported,kind,sample\n",
+    );
+    for k in &c.judged {
+        let (a, b) = ids(ds, k.a, k.b, k.b_test);
+        let lb = if k.b_test { ds.test.labels[k.b] } else { ds.train.labels[k.b] };
+        let rep = reported.get(&(k.a, k.b, k.b_test));
+        let place = rep.and_then(|i| sample.iter().position(|s| s == i)).map(|p| p.to_string()).unwrap_or_default();
+        let opt = |v: Option<f32>| v.map(|x| format!("{x:.4}")).unwrap_or_default();
+        out.push_str(&format!(
+            "{a},{b},{},{},{},{:.3},{:.4},{:.4},{},{},{},{place}\n",
+            if k.b_test { "test" } else { "train" },
+            ds.classes[ds.train.labels[k.a] as usize],
+            ds.classes[lb as usize],
+            k.pixel_distance,
+            k.judged.coarse,
+            k.judged.similarity,
+            opt(k.judged.detail),
+            rep.is_some(),
+            rep.map(|&i| c.pairs[i].kind.as_str()).unwrap_or(""),
+        ));
+    }
+    std::fs::File::create(path).and_then(|mut f| f.write_all(out.as_bytes())).map_err(|e| Error::io(path, e))
+}
+
+/// Pairs in the precision sample.
+pub const PRECISION_SAMPLE: usize = 48;
+
+/// Prints the calibration table, the dataset's own pairs, and writes the
+/// sheet; with `verdicts`, the precision of a seeded sample of 48 reported
+/// train/test pairs against a person's verdicts; with `judged`, every
+/// candidate pair judged as CSV.
+pub fn report(
+    ds: &Dataset,
+    copies: usize,
+    random_pairs: usize,
+    seed: u64,
+    sheet_path: Option<&Path>,
+    verdicts: Option<&Path>,
+    judged: Option<&Path>,
+) -> Result<()> {
     let cfg = DuplicateConfig::default();
-    let c = calibrate(ds, copies, random_pairs, seed, &cfg)?;
+    let verdicts = verdicts.map(read_verdicts).transpose()?;
+    let c = calibrate(ds, copies, random_pairs, seed, &cfg, judged.is_some())?;
     println!(
-        "{}: {} training and {} test images; thresholds: 16x16 similarity >= {}, 32x32 similarity >= {}, detail >= {}, {} candidates per index variant",
+        "{}: {} training and {} test images; thresholds: 16x16 similarity >= {}, 32x32 similarity >= {}, detail >= {} (raised to what candidate pairs with different labels reach), {} candidates per index variant",
         ds.source,
         ds.train.len(),
         ds.test.len(),
@@ -297,7 +403,7 @@ pub fn report(ds: &Dataset, copies: usize, random_pairs: usize, seed: u64, sheet
         "all: recall {:.3} ({hit} of {all}); cuts: similarity {:.3}, detail {:.3} (null sample of {} same-class pairs){}",
         hit as f64 / all.max(1) as f64,
         c.cuts.similarity,
-        cfg.min_detail,
+        c.cuts.detail,
         c.cuts.null_pairs,
         if c.cuts.aligned { "" } else { "; images of a class look alike: pixel-near copies only" }
     );
@@ -319,17 +425,66 @@ pub fn report(ds: &Dataset, copies: usize, random_pairs: usize, seed: u64, sheet
     }
     let test_rows: std::collections::BTreeSet<usize> = c.pairs.iter().filter(|p| p.b_test).map(|p| p.b).collect();
     println!(
-        "test images with a training copy: {} of {} ({:.2}%); detector time {:.1} s; cuts similarity {:.3}, detail {:.3}",
+        "test images with a training copy: {} of {} ({:.2}%); detector time {:.1} s; cuts similarity {:.3}, detail {:.3} ({} of {} candidate pairs with different labels)",
         test_rows.len(),
         ds.test.len(),
         100.0 * test_rows.len() as f64 / ds.test.len().max(1) as f64,
         c.detect_s,
         c.real_cuts.similarity,
-        cfg.min_detail
+        c.real_cuts.detail,
+        if c.real_cuts.cross_pairs > 0 { format!("the {} quantile", cfg.cross_quantile) } else { "the minimum, too few".into() },
+        c.real_cuts.cross_pairs
     );
     if let Some(p) = sheet_path {
         let n = sheet(ds, &c.pairs, 12, seed, p)?;
         println!("{n} train/test pairs (seeded sample) side by side, train left: {}", p.display());
+    }
+    let sample = sample_leaks(&c.pairs, PRECISION_SAMPLE, seed);
+    if let Some(path) = judged {
+        write_judged(ds, &c, &sample, path)?;
+        println!("{} candidate pairs judged: {}", c.judged.len(), path.display());
+    }
+    if let Some(v) = verdicts {
+        let verdict = |p: &duplicates::Pair| v.get(&ids(ds, p.a, p.b, p.b_test)).copied();
+        let mut counts = [0usize; 3];
+        let mut unseen = Vec::new();
+        for &i in &sample {
+            match verdict(&c.pairs[i]) {
+                Some(Verdict::Same) => counts[0] += 1,
+                Some(Verdict::Different) => counts[1] += 1,
+                Some(Verdict::Unsure) => counts[2] += 1,
+                None => unseen.push(ids(ds, c.pairs[i].a, c.pairs[i].b, true)),
+            }
+        }
+        let looked = counts.iter().sum::<usize>();
+        println!(
+            "precision sample (seed {seed}): {} reported train/test pairs, {looked} with a verdict: {} the same photograph, {} different, {} unsure: precision {:.3}",
+            sample.len(),
+            counts[0],
+            counts[1],
+            counts[2],
+            counts[0] as f64 / looked.max(1) as f64
+        );
+        for (a, b) in &unseen {
+            println!("  no verdict yet: {a},{b}");
+        }
+        // Every pair with a verdict: which the detector reports.
+        let reported: std::collections::HashSet<(String, String)> =
+            c.pairs.iter().map(|p| ids(ds, p.a, p.b, p.b_test)).collect();
+        let (mut same, mut same_hit, mut other, mut other_hit) = (0, 0, 0, 0);
+        for (k, val) in v.iter() {
+            let hit = reported.contains(k) as usize;
+            if *val == Verdict::Same {
+                same += 1;
+                same_hit += hit;
+            } else {
+                other += 1;
+                other_hit += hit;
+            }
+        }
+        println!(
+            "all pairs with a verdict: {same_hit} of {same} the same photograph reported, {other_hit} of {other} different or unsure reported"
+        );
     }
     Ok(())
 }

@@ -370,6 +370,7 @@ pub fn score(input: &ScoreInput, cfg: &ScoreConfig) -> Result<Scores> {
                 embeddings: input.embeddings.as_ref().map(|e| (e.train, e.test, e.dim)),
                 train_pairs: true,
                 labels: input.train_labels,
+                test_labels: input.test_labels,
             };
             let found = duplicates::find(&inputs, &cfg.duplicates);
             (found.pairs, Some(found.cuts))

@@ -55,6 +55,7 @@ fn find_among(train: &[RgbImage], test: &[RgbImage], labels: &[u32], train_pairs
         embeddings: None,
         train_pairs,
         labels,
+        test_labels: &[],
     };
     find(&inputs, &DuplicateConfig::default())
 }
@@ -125,4 +126,52 @@ fn pixel_near_copies_alone_where_every_image_of_a_class_looks_alike() {
     assert!(test_pairs.contains(&(5, 0)), "{test_pairs:?}");
     assert!(found.pairs.iter().all(|p| p.kind == Kind::Near || p.kind == Kind::Exact));
     assert!(found.pairs.iter().all(|p| p.pixel_distance <= 6.0), "{:?}", found.pairs);
+}
+
+/// The verdicts of a person who looked at CIFAR-10 pairs side by side.
+const VERDICTS: &str = "tests/fixtures/cifar-duplicate-verdicts.csv";
+
+#[test]
+fn on_cifar10_at_least_nine_in_ten_reported_train_test_pairs_looked_at_are_the_same_photograph() {
+    use misfit::bench::duplicates::{read_verdicts, sample_leaks, Verdict, PRECISION_SAMPLE};
+    let Some(archive) = crate::util::require_shared("datasets/cifar10-jpeg.tar.gz") else { return };
+    let ds = crate::util::load_ok(archive.to_str().unwrap(), &misfit::data::LoadOptions::default());
+    let verdicts = read_verdicts(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(VERDICTS)).unwrap();
+    let inputs = Inputs {
+        train: &ds.train.pixels,
+        test: &ds.test.pixels,
+        height: ds.height,
+        width: ds.width,
+        neighbors: None,
+        embeddings: None,
+        train_pairs: true,
+        labels: &ds.train.labels,
+        test_labels: &ds.test.labels,
+    };
+    let found = find(&inputs, &DuplicateConfig::default());
+    // The seeded sample `misfit bench duplicates --verdicts` draws (seed 0).
+    let sample = sample_leaks(&found.pairs, PRECISION_SAMPLE, 0);
+    assert_eq!(sample.len(), PRECISION_SAMPLE);
+    let ids = |a: usize, b: usize, test: bool| {
+        (ds.train.ids[a].clone(), if test { ds.test.ids[b].clone() } else { ds.train.ids[b].clone() })
+    };
+    let mut same = 0;
+    for &i in &sample {
+        let p = &found.pairs[i];
+        let key = ids(p.a, p.b, true);
+        let v =
+            verdicts.get(&key).unwrap_or_else(|| panic!("no verdict for {key:?}: look at it and add it to {VERDICTS}"));
+        same += (*v == Verdict::Same) as usize;
+    }
+    assert!(same * 10 >= 9 * PRECISION_SAMPLE, "{same} of {PRECISION_SAMPLE} the same photograph");
+    // The training pairs with different labels looked at (all different
+    // photographs, every one reported before the detail cut) stay out.
+    let reported: std::collections::HashSet<(String, String)> =
+        found.pairs.iter().map(|p| ids(p.a, p.b, p.b_test)).collect();
+    let wrong: Vec<_> = verdicts
+        .iter()
+        .filter(|(k, v)| **v == Verdict::Different && k.1.starts_with("train/") && reported.contains(*k))
+        .map(|(k, _)| k)
+        .collect();
+    assert!(wrong.len() <= 1, "different photographs reported within train: {wrong:?}");
 }
