@@ -25,6 +25,7 @@ pub mod error;
 pub mod escape;
 pub mod explain;
 pub mod findings;
+pub mod influence;
 pub mod model;
 pub mod ops;
 pub mod progress;

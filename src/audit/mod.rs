@@ -410,6 +410,18 @@ impl<'a> Audit<'a> {
         };
         timing.insert("explain".to_string(), t_explain.elapsed().as_secs_f64());
 
+        let t_influence = Instant::now();
+        stage_line("influence of training images on test mistakes");
+        let influenced = stages::influence::run(
+            &stage.model,
+            &stage.summary.checkpoint_name(),
+            &stage.train_features,
+            &stage.test_features,
+            &samples,
+            &outputs.pred,
+        )?;
+        timing.insert("influence".to_string(), t_influence.elapsed().as_secs_f64());
+
         let t4 = Instant::now();
         let n = samples.len();
         let mut parts = vec![
@@ -421,6 +433,7 @@ impl<'a> Audit<'a> {
         ];
         parts.extend(attacked.as_ref().map(|a| a.sample_columns(&samples)));
         parts.extend(explained.as_ref().map(|e| e.sample_columns()));
+        parts.push(influenced.sample_columns(n));
         writer.write(&schema::SAMPLES, &table::assemble(&schema::SAMPLES, parts))?;
         let mut parts = vec![
             data::class_counts(&samples),
@@ -437,6 +450,7 @@ impl<'a> Audit<'a> {
         if let Some(e) = &explained {
             e.write_tables(&mut writer)?;
         }
+        writer.write(&schema::INFLUENCE, &influenced.table(&samples, &outputs.pred, &sc))?;
         if let Some(a) = attacked.as_mut() {
             writer.write(&schema::ATTACKS, &a.attacks_table(&ds))?;
             writer.write(&schema::ATTACK_CLASSES, &a.classes_table(&ds.classes))?;
@@ -472,6 +486,7 @@ impl<'a> Audit<'a> {
         manifest.evaluation = Some(eval);
         manifest.attacks = attacked.map(|a| a.summary);
         manifest.explain = explained.map(|e| e.summary);
+        manifest.influence = Some(influenced.summary);
         manifest.timing_s = timing;
         let (dest, found) = writer.commit_with(&mut manifest, |dir| {
             rules.map(|(rules, dirs)| findings::before_commit(dir, rules, dirs)).transpose()

@@ -83,6 +83,10 @@ pub struct RunManifest {
     /// Explanations: the pairs and images explained, the ring's width.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub explain: Option<crate::stages::explain::ExplainSummary>,
+    /// Influence of training images on test mistakes: the checkpoints summed
+    /// (one, and which model, or several with their learning rates), counts, time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub influence: Option<crate::stages::influence::InfluenceSummary>,
     /// The findings: what each rule did, findings by severity (written by
     /// the findings after the run is in place, `misfit findings` again).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -109,6 +113,7 @@ impl RunManifest {
             scores: None,
             attacks: None,
             explain: None,
+            influence: None,
             findings: None,
             timing_s: BTreeMap::new(),
         }

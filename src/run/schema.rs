@@ -7,7 +7,7 @@
 //! of tables and columns in docs/run-folder.md against it.
 
 use crate::findings;
-use crate::stages::{attacks, data, evaluate, explain, gallery, model, scores, selfcheck};
+use crate::stages::{attacks, data, evaluate, explain, gallery, influence, model, scores, selfcheck};
 
 /// One column: its name and what it holds, in which units (stored as the
 /// Parquet field's `description`).
@@ -92,6 +92,7 @@ pub static SAMPLES: TableSchema = TableSchema {
         &model::SAMPLE_AUM_FLAG,
         &attacks::SAMPLE_ATTACKS,
         &explain::SAMPLE_EXPLAIN,
+        &influence::SAMPLE_INFLUENCE,
     ],
     named: &[],
 };
@@ -218,6 +219,14 @@ pub static PAIR_RADII: TableSchema = TableSchema {
     named: &[],
 };
 
+pub static INFLUENCE: TableSchema = TableSchema {
+    name: "influence",
+    file: "influence.parquet",
+    row: "one training image among the top proponents or opponents of one misclassified test image",
+    groups: &[&influence::INFLUENCE],
+    named: &[],
+};
+
 pub static PAIRS: TableSchema = TableSchema {
     name: "pairs",
     file: "pairs.parquet",
@@ -259,6 +268,7 @@ pub static TABLES: &[&TableSchema] = &[
     &SALIENCY,
     &SANITY,
     &PAIR_RADII,
+    &INFLUENCE,
     &PAIRS,
     &CORRELATIONS,
     &FINDINGS,

@@ -2,7 +2,8 @@
 //! (load), [`model`] (train or import), [`evaluate`] (test split),
 //! [`scores`] (label quality, embeddings, neighbours, duplicates),
 //! [`attacks`], [`explain`] (saliency, sanity and occlusion checks, pair
-//! attacks), [`gallery`] and [`selfcheck`]. Each owns the column groups of the tables
+//! attacks), [`influence`] (training images behind test mistakes),
+//! [`gallery`] and [`selfcheck`]. Each owns the column groups of the tables
 //! it writes (listed together in [`crate::run::schema`]) and its section of
 //! `run.json`; `misfit audit` ([`crate::audit`]) runs them all and
 //! `misfit score` ([`crate::byo`]) the scores stage alone, through the same
@@ -13,6 +14,7 @@ pub mod data;
 pub mod evaluate;
 pub mod explain;
 pub mod gallery;
+pub mod influence;
 pub mod model;
 pub mod scores;
 pub mod selfcheck;

@@ -135,6 +135,23 @@ pub struct ModelSummary {
     pub note: Option<String>,
 }
 
+impl ModelSummary {
+    /// Which model [`ModelStage::model`] is, in words: the final model, fold
+    /// 1's model (a recipe without a final model) or the imported one.
+    pub fn checkpoint_name(&self) -> String {
+        if let Some(path) = self.source.strip_prefix("imported ") {
+            return format!("the imported model ({path})");
+        }
+        if self.source != "trained" {
+            return format!("the model ({})", self.source);
+        }
+        match self.predictions {
+            Some(_) => "fold 1's model (no final model in this recipe; it trained on the other folds' images)".into(),
+            None => "the final model (trained on every training image)".into(),
+        }
+    }
+}
+
 /// One training job's last epoch.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LastEpoch {

@@ -16,6 +16,7 @@ mod folder;
 mod fuzz;
 mod hf_parquet;
 mod hostile;
+mod influence;
 mod labels;
 mod model;
 mod ops;

@@ -1,0 +1,233 @@
+//! The influence stage: which training images make the model miss. For
+//! every misclassified test image (which includes every confused image the
+//! explain stage explains), its top-k training proponents and opponents by
+//! TracIn restricted to the last layer ([`crate::influence`]), with the test
+//! image's loss taken at its (wrong) prediction: a proponent is a training
+//! image whose gradient step pushes the test image towards the wrong class.
+//! Also every training image's self-influence, and how many test mistakes
+//! it is a top proponent of.
+//!
+//! It owns `influence.parquet`, `samples.parquet`'s `test_mistakes_supported`
+//! and `self_influence`, and `run.json`'s `influence` section.
+
+use arrow::array::RecordBatch;
+use candle_core::DType;
+use serde::{Deserialize, Serialize};
+
+use super::Samples;
+use crate::error::{Error, Result};
+use crate::influence::{self, Checkpoint, Hit, InfluenceInput};
+use crate::model::ResNet;
+use crate::run::schema::{self, Column, Group};
+use crate::scores::Scores;
+use crate::table::{Columns, TableBuilder};
+
+/// Proponents and opponents kept per test mistake.
+pub const TOP_K: usize = 10;
+
+/// `influence.parquet`: one row per (test mistake, sign, rank).
+pub static INFLUENCE: Group = Group {
+    stage: "influence",
+    columns: &[
+        Column { name: "test_id", description: "the misclassified test image" },
+        Column { name: "test_label_name", description: "its given label" },
+        Column { name: "test_pred_name", description: "the run's (wrong) prediction for it" },
+        Column { name: "pair", description: "'given -> predicted' of the test image" },
+        Column {
+            name: "sign",
+            description: "proponent (the training image's gradient step lowers the test image's loss at the wrong prediction: pushes it there) or opponent (raises it)",
+        },
+        Column { name: "rank", description: "1 = the strongest of its sign for this test image" },
+        Column { name: "train_id", description: "the training image" },
+        Column { name: "train_label_name", description: "the training image's given label" },
+        Column {
+            name: "influence",
+            description: "TracIn over the last layer: sum over checkpoints of lr x ((p_train - y_train) . (p_test - y_pred)) x (h_train . h_test + 1), h the pooled features (positive for proponents)",
+        },
+        Column { name: "likely_mislabeled", description: "the training image is flagged likely mislabeled" },
+        Column { name: "ambiguous", description: "the training image is flagged ambiguous" },
+        Column { name: "outlier", description: "the training image is flagged an outlier" },
+        Column { name: "duplicate", description: "the training image is in a duplicate pair" },
+        Column { name: "suggested_label_name", description: "the class the training image's combined vote prefers" },
+    ],
+};
+
+/// `samples.parquet`: influence per training image (null for test images).
+pub static SAMPLE_INFLUENCE: Group = Group {
+    stage: "influence",
+    columns: &[
+        Column {
+            name: "test_mistakes_supported",
+            description: "training images: test mistakes of which it is among the top-10 proponents (see influence.parquet)",
+        },
+        Column {
+            name: "self_influence",
+            description: "training images: TracIn of the image with itself at its given label, lr x |p - y|^2 x (|h|^2 + 1) summed over the checkpoints (high = the model fits the label against the image)",
+        },
+    ],
+};
+
+/// `run.json`'s `influence` section.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct InfluenceSummary {
+    /// The checkpoints summed, in words, with their weights.
+    pub checkpoints: Vec<CheckpointSummary>,
+    /// What a reader must know of them ("one checkpoint: ...").
+    pub note: String,
+    /// Misclassified test images ranked against the training images.
+    pub test_mistakes: usize,
+    /// Training images ranked.
+    pub train_images: usize,
+    /// Proponents and opponents kept per test mistake.
+    pub k: usize,
+    /// Training images that are a top proponent of at least one test mistake.
+    pub supporting_train_images: usize,
+    /// Wall time of the products and ranking, seconds.
+    pub seconds: f64,
+}
+
+/// One checkpoint of the sum.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointSummary {
+    /// Which model, in words.
+    pub model: String,
+    /// Its weight in the sum (the learning rate there; 1 for one checkpoint).
+    pub weight: f32,
+}
+
+/// What the stage made.
+pub struct InfluenceStage {
+    /// Test row of each test mistake (queries).
+    mistakes: Vec<usize>,
+    proponents: Vec<Vec<Hit>>,
+    opponents: Vec<Vec<Hit>>,
+    /// Per training image `[n_train]`.
+    self_influence: Vec<f64>,
+    /// Per training image: test mistakes it is a top proponent of.
+    supported: Vec<u32>,
+    pub summary: InfluenceSummary,
+}
+
+/// The head's weight `[classes, dim]` and bias `[classes]` of `model`, f32.
+pub fn head(model: &ResNet) -> Result<(Vec<f32>, Vec<f32>)> {
+    let t = model.params.tensors();
+    let get = |name: &str| -> Result<Vec<f32>> {
+        let v = t.get(name).ok_or_else(|| Error::Usage(format!("influence: the model has no {name}")))?;
+        Ok(v.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)
+    };
+    Ok((get("linear.weight")?, get("linear.bias")?))
+}
+
+/// Runs the stage with one checkpoint, `model` (`what`: which model it is,
+/// in words), whose pooled features of the two splits are `train_features`
+/// and `test_features` `[n, dim]`; `pred` is the run's prediction of every
+/// sample (train rows first).
+#[allow(clippy::too_many_arguments)]
+pub fn run(
+    model: &ResNet,
+    what: &str,
+    train_features: &[f32],
+    test_features: &[f32],
+    s: &Samples,
+    pred: &[u32],
+) -> Result<InfluenceStage> {
+    let started = std::time::Instant::now();
+    let dim = model.config.feature_dim();
+    let n_train = s.n_train();
+    let mistakes: Vec<usize> =
+        (0..s.test_ids.len()).filter(|&r| pred[s.row(crate::data::Split::Test, r)] != s.test_labels[r]).collect();
+    let targets: Vec<u32> = mistakes.iter().map(|&r| pred[n_train + r]).collect();
+    let query_features: Vec<f32> =
+        mistakes.iter().flat_map(|&r| test_features[r * dim..(r + 1) * dim].iter().copied()).collect();
+    let (weight, bias) = head(model)?;
+    let cps = [Checkpoint {
+        name: what,
+        weight: &weight,
+        bias: &bias,
+        train_features,
+        query_features: &query_features,
+        lr: 1.0,
+    }];
+    let input = InfluenceInput {
+        classes: s.classes.len(),
+        dim,
+        train_labels: s.train_labels,
+        query_targets: &targets,
+        checkpoints: &cps,
+        k: TOP_K,
+    };
+    let out = influence::influence(&input)?;
+    let mut supported = vec![0u32; n_train];
+    for h in out.proponents.iter().flatten() {
+        supported[h.train as usize] += 1;
+    }
+    let summary = InfluenceSummary {
+        checkpoints: vec![CheckpointSummary { model: what.to_string(), weight: 1.0 }],
+        note: format!(
+            "one checkpoint, {what}: influence is the gradient product at the model as it ended, not summed over \
+             training (TracInCP with one checkpoint); the test image's loss is taken at its wrong prediction"
+        ),
+        test_mistakes: mistakes.len(),
+        train_images: n_train,
+        k: TOP_K,
+        supporting_train_images: supported.iter().filter(|&&c| c > 0).count(),
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    Ok(InfluenceStage {
+        mistakes,
+        proponents: out.proponents,
+        opponents: out.opponents,
+        self_influence: out.self_influence,
+        supported,
+        summary,
+    })
+}
+
+impl InfluenceStage {
+    /// `influence.parquet`: proponents then opponents of each test mistake, by rank.
+    pub fn table(&self, s: &Samples, pred: &[u32], sc: &Scores) -> RecordBatch {
+        let n_train = s.n_train();
+        // (query, sign, rank, hit)
+        let mut rows: Vec<(usize, &'static str, usize, Hit)> = Vec::new();
+        for q in 0..self.mistakes.len() {
+            for (sign, hits) in [("proponent", &self.proponents[q]), ("opponent", &self.opponents[q])] {
+                rows.extend(hits.iter().enumerate().map(|(r, &h)| (q, sign, r + 1, h)));
+            }
+        }
+        let name = |c: u32| s.classes[c as usize].as_str();
+        let test_row = |q: usize| self.mistakes[q];
+        let given = |q: usize| s.test_labels[test_row(q)];
+        let predicted = |q: usize| pred[n_train + test_row(q)];
+        let img = |h: &Hit| &sc.images[h.train as usize];
+        TableBuilder::new(&INFLUENCE)
+            .utf8("test_id", rows.iter().map(|r| s.test_ids[test_row(r.0)].as_str()))
+            .utf8("test_label_name", rows.iter().map(|r| name(given(r.0))))
+            .utf8("test_pred_name", rows.iter().map(|r| name(predicted(r.0))))
+            .utf8("pair", rows.iter().map(|r| format!("{} -> {}", name(given(r.0)), name(predicted(r.0)))))
+            .utf8("sign", rows.iter().map(|r| r.1))
+            .i32("rank", rows.iter().map(|r| r.2 as i32))
+            .utf8("train_id", rows.iter().map(|r| s.train_ids[r.3.train as usize].as_str()))
+            .utf8("train_label_name", rows.iter().map(|r| name(s.train_labels[r.3.train as usize])))
+            .f64("influence", rows.iter().map(|r| r.3.influence as f64))
+            .bool("likely_mislabeled", rows.iter().map(|r| img(&r.3).flags.likely_mislabeled))
+            .bool("ambiguous", rows.iter().map(|r| img(&r.3).flags.ambiguous))
+            .bool("outlier", rows.iter().map(|r| img(&r.3).flags.outlier))
+            .bool("duplicate", rows.iter().map(|r| img(&r.3).flags.duplicate))
+            .opt_utf8("suggested_label_name", rows.iter().map(|r| img(&r.3).suggested_label.map(name)))
+            .finish_table(&schema::INFLUENCE)
+    }
+
+    /// `samples.parquet`'s influence columns for `n` samples (train rows first; null for test rows).
+    pub fn sample_columns(&self, n: usize) -> Columns {
+        let n_train = self.self_influence.len();
+        TableBuilder::new(&SAMPLE_INFLUENCE)
+            .opt_i32("test_mistakes_supported", (0..n).map(|i| (i < n_train).then(|| self.supported[i] as i32)))
+            .opt_f64("self_influence", (0..n).map(|i| (i < n_train).then(|| self.self_influence[i])))
+            .finish()
+    }
+
+    /// Per training image `[n_train]`: self-influence.
+    pub fn self_influence(&self) -> &[f64] {
+        &self.self_influence
+    }
+}
