@@ -471,7 +471,10 @@ impl<'a> Audit<'a> {
         if let Some(t) = &truth {
             writer.write(&schema::PLANTED, &data::planted(t))?;
         }
-        let chosen = stages::gallery::select(&samples, &sc, &outputs.pred[n_train..]);
+        let mut chosen = stages::gallery::select(&samples, &sc, &outputs.pred[n_train..]);
+        for row in influenced.gallery_rows() {
+            chosen.entry(row).or_insert("influence");
+        }
         writer.write(&schema::GALLERY, &stages::gallery::write(&ds, &samples, &chosen, &writer)?)?;
         stage.save(&writer.path("model.safetensors"), opts.seed)?;
         timing.insert("tables".to_string(), t4.elapsed().as_secs_f64());

@@ -163,6 +163,7 @@ pub const SHIPPED: &[(&str, &str)] = &[
     ("rules/pairs.toml", include_str!("../../rules/pairs.toml")),
     ("rules/run.toml", include_str!("../../rules/run.toml")),
     ("rules/explain.toml", include_str!("../../rules/explain.toml")),
+    ("rules/influence.toml", include_str!("../../rules/influence.toml")),
 ];
 
 /// A checked set of rules, in file order.

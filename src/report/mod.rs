@@ -33,6 +33,8 @@ pub const MARKDOWN_LIMIT: usize = 65_536;
 pub const SHOW_SUSPICIOUS: usize = 24;
 /// Duplicate pairs shown.
 pub const SHOW_DUPLICATES: usize = 12;
+/// Strips of influence-top-proponents findings shown.
+pub const SHOW_INFLUENCE: usize = 6;
 /// Messages shown per rule.
 pub const SHOW_MESSAGES: usize = 5;
 
@@ -107,6 +109,22 @@ pub struct Suspect {
     pub neighbors: Vec<Thumb>,
 }
 
+/// One finding of `influence-top-proponents` as a strip: the test mistake
+/// its training image pushes hardest, then that mistake's 3 strongest
+/// proponents (the finding's image among them, as a rule).
+#[derive(Clone, Debug, Serialize)]
+pub struct InfluenceStrip {
+    /// The finding's message.
+    pub message: String,
+    /// The training image the finding names.
+    pub source: String,
+    /// The test mistake, its label; `pred` the wrong prediction.
+    pub test: Thumb,
+    pub pred: String,
+    /// Its proponents, strongest first, with their influence.
+    pub proponents: Vec<(Thumb, f64)>,
+}
+
 /// A test image that copies a training image.
 #[derive(Clone, Debug, Serialize)]
 pub struct Leak {
@@ -152,6 +170,8 @@ pub struct ReportData {
     pub train_in_sample: bool,
     pub leaks: Vec<Leak>,
     pub leaks_total: usize,
+    /// One strip per top finding of `influence-top-proponents` (at most 6).
+    pub influence_strips: Vec<InfluenceStrip>,
     pub has_gallery: bool,
     /// Root causes of the explained pairs (empty: the explain stage did not run).
     pub causes: Vec<CauseView>,
@@ -456,6 +476,45 @@ pub fn gather(run: &Run, f: &findings::Findings) -> Result<ReportData> {
             }
         })
         .collect();
+    let influence_strips = if run.has("influence") {
+        let top = of_rule("influence-top-proponents")?.head(Some(SHOW_INFLUENCE));
+        let (sources, messages) = (get_str(&top, "subject")?, get_str(&top, "message")?);
+        let mut strips = Vec::new();
+        for (source, message) in sources.into_iter().zip(messages) {
+            let (Some(source), Some(message)) = (source, message) else { continue };
+            // The test mistake the image pushes hardest: its best rank, then the largest influence.
+            let best = findings::collect(
+                run,
+                run.table("influence")?
+                    .filter(col("sign").eq(lit("proponent")).and(col("train_id").eq(lit(source.as_str()))))
+                    .sort_by_exprs(
+                        [col("rank"), col("influence"), col("test_id")],
+                        polars::prelude::SortMultipleOptions::default()
+                            .with_order_descending_multi([false, true, false]),
+                    )
+                    .limit(1),
+            )?;
+            let Some(Some(test_id)) = frame::strs(&best, "test_id")?.into_iter().next() else { continue };
+            let pred = frame::strs(&best, "test_pred_name")?.into_iter().next().flatten().unwrap_or_default();
+            let props = findings::collect(
+                run,
+                run.table("influence")?
+                    .filter(col("sign").eq(lit("proponent")).and(col("test_id").eq(lit(test_id.as_str()))))
+                    .filter(col("rank").lt_eq(lit(3)))
+                    .sort(["rank"], Default::default()),
+            )?;
+            let infl = frame::f64s_or_none(&props, "influence")?;
+            let proponents = frame::strs(&props, "train_id")?
+                .into_iter()
+                .zip(infl)
+                .filter_map(|(id, v)| Some((thumb(id?.as_str()), v?)))
+                .collect();
+            strips.push(InfluenceStrip { message, source, test: thumb(&test_id), pred, proponents });
+        }
+        strips
+    } else {
+        Vec::new()
+    };
     let leaks_df = of_rule("train-test-duplicates")?;
     let leaks_total = leaks_df.height();
     let leaks_df = leaks_df.head(Some(SHOW_DUPLICATES));
@@ -542,6 +601,7 @@ pub fn gather(run: &Run, f: &findings::Findings) -> Result<ReportData> {
         train_in_sample: m.get("model").is_some_and(|x| x.get("folds").is_none_or(|f| f.is_null())),
         leaks,
         leaks_total,
+        influence_strips,
         has_gallery: !gallery.is_empty(),
         causes: causes(run, f)?,
         methods: methods(run)?,

@@ -42,7 +42,7 @@ pub static GALLERY: Group = Group {
         Column { name: "file", description: "its PNG, relative to the run folder (original size)" },
         Column {
             name: "reason",
-            description: "why it is there: flagged, neighbor, duplicate or missed (a misclassified test image)",
+            description: "why it is there: flagged, neighbor, duplicate, missed (a misclassified test image) or influence (a training image behind several test mistakes, or one of its strip: the mistake and its strongest proponents)",
         },
     ],
 };

@@ -25,6 +25,9 @@ use crate::table::{Columns, TableBuilder};
 /// Proponents and opponents kept per test mistake.
 pub const TOP_K: usize = 10;
 
+/// Training images behind the most test mistakes whose strips the gallery keeps.
+pub const GALLERY_SOURCES: usize = 20;
+
 /// `influence.parquet`: one row per (test mistake, sign, rank).
 pub static INFLUENCE: Group = Group {
     stage: "influence",
@@ -224,6 +227,33 @@ impl InfluenceStage {
             .opt_i32("test_mistakes_supported", (0..n).map(|i| (i < n_train).then(|| self.supported[i] as i32)))
             .opt_f64("self_influence", (0..n).map(|i| (i < n_train).then(|| self.self_influence[i])))
             .finish()
+    }
+
+    /// Sample rows (train first) the gallery keeps for the report's strips
+    /// and the tickets: the [`GALLERY_SOURCES`] training images behind the
+    /// most test mistakes (at least 2), and for each the test mistake it
+    /// pushes hardest with that mistake's 3 strongest proponents.
+    pub fn gallery_rows(&self) -> Vec<usize> {
+        let n_train = self.supported.len();
+        let mut sources: Vec<usize> = (0..n_train).filter(|&i| self.supported[i] >= 2).collect();
+        sources.sort_by(|&a, &b| self.supported[b].cmp(&self.supported[a]).then(a.cmp(&b)));
+        sources.truncate(GALLERY_SOURCES);
+        let mut rows = Vec::new();
+        for &i in &sources {
+            rows.push(i);
+            // (rank, -influence, query) of the mistakes it is a proponent of: the best one.
+            let best = (0..self.mistakes.len())
+                .filter_map(|q| {
+                    let r = self.proponents[q].iter().position(|h| h.train as usize == i)?;
+                    Some((r, -self.proponents[q][r].influence, q))
+                })
+                .min_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)).then(a.2.cmp(&b.2)));
+            if let Some((_, _, q)) = best {
+                rows.push(n_train + self.mistakes[q]);
+                rows.extend(self.proponents[q].iter().take(3).map(|h| h.train as usize));
+            }
+        }
+        rows
     }
 
     /// Per training image `[n_train]`: self-influence.

@@ -10,8 +10,8 @@ use misfit::findings::RuleSet;
 use crate::fixture::write_run;
 use crate::util::{misfit, text};
 
-const SECTIONS: [&str; 8] =
-    ["headline", "findings", "classes", "confusion", "suspicious", "duplicates", "pairs", "reproduce"];
+const SECTIONS: [&str; 9] =
+    ["headline", "findings", "classes", "confusion", "suspicious", "duplicates", "influence", "pairs", "reproduce"];
 
 /// The files a Markdown report refers to (`src="..."` and `](...)`).
 fn references(md: &str) -> Vec<String> {
