@@ -25,7 +25,6 @@ pub mod error;
 pub mod escape;
 pub mod explain;
 pub mod findings;
-pub mod influence;
 pub mod model;
 pub mod ops;
 pub mod progress;
@@ -38,6 +37,7 @@ pub mod sql;
 pub mod stages;
 pub mod stats;
 pub mod table;
+pub mod tracin;
 pub mod train;
 
 pub use error::{Error, Problem, Result};

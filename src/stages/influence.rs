@@ -1,7 +1,7 @@
 //! The influence stage: which training images make the model miss. For
 //! every misclassified test image (which includes every confused image the
 //! explain stage explains), its top-k training proponents and opponents by
-//! TracIn restricted to the last layer ([`crate::influence`]), with the test
+//! TracIn restricted to the last layer ([`crate::tracin`]), with the test
 //! image's loss taken at its (wrong) prediction: a proponent is a training
 //! image whose gradient step pushes the test image towards the wrong class.
 //! Also every training image's self-influence, and how many test mistakes
@@ -16,11 +16,11 @@ use serde::{Deserialize, Serialize};
 
 use super::Samples;
 use crate::error::{Error, Result};
-use crate::influence::{self, Checkpoint, Hit, InfluenceInput};
 use crate::model::ResNet;
 use crate::run::schema::{self, Column, Group};
 use crate::scores::Scores;
 use crate::table::{Columns, TableBuilder};
+use crate::tracin::{self, Checkpoint, Hit, InfluenceInput};
 
 /// Proponents and opponents kept per test mistake.
 pub const TOP_K: usize = 10;
@@ -159,7 +159,7 @@ pub fn run(
         checkpoints: &cps,
         k: TOP_K,
     };
-    let out = influence::influence(&input)?;
+    let out = tracin::influence(&input)?;
     let mut supported = vec![0u32; n_train];
     for h in out.proponents.iter().flatten() {
         supported[h.train as usize] += 1;

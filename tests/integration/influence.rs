@@ -4,8 +4,8 @@
 
 use candle_core::{Device, Tensor};
 use misfit::data::LoadOptions;
-use misfit::influence::{self, Checkpoint, InfluenceInput};
 use misfit::model::{self, checkpoint, checkpoint::ImportOptions};
+use misfit::tracin::{self, Checkpoint, InfluenceInput};
 use std::collections::HashMap;
 
 use crate::util::{load_ok, require_shared};
@@ -74,7 +74,7 @@ fn last_layer_tracin_equals_a_direct_pytorch_computation_on_shared_cifar10() {
     let k = 10;
     let input =
         InfluenceInput { classes: 10, dim, train_labels: &train_labels, query_targets: &targets, checkpoints: &cps, k };
-    let ours = influence::influence(&input).unwrap();
+    let ours = tracin::influence(&input).unwrap();
 
     let dir = tempfile::tempdir().unwrap();
     let (inp, out) = (dir.path().join("input.safetensors"), dir.path().join("reference.safetensors"));
