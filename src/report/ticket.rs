@@ -120,7 +120,7 @@ pub fn write(dir: &Path, rules: &RuleSet, sel: &Selection, out: Option<&Path>, f
     // An imported model's training flags rest on in-sample probabilities: a
     // ticket lists them only through their own rule (likely-mislabeled-in-sample,
     // for review), never as a pair's suggested relabels.
-    let in_sample = train_in_sample(&samples)?;
+    let in_sample = findings::pairs::train_in_sample(&samples)?;
     for (kind, subject) in kinds.iter().zip(&subjects) {
         let (Some(kind), Some(subject)) = (kind.as_deref(), subject.as_deref()) else { continue };
         let more: Vec<String> = match kind {
@@ -282,21 +282,6 @@ pub fn write(dir: &Path, rules: &RuleSet, sel: &Selection, out: Option<&Path>, f
     }
     crate::atomic::write(out.join("ticket.md"), md.as_bytes())?;
     Ok(Ticket { dir: out, images: ids.len(), findings: chosen.height(), on_sheet })
-}
-
-/// Whether the training images' probabilities are in sample: a run with
-/// test images whose training rows have no cross-validation fold (an
-/// imported model; a score run has training rows only).
-fn train_in_sample(samples: &DataFrame) -> Result<bool> {
-    if !frame::has(samples, "fold") {
-        return Ok(false);
-    }
-    let (split, fold) = (frame::strs(samples, "split")?, frame::i64s_or_none(samples, "fold")?);
-    let is = |i: usize, s: &str| split[i].as_deref() == Some(s);
-    let n = split.len();
-    Ok((0..n).any(|i| is(i, "test"))
-        && (0..n).any(|i| is(i, "train"))
-        && (0..n).all(|i| !is(i, "train") || fold[i].is_none()))
 }
 
 fn ids_of(df: DataFrame) -> Result<Vec<String>> {
