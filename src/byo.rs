@@ -489,6 +489,7 @@ fn run_stages(
         embeddings: emb.as_ref().map(|(e, d)| Embeddings { dim: *d, train: e, test: &[] }),
         pixels: None,
         aum: None,
+        held_out_null: true,
     };
     spinner.set_message(format!("scoring {} images", data.labels.len()));
     let sc = scores::score(&input, cfg)?;

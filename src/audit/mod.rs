@@ -344,6 +344,7 @@ impl<'a> Audit<'a> {
             embeddings: Some(Embeddings { dim, train: &train_emb, test: &test_emb }),
             pixels: Some(Pixels { height: ds.height, width: ds.width, train: &ds.train.pixels, test: &ds.test.pixels }),
             aum: aum.as_deref(),
+            held_out_null: stage.fold.is_some() && opts.scores.held_out_bound,
         };
         let score_cfg = ScoreConfig { seed: opts.seed, ..opts.scores.clone() };
         for note in scores::small_class_notes(&ds.train.labels, &ds.classes, score_cfg.k) {

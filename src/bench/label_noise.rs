@@ -83,6 +83,7 @@ pub fn score_one(dir: &Path, set: &str, model: &str) -> Result<Row> {
         embeddings: None,
         pixels: None,
         aum: None,
+        held_out_null: true,
     };
     let sc = scores::score(&input, &ScoreConfig::default())?;
     let k = data.classes;

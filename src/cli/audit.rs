@@ -5,7 +5,7 @@ use clap::Args;
 use misfit::audit::{self, AuditOptions, NoiseKind};
 use misfit::data::{DatasetSpec, LoadOptions};
 use misfit::report;
-use misfit::scores::PruneMethod;
+use misfit::scores::{PruneMethod, ScoreConfig};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -47,6 +47,11 @@ pub struct AuditArgs {
     explain: ExplainArgs,
     #[command(flatten)]
     neighbors: NeighborArgs,
+    /// Do not bound the training flags by the test labels (the bound takes
+    /// the test labels as right; turn it off when they were labelled no more
+    /// carefully than the training labels).
+    #[arg(long)]
+    no_held_out_bound: bool,
     /// Folder that holds run folders.
     #[arg(long, default_value = "outputs", value_name = "DIR")]
     outputs: PathBuf,
@@ -92,7 +97,10 @@ pub fn run(args: AuditArgs) -> Result<ExitCode> {
         model: args.model.options()?,
         progress: !args.quiet,
         inject_noise: args.inject_noise.map(|r| (r, args.noise.into())),
-        scores: args.neighbors.config(PruneMethod::PruneByNoiseRate),
+        scores: ScoreConfig {
+            held_out_bound: !args.no_held_out_bound,
+            ..args.neighbors.config(PruneMethod::PruneByNoiseRate)
+        },
     };
     let rules = load_rules(&args.rules)?;
     let rules_dirs = dirs(&args.rules);

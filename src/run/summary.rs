@@ -53,7 +53,14 @@ pub fn summary(m: &RunManifest) -> String {
         let train = match (in_sample, shortlist(m, "likely-mislabeled-in-sample")) {
             (true, Some(n)) => format!("train, in-sample probabilities: weak evidence; {n} on the review shortlist"),
             (true, None) => "train, in-sample probabilities: weak evidence".to_string(),
-            (false, _) => "train".to_string(),
+            (false, _) => match sc.mislabeled_cut.as_ref().and_then(|c| c.held_out.as_ref()) {
+                Some(b) => format!(
+                    "train; likely_mislabeled bounded by the test labels from {}, estimated precision {}",
+                    b.unbounded_flagged,
+                    b.estimated_precision.map_or("n/a".to_string(), |p| format!("{p:.2}"))
+                ),
+                None => "train".to_string(),
+            },
         };
         let _ = writeln!(s, "flagged  {} ({train}); {} duplicate pairs", f.join(", "), sc.duplicate_pairs);
         if let Some(t) = &sc.flagged_test {

@@ -165,8 +165,11 @@ pub fn combine(
         nbrs.map(|(tr, _)| (0..n_train).map(|i| neighbor_part(tr, i, labels[i], &mut train_rows[i])).collect());
     let test_votes: Option<Vec<Vec<f64>>> = nbrs
         .map(|(_, te)| (0..n_test).map(|i| neighbor_part(te, i, input.test_labels[i], &mut test_rows[i])).collect());
-    let train_cut = label_scores(k, train, train_votes.as_deref(), input.aum, train_rows);
-    let test_cut = test.map(|t| label_scores(k, t, test_votes.as_deref(), None, test_rows));
+    // The test split's labels are the null for the training flags only when
+    // both splits' probabilities are out of sample.
+    let held_out = test.filter(|_| input.held_out_null).map(|t| (t, test_votes.as_deref()));
+    let train_cut = label_scores(k, train, train_votes.as_deref(), input.aum, train_rows, held_out);
+    let test_cut = test.map(|t| label_scores(k, t, test_votes.as_deref(), None, test_rows, None));
     (out, train_cut, test_cut)
 }
 
@@ -186,24 +189,29 @@ pub fn combined_vote(p: &[f32], q: &[f64]) -> Vec<f64> {
 /// The label columns of one split's images: confident learning's scores,
 /// the combined vote `r` ([`combined_vote`], or `p` without neighbours), the
 /// probability that the label is wrong under the noise that confident
-/// learning estimates on the votes, the suggestion and the flags. Returns the
-/// split's `likely_mislabeled` cut.
+/// learning estimates on the votes, the suggestion and the flags. With a
+/// `held_out` split (its labels, probabilities and neighbours' votes), its
+/// images are the null that bounds the flags ([`cut::held_out_bound`]).
+/// Returns the split's `likely_mislabeled` cut.
 fn label_scores(
     k: usize,
     split: Labelled,
     votes: Option<&[Vec<f64>]>,
     aum: Option<&[f32]>,
     out: &mut [ImageScores],
+    held_out: Option<(Labelled, Option<&[Vec<f64>]>)>,
 ) -> Cut {
-    let rows: Vec<Vec<f64>> = split
-        .probs
-        .chunks_exact(k)
-        .enumerate()
-        .map(|(i, p)| match votes {
-            Some(q) => combined_vote(p, &q[i]),
-            None => p.iter().map(|&p| p as f64).collect(),
-        })
-        .collect();
+    let vote_rows = |probs: &[f32], votes: Option<&[Vec<f64>]>| -> Vec<Vec<f64>> {
+        probs
+            .chunks_exact(k)
+            .enumerate()
+            .map(|(i, p)| match votes {
+                Some(q) => combined_vote(p, &q[i]),
+                None => p.iter().map(|&p| p as f64).collect(),
+            })
+            .collect()
+    };
+    let rows = vote_rows(split.probs, votes);
     let flat: Vec<f32> = rows.iter().flatten().map(|&v| v as f32).collect();
     let noise = count::vote_noise_matrix(split.labels, &flat, k);
     let counted = count::noise_matrix_with(split.labels, &flat, k, 0.0);
@@ -216,7 +224,20 @@ fn label_scores(
     let wrong: Vec<f64> =
         rows.iter().zip(split.labels).map(|(r, &y)| rank::label_error_probability(r, y as usize, &noise)).collect();
     let candidates: Vec<bool> = rows.iter().zip(split.labels).map(|(r, &y)| best(r).0 != y as usize).collect();
-    let (flags, cut) = cut::likely_mislabeled(split.labels, &rows, &counted, &wrong, &thresholds, &candidates);
+    let (mut flags, mut cut) = cut::likely_mislabeled(split.labels, &rows, &counted, &wrong, &thresholds, &candidates);
+    let rule = cut.rule;
+    let suspicion = |r: &[f64], y: u32| cut::suspicion(rule, r, y as usize, &noise, &thresholds);
+    let own: Vec<f64> = rows.iter().zip(split.labels).map(|(r, &y)| suspicion(r, y)).collect();
+    let unbounded = flags.clone();
+    if let Some((h, h_votes)) = held_out {
+        let null: Vec<f64> = vote_rows(h.probs, h_votes)
+            .iter()
+            .zip(h.labels)
+            .filter(|(r, &y)| best(r).0 != y as usize)
+            .map(|(r, &y)| suspicion(r, y))
+            .collect();
+        cut::held_out_bound(&mut flags, &own, &null, h.labels.len(), &mut cut);
+    }
     for (i, s) in out.iter_mut().enumerate() {
         let (p, r, y) = (&split.probs[i * k..(i + 1) * k], &rows[i], split.labels[i] as usize);
         let (best, second) = best(r);
@@ -238,6 +259,13 @@ fn label_scores(
             ev.push_str(&format!(
                 "; the vote gives the label {:.2}, under half of its class's mean {:.2}",
                 r[y], thresholds[y]
+            ));
+        }
+        if let (true, false, Some(b)) = (unbounded[i], flags[i], &cut.held_out) {
+            ev.push_str(&format!(
+                "; not flagged: its suspicion {:.2} is under the held-out bound{}",
+                own[i],
+                b.min_suspicion.map(|m| format!(" {m:.2}")).unwrap_or_default()
             ));
         }
         if split.issues[i] {

@@ -36,6 +36,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::count::Matrix;
+use super::rank;
 
 /// Probabilities below this are taken as this in the likelihood test.
 const LIKELIHOOD_FLOOR: f64 = 1e-12;
@@ -47,6 +48,11 @@ pub const DISAGREEMENT_SHARE: f64 = 0.5;
 /// The posterior's premise is refuted when the mean likelihood gain is below
 /// 0 by more than this many standard errors (one-sided, about 2.3%).
 pub const REFUTED_AT: f64 = 2.0;
+
+/// The held-out bound keeps the largest set of flags whose precision,
+/// estimated against the held-out labels, is at least this: a flagged label
+/// is more likely wrong than right, over the set.
+pub const MIN_PRECISION: f64 = 0.5;
 
 /// Which cut made `likely_mislabeled`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,8 +76,112 @@ pub struct Cut {
     pub expected_f1: Option<f64>,
     /// The posterior at and above which images are flagged (`NoisePrior` only).
     pub min_probability: Option<f64>,
-    /// Images flagged.
+    /// Images flagged (after the held-out bound, when there is one).
     pub flagged: usize,
+    /// The held-out bound on the training flags (cross-validated training with a test split).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_out: Option<HeldOutBound>,
+}
+
+/// What the model can tell: the test split's labels as a null for the
+/// training flags. The same rule (the training split's noise matrix and
+/// class thresholds, the same suspicion) applied to the held-out images,
+/// whose labels the training never saw and which are taken as right, flags
+/// some of them too: those are the model's own errors read as wrong labels.
+/// At their rate, `expected_false` of the training flags are expected to be
+/// false; the bound keeps the most suspicious training flags, as many as
+/// keep the estimated precision at least [`MIN_PRECISION`]. Held-out labels
+/// that are themselves wrong make the bound stricter, never looser.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HeldOutBound {
+    /// Held-out images the null was measured on.
+    pub held_out_images: usize,
+    /// Images the cut flagged before the bound.
+    pub unbounded_flagged: usize,
+    /// Their expected false flags: the held-out images the same rule flags,
+    /// as a share, times the training images.
+    pub unbounded_expected_false: f64,
+    /// The least suspicion still flagged (the posterior, or for the
+    /// disagreement cut 1 - the label's share / its class mean); None when
+    /// no set reaches [`MIN_PRECISION`] and nothing is flagged.
+    pub min_suspicion: Option<f64>,
+    /// Expected false flags among those kept.
+    pub expected_false: f64,
+    /// 1 - expected_false / flagged (None when nothing is flagged).
+    pub estimated_precision: Option<f64>,
+}
+
+impl HeldOutBound {
+    /// The estimated precision of the flags before the bound (0 when the null expects more false flags than there are).
+    pub fn unbounded_precision(&self) -> Option<f64> {
+        (self.unbounded_flagged > 0)
+            .then(|| (1.0 - self.unbounded_expected_false / self.unbounded_flagged as f64).max(0.0))
+    }
+}
+
+/// How suspicious one label is under the cut's rule: the posterior
+/// (`NoisePrior`), or how far the vote's share of the label falls short of
+/// its class mean, `1 - r[y] / thresholds[y]` (`Disagreement`, which flags
+/// from 1 - [`DISAGREEMENT_SHARE`] up).
+pub fn suspicion(rule: CutRule, r: &[f64], label: usize, noise: &Matrix, thresholds: &[f64]) -> f64 {
+    match rule {
+        CutRule::NoisePrior => rank::label_error_probability(r, label, noise),
+        CutRule::Disagreement => 1.0 - r[label] / thresholds[label].max(f64::MIN_POSITIVE),
+    }
+}
+
+/// Whether the cut flags a candidate of the given suspicion (for the
+/// held-out images, which the cut itself never saw).
+fn passes(cut: &Cut, s: f64) -> bool {
+    match cut.rule {
+        CutRule::NoisePrior => cut.min_probability.is_some_and(|m| s >= m),
+        CutRule::Disagreement => s > 1.0 - DISAGREEMENT_SHARE,
+    }
+}
+
+/// Bounds the training `flags` (with each image's `suspicion`) by the
+/// held-out null: `held_out` holds the suspicion of each held-out image the
+/// vote disputes (the candidates), `held_out_images` counts them all. Keeps
+/// the flags at and above the lowest suspicion whose set has an estimated
+/// precision of at least [`MIN_PRECISION`] (ties stay together); updates
+/// `cut.flagged` and `cut.held_out`.
+pub fn held_out_bound(flags: &mut [bool], suspicion: &[f64], held_out: &[f64], held_out_images: usize, cut: &mut Cut) {
+    if held_out_images == 0 {
+        return;
+    }
+    let n = flags.len() as f64;
+    let mut train: Vec<f64> = (0..flags.len()).filter(|&i| flags[i]).map(|i| suspicion[i]).collect();
+    train.sort_by(|a, b| b.total_cmp(a));
+    let mut null: Vec<f64> = held_out.iter().copied().filter(|&s| passes(cut, s)).collect();
+    null.sort_by(|a, b| b.total_cmp(a));
+    let false_at = |count: usize| n * count as f64 / held_out_images as f64;
+    let (mut best, mut j) = (None, 0);
+    for m in 1..=train.len() {
+        let tau = train[m - 1];
+        if m < train.len() && train[m] == tau {
+            continue;
+        }
+        while j < null.len() && null[j] >= tau {
+            j += 1;
+        }
+        let expected_false = false_at(j);
+        if m as f64 - expected_false >= MIN_PRECISION * m as f64 {
+            best = Some((tau, m, expected_false));
+        }
+    }
+    for (f, &s) in flags.iter_mut().zip(suspicion) {
+        *f = *f && best.is_some_and(|(tau, _, _)| s >= tau);
+    }
+    let unbounded = train.len();
+    cut.flagged = best.map_or(0, |(_, m, _)| m);
+    cut.held_out = Some(HeldOutBound {
+        held_out_images,
+        unbounded_flagged: unbounded,
+        unbounded_expected_false: false_at(null.len()),
+        min_suspicion: best.map(|(tau, _, _)| tau),
+        expected_false: best.map_or(0.0, |(_, _, e)| e),
+        estimated_precision: best.map(|(_, m, e)| 1.0 - e / m as f64),
+    });
 }
 
 /// Mean over images of `ln sum_j r[j] T[y][j] - ln r[y]` (how much better
@@ -150,7 +260,16 @@ pub fn likely_mislabeled(
         (f, CutRule::NoisePrior, Some(e), m)
     };
     let flagged = flags.iter().filter(|f| **f).count();
-    (flags, Cut { rule, likelihood_gain: gain, likelihood_gain_se: se, expected_f1, min_probability, flagged })
+    let cut = Cut {
+        rule,
+        likelihood_gain: gain,
+        likelihood_gain_se: se,
+        expected_f1,
+        min_probability,
+        flagged,
+        held_out: None,
+    };
+    (flags, cut)
 }
 
 #[cfg(test)]
@@ -169,6 +288,64 @@ mod tests {
         let (f, _, _) = expected_f1_cut(&post, &[true, false, true, true, true]);
         assert_eq!(f, vec![true, false, false, true, false]);
         assert_eq!(expected_f1_cut(&post, &[false; 5]).0, vec![false; 5]);
+    }
+
+    fn prior_cut(flagged: usize, min: f64) -> Cut {
+        Cut {
+            rule: CutRule::NoisePrior,
+            likelihood_gain: 0.1,
+            likelihood_gain_se: 0.01,
+            expected_f1: Some(0.8),
+            min_probability: Some(min),
+            flagged,
+            held_out: None,
+        }
+    }
+
+    #[test]
+    fn the_held_out_bound_keeps_the_largest_set_the_null_leaves_half_right() {
+        // 100 training images, 10 flagged; 50 held-out images, 6 of them disputed.
+        let mut suspicion = vec![0.0; 100];
+        let top = [0.99, 0.98, 0.95, 0.9, 0.8, 0.7, 0.6, 0.5, 0.45, 0.42];
+        suspicion[..10].copy_from_slice(&top);
+        let mut flags: Vec<bool> = (0..100).map(|i| i < 10).collect();
+        let null = [0.85, 0.75, 0.65, 0.55, 0.5, 0.44, 0.3];
+        let mut cut = prior_cut(10, 0.42);
+        held_out_bound(&mut flags, &suspicion, &null, 50, &mut cut);
+        // At 0.8: one held-out image as suspicious, 100/50 = 2 expected false of 5, precision
+        // 0.6; at 0.7: 4 of 6 false, 0.33. The five most suspicious stay.
+        assert_eq!(flags, (0..100).map(|i| i < 5).collect::<Vec<_>>());
+        let b = cut.held_out.clone().unwrap();
+        assert_eq!((cut.flagged, b.unbounded_flagged, b.held_out_images), (5, 10, 50));
+        assert_eq!((b.min_suspicion, b.expected_false, b.estimated_precision), (Some(0.8), 2.0, Some(0.6)));
+        // 0.3 is under the cut's own 0.42 and counts for nothing: 6 of 50, 12 expected false.
+        assert_eq!((b.unbounded_expected_false, b.unbounded_precision()), (12.0, Some(0.0)));
+        // A null that flags nothing keeps every flag; one that flags as much as the training
+        // split leaves none.
+        let mut all: Vec<bool> = (0..100).map(|i| i < 10).collect();
+        let mut cut = prior_cut(10, 0.42);
+        held_out_bound(&mut all, &suspicion, &[0.1, 0.2], 50, &mut cut);
+        assert_eq!((cut.flagged, cut.held_out.as_ref().unwrap().estimated_precision), (10, Some(1.0)));
+        let mut cut = prior_cut(10, 0.42);
+        held_out_bound(&mut all, &suspicion, &[0.999; 10], 50, &mut cut);
+        assert_eq!((cut.flagged, all.iter().filter(|f| **f).count()), (0, 0));
+        assert_eq!(cut.held_out.unwrap().min_suspicion, None);
+        // No held-out images: no bound.
+        let mut cut = prior_cut(10, 0.42);
+        let mut some: Vec<bool> = (0..100).map(|i| i < 10).collect();
+        held_out_bound(&mut some, &suspicion, &[], 0, &mut cut);
+        assert_eq!((cut.flagged, cut.held_out, some.iter().filter(|f| **f).count()), (10, None, 10));
+    }
+
+    #[test]
+    fn the_disagreement_suspicion_passes_where_the_share_is_under_half_the_mean() {
+        let t = vec![vec![0.9, 0.1], vec![0.1, 0.9]];
+        let r = [0.7, 0.3];
+        assert!((suspicion(CutRule::Disagreement, &r, 1, &t, &[0.5, 0.8]) - (1.0 - 0.3 / 0.8)).abs() < 1e-12);
+        let post = suspicion(CutRule::NoisePrior, &r, 1, &t, &[0.5, 0.8]);
+        assert!((post - rank::label_error_probability(&r, 1, &t)).abs() < 1e-15);
+        let cut = Cut { rule: CutRule::Disagreement, min_probability: None, ..prior_cut(1, 0.0) };
+        assert!(passes(&cut, 0.51) && !passes(&cut, 0.5));
     }
 
     #[test]

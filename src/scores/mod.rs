@@ -42,6 +42,14 @@ pub struct ScoreConfig {
     pub seed: u64,
     /// Which index searches the neighbours.
     pub index: IndexChoice,
+    /// Bound the training flags by the test labels when both splits are out
+    /// of sample ([`cut::held_out_bound`]); off with `--no-held-out-bound`.
+    #[serde(default = "yes")]
+    pub held_out_bound: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// The neighbour search.
@@ -71,6 +79,7 @@ impl Default for ScoreConfig {
             duplicates: duplicates::DuplicateConfig::default(),
             seed: 0,
             index: IndexChoice::Auto,
+            held_out_bound: true,
         }
     }
 }
@@ -114,6 +123,10 @@ pub struct ScoreInput<'a> {
     pub pixels: Option<Pixels<'a>>,
     /// Area under the margin of each training image, when training ran here.
     pub aum: Option<&'a [f32]>,
+    /// Whether the test labels are the null that bounds the training flags
+    /// ([`cut::held_out_bound`]): only where `probs` are out of sample like
+    /// `test_probs` (cross-validated training here) and the bound is asked for.
+    pub held_out_null: bool,
 }
 
 /// Which neighbour search ran, and its recall check.

@@ -74,6 +74,7 @@ fn the_mislabeled_cut_follows_the_noise_rate_and_beats_both_baselines() {
             embeddings: Some(Embeddings { dim: 16, train: &emb, test: &[] }),
             pixels: None,
             aum: None,
+            held_out_null: true,
         };
         let sc = scores::score(&input, &ScoreConfig::default()).unwrap();
         let ours: Vec<bool> = sc.images.iter().map(|s| s.flags.likely_mislabeled).collect();
@@ -118,6 +119,7 @@ fn the_test_split_gets_every_label_column_from_its_own_probabilities() {
         embeddings: Some(Embeddings { dim: 16, train: &tr_emb, test: &te_emb }),
         pixels: None,
         aum: None,
+        held_out_null: true,
     };
     let sc = scores::score(&input, &ScoreConfig::default()).unwrap();
     let test = &sc.images[3000..];
