@@ -490,6 +490,7 @@ fn run_stages(
         pixels: None,
         aum: None,
         held_out_null: true,
+        null_probs: &[],
     };
     spinner.set_message(format!("scoring {} images", data.labels.len()));
     let sc = scores::score(&input, cfg)?;

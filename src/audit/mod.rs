@@ -334,6 +334,12 @@ impl<'a> Audit<'a> {
         let train_emb = neighbors::normalize(&stage.train_features, dim);
         let test_emb = neighbors::normalize(&stage.test_features, dim);
         let aum = stage.aum();
+        let null_probs: Vec<f32> = stage
+            .fold_test_logits
+            .iter()
+            .flat_map(|l| l.chunks_exact(k).flat_map(crate::stats::softmax))
+            .map(|p| p as f32)
+            .collect();
         let input = ScoreInput {
             source: "the model's probabilities",
             classes: k,
@@ -345,6 +351,7 @@ impl<'a> Audit<'a> {
             pixels: Some(Pixels { height: ds.height, width: ds.width, train: &ds.train.pixels, test: &ds.test.pixels }),
             aum: aum.as_deref(),
             held_out_null: stage.fold.is_some() && opts.scores.held_out_bound,
+            null_probs: &null_probs,
         };
         let score_cfg = ScoreConfig { seed: opts.seed, ..opts.scores.clone() };
         for note in scores::small_class_notes(&ds.train.labels, &ds.classes, score_cfg.k) {

@@ -84,6 +84,7 @@ pub fn score_one(dir: &Path, set: &str, model: &str) -> Result<Row> {
         pixels: None,
         aum: None,
         held_out_null: true,
+        null_probs: &[],
     };
     let sc = scores::score(&input, &ScoreConfig::default())?;
     let k = data.classes;

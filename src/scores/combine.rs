@@ -167,10 +167,24 @@ pub fn combine(
         .map(|(_, te)| (0..n_test).map(|i| neighbor_part(te, i, input.test_labels[i], &mut test_rows[i])).collect());
     // The test split's labels are the null for the training flags only when
     // both splits' probabilities are out of sample.
-    let held_out = test.filter(|_| input.held_out_null).map(|t| (t, test_votes.as_deref()));
-    let train_cut = label_scores(k, train, train_votes.as_deref(), input.aum, train_rows, held_out);
+    let null = test.filter(|_| input.held_out_null).map(|t| Null {
+        labels: t.labels,
+        probs: if input.null_probs.is_empty() { t.probs } else { input.null_probs },
+        votes: test_votes.as_deref(),
+    });
+    let train_cut = label_scores(k, train, train_votes.as_deref(), input.aum, train_rows, null);
     let test_cut = test.map(|t| label_scores(k, t, test_votes.as_deref(), None, test_rows, None));
     (out, train_cut, test_cut)
+}
+
+/// The held-out images that bound the training flags: their labels, the
+/// probabilities of one or more models for them (`[models x n, classes]`,
+/// model after model) and their neighbours' votes (`[n]`, the same for every model).
+#[derive(Clone, Copy, Debug)]
+struct Null<'a> {
+    labels: &'a [u32],
+    probs: &'a [f32],
+    votes: Option<&'a [Vec<f64>]>,
 }
 
 /// The combined vote over the true class of one image: the model's
@@ -190,8 +204,7 @@ pub fn combined_vote(p: &[f32], q: &[f64]) -> Vec<f64> {
 /// the combined vote `r` ([`combined_vote`], or `p` without neighbours), the
 /// probability that the label is wrong under the noise that confident
 /// learning estimates on the votes, the suggestion and the flags. With a
-/// `held_out` split (its labels, probabilities and neighbours' votes), its
-/// images are the null that bounds the flags ([`cut::held_out_bound`]).
+/// `null`, the held-out images bound the flags ([`cut::held_out_bound`]).
 /// Returns the split's `likely_mislabeled` cut.
 fn label_scores(
     k: usize,
@@ -199,14 +212,15 @@ fn label_scores(
     votes: Option<&[Vec<f64>]>,
     aum: Option<&[f32]>,
     out: &mut [ImageScores],
-    held_out: Option<(Labelled, Option<&[Vec<f64>]>)>,
+    null: Option<Null>,
 ) -> Cut {
+    // Row i's vote; the votes of neighbours repeat every `votes.len()` rows.
     let vote_rows = |probs: &[f32], votes: Option<&[Vec<f64>]>| -> Vec<Vec<f64>> {
         probs
             .chunks_exact(k)
             .enumerate()
             .map(|(i, p)| match votes {
-                Some(q) => combined_vote(p, &q[i]),
+                Some(q) => combined_vote(p, &q[i % q.len()]),
                 None => p.iter().map(|&p| p as f64).collect(),
             })
             .collect()
@@ -229,14 +243,15 @@ fn label_scores(
     let suspicion = |r: &[f64], y: u32| cut::suspicion(rule, r, y as usize, &noise, &thresholds);
     let own: Vec<f64> = rows.iter().zip(split.labels).map(|(r, &y)| suspicion(r, y)).collect();
     let unbounded = flags.clone();
-    if let Some((h, h_votes)) = held_out {
-        let null: Vec<f64> = vote_rows(h.probs, h_votes)
+    if let Some(h) = null {
+        let rows = vote_rows(h.probs, h.votes);
+        let disputed: Vec<f64> = rows
             .iter()
-            .zip(h.labels)
+            .zip(h.labels.iter().cycle())
             .filter(|(r, &y)| best(r).0 != y as usize)
             .map(|(r, &y)| suspicion(r, y))
             .collect();
-        cut::held_out_bound(&mut flags, &own, &null, h.labels.len(), &mut cut);
+        cut::held_out_bound(&mut flags, &own, &disputed, rows.len(), &mut cut);
     }
     for (i, s) in out.iter_mut().enumerate() {
         let (p, r, y) = (&split.probs[i * k..(i + 1) * k], &rows[i], split.labels[i] as usize);

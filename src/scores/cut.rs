@@ -94,7 +94,8 @@ pub struct Cut {
 /// that are themselves wrong make the bound stricter, never looser.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HeldOutBound {
-    /// Held-out images the null was measured on.
+    /// Held-out predictions the null was measured on: the test images, once
+    /// per fold model when each predicts them alone.
     pub held_out_images: usize,
     /// Images the cut flagged before the bound.
     pub unbounded_flagged: usize,

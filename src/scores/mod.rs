@@ -127,6 +127,10 @@ pub struct ScoreInput<'a> {
     /// ([`cut::held_out_bound`]): only where `probs` are out of sample like
     /// `test_probs` (cross-validated training here) and the bound is asked for.
     pub held_out_null: bool,
+    /// The null's probabilities: each fold model's own for the test images,
+    /// `[models x n_test, classes]`, model after model, as strong as the
+    /// training images' (each from one fold model); empty: `test_probs`.
+    pub null_probs: &'a [f32],
 }
 
 /// Which neighbour search ran, and its recall check.
@@ -288,6 +292,14 @@ pub fn validate(input: &ScoreInput, cfg: &ScoreConfig) -> Result<()> {
     check_probs(src, "", input.probs, n, k)?;
     if !input.test_probs.is_empty() {
         check_probs(src, "test ", input.test_probs, input.test_labels.len(), k)?;
+    }
+    let per_model = input.test_labels.len() * k;
+    if !input.null_probs.is_empty() && (per_model == 0 || input.null_probs.len() % per_model != 0) {
+        return Err(Error::Usage(format!(
+            "the fold models' test probabilities hold {} values, not a multiple of {} test images x {k} classes",
+            input.null_probs.len(),
+            input.test_labels.len()
+        )));
     }
     let row = |i: usize, what: String| -> Error { Problem::entry(src, format!("row {i}"), what).into() };
     let mut counts = vec![0usize; k];

@@ -99,6 +99,11 @@ pub struct ModelStage {
     /// [`ModelStage::model`]'s pooled features of both splits, `[n, feature_dim]`.
     pub train_features: Vec<f32>,
     pub test_features: Vec<f32>,
+    /// Each fold model's own test logits `[n_test, classes]` (with the same
+    /// test-time flips as the training images' out-of-sample ones), when the
+    /// test split gets their ensemble; empty otherwise. The null of the
+    /// held-out bound: predictions as strong as the training images' own.
+    pub fold_test_logits: Vec<Vec<f32>>,
     /// Held-out fold of each training image (None for an imported model).
     pub fold: Option<Vec<u32>>,
     /// The final model's training dynamics.
@@ -199,6 +204,7 @@ pub fn run(
         }
     };
     advance(ds.train.len() + ds.test.len());
+    let mut fold_test_logits = Vec::new();
     let (test_logits, predictions) = if out.fold_models.is_empty() {
         (test.logits.clone(), None)
     } else {
@@ -217,7 +223,9 @@ pub fn run(
              fold model after its own (one that trained on it)",
             if plan.flip_predictions { " (with the mirror too)" } else { "" }
         );
-        (model::ensemble_logits(&refs, ds.classes.len()), Some(what))
+        let ensemble = model::ensemble_logits(&refs, ds.classes.len());
+        fold_test_logits = members;
+        (ensemble, Some(what))
     };
     let last_epoch = out
         .history
@@ -258,6 +266,7 @@ pub fn run(
         model_test_logits: test.logits,
         train_features: train_final.features,
         test_features: test.features,
+        fold_test_logits,
         fold: Some(out.fold_of),
         dynamics: Some(out.dynamics),
         aum_threshold: out.aum_threshold,
@@ -289,6 +298,7 @@ pub fn from_model(ds: &Dataset, model: ResNet, source: String, device: &Device) 
         test_logits: test.logits,
         train_features: train.features,
         test_features: test.features,
+        fold_test_logits: Vec::new(),
         fold: None,
         dynamics: None,
         aum_threshold: None,

@@ -16,6 +16,12 @@ const K: usize = 6;
 /// mostly towards the look-alike (as an annotator errs). Returns (given
 /// labels, probabilities `[n, K]`, embeddings `[n, 16]`, wrong).
 fn generate(n: usize, noise: f64, seed: u64) -> (Vec<u32>, Vec<f32>, Vec<f32>, Vec<bool>) {
+    generate_with(n, noise, seed, 3.0)
+}
+
+/// [`generate`] with the true class's mean logit `strength` (3.0 there; the
+/// look-alike's is 1.5): lower makes a weaker model.
+fn generate_with(n: usize, noise: f64, seed: u64, strength: f32) -> (Vec<u32>, Vec<f32>, Vec<f32>, Vec<bool>) {
     const DIM: usize = 16;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let normal = Normal::new(0f32, 1.0).unwrap();
@@ -29,7 +35,7 @@ fn generate(n: usize, noise: f64, seed: u64) -> (Vec<u32>, Vec<f32>, Vec<f32>, V
         let logits: Vec<f32> = (0..K)
             .map(|j| {
                 let mean = if j == t {
-                    3.0
+                    strength
                 } else if j == look_alike {
                     1.5
                 } else {
@@ -75,6 +81,7 @@ fn the_mislabeled_cut_follows_the_noise_rate_and_beats_both_baselines() {
             pixels: None,
             aum: None,
             held_out_null: true,
+            null_probs: &[],
         };
         let sc = scores::score(&input, &ScoreConfig::default()).unwrap();
         let ours: Vec<bool> = sc.images.iter().map(|s| s.flags.likely_mislabeled).collect();
@@ -120,6 +127,7 @@ fn the_test_split_gets_every_label_column_from_its_own_probabilities() {
         pixels: None,
         aum: None,
         held_out_null: true,
+        null_probs: &[],
     };
     let sc = scores::score(&input, &ScoreConfig::default()).unwrap();
     let test = &sc.images[3000..];
@@ -145,4 +153,57 @@ fn the_test_split_gets_every_label_column_from_its_own_probabilities() {
     input.test_probs = &te_probs[..te_probs.len() - K];
     let e = scores::score(&input, &ScoreConfig::default()).unwrap_err().to_string();
     assert!(e.contains("test probabilities hold"), "{e}");
+}
+
+/// The held-out bound on a weak model (the true class's mean logit 2.5
+/// against the look-alike's 1.5, no neighbours to help): the training split has 10% wrong labels,
+/// the test split none. The posterior cut flags many of the model's own
+/// errors; the bound, measured on the clean test labels, keeps a set whose
+/// precision is at least about its estimate, higher than before, and the
+/// same with the null given once per fold model.
+#[test]
+fn the_held_out_bound_keeps_the_flags_the_clean_test_labels_cannot_explain() {
+    let (tr_labels, tr_probs, _, wrong) = generate_with(4000, 0.1, 21, 2.5);
+    let (te_labels, te_probs, _, _) = generate_with(2000, 0.0, 22, 2.5);
+    let twice: Vec<f32> = te_probs.iter().chain(&te_probs).copied().collect();
+    let input = |bound: bool, null: &'static str| ScoreInput {
+        source: "generated",
+        classes: K,
+        train_labels: &tr_labels,
+        probs: &tr_probs,
+        test_labels: &te_labels,
+        test_probs: &te_probs,
+        embeddings: None,
+        pixels: None,
+        aum: None,
+        held_out_null: bound,
+        null_probs: if null == "twice" { &twice[..] } else { &[] },
+    };
+    let flags =
+        |sc: &scores::Scores| -> Vec<bool> { sc.images[..4000].iter().map(|s| s.flags.likely_mislabeled).collect() };
+    let before = scores::score(&input(false, ""), &ScoreConfig::default()).unwrap();
+    let after = scores::score(&input(true, ""), &ScoreConfig::default()).unwrap();
+    assert!(before.cut.held_out.is_none());
+    let b = after.cut.held_out.clone().expect("a bound with a test split");
+    let (cb, ca) = (flag_check("f", "t", &flags(&before), &wrong), flag_check("f", "t", &flags(&after), &wrong));
+    assert_eq!(b.unbounded_flagged, before.cut.flagged);
+    assert!(after.cut.flagged < before.cut.flagged, "{b:?}");
+    let estimated = b.estimated_precision.expect("something flagged");
+    assert!(estimated >= 0.5, "{b:?}");
+    assert!(ca.precision.unwrap() >= estimated - 0.1, "{ca:?} {b:?}");
+    assert!(ca.precision.unwrap() > cb.precision.unwrap() + 0.1, "{cb:?} {ca:?}");
+    // The bound's unflagged images say why.
+    let unflagged =
+        (0..4000).find(|&i| before.images[i].flags.likely_mislabeled && !after.images[i].flags.likely_mislabeled);
+    let ev = after.images[unflagged.expect("the bound unflagged some")].evidence.clone().unwrap();
+    assert!(ev.contains("under the held-out bound"), "{ev}");
+    // The null given once per model (here the same model twice) bounds alike.
+    let per_model = scores::score(&input(true, "twice"), &ScoreConfig::default()).unwrap();
+    assert_eq!(flags(&per_model), flags(&after));
+    assert_eq!(per_model.cut.held_out.as_ref().unwrap().held_out_images, 4000);
+    // A null of the wrong length is refused.
+    let mut bad = input(true, "");
+    bad.null_probs = &te_probs[..K];
+    let e = scores::score(&bad, &ScoreConfig::default()).unwrap_err().to_string();
+    assert!(e.contains("fold models' test probabilities"), "{e}");
 }
