@@ -54,8 +54,38 @@ with torch.no_grad():
     sync(); t = time.perf_counter()
     for _ in range(steps): model(x)
     sync(); infer_s = (time.perf_counter() - t) / steps
+# PyTorch's other CPU configurations for the same step, each on a fresh model
+# of the same seed: channels_last memory format, and bf16 autocast (oneDNN,
+# AMX or AVX-512-BF16 where the CPU has them) on channels_last. The comparison
+# is against the fastest.
+def variant(channels_last, bf16):
+    torch.manual_seed(0)
+    m = ResNet(depth, width).to(device)
+    xx = x
+    if channels_last:
+        m = m.to(memory_format=torch.channels_last); xx = x.contiguous(memory_format=torch.channels_last)
+    o = torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
+    kind = "cuda" if device.startswith("cuda") else "cpu"
+    def st():
+        o.zero_grad(set_to_none=True)
+        with torch.autocast(device_type=kind, dtype=torch.bfloat16, enabled=bf16):
+            loss = F.cross_entropy(m(xx), y)
+        loss.backward(); o.step()
+    m.train()
+    for _ in range(warmup): st()
+    sync(); t = time.perf_counter()
+    for _ in range(steps): st()
+    sync(); return batch / ((time.perf_counter() - t) / steps)
+variants = {"f32 eager": batch / train_s}
+if not pgd_steps:
+    variants["f32 channels_last"] = variant(True, False)
+    try:
+        variants["bf16 autocast channels_last"] = variant(True, True)
+    except RuntimeError as e:  # no bf16 kernels for this device
+        print(f"bf16 autocast unavailable: {e}", file=sys.stderr)
 out = {"torch": torch.__version__, "threads": torch.get_num_threads(),
-       "train_step_s": train_s, "train_img_s": batch / train_s, "infer_img_s": batch / infer_s}
+       "train_step_s": train_s, "train_img_s": batch / train_s, "infer_img_s": batch / infer_s,
+       "train_variants": variants}
 if pgd_steps:
     # PGD L-inf, 8/255, random start, pgd_steps steps and a final check, as
     # misfit's loop does (whose benchmark makes every image take every step).
