@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::error::{Error, Problem, Result};
+use crate::quality::{self, Embeddings, ScoreConfig, ScoreInput};
 use crate::run::{schema, RunConfig, RunManifest, RunWriter, ScoreInputs};
-use crate::scores::{self, Embeddings, ScoreConfig, ScoreInput};
 use crate::stages::{self, evaluate, scores as score_stage, Samples};
 use crate::table::{self, TableMeta};
 
@@ -386,7 +386,7 @@ pub fn load(files: &ScoreFiles) -> Result<Loaded> {
     };
     if let Some((e, dim)) = &out.embeddings {
         let src = files.embeddings.as_ref().unwrap_or(&files.probs);
-        scores::check_embeddings(&src.display().to_string(), "", e, *dim)?;
+        quality::check_embeddings(&src.display().to_string(), "", e, *dim)?;
     }
     Ok(out)
 }
@@ -409,7 +409,7 @@ pub fn run(
     cfg: &ScoreConfig,
     outputs: &Path,
     run_name: &str,
-) -> Result<(PathBuf, RunManifest, scores::Scores)> {
+) -> Result<(PathBuf, RunManifest, quality::Scores)> {
     run_with(files, cfg, outputs, run_name, false, None).map(|(dest, manifest, sc, _)| (dest, manifest, sc))
 }
 
@@ -437,7 +437,7 @@ pub fn run_with(
     run_name: &str,
     progress: bool,
     rules: Option<(&crate::findings::RuleSet, &[String])>,
-) -> Result<(PathBuf, RunManifest, scores::Scores, Option<crate::findings::Findings>)> {
+) -> Result<(PathBuf, RunManifest, quality::Scores, Option<crate::findings::Findings>)> {
     let spinner = stage_spinner(progress);
     let result = run_stages(files, cfg, outputs, run_name, &spinner, rules);
     spinner.finish_and_clear();
@@ -451,7 +451,7 @@ fn run_stages(
     run_name: &str,
     spinner: &indicatif::ProgressBar,
     rules: Option<(&crate::findings::RuleSet, &[String])>,
-) -> Result<(PathBuf, RunManifest, scores::Scores, Option<crate::findings::Findings>)> {
+) -> Result<(PathBuf, RunManifest, quality::Scores, Option<crate::findings::Findings>)> {
     cfg.validate_options()?;
     let mut timing = BTreeMap::new();
     let t0 = Instant::now();
@@ -473,11 +473,11 @@ fn run_stages(
         None => (0..k).map(|i| i.to_string()).collect(),
     };
     let notes = match data.embeddings {
-        Some(_) => scores::small_class_notes(&data.labels, &classes, cfg.k),
+        Some(_) => quality::small_class_notes(&data.labels, &classes, cfg.k),
         None => Vec::new(),
     };
     let t1 = Instant::now();
-    let emb = data.embeddings.as_ref().map(|(e, d)| (scores::neighbors::normalize(e, *d), *d));
+    let emb = data.embeddings.as_ref().map(|(e, d)| (quality::neighbors::normalize(e, *d), *d));
     let source = files.probs.display().to_string();
     let input = ScoreInput {
         source: &source,
@@ -493,7 +493,7 @@ fn run_stages(
         null_probs: &[],
     };
     spinner.set_message(format!("scoring {} images", data.labels.len()));
-    let sc = scores::score(&input, cfg)?;
+    let sc = quality::score(&input, cfg)?;
     timing.insert("score".to_string(), t1.elapsed().as_secs_f64());
     spinner.set_message("writing the tables");
 

@@ -12,7 +12,7 @@
 //! derives the pair and correlation tables and runs the rules of `rules/`
 //! into findings, [`query`] runs a person's SQL, both checked by [`sql`] first. Beneath: loaders
 //! ([`data`]), the ResNet ([`model`]) on its kernels ([`ops`]), training
-//! ([`train`]), label-quality scores ([`scores`]), attacks ([`attack`]),
+//! ([`train`]), label-quality scores, neighbours and duplicates ([`quality`]), saliency maps ([`saliency`]), attacks ([`attack`]),
 //! the small statistics ([`stats`]) and seed streams ([`seed`]).
 
 pub mod atomic;
@@ -23,15 +23,15 @@ pub mod byo;
 pub mod data;
 pub mod error;
 pub mod escape;
-pub mod explain;
 pub mod findings;
 pub mod model;
 pub mod ops;
 pub mod progress;
+pub mod quality;
 pub mod query;
 pub mod report;
 pub mod run;
-pub mod scores;
+pub mod saliency;
 pub mod seed;
 pub mod sql;
 pub mod stages;

@@ -263,7 +263,7 @@ pub fn influence(input: &InfluenceInput) -> Result<Influence> {
 
 /// `out[m, n] = a[m, dim] * b[n, dim]^T`.
 fn dots(a: &[f32], b: &[f32], dim: usize) -> Vec<f32> {
-    crate::scores::neighbors::dots(a, b, dim)
+    crate::quality::neighbors::dots(a, b, dim)
 }
 
 #[cfg(test)]

@@ -19,12 +19,12 @@ use crate::attack::AttackConfig;
 use crate::data::demo::{DemoConfig, DemoTruth};
 use crate::data::{Dataset, DatasetSpec, LoadOptions, Problems};
 use crate::error::{Error, Problem, Result};
-use crate::explain::ExplainConfig;
 use crate::findings::{self, Findings, RuleSet};
 use crate::model::{self, DeviceChoice};
 use crate::progress::{Overall, ATTACK_STEP_UNITS, INFER_UNITS, SCORE_UNITS};
+use crate::quality::{self, neighbors, Embeddings, Pixels, ScoreConfig, ScoreInput};
 use crate::run::{schema, RunConfig, RunManifest, RunWriter};
-use crate::scores::{self, neighbors, Embeddings, Pixels, ScoreConfig, ScoreInput};
+use crate::saliency::ExplainConfig;
 use crate::stages::model::ModelStage;
 use crate::stages::{self, data, evaluate, scores as score_stage, selfcheck, Samples};
 use crate::table::{self, TableMeta};
@@ -354,10 +354,10 @@ impl<'a> Audit<'a> {
             null_probs: &null_probs,
         };
         let score_cfg = ScoreConfig { seed: opts.seed, ..opts.scores.clone() };
-        for note in scores::small_class_notes(&ds.train.labels, &ds.classes, score_cfg.k) {
+        for note in quality::small_class_notes(&ds.train.labels, &ds.classes, score_cfg.k) {
             problems.note(note);
         }
-        let sc = scores::score(&input, &score_cfg)?;
+        let sc = quality::score(&input, &score_cfg)?;
         if let Some(r) = &sc.recall {
             if !r.reached_target {
                 problems.note(format!(

@@ -16,9 +16,9 @@ use crate::audit::noise::{inject_noise, NoiseKind};
 use crate::byo::{self, ScoreFiles};
 use crate::error::{Error, Result};
 use crate::findings::frame;
+use crate::quality::checks::{flag_check, score_check, Check};
+use crate::quality::ScoreConfig;
 use crate::run::read::Run;
-use crate::scores::selfcheck::{flag_check, score_check, Check};
-use crate::scores::ScoreConfig;
 use crate::stats::argmax;
 
 /// One split of a run: labels, probabilities `[n, k]`, embeddings `[n, dim]`.
@@ -103,8 +103,8 @@ pub fn run(run_dir: &Path, split: &str, rates: &[f64], seed: u64, dir: &Path) ->
         let pred_differs: Vec<bool> =
             d.probs.chunks_exact(k).zip(&labels).map(|(row, &l)| argmax(row) != l as usize).collect();
         let target = "injected_flip";
-        let flag = |f: &dyn Fn(&crate::scores::ImageScores) -> bool| sc.images.iter().map(f).collect::<Vec<bool>>();
-        let score = |f: &dyn Fn(&crate::scores::ImageScores) -> Option<f64>| {
+        let flag = |f: &dyn Fn(&crate::quality::ImageScores) -> bool| sc.images.iter().map(f).collect::<Vec<bool>>();
+        let score = |f: &dyn Fn(&crate::quality::ImageScores) -> Option<f64>| {
             sc.images.iter().map(|s| f(s).unwrap_or(0.0)).collect::<Vec<f64>>()
         };
         let checks = vec![

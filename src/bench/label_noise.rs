@@ -15,9 +15,9 @@ use std::path::{Path, PathBuf};
 
 use crate::byo::{self, ScoreFiles};
 use crate::error::{Error, Problem, Result};
-use crate::scores::cut::CutRule;
-use crate::scores::selfcheck::{average_precision, flag_check, Check};
-use crate::scores::{self, ScoreConfig, ScoreInput};
+use crate::quality::checks::{average_precision, flag_check, Check};
+use crate::quality::cut::CutRule;
+use crate::quality::{self, ScoreConfig, ScoreInput};
 use crate::stats::{argmax, auroc};
 
 /// One model's probabilities on one benchmark, scored.
@@ -86,7 +86,7 @@ pub fn score_one(dir: &Path, set: &str, model: &str) -> Result<Row> {
         held_out_null: true,
         null_probs: &[],
     };
-    let sc = scores::score(&input, &ScoreConfig::default())?;
+    let sc = quality::score(&input, &ScoreConfig::default())?;
     let k = data.classes;
     let pred: Vec<bool> = data.probs.chunks_exact(k).zip(&data.labels).map(|(r, &l)| argmax(r) != l as usize).collect();
     let ours: Vec<bool> = sc.images.iter().map(|s| s.flags.likely_mislabeled).collect();

@@ -2,7 +2,7 @@
 //! the current device, and, where PyTorch is installed, of the same model in
 //! PyTorch on the same machine in the same run, with the ratio.
 
-pub mod duplicates;
+pub mod copies;
 pub mod flags;
 pub mod label_noise;
 pub mod score;

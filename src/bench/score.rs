@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use crate::byo::{self, ScoreFiles};
 use crate::error::{Error, Result};
-use crate::scores::{PruneMethod, ScoreConfig};
+use crate::quality::{PruneMethod, ScoreConfig};
 use npyz::WriterBuilder;
 
 /// The cleanlab script, run as a reference.
@@ -132,7 +132,7 @@ pub struct SearchTime {
 /// tuned as `misfit score` tunes it, then built and searched again under the
 /// clock. Exact search runs up to 200,000 rows (it grows with the square).
 fn time_searches(emb: &[f32], dim: usize, hnsw: bool) -> Vec<SearchTime> {
-    use crate::scores::{ivf::Ivf, neighbors, search_neighbors, Embeddings, IndexChoice};
+    use crate::quality::{ivf::Ivf, neighbors, search_neighbors, Embeddings, IndexChoice};
     let n = emb.len() / dim;
     let selves: Vec<Option<u32>> = (0..n as u32).map(Some).collect();
     let e = Embeddings { dim, train: emb, test: &[] };
@@ -246,7 +246,7 @@ pub fn run(
     };
     if with_embeddings {
         let raw: Vec<f32> = byo::read_npy(&dir.join("embeddings.npy"))?.0.into_iter().map(|x| x as f32).collect();
-        out.searches = time_searches(&crate::scores::neighbors::normalize(&raw, dim), dim, hnsw);
+        out.searches = time_searches(&crate::quality::neighbors::normalize(&raw, dim), dim, hnsw);
     }
     let probe = std::process::Command::new(python).args(["-c", "import cleanlab"]).output();
     if !matches!(probe, Ok(o) if o.status.success()) {
@@ -321,7 +321,7 @@ pub fn report(
         println!(
             "cost     an IVF row costs {:.2} exact rows (misfit uses IVF_ROW_COST = {}); measured: exact {:.2} s, ivf {:.2} s",
             per_row(i) / per_row(e),
-            crate::scores::IVF_ROW_COST,
+            crate::quality::IVF_ROW_COST,
             e.search_s,
             i.build_s + i.search_s
         );

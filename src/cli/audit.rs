@@ -4,8 +4,8 @@ use anyhow::Result;
 use clap::Args;
 use misfit::audit::{self, AuditOptions, NoiseKind};
 use misfit::data::{DatasetSpec, LoadOptions};
+use misfit::quality::{PruneMethod, ScoreConfig};
 use misfit::report;
-use misfit::scores::{PruneMethod, ScoreConfig};
 use std::path::PathBuf;
 use std::process::ExitCode;
 

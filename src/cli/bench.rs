@@ -170,7 +170,7 @@ pub fn run(command: BenchCommand) -> Result<ExitCode> {
             let spec = DatasetSpec::parse(&dataset)?;
             let ds = misfit::data::load(&spec, &LoadOptions::try_from(&load)?)?;
             let (verdicts, judged) = (verdicts.as_deref(), judged.as_deref());
-            bench::duplicates::report(&ds, copies, random_pairs, seed, sheet.as_deref(), verdicts, judged)?;
+            bench::copies::report(&ds, copies, random_pairs, seed, sheet.as_deref(), verdicts, judged)?;
         }
         BenchCommand::LabelNoise { dir } => bench::label_noise::report(&dir)?,
         BenchCommand::Flags { run_dir, split, noise, seed, dir } => {

@@ -1,7 +1,7 @@
 //! The explain stage's options of `misfit audit`.
 
 use clap::Args;
-use misfit::explain;
+use misfit::saliency;
 
 /// The explain stage of the audit: saliency maps, their checks, root-cause numbers.
 #[derive(Args, Clone)]
@@ -53,7 +53,7 @@ pub struct ExplainArgs {
 }
 
 impl ExplainArgs {
-    pub fn config(&self) -> anyhow::Result<Option<explain::ExplainConfig>> {
+    pub fn config(&self) -> anyhow::Result<Option<saliency::ExplainConfig>> {
         if self.no_explain {
             return Ok(None);
         }
@@ -61,7 +61,7 @@ impl ExplainArgs {
             .explain_methods
             .iter()
             .map(|m| {
-                explain::Method::parse(m.trim()).ok_or_else(|| {
+                saliency::Method::parse(m.trim()).ok_or_else(|| {
                     anyhow::anyhow!(
                         "--explain-methods '{m}': not a method (gradient, smoothgrad, integrated-gradients, grad-cam)"
                     )
@@ -69,19 +69,19 @@ impl ExplainArgs {
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         let ig_baseline = match self.ig_baseline.as_str() {
-            "black" => explain::Baseline::Black,
-            "white" => explain::Baseline::White,
-            "blur" => explain::Baseline::Blur,
+            "black" => saliency::Baseline::Black,
+            "white" => saliency::Baseline::White,
+            "blur" => saliency::Baseline::Blur,
             b => anyhow::bail!("--ig-baseline '{b}': black, white or blur"),
         };
         let fill = match self.explain_fill.as_str() {
-            "blur" => explain::Fill::Blur,
-            "mean" => explain::Fill::Mean,
+            "blur" => saliency::Fill::Blur,
+            "mean" => saliency::Fill::Mean,
             f => anyhow::bail!("--explain-fill '{f}': blur or mean"),
         };
-        let cfg = explain::ExplainConfig {
+        let cfg = saliency::ExplainConfig {
             methods,
-            method: explain::MethodConfig {
+            method: saliency::MethodConfig {
                 smoothgrad_noise: self.smoothgrad_noise,
                 smoothgrad_samples: self.smoothgrad_samples,
                 ig_steps: self.ig_steps,

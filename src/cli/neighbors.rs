@@ -1,7 +1,7 @@
 //! The neighbours of every image: `--k` and `--index` (audit and score).
 
 use clap::Args;
-use misfit::scores::{IndexChoice, PruneMethod, ScoreConfig};
+use misfit::quality::{IndexChoice, PruneMethod, ScoreConfig};
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 pub enum IndexArg {

@@ -3,8 +3,8 @@
 use anyhow::Result;
 use clap::Args;
 use misfit::byo;
+use misfit::quality::PruneMethod;
 use misfit::report;
-use misfit::scores::PruneMethod;
 use std::path::PathBuf;
 use std::process::ExitCode;
 

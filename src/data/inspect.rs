@@ -22,7 +22,7 @@ pub fn inspect(spec: &DatasetSpec, opts: &LoadOptions) -> Result<Inspection> {
     let mut problems = Problems::collecting();
     let dataset = load_with(spec, opts, &mut problems)?;
     // What `misfit audit` with its defaults would refuse is a problem too.
-    let defaults = (crate::train::recipe::ModelOptions::default(), crate::scores::ScoreConfig::default());
+    let defaults = (crate::train::recipe::ModelOptions::default(), crate::quality::ScoreConfig::default());
     for r in crate::audit::refusals(spec, &dataset, &defaults.0, &defaults.1) {
         problems.report(crate::error::Problem::file(&dataset.source, r))?;
     }

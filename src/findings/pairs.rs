@@ -13,9 +13,9 @@ use std::sync::Arc;
 
 use super::{causes, collect, frame};
 use crate::error::Result;
+use crate::quality::count;
 use crate::run::read::Run;
 use crate::run::schema::{self, Column, Group, Named};
-use crate::scores::count;
 use crate::stats::median;
 use crate::table::{self, Columns, TableBuilder};
 

@@ -3,7 +3,7 @@
 //! (the misclassified test images of the most confused pairs, as many
 //! correctly classified images of the same given class for contrast, and
 //! the most suspicious flagged training images; seeded), explains each by
-//! every method ([`crate::explain`]), checks the methods (cascading
+//! every method ([`crate::saliency`]), checks the methods (cascading
 //! randomisation), fills the centre or the ring of every test image
 //! (occlusion), attacks each explained pair's images towards the other
 //! class, and writes the pictures under `explain/`.
@@ -23,11 +23,11 @@ use super::Samples;
 use crate::attack::{AttackConfig, Method, Norm};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::explain::{self, measure, panels, sanity, ExplainConfig, Explained, SanityStep, Subject};
 use crate::model::ResNet;
+use crate::quality::Scores;
 use crate::run::schema::{self, Column, Group};
 use crate::run::RunWriter;
-use crate::scores::Scores;
+use crate::saliency::{self, measure, panels, sanity, ExplainConfig, Explained, SanityStep, Subject};
 use crate::stats::{wilson, Z95};
 use crate::table::{Columns, TableBuilder};
 
@@ -313,13 +313,13 @@ pub fn run(
         target,
     };
     let subjects: Vec<Subject> = jobs.iter().map(|j| subject(j.row, j.target)).collect();
-    let explained = explain::explain(model, &subjects, h, w, cfg)?;
+    let explained = saliency::explain(model, &subjects, h, w, cfg)?;
 
     // The randomisation check: correctly classified test images, their label as the target.
     let correct: Vec<usize> = (0..ds.classes.len() as u32).flat_map(|c| rows_of(c, c).iter().copied()).collect();
     let sanity_rows = sample(&correct, cfg.sanity_images, crate::seed::derive(cfg.seed, &[0x5a417e, 1]));
     let sanity_subjects: Vec<Subject> = sanity_rows.iter().map(|&r| subject(r, labels[r])).collect();
-    let steps = explain::sanity(model, &sanity_subjects, h, w, cfg)?;
+    let steps = saliency::sanity(model, &sanity_subjects, h, w, cfg)?;
 
     // Occlusion of every test image; ring colours of every image.
     let (background_only, object_only) =
@@ -341,7 +341,7 @@ pub fn run(
             continue;
         }
         let px: Vec<u8> = rows.iter().flat_map(|&r| pixels_of(r).iter().copied()).collect();
-        let r = explain::pair_radii(
+        let r = saliency::pair_radii(
             model,
             &crate::model::images_to_chw(&px, rows.len(), h, w),
             (3, h, w),

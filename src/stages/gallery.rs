@@ -12,9 +12,9 @@ use std::collections::BTreeMap;
 use super::Samples;
 use crate::data::{Dataset, Split};
 use crate::error::{Error, Result};
+use crate::quality::Scores;
 use crate::run::schema::{self, Column, Group};
 use crate::run::RunWriter;
-use crate::scores::Scores;
 use crate::table::TableBuilder;
 
 /// The folder of the run that holds the images.

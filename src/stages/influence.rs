@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 use super::Samples;
 use crate::error::{Error, Result};
 use crate::model::ResNet;
+use crate::quality::Scores;
 use crate::run::schema::{self, Column, Group};
-use crate::scores::Scores;
 use crate::table::{Columns, TableBuilder};
 use crate::tracin::{self, Checkpoint, Hit, InfluenceInput};
 

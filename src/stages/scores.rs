@@ -1,5 +1,5 @@
 //! The scores stage: label quality from out-of-sample probabilities and
-//! embeddings ([`crate::scores`]: confident learning, neighbours,
+//! embeddings ([`crate::quality`]: confident learning, neighbours,
 //! duplicates, the flags), for `misfit audit` and `misfit score` alike; the
 //! tables it owns: `samples.parquet`'s score columns, `classes.parquet`'s
 //! noise rate and flag counts, `embeddings.parquet`, `neighbors.parquet`,
@@ -10,10 +10,10 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 use super::Samples;
-use crate::run::schema::{self, Column, Group};
-use crate::scores::{
-    self, count, duplicates::Pair, neighbors::Neighbors, selfcheck::Check, ImageScores, ScoreConfig, Scores,
+use crate::quality::{
+    self, checks::Check, count, duplicates::Pair, neighbors::Neighbors, ImageScores, ScoreConfig, Scores,
 };
+use crate::run::schema::{self, Column, Group};
 use crate::table::{Columns, TableBuilder};
 
 /// `samples.parquet`: the label-quality columns (null where they do not apply).
@@ -331,7 +331,7 @@ pub fn duplicates(s: &Samples, pairs: &[Pair]) -> RecordBatch {
 pub struct ScoresSummary {
     pub config: ScoreConfig,
     /// Neighbour-index recall@k against exact search.
-    pub recall: Option<scores::RecallReport>,
+    pub recall: Option<quality::RecallReport>,
     /// Confident learning's per-class noise rates, and its noise matrix p(given | true).
     pub noise_rate: Vec<f64>,
     pub noise_matrix: Vec<Vec<f64>>,
@@ -347,16 +347,16 @@ pub struct ScoresSummary {
     pub duplicate_pairs: usize,
     /// The similarity thresholds the duplicate pairs passed (raised by the null sample).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub duplicate_cuts: Option<scores::duplicates::Cuts>,
+    pub duplicate_cuts: Option<quality::duplicates::Cuts>,
     /// Flags and scores against known bad images (planted or injected problems).
     pub selfcheck: Vec<Check>,
     /// Which cut made `likely_mislabeled` on the training split, and why
     /// (absent in runs written before it was recorded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mislabeled_cut: Option<scores::cut::Cut>,
+    pub mislabeled_cut: Option<quality::cut::Cut>,
     /// The same on the test split.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mislabeled_cut_test: Option<scores::cut::Cut>,
+    pub mislabeled_cut_test: Option<quality::cut::Cut>,
 }
 
 impl ScoresSummary {

@@ -8,9 +8,9 @@ use std::collections::HashSet;
 use super::data::planted_rows;
 use crate::data::demo::{DemoTruth, ProblemKind};
 use crate::data::Dataset;
+use crate::quality::checks::{flag_check, score_check, Check};
+use crate::quality::{ImageScores, Scores};
 use crate::run::schema::{self, Column, Group};
-use crate::scores::selfcheck::{flag_check, score_check, Check};
-use crate::scores::{ImageScores, Scores};
 use crate::table::TableBuilder;
 use crate::train::cv::AumThreshold;
 

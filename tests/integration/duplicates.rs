@@ -3,8 +3,8 @@
 //! are found, with the right kind; distinct images are not matched.
 
 use image::RgbImage;
-use misfit::bench::duplicates::{transform, TRANSFORMS};
-use misfit::scores::duplicates::{find, DuplicateConfig, Found, Inputs, Kind};
+use misfit::bench::copies::{transform, TRANSFORMS};
+use misfit::quality::duplicates::{find, DuplicateConfig, Found, Inputs, Kind};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -133,7 +133,7 @@ const VERDICTS: &str = "tests/fixtures/cifar-duplicate-verdicts.csv";
 
 #[test]
 fn on_cifar10_at_least_nine_in_ten_reported_train_test_pairs_looked_at_are_the_same_photograph() {
-    use misfit::bench::duplicates::{read_verdicts, sample_leaks, Verdict, PRECISION_SAMPLE};
+    use misfit::bench::copies::{read_verdicts, sample_leaks, Verdict, PRECISION_SAMPLE};
     let Some(archive) = crate::util::require_shared("datasets/cifar10-jpeg.tar.gz") else { return };
     let ds = crate::util::load_ok(archive.to_str().unwrap(), &misfit::data::LoadOptions::default());
     let verdicts = read_verdicts(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(VERDICTS)).unwrap();

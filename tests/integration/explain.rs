@@ -4,8 +4,8 @@
 //! tables on the fixture run.
 
 use candle_core::{DType, Device, Tensor};
-use misfit::explain::{self, measure, methods, sanity, ExplainConfig, Method, MethodConfig, Subject};
 use misfit::model::ResNet;
+use misfit::saliency::{self, measure, methods, sanity, ExplainConfig, Method, MethodConfig, Subject};
 
 use crate::util::{tiny_f64, tiny_model};
 
@@ -115,7 +115,7 @@ fn the_randomisation_check_decorrelates_the_maps_of_a_model_and_its_random_copy(
         method: MethodConfig { smoothgrad_samples: 2, ig_steps: 4, ..MethodConfig::default() },
         ..ExplainConfig::default()
     };
-    let steps = explain::sanity(&model, &subjects, 8, 8, &cfg).unwrap();
+    let steps = saliency::sanity(&model, &subjects, 8, 8, &cfg).unwrap();
     let groups = sanity::cascade(&model);
     assert_eq!(groups[0].0, "linear");
     assert_eq!(groups.last().unwrap().0, "stem");

@@ -11,10 +11,10 @@ use misfit::attack::AttackConfig;
 use misfit::audit::{Audit, AuditOptions};
 use misfit::data::demo::DemoConfig;
 use misfit::data::{DatasetSpec, LoadOptions};
-use misfit::explain::{ExplainConfig, MethodConfig};
 use misfit::model::{ModelConfig, ResNet, Shortcut};
+use misfit::quality::ScoreConfig;
 use misfit::run::RunManifest;
-use misfit::scores::ScoreConfig;
+use misfit::saliency::{ExplainConfig, MethodConfig};
 use misfit::train::recipe::{channel_stats, ModelOptions};
 use misfit::train::Dynamics;
 

@@ -3,7 +3,7 @@
 //! class != label" and confident learning's prune-by-noise-rate in F1 at low
 //! and at high noise), and the test split gets every label column.
 
-use misfit::scores::{self, cut::CutRule, selfcheck::flag_check, Embeddings, ScoreConfig, ScoreInput};
+use misfit::quality::{self, checks::flag_check, cut::CutRule, Embeddings, ScoreConfig, ScoreInput};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
@@ -69,7 +69,7 @@ fn f1(flag: &[bool], truth: &[bool]) -> f64 {
 fn the_mislabeled_cut_follows_the_noise_rate_and_beats_both_baselines() {
     for (noise, min_f1) in [(0.05, 0.75), (0.4, 0.85)] {
         let (labels, probs, emb, wrong) = generate(4000, noise, 7);
-        let emb = scores::neighbors::normalize(&emb, 16);
+        let emb = quality::neighbors::normalize(&emb, 16);
         let input = ScoreInput {
             source: "generated",
             classes: K,
@@ -83,7 +83,7 @@ fn the_mislabeled_cut_follows_the_noise_rate_and_beats_both_baselines() {
             held_out_null: true,
             null_probs: &[],
         };
-        let sc = scores::score(&input, &ScoreConfig::default()).unwrap();
+        let sc = quality::score(&input, &ScoreConfig::default()).unwrap();
         let ours: Vec<bool> = sc.images.iter().map(|s| s.flags.likely_mislabeled).collect();
         let cl: Vec<bool> = sc.images.iter().map(|s| s.label_issue == Some(true)).collect();
         let pred: Vec<bool> =
@@ -115,7 +115,7 @@ fn the_test_split_gets_every_label_column_from_its_own_probabilities() {
     // Train and test drawn alike; 10% of the test labels wrong.
     let (tr_labels, tr_probs, tr_emb, _) = generate(3000, 0.0, 11);
     let (te_labels, te_probs, te_emb, te_wrong) = generate(1500, 0.1, 12);
-    let (tr_emb, te_emb) = (scores::neighbors::normalize(&tr_emb, 16), scores::neighbors::normalize(&te_emb, 16));
+    let (tr_emb, te_emb) = (quality::neighbors::normalize(&tr_emb, 16), quality::neighbors::normalize(&te_emb, 16));
     let mut input = ScoreInput {
         source: "generated",
         classes: K,
@@ -129,7 +129,7 @@ fn the_test_split_gets_every_label_column_from_its_own_probabilities() {
         held_out_null: true,
         null_probs: &[],
     };
-    let sc = scores::score(&input, &ScoreConfig::default()).unwrap();
+    let sc = quality::score(&input, &ScoreConfig::default()).unwrap();
     let test = &sc.images[3000..];
     assert!(test.iter().all(|s| s.label_issue.is_some()
         && s.issue_score.is_some()
@@ -146,12 +146,12 @@ fn the_test_split_gets_every_label_column_from_its_own_probabilities() {
     assert!(train_flags < 60, "{train_flags} clean training images flagged");
     // Without test probabilities, test rows keep only their neighbour columns.
     input.test_probs = &[];
-    let sc = scores::score(&input, &ScoreConfig::default()).unwrap();
+    let sc = quality::score(&input, &ScoreConfig::default()).unwrap();
     assert!(sc.images[3000..].iter().all(|s| s.label_issue.is_none() && s.neighbor_agreement.is_some()));
     assert!(sc.test_noise.is_none());
     // Test probabilities of the wrong size are refused, naming them.
     input.test_probs = &te_probs[..te_probs.len() - K];
-    let e = scores::score(&input, &ScoreConfig::default()).unwrap_err().to_string();
+    let e = quality::score(&input, &ScoreConfig::default()).unwrap_err().to_string();
     assert!(e.contains("test probabilities hold"), "{e}");
 }
 
@@ -180,9 +180,9 @@ fn the_held_out_bound_keeps_the_flags_the_clean_test_labels_cannot_explain() {
         null_probs: if null == "twice" { &twice[..] } else { &[] },
     };
     let flags =
-        |sc: &scores::Scores| -> Vec<bool> { sc.images[..4000].iter().map(|s| s.flags.likely_mislabeled).collect() };
-    let before = scores::score(&input(false, ""), &ScoreConfig::default()).unwrap();
-    let after = scores::score(&input(true, ""), &ScoreConfig::default()).unwrap();
+        |sc: &quality::Scores| -> Vec<bool> { sc.images[..4000].iter().map(|s| s.flags.likely_mislabeled).collect() };
+    let before = quality::score(&input(false, ""), &ScoreConfig::default()).unwrap();
+    let after = quality::score(&input(true, ""), &ScoreConfig::default()).unwrap();
     assert!(before.cut.held_out.is_none());
     let b = after.cut.held_out.clone().expect("a bound with a test split");
     let (cb, ca) = (flag_check("f", "t", &flags(&before), &wrong), flag_check("f", "t", &flags(&after), &wrong));
@@ -198,12 +198,12 @@ fn the_held_out_bound_keeps_the_flags_the_clean_test_labels_cannot_explain() {
     let ev = after.images[unflagged.expect("the bound unflagged some")].evidence.clone().unwrap();
     assert!(ev.contains("under the held-out bound"), "{ev}");
     // The null given once per model (here the same model twice) bounds alike.
-    let per_model = scores::score(&input(true, "twice"), &ScoreConfig::default()).unwrap();
+    let per_model = quality::score(&input(true, "twice"), &ScoreConfig::default()).unwrap();
     assert_eq!(flags(&per_model), flags(&after));
     assert_eq!(per_model.cut.held_out.as_ref().unwrap().held_out_images, 4000);
     // A null of the wrong length is refused.
     let mut bad = input(true, "");
     bad.null_probs = &te_probs[..K];
-    let e = scores::score(&bad, &ScoreConfig::default()).unwrap_err().to_string();
+    let e = quality::score(&bad, &ScoreConfig::default()).unwrap_err().to_string();
     assert!(e.contains("fold models' test probabilities"), "{e}");
 }

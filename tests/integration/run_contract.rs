@@ -86,7 +86,7 @@ fn a_score_run_reads_back_through_the_read_side_with_the_audit_columns_that_appl
         embeddings: Some(dir.path().join("embeddings.npy")),
         classes: Some(vec!["a".into(), "b".into(), "c".into(), "d".into()]),
     };
-    let cfg = misfit::scores::ScoreConfig::default();
+    let cfg = misfit::quality::ScoreConfig::default();
     let (path, manifest, _) = misfit::byo::run(&files, &cfg, &dir.path().join("outputs"), "byo").unwrap();
     let run = Run::open(&path).unwrap();
     assert_eq!(run.tables(), vec!["samples", "classes", "embeddings", "neighbors"]);

@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::scores::duplicates::{self, judge, DuplicateConfig, Inputs, Kind};
+use crate::quality::duplicates::{self, judge, DuplicateConfig, Inputs, Kind};
 
 /// The transformations a copy gets (then a JPEG re-encoding).
 pub const TRANSFORMS: [&str; 6] = ["crop", "shift", "flip", "jpeg", "brightness", "colour"];

@@ -6,6 +6,7 @@
 //! and [`combine`] (the flags). Runs from a trained model's outputs or from
 //! files (`misfit score`).
 
+pub mod checks;
 pub mod combine;
 pub mod count;
 pub mod cut;
@@ -14,7 +15,6 @@ pub mod filter;
 pub mod ivf;
 pub mod neighbors;
 pub mod rank;
-pub mod selfcheck;
 
 use serde::{Deserialize, Serialize};
 
