@@ -38,6 +38,7 @@
 //! The maps used are those of the most trustworthy method: the one that
 //! decorrelates most in the randomisation check among those that pass it.
 
+use crate::run::columns::findings::CAUSES;
 use polars::prelude::{col, lit};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -47,76 +48,9 @@ use super::verdict;
 use super::{collect, frame};
 use crate::error::Result;
 use crate::run::read::Run;
-use crate::run::schema::{Column, Group};
+
 use crate::stats::{median, percentile_interval, wilson, Z95};
 use crate::table::{Columns, TableBuilder};
-
-/// `pairs.parquet`'s root-cause columns (runs whose explain stage ran).
-pub static CAUSES: Group = Group {
-    stage: "findings",
-    columns: &[
-        Column { name: "explained", description: "whether the explain stage explained this pair (its images have maps)" },
-        Column { name: "explanation_method", description: "the method whose maps the cause columns use (the most trustworthy)" },
-        Column {
-            name: "confusions_pooled",
-            description: "images of A predicted B: test images plus training images by their out-of-sample probabilities",
-        },
-        Column { name: "confusion_symmetry", description: "the smaller of confusions_pooled A->B and B->A over the larger (1 = both ways alike)" },
-        Column {
-            name: "confused_train",
-            description: "training images of A predicted B (out of sample; where the training probabilities are in sample, an imported model's, these are not counted as a witness)",
-        },
-        Column { name: "confused_flagged_share", description: "share of those flagged likely mislabeled" },
-        Column { name: "confused_flagged_share_low", description: "95% Wilson interval, low end" },
-        Column { name: "confused_flagged_share_high", description: "95% Wilson interval, high end" },
-        Column { name: "confused_neighbor_share", description: "share of those whose neighbours' majority label is B" },
-        Column { name: "confused_neighbor_share_low", description: "95% Wilson interval, low end" },
-        Column { name: "confused_neighbor_share_high", description: "95% Wilson interval, high end" },
-        Column { name: "neighbor_rank", description: "1 = B is the class A's training neighbourhoods lean to most (by neighbor_share)" },
-        Column {
-            name: "targeted_radius_ratio",
-            description: "median over A's attacked images of (smallest L2 budget reaching B) / (smallest budget leaving A); 1 = B is the nearest class",
-        },
-        Column { name: "ring_reliance_confused", description: "mean ring_ratio of the confused images' maps towards B" },
-        Column { name: "ring_reliance_correct", description: "mean ring_ratio of correctly classified images of A (maps towards A)" },
-        Column { name: "ring_reliance_gap", description: "ring_reliance_confused - ring_reliance_correct" },
-        Column { name: "ring_reliance_gap_low", description: "2,000-resample seeded bootstrap 95% interval, low end" },
-        Column { name: "ring_reliance_gap_high", description: "high end" },
-        Column { name: "concentration_confused", description: "median concentration of the confused images' maps towards B" },
-        Column { name: "concentration_correct", description: "median concentration of correctly classified images of A" },
-        Column {
-            name: "background_only_pair_rate",
-            description: "share of A's test images predicted A or B with the centre filled (background only)",
-        },
-        Column { name: "background_only_other_rate", description: "share of other classes' test images predicted A or B so" },
-        Column { name: "background_lift", description: "background_only_pair_rate - background_only_other_rate" },
-        Column { name: "background_lift_low", description: "low end: the pair rate's Wilson low minus the other rate's Wilson high" },
-        Column { name: "background_lift_high", description: "high end: the pair rate's Wilson high minus the other rate's Wilson low" },
-        Column { name: "ring_colour_distance", description: "distance between A's and B's mean ring colours (test images), [0, 1] RGB" },
-        Column {
-            name: "ring_colour_auc",
-            description: "AUROC of ring colour alone for A against B (test images, projected on the training means' difference)",
-        },
-        Column { name: "ring_colour_pair_auc", description: "the same for A or B against every other class" },
-        Column {
-            name: "support_label_noise",
-            description: "share of the label-noise criteria met (L1-L3) among those that count (met or not in 95% of resamples; null: none counts)",
-        },
-        Column { name: "support_look_alike", description: "the same for the look-alike criteria (K1-K5)" },
-        Column { name: "support_background", description: "the same for the background-shortcut criteria (B1-B3)" },
-        Column {
-            name: "hypothesis",
-            description: "label_noise, look_alike or background_shortcut where the evidence clears its uncertainty; undecided between the two leading ones otherwise; none when no hypothesis meets two thirds of its criteria (null: not explained)",
-        },
-        Column { name: "hypothesis_leading", description: "the hypothesis with the largest share of its criteria met" },
-        Column { name: "hypothesis_runner_up", description: "the next one" },
-        Column {
-            name: "hypothesis_confidence",
-            description: "share of 500 seeded bootstrap resamples of the pair's evidence in which the leading hypothesis had the largest share of its criteria met",
-        },
-        Column { name: "hypothesis_text", description: "the hypothesis in words, with the numbers it rests on" },
-    ],
-};
 
 /// Inputs from `pairs`: the confident joint's asymmetry and the neighbour
 /// shares per ordered pair (`[a][b]`).

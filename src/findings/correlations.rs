@@ -9,6 +9,7 @@
 //! permutation p-value: with 10 classes a correlation is fragile, and the
 //! interval says how much.
 
+use crate::run::columns::findings::CORRELATIONS;
 use arrow::array::RecordBatch;
 use polars::prelude::{col, lit};
 use rand::seq::SliceRandom;
@@ -20,43 +21,10 @@ use std::collections::HashMap;
 use super::{collect, frame};
 use crate::error::Result;
 use crate::run::read::Run;
-use crate::run::schema::{self, Column, Group};
+use crate::run::schema;
 use crate::run::summary::budget_label;
 use crate::stats::{auroc, pearson, percentile_interval, spearman};
 use crate::table::TableBuilder;
-
-/// `correlations.parquet`'s columns.
-pub static CORRELATIONS: Group = Group {
-    stage: "findings",
-    columns: &[
-        Column { name: "scope", description: "classes (one value per class) or images (one value per image)" },
-        Column {
-            name: "x",
-            description: "the measurement that predicts: a classes.parquet column, a rate, attack_success:ATTACK@BUDGET, or a samples.parquet score",
-        },
-        Column { name: "y", description: "the measurement predicted: miss_rate, attack_success:ATTACK@BUDGET, test_miss" },
-        Column { name: "method", description: "spearman, pearson or auroc" },
-        Column {
-            name: "x_direction",
-            description: "auroc: which end of x predicts y (low or high; the AUROC is of that end); null for correlations",
-        },
-        Column {
-            name: "headline",
-            description: "the figure to quote: Spearman's rho of the miss rate and each attack's success at its headline budget (the smallest that flips some but not all victims)",
-        },
-        Column { name: "n", description: "classes or images with both values" },
-        Column { name: "estimate", description: "the correlation (-1 to 1) or AUROC (0 to 1; 0.5 = no better than chance)" },
-        Column { name: "ci_low", description: "seeded percentile bootstrap 95% interval, low end" },
-        Column { name: "ci_high", description: "seeded percentile bootstrap 95% interval, high end" },
-        Column {
-            name: "p_value",
-            description: "seeded two-sided permutation p-value against no association, (1 + as extreme) / (1 + permutations)",
-        },
-        Column { name: "resamples", description: "bootstrap resamples on which the figure was defined" },
-        Column { name: "permutations", description: "permutations drawn" },
-        Column { name: "seed", description: "seed of the resampling (from the run's seed, x, y and method)" },
-    ],
-};
 
 /// Resampling sizes: classes are few and cheap to resample, images many.
 #[derive(Clone, Copy, Debug)]

@@ -15,6 +15,7 @@ pub mod pairs;
 pub mod rules;
 pub mod verdict;
 
+use crate::run::columns::findings::FINDINGS;
 use arrow::array::RecordBatch;
 use polars::prelude::{DataFrame, DataType, IntoLazy, LazyFrame, NamedFrom, ParquetReader, SerReader, Series};
 use serde::{Deserialize, Serialize};
@@ -24,30 +25,10 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::run::read::Run;
-use crate::run::schema::{self, Column, Group};
+use crate::run::schema;
 use crate::run::{TableEntry, MANIFEST};
 use crate::table::{self, TableBuilder, TableMeta};
 pub use rules::{Rule, RuleSet, Severity, Subject};
-
-/// `findings.parquet`'s own columns; after them come the evidence columns,
-/// the union of the columns the rules' queries return (null where a
-/// finding's rule returned no such column).
-pub static FINDINGS: Group = Group {
-    stage: "findings",
-    columns: &[
-        Column { name: "rule", description: "the rule's id" },
-        Column { name: "title", description: "the rule's title" },
-        Column { name: "severity", description: "info, warn or error" },
-        Column { name: "subject_kind", description: "image, class, pair or run" },
-        Column { name: "subject", description: "the image id, class name, 'A -> B' pair or run name" },
-        Column { name: "message", description: "the finding in words" },
-        Column {
-            name: "rule_matches",
-            description: "rows the rule's query returned (findings kept: at most its limit)",
-        },
-        Column { name: "rule_row", description: "1-based row of this finding in the rule's result" },
-    ],
-};
 
 /// What one rule did on one run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -6,6 +6,7 @@
 //! The root causes ([`super::causes`]) add their column group where the
 //! explain stage ran.
 
+use crate::run::columns::findings::{PAIRS, PAIR_FLIPS, PAIR_FLIP_BUDGETS};
 use arrow::array::{ArrayRef, Int64Array, RecordBatch};
 use polars::prelude::{col, lit, DataFrame, IntoLazy};
 use std::collections::HashMap;
@@ -15,81 +16,9 @@ use super::{causes, collect, frame};
 use crate::error::Result;
 use crate::quality::count;
 use crate::run::read::Run;
-use crate::run::schema::{self, Column, Group, Named};
+use crate::run::schema;
 use crate::stats::median;
 use crate::table::{self, Columns, TableBuilder};
-
-/// `pairs.parquet`'s columns.
-pub static PAIRS: Group = Group {
-    stage: "findings",
-    columns: &[
-        Column { name: "given", description: "class A: the given label (class index)" },
-        Column { name: "given_name", description: "class A's name" },
-        Column { name: "other", description: "class B: predicted, flipped to or suggested (class index)" },
-        Column { name: "other_name", description: "class B's name" },
-        Column { name: "pair", description: "'A -> B' in class names" },
-        Column { name: "rank", description: "1 = the pair with the most test confusions (then attack flips, relabels)" },
-        Column { name: "test_confusions", description: "test images of A predicted as B (null: no test split)" },
-        Column { name: "test_share", description: "test_confusions over A's test images" },
-        Column { name: "miss_share", description: "test_confusions over A's test misses" },
-        Column {
-            name: "attack_flips",
-            description: "correctly classified test images of A that an untargeted attack flipped to B, counted once per attack, at the smallest budget that flipped them (null: no attacks)",
-        },
-        Column { name: "flip_share", description: "attack_flips over all untargeted flips of A's images" },
-        Column {
-            name: "median_flip_budget_linf",
-            description: "median smallest L-inf budget of those flips, [0, 1] pixel units",
-        },
-        Column { name: "median_flip_budget_l2", description: "the same for L2 attacks" },
-        Column { name: "targeted_attacked", description: "images of A attacked with B as the target (all targeted attacks)" },
-        Column { name: "targeted_successes", description: "of those, the attacks that reached B" },
-        Column {
-            name: "targeted_median_budget_linf",
-            description: "median smallest L-inf budget that reached B (null when more than half did not, or none were run)",
-        },
-        Column { name: "targeted_median_budget_l2", description: "the same for targeted L2 attacks" },
-        Column {
-            name: "suggested_relabels",
-            description: "training images of A flagged likely mislabeled whose suggested label is B (null where the training probabilities are in sample: an imported model's flags there are for review only)",
-        },
-        Column {
-            name: "label_issues_to",
-            description: "training images of A flagged by confident learning whose suggested label is B (null where the training probabilities are in sample)",
-        },
-        Column { name: "joint_count", description: "calibrated confident joint C[A][B]: training images of A confidently predicted B" },
-        Column { name: "joint_share", description: "estimated joint p(given A, true B), share of all training images" },
-        Column {
-            name: "joint_asymmetry",
-            description: "(p(A,B) - p(B,A)) / (p(A,B) + p(B,A)): 1 = only A's images look like B, -1 = only the reverse",
-        },
-        Column {
-            name: "cross_duplicates",
-            description: "duplicate pairs with one image labelled A and the other B (either order)",
-        },
-        Column {
-            name: "neighbor_share",
-            description: "share of A's training images whose nearest neighbours' weighted majority label is B",
-        },
-    ],
-};
-
-/// `pairs.parquet`: each untargeted attack's flips from A to B.
-pub static PAIR_FLIPS: Named = Named {
-    stage: "findings",
-    prefix: "flips:",
-    pattern: "flips:ATTACK",
-    description:
-        "correctly classified test images of A that the untargeted ATTACK flipped to B, within its largest budget",
-};
-
-/// `pairs.parquet`: the budgets of those flips.
-pub static PAIR_FLIP_BUDGETS: Named = Named {
-    stage: "findings",
-    prefix: "flip_budget:",
-    pattern: "flip_budget:ATTACK",
-    description: "median smallest budget at which ATTACK flipped them, in its norm's [0, 1] pixel units",
-};
 
 /// A `k x k` table of one quantity, `[given][other]`.
 type Grid<T> = Vec<Vec<T>>;

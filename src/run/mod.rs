@@ -10,6 +10,7 @@
 //! the crash left. `outputs/.<run-name>.lock` keeps two processes from
 //! writing one run at once.
 
+pub mod columns;
 pub mod manifest;
 pub mod read;
 pub mod schema;

@@ -1,13 +1,12 @@
 //! The run folder's contract: every table a run can hold, and every column
-//! of it, in one place. Each stage declares the column groups it owns next
-//! to the code that fills them (`src/stages/`); this list says which
-//! groups, in which order, make each table. The writer builds columns
+//! of it, in one place. The column groups live in [`super::columns`], one
+//! file per stage that owns and fills them; this list says which groups, in
+//! which order, make each table. It depends on no stage. The writer builds columns
 //! against it ([`crate::table::TableBuilder`]), the read side checks tables
 //! against it ([`crate::run::read`]), and a test checks the table
 //! of tables and columns in docs/run-folder.md against it.
 
-use crate::findings;
-use crate::stages::{attacks, data, evaluate, explain, gallery, influence, model, scores, selfcheck};
+use super::columns::{attacks, data, evaluate, explain, findings, gallery, influence, model, scores, selfcheck};
 
 /// One column: its name and what it holds, in which units (stored as the
 /// Parquet field's `description`).
@@ -231,15 +230,15 @@ pub static PAIRS: TableSchema = TableSchema {
     name: "pairs",
     file: "pairs.parquet",
     row: "one ordered class pair (given A, other B) with any evidence",
-    groups: &[&findings::pairs::PAIRS, &findings::causes::CAUSES],
-    named: &[&findings::pairs::PAIR_FLIPS, &findings::pairs::PAIR_FLIP_BUDGETS],
+    groups: &[&findings::PAIRS, &findings::CAUSES],
+    named: &[&findings::PAIR_FLIPS, &findings::PAIR_FLIP_BUDGETS],
 };
 
 pub static CORRELATIONS: TableSchema = TableSchema {
     name: "correlations",
     file: "correlations.parquet",
     row: "one measurement against another, across classes or images",
-    groups: &[&findings::correlations::CORRELATIONS],
+    groups: &[&findings::CORRELATIONS],
     named: &[],
 };
 

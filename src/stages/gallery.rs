@@ -6,6 +6,7 @@
 //! suspicious, and both images of every duplicate pair. It owns
 //! `gallery.parquet` (which file shows which image id).
 
+use crate::run::columns::gallery::GALLERY;
 use arrow::array::RecordBatch;
 use std::collections::BTreeMap;
 
@@ -13,7 +14,7 @@ use super::Samples;
 use crate::data::{Dataset, Split};
 use crate::error::{Error, Result};
 use crate::quality::Scores;
-use crate::run::schema::{self, Column, Group};
+use crate::run::schema;
 use crate::run::RunWriter;
 use crate::table::TableBuilder;
 
@@ -33,19 +34,6 @@ pub const NEIGHBORS: usize = 3;
 /// Misclassified test images kept per (given, predicted) pair: a confused
 /// pair's ticket shows them.
 pub const MISSES_PER_PAIR: usize = 24;
-
-/// `gallery.parquet`: one row per image in the gallery.
-pub static GALLERY: Group = Group {
-    stage: "gallery",
-    columns: &[
-        Column { name: "id", description: "image id" },
-        Column { name: "file", description: "its PNG, relative to the run folder (original size)" },
-        Column {
-            name: "reason",
-            description: "why it is there: flagged, neighbor, duplicate, missed (a misclassified test image) or influence (a training image behind several test mistakes, or one of its strip: the mistake and its strongest proponents)",
-        },
-    ],
-};
 
 /// The sample rows of the gallery, with why each is there, in row order;
 /// `test_pred` is the model's prediction for each test image.

@@ -2,6 +2,7 @@
 //! the demo's planted problems and labels flipped by `--inject-noise`; it
 //! owns `selfcheck.parquet` and the self-check list in `run.json`'s `scores`.
 
+use crate::run::columns::selfcheck::SELFCHECK;
 use arrow::array::RecordBatch;
 use std::collections::HashSet;
 
@@ -10,25 +11,9 @@ use crate::data::demo::{DemoTruth, ProblemKind};
 use crate::data::Dataset;
 use crate::quality::checks::{flag_check, score_check, Check};
 use crate::quality::{ImageScores, Scores};
-use crate::run::schema::{self, Column, Group};
+use crate::run::schema;
 use crate::table::TableBuilder;
 use crate::train::cv::AumThreshold;
-
-/// `selfcheck.parquet`: every flag and score against known bad images.
-pub static SELFCHECK: Group = Group {
-    stage: "selfcheck",
-    columns: &[
-        Column { name: "name", description: "flag or score" },
-        Column { name: "target", description: "what is known bad" },
-        Column { name: "precision", description: "flags: share of flagged images that are bad" },
-        Column { name: "recall", description: "flags: share of bad images flagged" },
-        Column { name: "f1", description: "flags: harmonic mean of precision and recall" },
-        Column { name: "flagged", description: "flags: images flagged" },
-        Column { name: "auroc", description: "scores: area under the ROC curve" },
-        Column { name: "positives", description: "known bad images" },
-        Column { name: "images", description: "images checked" },
-    ],
-};
 
 /// What is known bad in a run, to check the flags against.
 pub struct Known<'a> {

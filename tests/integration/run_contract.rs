@@ -93,10 +93,10 @@ fn a_score_run_reads_back_through_the_read_side_with_the_audit_columns_that_appl
     // samples: the audit's key, model and score columns; no AUM or attack columns.
     let samples = run.table("samples").unwrap().collect().unwrap();
     let want: Vec<&str> = [
-        &misfit::stages::data::SAMPLE_KEYS,
-        &misfit::stages::model::SAMPLE_MODEL,
-        &misfit::stages::scores::SAMPLE_SCORES,
-        &misfit::stages::scores::SAMPLE_LABEL_ERROR,
+        &misfit::run::columns::data::SAMPLE_KEYS,
+        &misfit::run::columns::model::SAMPLE_MODEL,
+        &misfit::run::columns::scores::SAMPLE_SCORES,
+        &misfit::run::columns::scores::SAMPLE_LABEL_ERROR,
     ]
     .iter()
     .flat_map(|g| g.names())
