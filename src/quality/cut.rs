@@ -110,6 +110,20 @@ pub struct HeldOutBound {
     pub expected_false: f64,
     /// 1 - expected_false / flagged (None when nothing is flagged).
     pub estimated_precision: Option<f64>,
+    /// The same with the held-out disputes behind `expected_false` at their
+    /// one-sided 84% upper limit ([`poisson_upper`]), at least 0: the
+    /// precision the kept flags have at least, at that confidence (None when
+    /// nothing is flagged). A coarse null (few held-out disputes) shows here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision_low: Option<f64>,
+}
+
+/// The one-sided 84.13% (one standard deviation) upper confidence limit of
+/// a Poisson mean from `count` events, Gehrels' approximation (ApJ 303,
+/// 1986, eq. 7): `count + sqrt(count + 3/4) + 1`; 1.87 for no event.
+pub fn poisson_upper(count: usize) -> f64 {
+    let n = count as f64;
+    n + (n + 0.75).sqrt() + 1.0
 }
 
 impl HeldOutBound {
@@ -167,21 +181,23 @@ pub fn held_out_bound(flags: &mut [bool], suspicion: &[f64], held_out: &[f64], h
         }
         let expected_false = false_at(j);
         if m as f64 - expected_false >= MIN_PRECISION * m as f64 {
-            best = Some((tau, m, expected_false));
+            best = Some((tau, m, expected_false, j));
         }
     }
     for (f, &s) in flags.iter_mut().zip(suspicion) {
-        *f = *f && best.is_some_and(|(tau, _, _)| s >= tau);
+        *f = *f && best.is_some_and(|(tau, ..)| s >= tau);
     }
     let unbounded = train.len();
-    cut.flagged = best.map_or(0, |(_, m, _)| m);
+    let upper = |j: usize| n * poisson_upper(j) / held_out_images as f64;
+    cut.flagged = best.map_or(0, |(_, m, ..)| m);
     cut.held_out = Some(HeldOutBound {
         held_out_images,
         unbounded_flagged: unbounded,
         unbounded_expected_false: false_at(null.len()),
-        min_suspicion: best.map(|(tau, _, _)| tau),
-        expected_false: best.map_or(0.0, |(_, _, e)| e),
-        estimated_precision: best.map(|(_, m, e)| 1.0 - e / m as f64),
+        min_suspicion: best.map(|(tau, ..)| tau),
+        expected_false: best.map_or(0.0, |(_, _, e, _)| e),
+        estimated_precision: best.map(|(_, m, e, _)| 1.0 - e / m as f64),
+        precision_low: best.map(|(_, m, _, j)| (1.0 - upper(j) / m as f64).max(0.0)),
     });
 }
 
@@ -319,6 +335,9 @@ mod tests {
         let b = cut.held_out.clone().unwrap();
         assert_eq!((cut.flagged, b.unbounded_flagged, b.held_out_images), (5, 10, 50));
         assert_eq!((b.min_suspicion, b.expected_false, b.estimated_precision), (Some(0.8), 2.0, Some(0.6)));
+        // One held-out dispute: at most 1 + sqrt(1.75) + 1 = 3.32 at 84%, 6.65 false of 5: no
+        // precision can be promised.
+        assert_eq!(b.precision_low, Some(0.0));
         // 0.3 is under the cut's own 0.42 and counts for nothing: 6 of 50, 12 expected false.
         assert_eq!((b.unbounded_expected_false, b.unbounded_precision()), (12.0, Some(0.0)));
         // A null that flags nothing keeps every flag; one that flags as much as the training
@@ -327,6 +346,9 @@ mod tests {
         let mut cut = prior_cut(10, 0.42);
         held_out_bound(&mut all, &suspicion, &[0.1, 0.2], 50, &mut cut);
         assert_eq!((cut.flagged, cut.held_out.as_ref().unwrap().estimated_precision), (10, Some(1.0)));
+        // No held-out dispute: at most 1.87 at 84%, 3.73 false of 10.
+        let low = cut.held_out.as_ref().unwrap().precision_low.unwrap();
+        assert!((low - (1.0 - 2.0 * (0.75f64.sqrt() + 1.0) / 10.0)).abs() < 1e-12, "{low}");
         let mut cut = prior_cut(10, 0.42);
         held_out_bound(&mut all, &suspicion, &[0.999; 10], 50, &mut cut);
         assert_eq!((cut.flagged, all.iter().filter(|f| **f).count()), (0, 0));

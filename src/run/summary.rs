@@ -55,9 +55,10 @@ pub fn summary(m: &RunManifest) -> String {
             (true, None) => "train, in-sample probabilities: weak evidence".to_string(),
             (false, _) => match sc.mislabeled_cut.as_ref().and_then(|c| c.held_out.as_ref()) {
                 Some(b) => format!(
-                    "train; likely_mislabeled bounded by the test labels from {}, estimated precision {}",
+                    "train; likely_mislabeled bounded by the test labels from {}, estimated precision {}{}",
                     b.unbounded_flagged,
-                    b.estimated_precision.map_or("n/a".to_string(), |p| format!("{p:.2}"))
+                    b.estimated_precision.map_or("n/a".to_string(), |p| format!("{p:.2}")),
+                    b.precision_low.map_or(String::new(), |p| format!(" (at least {p:.2} at 84% confidence)"))
                 ),
                 None => "train".to_string(),
             },

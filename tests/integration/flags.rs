@@ -191,6 +191,9 @@ fn the_held_out_bound_keeps_the_flags_the_clean_test_labels_cannot_explain() {
     let estimated = b.estimated_precision.expect("something flagged");
     assert!(estimated >= 0.5, "{b:?}");
     assert!(ca.precision.unwrap() >= estimated - 0.1, "{ca:?} {b:?}");
+    // The precision promised at 84% confidence is below the estimate, and holds.
+    let low = b.precision_low.expect("something flagged");
+    assert!(low < estimated && ca.precision.unwrap() >= low, "{ca:?} {b:?}");
     assert!(ca.precision.unwrap() > cb.precision.unwrap() + 0.1, "{cb:?} {ca:?}");
     // The bound's unflagged images say why.
     let unflagged =
