@@ -239,19 +239,27 @@ fn label_scores(
         rows.iter().zip(split.labels).map(|(r, &y)| rank::label_error_probability(r, y as usize, &noise)).collect();
     let candidates: Vec<bool> = rows.iter().zip(split.labels).map(|(r, &y)| best(r).0 != y as usize).collect();
     let (mut flags, mut cut) = cut::likely_mislabeled(split.labels, &rows, &counted, &wrong, &thresholds, &candidates);
-    let rule = cut.rule;
-    let suspicion = |r: &[f64], y: u32| cut::suspicion(rule, r, y as usize, &noise, &thresholds);
-    let own: Vec<f64> = rows.iter().zip(split.labels).map(|(r, &y)| suspicion(r, y)).collect();
-    let unbounded = flags.clone();
+    // With a null: each image's suspicion under the cut's rule (the posterior
+    // itself for the posterior cut), and the flags before the bound, for the
+    // evidence of the images it unflags.
+    let mut bounded: Option<(Vec<f64>, Vec<bool>)> = None;
     if let Some(h) = null {
-        let rows = vote_rows(h.probs, h.votes);
-        let disputed: Vec<f64> = rows
+        let rule = cut.rule;
+        let suspicion = |r: &[f64], y: u32| cut::suspicion(rule, r, y as usize, &noise, &thresholds);
+        let own: Vec<f64> = match rule {
+            CutRule::NoisePrior => wrong.clone(),
+            CutRule::Disagreement => rows.iter().zip(split.labels).map(|(r, &y)| suspicion(r, y)).collect(),
+        };
+        let null_rows = vote_rows(h.probs, h.votes);
+        let disputed: Vec<f64> = null_rows
             .iter()
             .zip(h.labels.iter().cycle())
             .filter(|(r, &y)| best(r).0 != y as usize)
             .map(|(r, &y)| suspicion(r, y))
             .collect();
-        cut::held_out_bound(&mut flags, &own, &disputed, rows.len(), &mut cut);
+        let unbounded = flags.clone();
+        cut::held_out_bound(&mut flags, &own, &disputed, null_rows.len(), &mut cut);
+        bounded = Some((own, unbounded));
     }
     for (i, s) in out.iter_mut().enumerate() {
         let (p, r, y) = (&split.probs[i * k..(i + 1) * k], &rows[i], split.labels[i] as usize);
@@ -276,12 +284,14 @@ fn label_scores(
                 r[y], thresholds[y]
             ));
         }
-        if let (true, false, Some(b)) = (unbounded[i], flags[i], &cut.held_out) {
-            ev.push_str(&format!(
-                "; not flagged: its suspicion {:.2} is under the held-out bound{}",
-                own[i],
-                b.min_suspicion.map(|m| format!(" {m:.2}")).unwrap_or_default()
-            ));
+        if let (Some((own, unbounded)), Some(b)) = (&bounded, &cut.held_out) {
+            if unbounded[i] && !flags[i] {
+                ev.push_str(&format!(
+                    "; not flagged: its suspicion {:.2} is under the held-out bound{}",
+                    own[i],
+                    b.min_suspicion.map(|m| format!(" {m:.2}")).unwrap_or_default()
+                ));
+            }
         }
         if split.issues[i] {
             ev.push_str("; confident-learning issue");
