@@ -100,6 +100,11 @@ pub struct ModelArgs {
     /// Skip the extra training run with threshold samples that sets the AUM threshold.
     #[arg(long)]
     no_aum_threshold: bool,
+    /// Train a final model on every training image for the test split,
+    /// embeddings, attacks and explanations, even with the fast recipe
+    /// (whose fold models serve otherwise).
+    #[arg(long)]
+    final_model: bool,
     #[arg(long, value_enum)]
     device: Option<DeviceArg>,
 }
@@ -131,6 +136,7 @@ impl ModelArgs {
             no_augment: self.no_augment,
             folds: self.folds,
             no_aum_threshold: self.no_aum_threshold,
+            final_model: self.final_model,
             device: self.device.map(Into::into),
             recipe: self.recipe.map(Into::into),
         })

@@ -36,6 +36,10 @@ pub struct ModelOptions {
     pub folds: Option<usize>,
     /// Skip the threshold-sample run that sets the AUM threshold.
     pub no_aum_threshold: bool,
+    /// Train a final model on every training image even where the recipe
+    /// lets the fold models serve (the fast recipe's lever).
+    #[serde(default)]
+    pub final_model: bool,
     pub device: Option<DeviceChoice>,
     /// Which built-in recipe (default: [`Recipe::resolve`]).
     #[serde(default)]
@@ -237,6 +241,7 @@ pub fn setup(
     let (depth, width, mut t, mut plan) = recipe(spec, ds.train.len(), on_gpu, m.recipe, seed);
     plan.folds = m.folds.unwrap_or(plan.folds);
     plan.aum_threshold &= !m.no_aum_threshold;
+    plan.final_model |= m.final_model;
     t.epochs = m.epochs.unwrap_or(t.epochs);
     // The fast recipe's probe keeps its own epochs whatever --epochs says:
     // the noise `--noise confusion` injects is then the same across epoch
