@@ -47,6 +47,10 @@ pub struct Checkpoint<'a> {
     pub query_features: &'a [f32],
     /// The checkpoint's weight in the sum (the learning rate at it; > 0).
     pub lr: f32,
+    /// Which training images this checkpoint's model trained on `[n_train]`
+    /// (None: all). The others' gradients were never applied by it, so
+    /// they take no part in its products (their features are not read).
+    pub trained: Option<&'a [bool]>,
 }
 
 /// What to compute.
@@ -160,6 +164,9 @@ fn check(input: &InfluenceInput) -> Result<()> {
                 return bad(format!("checkpoint {}: {what} has {got} values, expected {want}", c.name));
             }
         }
+        if let Some(t) = c.trained.filter(|t| t.len() != n) {
+            return bad(format!("checkpoint {}: {} trained flags for {n} training images", c.name, t.len()));
+        }
         if !(c.lr.is_finite() && c.lr > 0.0) {
             return bad(format!("checkpoint {}: weight {} is not a positive number", c.name, c.lr));
         }
@@ -192,7 +199,14 @@ pub fn influence(input: &InfluenceInput) -> Result<Influence> {
     let train: Vec<Factors> = input
         .checkpoints
         .iter()
-        .map(|c| factors(c.train_features, input.train_labels, c.weight, c.bias, classes, dim))
+        .map(|c| {
+            let mut f = factors(c.train_features, input.train_labels, c.weight, c.bias, classes, dim);
+            for (i, _) in c.trained.iter().flat_map(|t| t.iter().enumerate()).filter(|(_, &t)| !t) {
+                f.residual[i * classes..(i + 1) * classes].fill(0.0);
+                f.self_product[i] = 0.0;
+            }
+            f
+        })
         .collect();
     let query: Vec<Factors> = input
         .checkpoints
@@ -297,8 +311,18 @@ mod tests {
         let qf = random(m * dim, 4);
         let tl: Vec<u32> = (0..n as u32).map(|i| i % classes as u32).collect();
         let qt: Vec<u32> = (0..m as u32).map(|i| (i * 7) % classes as u32).collect();
+        // Checkpoint b's model trained on two in three images only.
+        let mask: Vec<bool> = (0..n).map(|i| i % 3 != 0).collect();
         let cps = [
-            Checkpoint { name: "a", weight: &w, bias: &b, train_features: &tf, query_features: &qf, lr: 1.0 },
+            Checkpoint {
+                name: "a",
+                weight: &w,
+                bias: &b,
+                train_features: &tf,
+                query_features: &qf,
+                lr: 1.0,
+                trained: None,
+            },
             Checkpoint {
                 name: "b",
                 weight: &b.repeat(dim),
@@ -306,6 +330,7 @@ mod tests {
                 train_features: &qf.repeat(43)[..n * dim],
                 query_features: &qf,
                 lr: 0.5,
+                trained: Some(&mask),
             },
         ];
         let input = InfluenceInput { classes, dim, train_labels: &tl, query_targets: &qt, checkpoints: &cps, k };
@@ -316,12 +341,13 @@ mod tests {
             let t: Vec<_> = (0..n)
                 .map(|i| direct(classes, dim, c.weight, c.bias, &c.train_features[i * dim..(i + 1) * dim], tl[i]))
                 .collect();
-            for (i, (r, a)) in t.iter().enumerate() {
+            let counts = |i: usize| c.trained.is_none_or(|t| t[i]);
+            for (i, (r, a)) in t.iter().enumerate().filter(|(i, _)| counts(*i)) {
                 selfs[i] += c.lr as f64 * r.iter().map(|x| x * x).sum::<f64>() * a.iter().map(|x| x * x).sum::<f64>();
             }
             for q in 0..m {
                 let (rq, aq) = direct(classes, dim, c.weight, c.bias, &c.query_features[q * dim..(q + 1) * dim], qt[q]);
-                for (i, (r, a)) in t.iter().enumerate() {
+                for (i, (r, a)) in t.iter().enumerate().filter(|(i, _)| counts(*i)) {
                     let e: f64 = r.iter().zip(&rq).map(|(x, y)| x * y).sum();
                     let g: f64 = a.iter().zip(&aq).map(|(x, y)| x * y).sum();
                     all[q][i] += c.lr as f64 * e * g;
@@ -359,8 +385,15 @@ mod tests {
         let qf = random(m * dim, 8);
         let tl: Vec<u32> = (0..n as u32).map(|i| i % 3).collect();
         let qt: Vec<u32> = (0..m as u32).map(|i| (i + 1) % 3).collect();
-        let cps =
-            [Checkpoint { name: "final", weight: &w, bias: &b, train_features: &tf, query_features: &qf, lr: 1.0 }];
+        let cps = [Checkpoint {
+            name: "final",
+            weight: &w,
+            bias: &b,
+            train_features: &tf,
+            query_features: &qf,
+            lr: 1.0,
+            trained: None,
+        }];
         let input = InfluenceInput { classes, dim, train_labels: &tl, query_targets: &qt, checkpoints: &cps, k: 10 };
         let one =
             rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap().install(|| influence(&input).unwrap());
@@ -373,6 +406,10 @@ mod tests {
         let short = [Checkpoint { train_features: &tf[1..], ..cps[0] }];
         let e = influence(&InfluenceInput { checkpoints: &short, ..input.clone() }).unwrap_err().to_string();
         assert!(e.contains("training features has 19999 values, expected 20000"), "{e}");
+        let few = [true; 3];
+        let short = [Checkpoint { trained: Some(&few), ..cps[0] }];
+        let e = influence(&InfluenceInput { checkpoints: &short, ..input.clone() }).unwrap_err().to_string();
+        assert!(e.contains("3 trained flags for 5000 training images"), "{e}");
         let mut nan = tf.clone();
         nan[17] = f32::NAN;
         let bad = [Checkpoint { train_features: &nan, ..cps[0] }];

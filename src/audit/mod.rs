@@ -169,6 +169,7 @@ fn planned_units(opts: &AuditOptions, ds: &Dataset, device: &Device) -> Result<f
         let (_, t, plan) = crate::train::recipe::setup(ds, &opts.spec, opts.seed, &opts.model, device.is_cuda())?;
         units += crate::train::cv::planned_image_steps(n_train, t.epochs, &plan);
         units += INFER_UNITS * crate::train::cv::planned_predictions(n_train, n_test, &plan);
+        units += INFER_UNITS * crate::train::cv::planned_tracin_predictions(n_train, t.epochs, &plan);
         if matches!(opts.inject_noise, Some((_, NoiseKind::Confusion))) {
             units += (n_train * plan.probe_epochs) as f64 + INFER_UNITS * n_test as f64;
         }
@@ -420,14 +421,7 @@ impl<'a> Audit<'a> {
 
         let t_influence = Instant::now();
         stage_line("influence of training images on test mistakes");
-        let influenced = stages::influence::run(
-            &stage.model,
-            &stage.summary.checkpoint_name(),
-            &stage.train_features,
-            &stage.test_features,
-            &samples,
-            &outputs.pred,
-        )?;
+        let influenced = stages::influence::run(&stage, &ds, &samples, &outputs.pred, Some(&overall))?;
         timing.insert("influence".to_string(), t_influence.elapsed().as_secs_f64());
 
         let t4 = Instant::now();

@@ -105,6 +105,11 @@ pub struct ModelArgs {
     /// (whose fold models serve otherwise).
     #[arg(long)]
     final_model: bool,
+    /// Snapshots of each model that serves the later stages (the final one,
+    /// or each fold model) kept for the influence stage's TracIn sum, evenly
+    /// spaced over its epochs [default: 3]
+    #[arg(long)]
+    tracin_checkpoints: Option<usize>,
     #[arg(long, value_enum)]
     device: Option<DeviceArg>,
 }
@@ -137,6 +142,7 @@ impl ModelArgs {
             folds: self.folds,
             no_aum_threshold: self.no_aum_threshold,
             final_model: self.final_model,
+            tracin_checkpoints: self.tracin_checkpoints,
             device: self.device.map(Into::into),
             recipe: self.recipe.map(Into::into),
         })

@@ -15,9 +15,12 @@ use arrow::array::RecordBatch;
 use candle_core::DType;
 use serde::{Deserialize, Serialize};
 
+use super::model::ModelStage;
 use super::Samples;
+use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::model::ResNet;
+use crate::model::{Params, ResNet};
+use crate::progress::{Overall, INFER_UNITS};
 use crate::quality::Scores;
 use crate::run::schema;
 use crate::table::{Columns, TableBuilder};
@@ -80,36 +83,101 @@ pub fn head(model: &ResNet) -> Result<(Vec<f32>, Vec<f32>)> {
     Ok((get("linear.weight")?, get("linear.bias")?))
 }
 
-/// Runs the stage with one checkpoint, `model` (`what`: which model it is,
-/// in words), whose pooled features of the two splits are `train_features`
-/// and `test_features` `[n, dim]`; `pred` is the run's prediction of every
-/// sample (train rows first).
-#[allow(clippy::too_many_arguments)]
+/// A checkpoint's head, features and weight, owned (see [`Checkpoint`]).
+struct Owned {
+    name: String,
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+    /// `[n_train, dim]`; zeros for the rows its model did not train on.
+    train_features: Vec<f32>,
+    /// `[mistakes, dim]`.
+    query_features: Vec<f32>,
+    lr: f32,
+    trained: Option<Vec<bool>>,
+}
+
+/// Runs the stage over the run's model stage: TracIn summed over the
+/// snapshots of the models trained here (each training image over those of
+/// the models that trained on it), or, for an imported model, its one
+/// checkpoint. `pred` is the run's prediction of every sample (train rows
+/// first); `overall` is advanced by the snapshots' predictions.
 pub fn run(
-    model: &ResNet,
-    what: &str,
-    train_features: &[f32],
-    test_features: &[f32],
+    stage: &ModelStage,
+    ds: &Dataset,
     s: &Samples,
     pred: &[u32],
+    overall: Option<&Overall>,
 ) -> Result<InfluenceStage> {
     let started = std::time::Instant::now();
+    let model = &stage.model;
     let dim = model.config.feature_dim();
     let n_train = s.n_train();
     let mistakes: Vec<usize> =
         (0..s.test_ids.len()).filter(|&r| pred[s.row(crate::data::Split::Test, r)] != s.test_labels[r]).collect();
     let targets: Vec<u32> = mistakes.iter().map(|&r| pred[n_train + r]).collect();
-    let query_features: Vec<f32> =
-        mistakes.iter().flat_map(|&r| test_features[r * dim..(r + 1) * dim].iter().copied()).collect();
-    let (weight, bias) = head(model)?;
-    let cps = [Checkpoint {
-        name: what,
-        weight: &weight,
-        bias: &bias,
-        train_features,
-        query_features: &query_features,
-        lr: 1.0,
-    }];
+    let (h, w) = (ds.height, ds.width);
+    let len = h * w * 3;
+    let mut owned = Vec::new();
+    if stage.traced.is_empty() {
+        let what = stage.summary.checkpoint_name();
+        let (weight, bias) = head(model)?;
+        owned.push(Owned {
+            name: what,
+            weight,
+            bias,
+            train_features: stage.train_features.clone(),
+            query_features: mistakes
+                .iter()
+                .flat_map(|&r| stage.test_features[r * dim..(r + 1) * dim].iter().copied())
+                .collect(),
+            lr: 1.0,
+            trained: None,
+        });
+    } else {
+        let query_px: Vec<u8> =
+            mistakes.iter().flat_map(|&r| ds.test.pixels[r * len..(r + 1) * len].iter().copied()).collect();
+        for m in &stage.traced {
+            let rows: Vec<usize> = (0..n_train).filter(|&i| m.trained[i]).collect();
+            let px: Vec<u8> =
+                rows.iter().flat_map(|&i| ds.train.pixels[i * len..(i + 1) * len].iter().copied()).collect();
+            for snap in &m.snapshots {
+                let name = format!("{}, epoch {}", m.label, snap.epoch);
+                let params = Params::from_tensors(&model.config, snap.tensors.clone(), &name, model.device())?;
+                let net = ResNet::new(model.config.clone(), params)?;
+                let tr = crate::model::predict(&net, &px, rows.len(), h, w, 256)?;
+                let mut train_features = vec![0f32; n_train * dim];
+                for (j, &i) in rows.iter().enumerate() {
+                    train_features[i * dim..(i + 1) * dim].copy_from_slice(&tr.features[j * dim..(j + 1) * dim]);
+                }
+                let q = crate::model::predict(&net, &query_px, mistakes.len(), h, w, 256)?;
+                if let Some(o) = overall {
+                    o.advance(INFER_UNITS * (rows.len() + mistakes.len()) as f64);
+                }
+                let (weight, bias) = head(&net)?;
+                owned.push(Owned {
+                    name,
+                    weight,
+                    bias,
+                    train_features,
+                    query_features: q.features,
+                    lr: snap.lr_weight as f32,
+                    trained: Some(m.trained.clone()),
+                });
+            }
+        }
+    }
+    let cps: Vec<Checkpoint> = owned
+        .iter()
+        .map(|o| Checkpoint {
+            name: &o.name,
+            weight: &o.weight,
+            bias: &o.bias,
+            train_features: &o.train_features,
+            query_features: &o.query_features,
+            lr: o.lr,
+            trained: o.trained.as_deref(),
+        })
+        .collect();
     let input = InfluenceInput {
         classes: s.classes.len(),
         dim,
@@ -123,12 +191,26 @@ pub fn run(
     for h in out.proponents.iter().flatten() {
         supported[h.train as usize] += 1;
     }
+    let note = if stage.traced.is_empty() {
+        format!(
+            "one checkpoint, {}: influence is the gradient product at the model as it ended, not summed over \
+             training (TracInCP with one checkpoint); the test image's loss is taken at its wrong prediction",
+            owned[0].name
+        )
+    } else {
+        let models: Vec<&str> = stage.traced.iter().map(|m| m.label.as_str()).collect();
+        format!(
+            "TracInCP over {} checkpoints ({} after epochs {}), each weighted by the learning rate summed over the \
+             epochs it stands for; a training image's influence is summed over the checkpoints of the models that \
+             trained on it, and the test image's loss is taken at its wrong prediction",
+            owned.len(),
+            models.join(", "),
+            stage.traced[0].snapshots.iter().map(|s| s.epoch.to_string()).collect::<Vec<_>>().join(", ")
+        )
+    };
     let summary = InfluenceSummary {
-        checkpoints: vec![CheckpointSummary { model: what.to_string(), weight: 1.0 }],
-        note: format!(
-            "one checkpoint, {what}: influence is the gradient product at the model as it ended, not summed over \
-             training (TracInCP with one checkpoint); the test image's loss is taken at its wrong prediction"
-        ),
+        checkpoints: owned.iter().map(|o| CheckpointSummary { model: o.name.clone(), weight: o.lr }).collect(),
+        note,
         test_mistakes: mistakes.len(),
         train_images: n_train,
         k: TOP_K,

@@ -47,6 +47,9 @@ pub struct ModelStage {
     /// The final model's training dynamics.
     pub dynamics: Option<Dynamics>,
     pub aum_threshold: Option<cv::AumThreshold>,
+    /// TracIn's snapshots of the models trained here that serve the later
+    /// stages (empty for an imported model: its one checkpoint is `model`).
+    pub traced: Vec<cv::TracedModel>,
     pub summary: ModelSummary,
 }
 
@@ -208,6 +211,7 @@ pub fn run(
         fold: Some(out.fold_of),
         dynamics: Some(out.dynamics),
         aum_threshold: out.aum_threshold,
+        traced: out.traced,
         summary,
     })
 }
@@ -240,6 +244,7 @@ pub fn from_model(ds: &Dataset, model: ResNet, source: String, device: &Device) 
         fold: None,
         dynamics: None,
         aum_threshold: None,
+        traced: Vec::new(),
         summary,
     })
 }

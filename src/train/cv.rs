@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use std::path::Path;
 
 use super::recipe::Plan;
-use super::{train, Dynamics, EpochSummary, Reporter, Resume, TrainConfig, TrainSet};
+use super::{train, Dynamics, EpochSummary, Reporter, Resume, Snapshot, TrainConfig, TrainSet};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::model::{self, ModelConfig, Predictions, ResNet};
@@ -71,6 +71,33 @@ pub struct CvOutput {
     pub history: Vec<(String, Vec<EpochSummary>)>,
     /// The threshold-sample run, when asked for.
     pub aum_threshold: Option<AumThreshold>,
+    /// TracIn's snapshots of the models that serve the later stages: the
+    /// final model's, or, without one, every fold model's.
+    pub traced: Vec<TracedModel>,
+}
+
+/// Snapshots kept of each model that serves the later stages, for TracIn,
+/// unless `--tracin-checkpoints` says otherwise.
+pub const TRACIN_SNAPSHOTS: usize = 3;
+
+/// The epochs after which a training run of `epochs` keeps a TracIn
+/// snapshot: `count` evenly spaced, the last one the end.
+pub fn tracin_epochs(epochs: usize, count: usize) -> Vec<usize> {
+    let mut out: Vec<usize> = (1..=count).map(|j| (epochs * j).div_ceil(count)).collect();
+    out.retain(|&e| e >= 1);
+    out.dedup();
+    out
+}
+
+/// One model's TracIn snapshots and the training rows it trained on.
+#[derive(Debug)]
+pub struct TracedModel {
+    /// Which model, in words (`fold 1/2`, `final`).
+    pub label: String,
+    /// Whether it trained on each training row `[n_train]`.
+    pub trained: Vec<bool>,
+    /// Its snapshots, in epoch order.
+    pub snapshots: Vec<Snapshot>,
 }
 
 /// Name of the fake class of the threshold-sample run.
@@ -100,9 +127,7 @@ impl AumThreshold {
 /// rows (each fold trains on the rows outside it), for the audit's estimate
 /// of the time left.
 pub fn planned_image_steps(n: usize, epochs: usize, plan: &Plan) -> f64 {
-    let folds = plan.folds.max(1);
-    let fold_rows: usize = (0..folds).map(|k| n - (n + folds - 1 - k) / folds).sum();
-    let runs = fold_rows + n * (plan.final_model as usize + plan.aum_threshold as usize);
+    let runs = fold_rows(n, plan.folds) + n * (plan.final_model as usize + plan.aum_threshold as usize);
     (runs * epochs) as f64
 }
 
@@ -114,6 +139,22 @@ pub fn planned_predictions(n_train: usize, n_test: usize, plan: &Plan) -> f64 {
     let flips = if plan.flip_predictions { 2 } else { 1 };
     let ensemble = if plan.final_model { 0 } else { plan.folds * n_test * flips };
     (n_train * flips + n_train + n_test + ensemble) as f64
+}
+
+/// The training rows of all `folds` fold models together (each trains on
+/// the rows outside its fold).
+fn fold_rows(n: usize, folds: usize) -> usize {
+    let folds = folds.max(1);
+    (0..folds).map(|k| n - (n + folds - 1 - k) / folds).sum()
+}
+
+/// Training images predicted by TracIn's snapshots (the influence stage):
+/// each snapshot of a model that serves the later stages, over the rows it
+/// trained on (the test mistakes it also predicts are not counted).
+pub fn planned_tracin_predictions(n: usize, epochs: usize, plan: &Plan) -> f64 {
+    let snapshots = tracin_epochs(epochs, plan.tracin_checkpoints).len();
+    let rows = if plan.final_model { n } else { fold_rows(n, plan.folds) };
+    (snapshots * rows) as f64
 }
 
 /// Runs K-fold cross-validation on `ds.train` as `plan` says: the folds,
@@ -138,8 +179,9 @@ pub fn cross_validate(
         return Err(Error::Usage(format!("--folds {folds}: need 2 to {n} folds")));
     }
     let fold_of = stratified_folds(&ds.train.labels, folds, tcfg.seed);
+    let keep = tracin_epochs(tcfg.epochs, plan.tracin_checkpoints);
     let key_base = format!(
-        "{}|{}|{}|{folds}",
+        "{}|{}|{}|{folds}|tracin {keep:?}",
         serde_json::to_string(mcfg).expect("config serialises"),
         serde_json::to_string(tcfg).expect("config serialises"),
         ds.fingerprint()
@@ -157,26 +199,41 @@ pub fn cross_validate(
         features: vec![0.0; n * mcfg.feature_dim()],
     };
     let mut history = Vec::new();
-    let mut run_job =
-        |job: usize, rows: &[usize], labels: &[u32], mcfg: &ModelConfig, label: String| -> Result<(ResNet, Dynamics)> {
-            let seed = crate::seed::training_job(tcfg.seed, job);
-            let model = ResNet::init(mcfg.clone(), seed, device)?;
-            let cfg = TrainConfig { seed, ..tcfg.clone() };
-            let key = format!("{:x}", Sha256::digest(format!("{key_base}|job {job}").as_bytes()));
-            let path = state_dir.map(|d| d.join(format!("job-{job}.safetensors")));
-            let resume = path.as_deref().map(|p| Resume { path: p, key });
-            let set = TrainSet { pixels: &ds.train.pixels, labels, height: h, width: w, rows };
-            let reporter = Reporter { enabled: progress, label: label.clone(), overall: overall.cloned() };
-            let (dynamics, summaries) = train(&model, &set, &cfg, resume.as_ref(), &reporter)?;
-            history.push((label, summaries));
-            Ok((model, dynamics))
-        };
+    let mut traced = Vec::new();
+    let mut run_job = |job: usize,
+                       rows: &[usize],
+                       labels: &[u32],
+                       mcfg: &ModelConfig,
+                       label: String,
+                       keep: &[usize]|
+     -> Result<(ResNet, Dynamics)> {
+        let seed = crate::seed::training_job(tcfg.seed, job);
+        let model = ResNet::init(mcfg.clone(), seed, device)?;
+        let cfg = TrainConfig { seed, ..tcfg.clone() };
+        let key = format!("{:x}", Sha256::digest(format!("{key_base}|job {job}").as_bytes()));
+        let path = state_dir.map(|d| d.join(format!("job-{job}.safetensors")));
+        let resume = path.as_deref().map(|p| Resume { path: p, key });
+        let set = TrainSet { pixels: &ds.train.pixels, labels, height: h, width: w, rows };
+        let reporter = Reporter { enabled: progress, label: label.clone(), overall: overall.cloned() };
+        let done = train(&model, &set, &cfg, resume.as_ref(), &reporter, keep)?;
+        if !keep.is_empty() {
+            let mut trained = vec![false; n];
+            for &i in rows {
+                trained[i] = true;
+            }
+            traced.push(TracedModel { label: label.clone(), trained, snapshots: done.snapshots });
+        }
+        history.push((label, done.epochs));
+        Ok((model, done.dynamics))
+    };
     let mut fold_models = Vec::new();
     let mut fold_dynamics = Vec::new();
     for k in 0..folds {
         let train_rows: Vec<usize> = (0..n).filter(|&i| fold_of[i] != k as u32).collect();
         let held: Vec<usize> = (0..n).filter(|&i| fold_of[i] == k as u32).collect();
-        let (model, dynamics) = run_job(k, &train_rows, &ds.train.labels, mcfg, format!("fold {}/{folds}", k + 1))?;
+        let fold_keep = if plan.final_model { &[][..] } else { &keep[..] };
+        let label = format!("fold {}/{folds}", k + 1);
+        let (model, dynamics) = run_job(k, &train_rows, &ds.train.labels, mcfg, label, fold_keep)?;
         let px: Vec<u8> = held.iter().flat_map(|&i| ds.train.pixels[i * len..(i + 1) * len].iter().copied()).collect();
         let p = model::predict_tta(&model, &px, held.len(), h, w, plan.flip_predictions)?;
         if let Some(o) = overall {
@@ -194,7 +251,7 @@ pub fn cross_validate(
     }
     let all: Vec<usize> = (0..n).collect();
     let (model, dynamics) = if plan.final_model {
-        run_job(folds, &all, &ds.train.labels, mcfg, "final".into())?
+        run_job(folds, &all, &ds.train.labels, mcfg, "final".into(), &keep)?
     } else {
         // Each row's dynamics from the next fold's model, which trained on it.
         let epochs = fold_dynamics[0].1.epochs;
@@ -237,7 +294,7 @@ pub fn cross_validate(
         }
         let mut fake = mcfg.clone();
         fake.classes.push(THRESHOLD_CLASS.to_string());
-        let (_, d) = run_job(folds + 1, &all, &labels, &fake, "AUM threshold".into())?;
+        let (_, d) = run_job(folds + 1, &all, &labels, &fake, "AUM threshold".into(), &[])?;
         let aum: Vec<f32> = (0..n).map(|i| d.aum(i)).collect();
         let mut t: Vec<f32> = chosen.iter().map(|&i| aum[i]).collect();
         t.sort_by(f32::total_cmp);
@@ -247,7 +304,8 @@ pub fn cross_validate(
     } else {
         None
     };
-    Ok(CvOutput { folds, fold_of, out_of_sample: oos, model, fold_models, dynamics, history, aum_threshold })
+    drop(run_job);
+    Ok(CvOutput { folds, fold_of, out_of_sample: oos, model, fold_models, dynamics, history, aum_threshold, traced })
 }
 
 /// One model trained on every training image with the recipe, for a look at
@@ -267,7 +325,8 @@ pub fn train_probe(
     let set =
         TrainSet { pixels: &ds.train.pixels, labels: &ds.train.labels, height: ds.height, width: ds.width, rows: &all };
     let cfg = TrainConfig { seed, ..tcfg.clone() };
-    train(&model, &set, &cfg, None, &Reporter { enabled: progress, label: "probe".into(), overall: overall.cloned() })?;
+    let reporter = Reporter { enabled: progress, label: "probe".into(), overall: overall.cloned() };
+    train(&model, &set, &cfg, None, &reporter, &[])?;
     Ok(model)
 }
 
@@ -291,5 +350,14 @@ mod tests {
         }
         assert_eq!(f, stratified_folds(&labels, 5, 7));
         assert_ne!(f, stratified_folds(&labels, 5, 8));
+    }
+
+    #[test]
+    fn tracin_snapshots_are_evenly_spaced_and_end_at_the_last_epoch() {
+        assert_eq!(tracin_epochs(20, 3), vec![7, 14, 20]);
+        assert_eq!(tracin_epochs(24, 3), vec![8, 16, 24]);
+        assert_eq!(tracin_epochs(20, 1), vec![20]);
+        assert_eq!(tracin_epochs(2, 3), vec![1, 2]);
+        assert_eq!(tracin_epochs(1, 3), vec![1]);
     }
 }

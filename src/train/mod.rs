@@ -111,6 +111,44 @@ impl Reporter {
     }
 }
 
+/// A model's weights at the end of an epoch, kept for TracIn
+/// ([`crate::tracin`]): each stands for the epochs since the one before.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    /// Epochs completed when it was taken (1-based).
+    pub epoch: usize,
+    /// Its weight in TracIn's sum: the learning rate summed over the steps
+    /// of the epochs it stands for, divided by the steps of one epoch (each
+    /// image is stepped on once an epoch, so this is the step size its
+    /// gradient got over those epochs).
+    pub lr_weight: f64,
+    /// Every parameter and buffer by name (copies, not the live ones).
+    pub tensors: BTreeMap<String, Tensor>,
+}
+
+/// What a training run leaves besides the trained model.
+#[derive(Debug)]
+pub struct Trained {
+    /// Per-image loss, margin and correctness of every epoch (rows in the
+    /// order of the set's rows).
+    pub dynamics: Dynamics,
+    /// One summary per epoch run (not those resumed from).
+    pub epochs: Vec<EpochSummary>,
+    /// The snapshots asked for, in epoch order.
+    pub snapshots: Vec<Snapshot>,
+}
+
+/// TracIn's weight of a snapshot after epoch `to` standing for the epochs
+/// after `from` (see [`Snapshot::lr_weight`]).
+pub fn snapshot_weight(cfg: &TrainConfig, steps_per_epoch: usize, from: usize, to: usize) -> f64 {
+    let total = steps_per_epoch * cfg.epochs;
+    let sum: f64 = (from * steps_per_epoch..to * steps_per_epoch).map(|s| cfg.schedule.lr(cfg.lr, s, total)).sum();
+    sum / steps_per_epoch.max(1) as f64
+}
+
+/// Tensor-name prefix of the snapshots in a training state file.
+const SNAPSHOT_PREFIX: &str = "snapshot.";
+
 /// One epoch's summary.
 #[derive(Clone, Debug, PartialEq)]
 pub struct EpochSummary {
@@ -140,10 +178,18 @@ pub fn sample_stats(logits: &[f32], label: usize) -> (f32, f32, bool) {
     (lse - logits[label], logits[label] - other, correct)
 }
 
-/// Restores params, momentum and dynamics from a state file; returns the
-/// number of epochs it had completed, or `None` when there is no state or it
-/// belongs to another job.
-fn restore(model: &ResNet, sgd: &mut Sgd, dyn_: &mut Dynamics, resume: &Resume) -> Result<Option<usize>> {
+/// Restores params, momentum, dynamics and the snapshots of the epochs in
+/// `keep` it had reached from a state file; returns the number of epochs it
+/// had completed, or `None` when there is no state, it belongs to another
+/// job, or it lacks a snapshot asked for.
+fn restore(
+    model: &ResNet,
+    sgd: &mut Sgd,
+    dyn_: &mut Dynamics,
+    resume: &Resume,
+    keep: &[usize],
+    snapshots: &mut Vec<(usize, BTreeMap<String, Tensor>)>,
+) -> Result<Option<usize>> {
     if !resume.path.exists() {
         return Ok(None);
     }
@@ -152,6 +198,18 @@ fn restore(model: &ResNet, sgd: &mut Sgd, dyn_: &mut Dynamics, resume: &Resume) 
         return Ok(None);
     }
     let epochs: usize = meta.get("epoch").and_then(|e| e.parse().ok()).unwrap_or(0);
+    let mut kept: BTreeMap<usize, BTreeMap<String, Tensor>> = BTreeMap::new();
+    let names: Vec<String> = tensors.keys().filter(|k| k.starts_with(SNAPSHOT_PREFIX)).cloned().collect();
+    for key in names {
+        let rest = &key[SNAPSHOT_PREFIX.len()..];
+        if let Some((e, name)) = rest.split_once('.').and_then(|(e, n)| Some((e.parse::<usize>().ok()?, n))) {
+            let t = tensors.remove(&key).expect("listed");
+            kept.entry(e).or_default().insert(name.to_string(), t);
+        }
+    }
+    if keep.iter().any(|e| *e <= epochs && !kept.contains_key(e)) {
+        return Ok(None);
+    }
     for (name, var) in model.params.trainable.iter().chain(&model.params.buffers) {
         let t = tensors.remove(name).ok_or_else(|| {
             crate::error::Problem::entry(
@@ -185,12 +243,25 @@ fn restore(model: &ResNet, sgd: &mut Sgd, dyn_: &mut Dynamics, resume: &Resume) 
     dyn_.margin = margin;
     dyn_.correct = correct.into_iter().map(|c| c != 0.0).collect();
     dyn_.epochs = epochs;
+    *snapshots = kept.into_iter().filter(|(e, _)| keep.contains(e) && *e <= epochs).collect();
     Ok(Some(epochs))
 }
 
-fn save_state(model: &ResNet, sgd: &Sgd, dyn_: &Dynamics, resume: &Resume, epoch: usize) -> Result<()> {
+fn save_state(
+    model: &ResNet,
+    sgd: &Sgd,
+    dyn_: &Dynamics,
+    resume: &Resume,
+    epoch: usize,
+    snapshots: &[(usize, BTreeMap<String, Tensor>)],
+) -> Result<()> {
     let device = model.device();
     let mut tensors = model.params.tensors();
+    for (e, snap) in snapshots {
+        for (name, t) in snap {
+            tensors.insert(format!("{SNAPSHOT_PREFIX}{e}.{name}"), t.clone());
+        }
+    }
     for (name, b) in &sgd.buffers {
         tensors.insert(format!("optim.momentum.{name}"), b.clone());
     }
@@ -206,15 +277,18 @@ fn save_state(model: &ResNet, sgd: &Sgd, dyn_: &Dynamics, resume: &Resume, epoch
 }
 
 /// Trains `model` in place on `set.rows` and returns the training dynamics
-/// (rows in the order of `set.rows`). With `resume`, the state after every
-/// epoch is saved there, and a matching state found there is resumed from.
+/// (rows in the order of `set.rows`), the epochs' summaries and a snapshot
+/// of the weights after each epoch in `keep` (1-based). With `resume`, the
+/// state after every epoch is saved there (with the snapshots so far), and
+/// a matching state found there is resumed from.
 pub fn train(
     model: &ResNet,
     set: &TrainSet,
     cfg: &TrainConfig,
     resume: Option<&Resume>,
     report: &Reporter,
-) -> Result<(Dynamics, Vec<EpochSummary>)> {
+    keep: &[usize],
+) -> Result<Trained> {
     let n = set.rows.len();
     if n == 0 {
         return Err(Error::Usage("no training images".into()));
@@ -227,8 +301,9 @@ pub fn train(
     let mut sgd = Sgd::new(cfg.sgd.clone());
     let mut dynamics = Dynamics::new(n);
     let mut start = 0;
+    let mut kept: Vec<(usize, BTreeMap<String, Tensor>)> = Vec::new();
     if let Some(r) = resume {
-        if let Some(done) = restore(model, &mut sgd, &mut dynamics, r)? {
+        if let Some(done) = restore(model, &mut sgd, &mut dynamics, r, keep, &mut kept)? {
             if let Some(o) = &report.overall {
                 o.skip((done * n) as f64);
             }
@@ -327,9 +402,22 @@ pub fn train(
             );
         }
         summaries.push(s);
+        if keep.contains(&(epoch + 1)) {
+            let copies = model.params.tensors().into_iter().map(|(k, t)| Ok((k, t.copy()?))).collect::<Result<_>>()?;
+            kept.push((epoch + 1, copies));
+        }
         if let Some(r) = resume {
-            save_state(model, &sgd, &dynamics, r, epoch + 1)?;
+            save_state(model, &sgd, &dynamics, r, epoch + 1, &kept)?;
         }
     }
-    Ok((dynamics, summaries))
+    let mut from = 0;
+    let snapshots = kept
+        .into_iter()
+        .map(|(epoch, tensors)| {
+            let lr_weight = snapshot_weight(cfg, steps_per_epoch, from, epoch);
+            from = epoch;
+            Snapshot { epoch, lr_weight, tensors }
+        })
+        .collect();
+    Ok(Trained { dynamics, epochs: summaries, snapshots })
 }

@@ -40,6 +40,10 @@ pub struct ModelOptions {
     /// lets the fold models serve (the fast recipe's lever).
     #[serde(default)]
     pub final_model: bool,
+    /// Snapshots of each serving model summed by TracIn (default
+    /// [`super::cv::TRACIN_SNAPSHOTS`]).
+    #[serde(default)]
+    pub tracin_checkpoints: Option<usize>,
     pub device: Option<DeviceChoice>,
     /// Which built-in recipe (default: [`Recipe::resolve`]).
     #[serde(default)]
@@ -105,6 +109,9 @@ impl ModelOptions {
                 return Err(Error::Usage(format!("{flag} must be at least 1")));
             }
         }
+        if self.tracin_checkpoints == Some(0) {
+            return Err(Error::Usage("--tracin-checkpoints must be at least 1".into()));
+        }
         if let Some(f) = self.folds.filter(|&f| f < 2) {
             return Err(Error::Usage(format!(
                 "--folds {f}: cross-validation needs at least 2 folds (each image is scored by a model trained on the others)"
@@ -140,6 +147,9 @@ pub struct Plan {
     /// Epochs of the probe model behind `--noise confusion` (its test-split
     /// confusion is all that is read from it).
     pub probe_epochs: usize,
+    /// Snapshots kept of each model that serves the later stages, for the
+    /// influence stage's TracIn sum (see [`super::cv::tracin_epochs`]).
+    pub tracin_checkpoints: usize,
 }
 
 /// The built-in recipes: the demo's (small, fast on 2 CPU cores), and for
@@ -166,6 +176,7 @@ pub fn recipe(
                 aum_threshold: true,
                 flip_predictions: false,
                 probe_epochs: DEMO_EPOCHS,
+                tracin_checkpoints: super::cv::TRACIN_SNAPSHOTS,
             };
             (20, DEMO_WIDTH, t, plan)
         }
@@ -178,6 +189,7 @@ pub fn recipe(
                     aum_threshold: true,
                     flip_predictions: false,
                     probe_epochs: 100,
+                    tracin_checkpoints: super::cv::TRACIN_SNAPSHOTS,
                 };
                 (20, 16, TrainConfig::cifar(100, seed), plan)
             }
@@ -194,6 +206,7 @@ pub fn recipe(
                     aum_threshold: false,
                     flip_predictions: true,
                     probe_epochs: FAST_PROBE_EPOCHS,
+                    tracin_checkpoints: super::cv::TRACIN_SNAPSHOTS,
                 };
                 (20, 16, t, plan)
             }
@@ -242,6 +255,7 @@ pub fn setup(
     plan.folds = m.folds.unwrap_or(plan.folds);
     plan.aum_threshold &= !m.no_aum_threshold;
     plan.final_model |= m.final_model;
+    plan.tracin_checkpoints = m.tracin_checkpoints.unwrap_or(plan.tracin_checkpoints);
     t.epochs = m.epochs.unwrap_or(t.epochs);
     // The fast recipe's probe keeps its own epochs whatever --epochs says:
     // the noise `--noise confusion` injects is then the same across epoch

@@ -70,6 +70,7 @@ fn last_layer_tracin_equals_a_direct_pytorch_computation_on_shared_cifar10() {
         train_features: &tr.features,
         query_features: &te.features,
         lr: 1.0,
+        trained: None,
     }];
     let k = 10;
     let input =

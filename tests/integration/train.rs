@@ -106,7 +106,7 @@ fn divergence_stops_with_an_error_naming_epoch_and_batch() {
     let mut cfg = TrainConfig::cifar(3, 0);
     cfg.batch_size = 8;
     cfg.lr = 1e9;
-    let err = train::train(&m, &set, &cfg, None, &Reporter::alone(false, "t")).unwrap_err().to_string();
+    let err = train::train(&m, &set, &cfg, None, &Reporter::alone(false, "t"), &[]).unwrap_err().to_string();
     assert!(err.contains("diverged at epoch") && err.contains("batch") && err.contains("--lr"), "{err}");
 }
 
@@ -152,7 +152,8 @@ fn a_killed_audit_resumes_from_its_last_epoch_to_the_same_result() {
     assert!(!dir.path().join("outputs/again").exists(), "a killed run leaves no run folder");
     let o = misfit(&[&SMALL[..], &["--run", "again"]].concat(), dir.path());
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    for table in ["samples.parquet", "dynamics.parquet", "confusion.parquet", "model.safetensors"] {
+    for table in ["samples.parquet", "dynamics.parquet", "confusion.parquet", "influence.parquet", "model.safetensors"]
+    {
         let a = std::fs::read(dir.path().join("outputs/whole").join(table)).unwrap();
         let b = std::fs::read(dir.path().join("outputs/again").join(table)).unwrap();
         assert!(a == b, "{table} differs between the uninterrupted and the resumed run");
@@ -241,6 +242,74 @@ fn in_sample_flags_are_a_review_shortlist(cwd: &std::path::Path, run: &std::path
 }
 
 #[test]
+fn tracin_snapshots_are_copies_weighted_by_the_learning_rate_and_survive_a_resume() {
+    let dev = Device::Cpu;
+    let pixels: Vec<u8> = (0..48 * 8 * 8 * 3).map(|i| (i * 29 % 251) as u8).collect();
+    let labels: Vec<u32> = (0..48).map(|i| i % 3).collect();
+    let rows: Vec<usize> = (0..48).collect();
+    let set = TrainSet { pixels: &pixels, labels: &labels, height: 8, width: 8, rows: &rows };
+    let mut cfg = TrainConfig::cifar(3, 2);
+    cfg.batch_size = 16;
+    let dir = tempdir().unwrap();
+    let path = dir.path().join("job.safetensors");
+    let resume = train::Resume { path: &path, key: "k".into() };
+    let m = ResNet::init(tiny(Shortcut::A), 3, &dev).unwrap();
+    let done = train::train(&m, &set, &cfg, Some(&resume), &Reporter::alone(false, "t"), &[1, 3]).unwrap();
+    let epochs: Vec<usize> = done.snapshots.iter().map(|s| s.epoch).collect();
+    assert_eq!(epochs, [1, 3]);
+    // Epoch 1's snapshot is a copy: training went on without changing it.
+    let w = |t: &BTreeMap<String, Tensor>| t["linear.weight"].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let live = w(&m.params.tensors());
+    assert_eq!(w(&done.snapshots[1].tensors), live, "the last snapshot is the trained model");
+    assert_ne!(w(&done.snapshots[0].tensors), live);
+    // Weights: the learning rate summed over the steps each stands for, per epoch's steps.
+    let steps = 3; // 48 images in batches of 16
+    let lr = |from: usize, to: usize| {
+        (from * steps..to * steps).map(|s| cfg.schedule.lr(cfg.lr, s, 3 * steps)).sum::<f64>() / steps as f64
+    };
+    assert!((done.snapshots[0].lr_weight - lr(0, 1)).abs() < 1e-12);
+    assert!((done.snapshots[1].lr_weight - lr(1, 3)).abs() < 1e-12);
+    assert!(done.snapshots.iter().all(|s| s.lr_weight > 0.0));
+    // A second call finds the finished state: no epoch runs, and the
+    // snapshots come back from the state file as they were.
+    let again = ResNet::init(tiny(Shortcut::A), 3, &dev).unwrap();
+    let back = train::train(&again, &set, &cfg, Some(&resume), &Reporter::alone(false, "t"), &[1, 3]).unwrap();
+    assert!(back.epochs.is_empty(), "resumed after the last epoch");
+    assert_eq!(back.snapshots.len(), 2);
+    for (a, b) in done.snapshots.iter().zip(&back.snapshots) {
+        assert_eq!((a.epoch, a.lr_weight), (b.epoch, b.lr_weight));
+        assert_eq!(a.tensors.keys().collect::<Vec<_>>(), b.tensors.keys().collect::<Vec<_>>());
+        assert_eq!(w(&a.tensors), w(&b.tensors));
+    }
+    // A state without a snapshot now asked for is not resumed from.
+    let third = ResNet::init(tiny(Shortcut::A), 3, &dev).unwrap();
+    let fresh = train::train(&third, &set, &cfg, Some(&resume), &Reporter::alone(false, "t"), &[2, 3]).unwrap();
+    assert_eq!(fresh.epochs.len(), 3, "trained from the start");
+    assert_eq!(w(&third.params.tensors()), live, "to the same weights");
+}
+
+#[test]
+fn the_fast_recipes_noise_probe_ignores_the_training_options() {
+    use misfit::audit::noise::probe_confusion;
+    use misfit::train::recipe::{ModelOptions, Recipe};
+    let dir = tempdir().unwrap();
+    let o = misfit(&["data", "synth", "--out", "synth", "--train-per-class", "6", "--test-per-class", "3"], dir.path());
+    assert!(o.status.success());
+    let path = dir.path().join("synth/demo.tar.gz");
+    let spec = misfit::data::DatasetSpec::parse(path.to_str().unwrap()).unwrap();
+    let ds = crate::util::load_ok(path.to_str().unwrap(), &Default::default());
+    let fast = ModelOptions { recipe: Some(Recipe::Fast), ..Default::default() };
+    let lever = ModelOptions { width: Some(4), batch_size: Some(16), label_smoothing: Some(0.1), ..fast.clone() };
+    let probe = |m: &ModelOptions| probe_confusion(&ds, &spec, 3, m, &Device::Cpu, false, None).unwrap();
+    // Same flips whatever the lever: the probe is the recipe's own.
+    assert_eq!(probe(&fast), probe(&lever));
+    // The full recipe's probe is the training's own (its epochs included).
+    let full = ModelOptions { recipe: Some(Recipe::Full), epochs: Some(1), ..Default::default() };
+    let (_, source) = probe(&ModelOptions { width: Some(4), ..full });
+    assert!(source.contains("trained 1 epochs"), "{source}");
+}
+
+#[test]
 fn a_trained_model_predicts_the_same_after_a_save_and_load() {
     let dev = Device::Cpu;
     let m = ResNet::init(tiny(Shortcut::A), 4, &dev).unwrap();
@@ -250,7 +319,7 @@ fn a_trained_model_predicts_the_same_after_a_save_and_load() {
     let set = TrainSet { pixels: &pixels, labels: &labels, height: 8, width: 8, rows: &rows };
     let mut cfg = TrainConfig::cifar(2, 0);
     cfg.batch_size = 16;
-    train::train(&m, &set, &cfg, None, &Reporter::alone(false, "t")).unwrap();
+    train::train(&m, &set, &cfg, None, &Reporter::alone(false, "t"), &[]).unwrap();
     let before = misfit::model::predict(&m, &pixels, 64, 8, 8, 32).unwrap();
     let dir = tempdir().unwrap();
     let path = dir.path().join("m.safetensors");
@@ -281,6 +350,7 @@ fn without_a_final_model_the_folds_score_every_image_and_the_test_split_gets_the
         aum_threshold: false,
         flip_predictions: true,
         probe_epochs: 1,
+        tracin_checkpoints: 3,
     };
     // The audit's plan of the work matches what the cross-validation does.
     let overall = Overall::new(cv::planned_image_steps(n, 2, &plan) + INFER_UNITS * (2 * n) as f64);
@@ -290,6 +360,18 @@ fn without_a_final_model_the_folds_score_every_image_and_the_test_split_gets_the
     assert_eq!(jobs, ["fold 1/2", "fold 2/2"], "no final model, no AUM run");
     assert_eq!(out.fold_models.len(), 2);
     assert!(out.aum_threshold.is_none());
+    // TracIn's snapshots: every fold model's, at the end of each epoch
+    // (2 epochs), each with the rows it trained on (the other fold's).
+    assert_eq!(out.traced.len(), 2);
+    for (k, m) in out.traced.iter().enumerate() {
+        assert_eq!(m.label, format!("fold {}/2", k + 1));
+        assert_eq!(m.snapshots.iter().map(|s| s.epoch).collect::<Vec<_>>(), [1, 2]);
+        assert!((0..n).all(|i| m.trained[i] == (out.fold_of[i] != k as u32)));
+        let last = m.snapshots[1].tensors["linear.weight"].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let model =
+            out.fold_models[k].params.tensors()["linear.weight"].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(last, model, "the last snapshot is the fold model");
+    }
     assert_eq!((out.dynamics.n, out.dynamics.epochs), (n, 2));
     let len = h * w * 3;
     let predict = |m: &ResNet, rows: &[usize], mirror: bool| {
