@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::{Dataset, Split};
 use crate::error::{Error, Result};
 use crate::model::{self, ResNet};
-use crate::stats::{argmax, argmin, median, spearman, wilson, Z95};
+use crate::stats::{argmax, argmin, median, wilson, Z95};
 pub use pgd::{Outcome, Steps};
 
 /// The norm a budget is measured in.
@@ -656,9 +656,6 @@ pub struct OverallSuccess {
     pub attacked: usize,
     pub successes: usize,
     pub rate: f64,
-    /// Spearman rank correlation, across classes, between this attack's
-    /// per-class success rate and the per-class test miss rate.
-    pub miss_rate_spearman: Option<f64>,
 }
 
 /// What `run.json` keeps of the attack stage.
@@ -677,10 +674,9 @@ pub struct AttackSummary {
 }
 
 impl AttackSummary {
-    /// Summarises `res`; `miss_rate` per class from the evaluation (None:
-    /// the class has no test images).
-    pub fn new(res: &AttackResults, cfg: &AttackConfig, miss_rate: &[Option<f64>]) -> Self {
-        let k = miss_rate.len();
+    /// Summarises `res` over `k` classes. (How success relates to the miss
+    /// rates is the findings' to say: `correlations.parquet`.)
+    pub fn new(res: &AttackResults, cfg: &AttackConfig, k: usize) -> Self {
         let per_class = class_success(res, cfg, k);
         let mut overall = Vec::new();
         for spec in &cfg.attacks {
@@ -689,18 +685,12 @@ impl AttackSummary {
                 let rows: Vec<&ClassSuccess> =
                     per_class.iter().filter(|c| c.attack == name && c.budget == budget).collect();
                 let (n, s): (usize, usize) = rows.iter().fold((0, 0), |(n, s), c| (n + c.attacked, s + c.successes));
-                let (rates, misses): (Vec<f64>, Vec<f64>) = rows
-                    .iter()
-                    .filter(|c| c.attacked > 0)
-                    .filter_map(|c| Some((c.rate, miss_rate[c.class as usize]?)))
-                    .unzip();
                 overall.push(OverallSuccess {
                     attack: name,
                     budget,
                     attacked: n,
                     successes: s,
                     rate: if n > 0 { s as f64 / n as f64 } else { 0.0 },
-                    miss_rate_spearman: spearman(&rates, &misses),
                 });
             }
         }

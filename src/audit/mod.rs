@@ -383,18 +383,14 @@ impl<'a> Audit<'a> {
             stage_line("attacks");
         }
         let mut attacked = match &config.attack {
-            Some(cfg) => {
-                let miss = eval.miss_rates();
-                Some(stages::attacks::run(
-                    &stage.model,
-                    &ds,
-                    &stage.train_logits,
-                    &stage.model_test_logits,
-                    cfg,
-                    &miss,
-                    opts.progress,
-                )?)
-            }
+            Some(cfg) => Some(stages::attacks::run(
+                &stage.model,
+                &ds,
+                &stage.train_logits,
+                &stage.model_test_logits,
+                cfg,
+                opts.progress,
+            )?),
             None => None,
         };
         timing.insert("attacks".to_string(), t_attack.elapsed().as_secs_f64());

@@ -119,10 +119,7 @@ pub fn summary(m: &RunManifest) -> String {
                 .overall
                 .iter()
                 .filter(|o| o.attack == name)
-                .map(|o| {
-                    let rho = o.miss_rate_spearman.map(|r| format!(", rho {r:+.2}")).unwrap_or_default();
-                    format!("{} {:.0}%{rho}", budget_label(&o.attack, o.budget), 100.0 * o.rate)
-                })
+                .map(|o| format!("{} {:.0}%", budget_label(&o.attack, o.budget), 100.0 * o.rate))
                 .collect();
             let _ = writeln!(s, "attack   {name}: {}", parts.join("; "));
             // Per class at the smallest budget that flips some but not all.
@@ -136,8 +133,6 @@ pub fn summary(m: &RunManifest) -> String {
                 let _ = writeln!(s, "         by class at {}: {}", budget_label(name, o.budget), parts.join(", "));
             }
         }
-        let _ =
-            writeln!(s, "         rho: Spearman correlation across classes between attack success and test miss rate");
     }
     for t in &m.tables {
         let _ = writeln!(s, "table    {} ({} rows, one row = {})", t.file, t.rows, t.row);

@@ -27,21 +27,18 @@ pub struct AttackStage {
     pub summary: AttackSummary,
 }
 
-/// Attacks the victims chosen from the model's logits; `miss_rate` per class
-/// (the evaluation's) for the correlation of success with misses.
-#[allow(clippy::too_many_arguments)]
+/// Attacks the victims chosen from the model's logits.
 pub fn run(
     model: &ResNet,
     ds: &Dataset,
     train_logits: &[f32],
     test_logits: &[f32],
     config: &AttackConfig,
-    miss_rate: &[Option<f64>],
     progress: bool,
 ) -> Result<AttackStage> {
     let victims = attack::victims(ds, test_logits, train_logits, config);
     let results = attack::run(model, ds, victims, config, progress)?;
-    let summary = AttackSummary::new(&results, config, miss_rate);
+    let summary = AttackSummary::new(&results, config, ds.classes.len());
     Ok(AttackStage { results, config: config.clone(), summary })
 }
 
