@@ -107,7 +107,8 @@ pub struct ModelArgs {
     final_model: bool,
     /// Snapshots of each model that serves the later stages (the final one,
     /// or each fold model) kept for the influence stage's TracIn sum, evenly
-    /// spaced over its epochs [default: 3]
+    /// spaced over its epochs, the last at its end, each weighted by the
+    /// learning rate over the epochs it stands for [default: 1, the end]
     #[arg(long)]
     tracin_checkpoints: Option<usize>,
     #[arg(long, value_enum)]

@@ -199,13 +199,20 @@ pub fn run(
         )
     } else {
         let models: Vec<&str> = stage.traced.iter().map(|m| m.label.as_str()).collect();
+        let epochs: Vec<String> = stage.traced[0].snapshots.iter().map(|s| s.epoch.to_string()).collect();
+        let sum = if epochs.len() == 1 {
+            format!("one checkpoint per model, at the end of its training (epoch {})", epochs[0])
+        } else {
+            format!(
+                "TracInCP over the checkpoints after epochs {} of each model, each weighted by the learning rate \
+                 summed over the epochs it stands for",
+                epochs.join(", ")
+            )
+        };
         format!(
-            "TracInCP over {} checkpoints ({} after epochs {}), each weighted by the learning rate summed over the \
-             epochs it stands for; a training image's influence is summed over the checkpoints of the models that \
-             trained on it, and the test image's loss is taken at its wrong prediction",
-            owned.len(),
-            models.join(", "),
-            stage.traced[0].snapshots.iter().map(|s| s.epoch.to_string()).collect::<Vec<_>>().join(", ")
+            "{sum} ({}); a training image's influence comes only from the models that trained on it, and the test \
+             image's loss is taken at its wrong prediction",
+            models.join(", ")
         )
     };
     let summary = InfluenceSummary {
