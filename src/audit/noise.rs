@@ -84,12 +84,12 @@ pub fn probe_confusion(
             (checkpoint::load(path, &import, device)?.0, format!("imported {}", path.display()))
         }
         None => {
-            let (_, _, asked) = recipe::setup(ds, spec, seed, opts, device.is_cuda())?;
             // The fast recipe's probe is the recipe's own, whatever the
             // training options say: the labels it flips are then the same
             // across the levers measured with it (docs/recipe.md).
+            let plan = recipe::recipe(spec, ds.train.len(), device.is_cuda(), opts.recipe, seed).3;
             let fixed = ModelOptions { recipe: opts.recipe, device: opts.device, ..Default::default() };
-            let probe_opts = if asked.recipe == Some(recipe::Recipe::Fast) { &fixed } else { opts };
+            let probe_opts = if plan.recipe == Some(recipe::Recipe::Fast) { &fixed } else { opts };
             let (mcfg, mut t, plan) = recipe::setup(ds, spec, seed, probe_opts, device.is_cuda())?;
             // Only its confusion's shape is read: the recipe's probe epochs
             // (the training's for the demo and the full recipe).

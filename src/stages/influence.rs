@@ -14,6 +14,7 @@ use crate::run::columns::influence::{INFLUENCE, SAMPLE_INFLUENCE};
 use arrow::array::RecordBatch;
 use candle_core::DType;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 
 use super::model::ModelStage;
 use super::Samples;
@@ -83,17 +84,18 @@ pub fn head(model: &ResNet) -> Result<(Vec<f32>, Vec<f32>)> {
     Ok((get("linear.weight")?, get("linear.bias")?))
 }
 
-/// A checkpoint's head, features and weight, owned (see [`Checkpoint`]).
-struct Owned {
+/// A checkpoint's head, features and weight (see [`Checkpoint`]): made
+/// here, or borrowed from the model stage.
+struct Owned<'a> {
     name: String,
     weight: Vec<f32>,
     bias: Vec<f32>,
     /// `[n_train, dim]`; zeros for the rows its model did not train on.
-    train_features: Vec<f32>,
+    train_features: Cow<'a, [f32]>,
     /// `[mistakes, dim]`.
     query_features: Vec<f32>,
     lr: f32,
-    trained: Option<Vec<bool>>,
+    trained: Option<&'a [bool]>,
 }
 
 /// Runs the stage over the run's model stage: TracIn summed over the
@@ -125,7 +127,7 @@ pub fn run(
             name: what,
             weight,
             bias,
-            train_features: stage.train_features.clone(),
+            train_features: Cow::Borrowed(&stage.train_features),
             query_features: mistakes
                 .iter()
                 .flat_map(|&r| stage.test_features[r * dim..(r + 1) * dim].iter().copied())
@@ -158,10 +160,10 @@ pub fn run(
                     name,
                     weight,
                     bias,
-                    train_features,
+                    train_features: Cow::Owned(train_features),
                     query_features: q.features,
                     lr: snap.lr_weight as f32,
-                    trained: Some(m.trained.clone()),
+                    trained: Some(&m.trained),
                 });
             }
         }
@@ -175,7 +177,7 @@ pub fn run(
             train_features: &o.train_features,
             query_features: &o.query_features,
             lr: o.lr,
-            trained: o.trained.as_deref(),
+            trained: o.trained,
         })
         .collect();
     let input = InfluenceInput {

@@ -309,7 +309,6 @@ pub fn cross_validate(
     } else {
         None
     };
-    drop(run_job);
     Ok(CvOutput { folds, fold_of, out_of_sample: oos, model, fold_models, dynamics, history, aum_threshold, traced })
 }
 

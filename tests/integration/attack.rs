@@ -164,8 +164,6 @@ fn the_shared_resnet20_falls_to_pgd_at_8_of_255_and_less_to_fgsm_at_1_of_255() {
     let (model, _) = checkpoint::load(&weights, &opts, &Device::Cpu).unwrap();
     let p = model::predict(&model, &ds.test.pixels, ds.test.len(), 32, 32, 500).unwrap();
     let k = ds.classes.len();
-    let pred: Vec<u32> = (0..ds.test.len()).map(|i| p.predicted(i)).collect();
-    let eval = misfit::stages::evaluate::evaluate(&ds.test.labels, &pred, k);
     let cfg = AttackConfig {
         attacks: ["fgsm:linf", "pgd:linf"].iter().map(|s| AttackSpec::parse(s).unwrap()).collect(),
         eps_linf: vec![1.0 / 255.0, 2.0 / 255.0, 8.0 / 255.0],
