@@ -12,10 +12,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::error::{Error, Problem, Result};
-use crate::quality::{self, Embeddings, ScoreConfig, ScoreInput};
-use crate::run::{schema, RunConfig, RunManifest, RunWriter, ScoreInputs};
-use crate::stages::{self, evaluate, scores as score_stage, Samples};
-use crate::table::{self, TableMeta};
+use crate::quality::{self, ScoreConfig};
+use crate::run::table::{self, TableMeta};
+use crate::run::{RunManifest, RunWriter};
+use crate::stages::{self, evaluate, scores as score_stage, RunState, Samples, Stage};
 
 /// What `misfit score` reads.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -391,12 +391,54 @@ pub fn load(files: &ScoreFiles) -> Result<Loaded> {
     Ok(out)
 }
 
+/// What a `misfit score` run read: `run.json`'s `inputs` section.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScoreInputs {
+    /// Samples scored (rows of the probabilities).
+    pub samples: usize,
+    /// Class names in label order.
+    pub classes: Vec<String>,
+    /// Length of the embeddings, when given.
+    pub embedding_dim: Option<usize>,
+}
+
+impl crate::run::Section for ScoreInputs {
+    const KEY: &'static str = "inputs";
+}
+
+/// What a `misfit score` run read, as the first thing it made: the samples'
+/// key columns and the given probabilities' columns (prediction, loss,
+/// margin), the classes' counts and mean confidence, the `inputs` section.
+struct Read(ScoreInputs);
+
+impl stages::Made for Read {
+    fn sample_columns(&self, run: &RunState) -> Vec<table::Columns> {
+        let n = run.samples.len();
+        vec![
+            stages::data::sample_keys(&run.samples),
+            stages::model::sample_columns(run.samples.classes, &run.outputs, &vec![None; n], None),
+        ]
+    }
+
+    fn class_columns(&self, run: &RunState) -> Vec<table::Columns> {
+        vec![stages::data::class_counts(&run.samples), stages::model::class_confidence(&run.samples, &run.outputs)]
+    }
+
+    fn section(&self, manifest: &mut RunManifest) {
+        manifest.set(&self.0);
+    }
+}
+
 /// A `misfit score` run's configuration (`run.json`'s `config`, and
 /// `misfit.config` in every table).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ScoreRunConfig {
     pub files: ScoreFiles,
     pub scores: ScoreConfig,
+}
+
+impl crate::run::Section for ScoreRunConfig {
+    const KEY: &'static str = "config";
 }
 
 /// Scores the files into `outputs/<run>/` through the audit's stages and
@@ -472,32 +514,7 @@ fn run_stages(
         }
         None => (0..k).map(|i| i.to_string()).collect(),
     };
-    let notes = match data.embeddings {
-        Some(_) => quality::small_class_notes(&data.labels, &classes, cfg.k),
-        None => Vec::new(),
-    };
-    let t1 = Instant::now();
-    let emb = data.embeddings.as_ref().map(|(e, d)| (quality::neighbors::normalize(e, *d), *d));
-    let source = files.probs.display().to_string();
-    let input = ScoreInput {
-        source: &source,
-        classes: k,
-        train_labels: &data.labels,
-        probs: &data.probs,
-        test_labels: &[],
-        test_probs: &[],
-        embeddings: emb.as_ref().map(|(e, d)| Embeddings { dim: *d, train: e, test: &[] }),
-        pixels: None,
-        aum: None,
-        held_out_null: true,
-        null_probs: &[],
-    };
-    spinner.set_message(format!("scoring {} images", data.labels.len()));
-    let sc = quality::score(&input, cfg)?;
-    timing.insert("score".to_string(), t1.elapsed().as_secs_f64());
-    spinner.set_message("writing the tables");
-
-    let t2 = Instant::now();
+    let n = data.labels.len();
     let samples = Samples {
         classes: &classes,
         train_ids: &data.ids,
@@ -505,58 +522,33 @@ fn run_stages(
         test_ids: &[],
         test_labels: &[],
     };
-    let n = data.labels.len();
-    let model_outputs = evaluate::outputs_from_probs(&data.probs, k, &data.labels);
-    // Each table built and written on its own thread.
-    let (samples_table, (classes_table, extra)) = rayon::join(
-        || {
-            let parts = vec![
-                stages::data::sample_keys(&samples),
-                stages::model::sample_columns(&classes, &model_outputs, &vec![None; n], None),
-                score_stage::sample_columns(&classes, &sc.images),
-                score_stage::label_error_columns(&sc.images),
-            ];
-            table::assemble(&schema::SAMPLES, parts)
-        },
-        || {
-            rayon::join(
-                || {
-                    let parts = vec![
-                        stages::data::class_counts(&samples),
-                        stages::model::class_confidence(&samples, &model_outputs),
-                        score_stage::class_columns(&sc, &data.labels, k),
-                        score_stage::noise_interval_columns(&data.labels, &data.probs, k, cfg.seed),
-                    ];
-                    table::assemble(&schema::CLASSES, parts)
-                },
-                || match (&emb, &sc.neighbors) {
-                    (Some((e, d)), Some((tr, te))) => rayon::join(
-                        || Some(score_stage::embeddings(&samples, e, &[], *d)),
-                        || Some(score_stage::neighbors(&samples, tr, te)),
-                    ),
-                    _ => (None, None),
-                },
-            )
-        },
-    );
-    let mut tables = vec![(&schema::SAMPLES, samples_table), (&schema::CLASSES, classes_table)];
-    if let (Some(e), Some(nb)) = extra {
-        tables.push((&schema::EMBEDDINGS, e));
-        tables.push((&schema::NEIGHBORS, nb));
+    let outputs = evaluate::outputs_from_probs(&data.probs, k, &data.labels);
+    let inputs =
+        ScoreInputs { samples: n, classes: classes.clone(), embedding_dim: data.embeddings.as_ref().map(|(_, d)| *d) };
+    let given = score_stage::Given {
+        source: files.probs.display().to_string(),
+        embeddings: data.embeddings.as_ref().map(|(e, d)| (quality::neighbors::normalize(e, *d), *d)),
+    };
+    let made: Vec<Box<dyn stages::Made>> = vec![Box::new(Read(inputs)), Box::new(given)];
+    let mut run = RunState::new(samples, None, outputs, cfg.seed, false, None, made);
+    spinner.set_message(format!("scoring {n} images"));
+    for (name, seconds) in run.run_all(&[&score_stage::Score { config: cfg } as &dyn Stage], &writer)? {
+        timing.insert(name.to_string(), seconds);
     }
-    writer.write_all(tables)?;
+    spinner.set_message("writing the tables");
+    let t2 = Instant::now();
+    let mut manifest = RunManifest::new(run_name, &config);
+    run.write(&mut writer, &mut manifest)?;
+    manifest.notes = run.notes();
     timing.insert("tables".to_string(), t2.elapsed().as_secs_f64());
-    let mut manifest = RunManifest::new(run_name, RunConfig::Score(config));
-    manifest.notes = notes;
-    manifest.inputs = Some(ScoreInputs { samples: n, classes, embedding_dim: emb.as_ref().map(|(_, d)| *d) });
-    manifest.scores = Some(score_stage::ScoresSummary::new(&sc, cfg, n, Vec::new()));
     manifest.timing_s = timing;
     let (dest, found) = writer.commit_with(&mut manifest, |dir| {
         rules.map(|(rules, dirs)| crate::findings::before_commit(dir, rules, dirs)).transpose()
     })?;
     // The manifest returned is what run.json holds, findings included.
-    manifest.findings = found.as_ref().map(|f| f.summary.clone());
-    Ok((dest, manifest, sc, found))
+    manifest.set_some(found.as_ref().map(|f| &f.summary));
+    let scored = run.take::<score_stage::Scored>().expect("the scores stage made its scores");
+    Ok((dest, manifest, scored.scores, found))
 }
 
 #[cfg(test)]

@@ -58,9 +58,11 @@ pub enum Error {
     /// Downloading failed or the download did not match its published checksum.
     #[error("{0}")]
     Fetch(String),
-    /// A run folder could not be read (missing table, older schema).
+    /// A run folder could not be read (missing table, older schema): a
+    /// `run::read::ReadError`, boxed so that this module, below every other,
+    /// knows nothing of run folders.
     #[error(transparent)]
-    Run(#[from] crate::run::read::ReadError),
+    Run(Box<dyn std::error::Error + Send + Sync + 'static>),
 }
 
 impl From<Problem> for Error {

@@ -36,7 +36,6 @@ pub mod seed;
 pub mod sql;
 pub mod stages;
 pub mod stats;
-pub mod table;
 pub mod tracin;
 pub mod train;
 

@@ -673,6 +673,10 @@ pub struct AttackSummary {
     pub examples: Vec<String>,
 }
 
+impl crate::run::Section for AttackSummary {
+    const KEY: &'static str = "attacks";
+}
+
 impl AttackSummary {
     /// Summarises `res` over `k` classes. (How success relates to the miss
     /// rates is the findings' to say: `correlations.parquet`.)

@@ -5,6 +5,7 @@
 //! against planted or injected problems; each stage's tables go to the one
 //! run writer ([`RunWriter`]) and its section into `run.json`.
 
+pub mod inspect;
 pub mod noise;
 
 use candle_core::Device;
@@ -22,12 +23,12 @@ use crate::error::{Error, Problem, Result};
 use crate::findings::{self, Findings, RuleSet};
 use crate::model::{self, DeviceChoice};
 use crate::progress::{Overall, ATTACK_STEP_UNITS, INFER_UNITS, SCORE_UNITS};
-use crate::quality::{self, neighbors, Embeddings, Pixels, ScoreConfig, ScoreInput};
-use crate::run::{schema, RunConfig, RunManifest, RunWriter};
+use crate::quality::ScoreConfig;
+use crate::run::table::TableMeta;
+use crate::run::{RunManifest, RunWriter};
 use crate::saliency::ExplainConfig;
 use crate::stages::model::ModelStage;
-use crate::stages::{self, data, evaluate, scores as score_stage, selfcheck, Samples};
-use crate::table::{self, TableMeta};
+use crate::stages::{self, data, evaluate, scores as score_stage, RunState, Samples, Stage};
 use crate::train::recipe::ModelOptions;
 
 /// What an audit is asked to do.
@@ -74,6 +75,10 @@ pub struct AuditConfig {
     pub attack: Option<AttackConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub explain: Option<ExplainConfig>,
+}
+
+impl crate::run::Section for AuditConfig {
+    const KEY: &'static str = "config";
 }
 
 /// Runs an audit and returns where the run was written and its manifest.
@@ -302,7 +307,7 @@ impl<'a> Audit<'a> {
             opts,
             started,
             mut timing,
-            mut problems,
+            problems,
             dataset: ds,
             truth,
             injected,
@@ -315,185 +320,41 @@ impl<'a> Audit<'a> {
             ..
         } = self;
         timing.insert("model".to_string(), model_s);
-        // "scores ... (audit 83%, about 4 min left)" before each later stage.
-        let stage_line = |what: &str| {
-            if opts.progress {
-                eprintln!("{what} ({})", overall.status());
-            }
+        let outputs = evaluate::sample_outputs(&stage.logits(), ds.classes.len(), &Samples::of(&ds).labels());
+        let loaded = data::Loaded {
+            truth,
+            injected,
+            summary: data::DatasetSummary::new(&opts.spec.to_string(), &ds, fingerprint),
+            notes: problems.notes,
         };
-        let t2 = Instant::now();
-        let k = ds.classes.len();
-        let samples = Samples::of(&ds);
-        let n_train = ds.train.len();
-        let outputs = evaluate::sample_outputs(&stage.logits(), k, &samples.labels());
-        let eval = evaluate::evaluate(&ds.test.labels, &outputs.pred[n_train..], k);
-        timing.insert("evaluate".to_string(), t2.elapsed().as_secs_f64());
-
-        let t3 = Instant::now();
-        stage_line("scores (neighbours, duplicates, confident learning)");
-        let dim = stage.model.config.feature_dim();
-        let train_emb = neighbors::normalize(&stage.train_features, dim);
-        let test_emb = neighbors::normalize(&stage.test_features, dim);
-        let aum = stage.aum();
-        let null_probs: Vec<f32> = stage
-            .fold_test_logits
-            .iter()
-            .flat_map(|l| l.chunks_exact(k).flat_map(crate::stats::softmax))
-            .map(|p| p as f32)
-            .collect();
-        let input = ScoreInput {
-            source: "the model's probabilities",
-            classes: k,
-            train_labels: &ds.train.labels,
-            probs: &outputs.probs[..n_train * k],
-            test_labels: &ds.test.labels,
-            test_probs: &outputs.probs[n_train * k..],
-            embeddings: Some(Embeddings { dim, train: &train_emb, test: &test_emb }),
-            pixels: Some(Pixels { height: ds.height, width: ds.width, train: &ds.train.pixels, test: &ds.test.pixels }),
-            aum: aum.as_deref(),
-            held_out_null: stage.fold.is_some() && opts.scores.held_out_bound,
-            null_probs: &null_probs,
-        };
-        let score_cfg = ScoreConfig { seed: opts.seed, ..opts.scores.clone() };
-        for note in quality::small_class_notes(&ds.train.labels, &ds.classes, score_cfg.k) {
-            problems.note(note);
-        }
-        let sc = quality::score(&input, &score_cfg)?;
-        if let Some(r) = &sc.recall {
-            if !r.reached_target {
-                problems.note(format!(
-                    "{} recall@{} is {:.3} at ef/nprobe {} (target {}): neighbours may be missing",
-                    r.index, score_cfg.k, r.recall, r.ef_search, score_cfg.recall_target
-                ));
-            }
-        }
-        if stage.fold.is_none() && !ds.test.labels.is_empty() {
-            problems.note(
-                "training-image probabilities are in sample (imported model): their flags are weak evidence; \
-                 the test split's flags, from out-of-sample probabilities, are the primary label audit",
-            );
-        }
-        let known = selfcheck::Known { truth: truth.as_ref(), injected: injected.as_deref() };
-        let checks = selfcheck::run(&ds, &known, &sc, aum.as_deref(), stage.aum_threshold.as_ref());
-        timing.insert("scores".to_string(), t3.elapsed().as_secs_f64());
-        overall.advance(SCORE_UNITS * samples.len() as f64);
-
-        let t_attack = Instant::now();
-        if config.attack.is_some() {
-            stage_line("attacks");
-        }
-        let mut attacked = match &config.attack {
-            Some(cfg) => Some(stages::attacks::run(
-                &stage.model,
-                &ds,
-                &stage.train_logits,
-                &stage.model_test_logits,
-                cfg,
-                opts.progress,
-            )?),
-            None => None,
-        };
-        timing.insert("attacks".to_string(), t_attack.elapsed().as_secs_f64());
-        if config.explain.is_some() {
-            stage_line("saliency maps and root causes");
-        }
-
-        let t_explain = Instant::now();
-        let explained = match &config.explain {
-            Some(cfg) => Some(stages::explain::run(
-                &stage.model,
-                &ds,
-                &samples,
-                &outputs.pred,
-                &eval.confusion,
-                &sc,
-                config.attack.as_ref().unwrap_or(&AttackConfig::default()),
-                cfg,
-                &writer,
-            )?),
-            None => None,
-        };
-        timing.insert("explain".to_string(), t_explain.elapsed().as_secs_f64());
-
-        let t_influence = Instant::now();
-        stage_line("influence of training images on test mistakes");
-        let influenced = stages::influence::run(&stage, &ds, &samples, &outputs.pred, Some(&overall))?;
-        timing.insert("influence".to_string(), t_influence.elapsed().as_secs_f64());
-
-        let t4 = Instant::now();
-        let n = samples.len();
-        let mut parts = vec![
-            data::sample_keys(&samples),
-            stages::model::sample_columns(&ds.classes, &outputs, &stage.folds(n), stage.dynamics.as_ref()),
-            score_stage::sample_columns(&ds.classes, &sc.images),
-            score_stage::label_error_columns(&sc.images),
-            stage.aum_flag(n),
+        let made: Vec<Box<dyn stages::Made>> = vec![Box::new(loaded), Box::new(stage)];
+        let mut run =
+            RunState::new(Samples::of(&ds), Some(&ds), outputs, opts.seed, opts.progress, Some(&overall), made);
+        // The stages after the model, in order; each reads what the earlier made.
+        let list: [&dyn Stage; 6] = [
+            &evaluate::Evaluate,
+            &score_stage::Score { config: &opts.scores },
+            &stages::attacks::Attack(config.attack.as_ref()),
+            &stages::explain::Explain { config: config.explain.as_ref(), attack: config.attack.as_ref() },
+            &stages::influence::Influence,
+            &stages::gallery::Gallery,
         ];
-        parts.extend(attacked.as_ref().map(|a| a.sample_columns(&samples)));
-        parts.extend(explained.as_ref().map(|e| e.sample_columns()));
-        parts.push(influenced.sample_columns(n));
-        writer.write(&schema::SAMPLES, &table::assemble(&schema::SAMPLES, parts))?;
-        let mut parts = vec![
-            data::class_counts(&samples),
-            eval.class_columns(),
-            eval.confused_columns(&ds.classes),
-            stages::model::class_confidence(&samples, &outputs),
-            score_stage::class_columns(&sc, &ds.train.labels, k),
-            score_stage::noise_interval_columns(&ds.train.labels, &outputs.probs[..n_train * k], k, score_cfg.seed),
-        ];
-        parts.extend(score_stage::test_class_columns(&sc, n_train, &ds.test.labels, k));
-        parts.extend(attacked.iter().flat_map(|a| a.class_columns(k)));
-        parts.extend(explained.as_ref().map(|e| e.class_columns()));
-        writer.write(&schema::CLASSES, &table::assemble(&schema::CLASSES, parts))?;
-        if let Some(e) = &explained {
-            e.write_tables(&mut writer)?;
+        for (name, seconds) in run.run_all(&list, &writer)? {
+            timing.insert(name.to_string(), seconds);
         }
-        writer.write(&schema::INFLUENCE, &influenced.table(&samples, &outputs.pred, &sc))?;
-        if let Some(a) = attacked.as_mut() {
-            writer.write(&schema::ATTACKS, &a.attacks_table(&ds))?;
-            writer.write(&schema::ATTACK_CLASSES, &a.classes_table(&ds.classes))?;
-            a.write_examples(&ds, &writer)?;
-        }
-        writer.write(&schema::EMBEDDINGS, &score_stage::embeddings(&samples, &train_emb, &test_emb, dim))?;
-        if let Some((tr, te)) = &sc.neighbors {
-            writer.write(&schema::NEIGHBORS, &score_stage::neighbors(&samples, tr, te))?;
-        }
-        writer.write(&schema::DUPLICATES, &score_stage::duplicates(&samples, &sc.duplicates))?;
-        if let Some(c) = &checks {
-            writer.write(&schema::SELFCHECK, &selfcheck::table(c))?;
-        }
-        writer.write(&schema::CONFUSION, &eval.confusion_table(&ds.classes))?;
-        if let Some(d) = &stage.dynamics {
-            writer.write(&schema::DYNAMICS, &stages::model::dynamics(&ds.train.ids, d))?;
-        }
-        if let Some(t) = &truth {
-            writer.write(&schema::PLANTED, &data::planted(t))?;
-        }
-        let mut chosen = stages::gallery::select(&samples, &sc, &outputs.pred[n_train..]);
-        for row in influenced.gallery_rows() {
-            chosen.entry(row).or_insert("influence");
-        }
-        writer.write(&schema::GALLERY, &stages::gallery::write(&ds, &samples, &chosen, &writer)?)?;
-        stage.save(&writer.path("model.safetensors"), opts.seed)?;
-        timing.insert("tables".to_string(), t4.elapsed().as_secs_f64());
+
+        let t_tables = Instant::now();
+        let mut manifest = RunManifest::new(&run_name, &config);
+        run.write(&mut writer, &mut manifest)?;
+        manifest.notes = run.notes();
+        timing.insert("tables".to_string(), t_tables.elapsed().as_secs_f64());
         timing.insert("total".to_string(), started.elapsed().as_secs_f64());
-
-        let mut manifest = RunManifest::new(&run_name, RunConfig::Audit(config));
-        manifest.dataset = Some(data::DatasetSummary::new(&opts.spec.to_string(), &ds, fingerprint));
-        manifest.notes = problems.notes;
-        manifest.planted = truth.as_ref().map(data::planted_counts);
-        manifest.scores = Some(score_stage::ScoresSummary::new(&sc, &score_cfg, n_train, checks.unwrap_or_default()));
-        manifest.model = Some(stage.summary);
-        manifest.evaluation = Some(eval);
-        manifest.attacks = attacked.map(|a| a.summary);
-        manifest.explain = explained.map(|e| e.summary);
-        manifest.influence = Some(influenced.summary);
         manifest.timing_s = timing;
         let (dest, found) = writer.commit_with(&mut manifest, |dir| {
             rules.map(|(rules, dirs)| findings::before_commit(dir, rules, dirs)).transpose()
         })?;
         // The manifest returned is what run.json holds, findings included.
-        manifest.findings = found.as_ref().map(|f| f.summary.clone());
+        manifest.set_some(found.as_ref().map(|f| &f.summary));
         if state_dir.exists() {
             std::fs::remove_dir_all(&state_dir).map_err(|e| Error::io(&state_dir, e))?;
         }

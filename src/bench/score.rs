@@ -219,7 +219,7 @@ pub fn run(
     let t = Instant::now();
     let (_, manifest, sc) = byo::run(&files, &cfg, &dir.join("outputs"), "cl")?;
     let misfit_cl_s = t.elapsed().as_secs_f64();
-    let misfit_cl_compute_s = manifest.timing_s["score"];
+    let misfit_cl_compute_s = manifest.timing_s["scores"];
     let ours: HashSet<usize> =
         sc.images.iter().enumerate().filter(|(_, s)| s.label_issue == Some(true)).map(|(i, _)| i).collect();
     let misfit_full_s = if with_embeddings {

@@ -2,8 +2,9 @@
 
 use anyhow::{bail, Result};
 use clap::Subcommand;
+use misfit::audit::inspect;
 use misfit::data::demo::DemoConfig;
-use misfit::data::{fetch, inspect, synth, DatasetSpec, LoadOptions};
+use misfit::data::{fetch, synth, DatasetSpec, LoadOptions};
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -21,7 +21,6 @@ pub mod ticket;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use misfit::findings::RuleSet;
-use misfit::run::summary::summary;
 use std::path::PathBuf;
 
 /// Audit an image-classification dataset and its model: likely mislabeled
@@ -64,14 +63,13 @@ fn load_rules(dir: &Option<PathBuf>) -> Result<RuleSet> {
     Ok(RuleSet::load(dir.as_deref())?)
 }
 
-/// The end of an audit or score run: the stages' summary, then the
-/// ten-second one; with `--json`, only the latter, as JSON.
-fn print_summary(manifest: &misfit::run::RunManifest, done: &misfit::report::Summary, json: bool) {
+/// The end of an audit or score run: the summary; with `--json`, its
+/// ten-second part, as JSON.
+fn print_summary(done: &misfit::report::Summary, json: bool) {
     if json {
         println!("{}", serde_json::to_string_pretty(done).expect("summary serialises"));
     } else {
-        print!("{}", summary(manifest));
-        print!("\n{}", done.text());
+        print!("{}", done.text());
     }
 }
 

@@ -51,9 +51,8 @@ pub fn run(a: ScoreArgs) -> Result<ExitCode> {
     let files = byo::ScoreFiles { probs: a.probs, labels: a.labels, embeddings: a.embeddings, classes: a.classes };
     let cfg = a.neighbors.config(PruneMethod::parse(&a.prune).expect("clap checked the value"));
     let rules_dirs = dirs(&a.rules);
-    let (dest, manifest, _, found) =
-        byo::run_with(&files, &cfg, &a.outputs, &a.run, !a.quiet, Some((&rules, &rules_dirs)))?;
+    let (dest, _, _, found) = byo::run_with(&files, &cfg, &a.outputs, &a.run, !a.quiet, Some((&rules, &rules_dirs)))?;
     let done = report::after_run(&dest, &found.expect("findings asked for"))?;
-    print_summary(&manifest, &done, a.json);
+    print_summary(&done, a.json);
     Ok(ExitCode::SUCCESS)
 }

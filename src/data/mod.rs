@@ -14,7 +14,6 @@ pub mod demo;
 pub mod fetch;
 pub mod folder;
 pub mod hf_parquet;
-pub mod inspect;
 pub mod labels;
 pub mod spec;
 pub mod synth;

@@ -49,8 +49,8 @@ use super::{collect, frame};
 use crate::error::Result;
 use crate::run::read::Run;
 
+use crate::run::table::{Columns, TableBuilder};
 use crate::stats::{median, percentile_interval, wilson, Z95};
-use crate::table::{Columns, TableBuilder};
 
 /// Inputs from `pairs`: the confident joint's asymmetry and the neighbour
 /// shares per ordered pair (`[a][b]`).

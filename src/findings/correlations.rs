@@ -20,11 +20,11 @@ use std::collections::HashMap;
 
 use super::{collect, frame};
 use crate::error::Result;
+use crate::run::columns::attacks::budget_label;
 use crate::run::read::Run;
 use crate::run::schema;
-use crate::run::summary::budget_label;
+use crate::run::table::TableBuilder;
 use crate::stats::{auroc, pearson, percentile_interval, spearman};
-use crate::table::TableBuilder;
 
 /// Resampling sizes: classes are few and cheap to resample, images many.
 #[derive(Clone, Copy, Debug)]

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::table::FIELD_DESCRIPTION;
+use crate::run::table::FIELD_DESCRIPTION;
 
 /// What a frame's column could not be turned into.
 fn column_error(name: &str, what: impl std::fmt::Display) -> Error {

@@ -26,8 +26,8 @@ use std::path::Path;
 use crate::error::{Error, Result};
 use crate::run::read::Run;
 use crate::run::schema;
+use crate::run::table::{self, TableBuilder, TableMeta};
 use crate::run::{TableEntry, MANIFEST};
-use crate::table::{self, TableBuilder, TableMeta};
 pub use rules::{Rule, RuleSet, Severity, Subject};
 
 /// What one rule did on one run.
@@ -60,6 +60,10 @@ pub struct FindingsSummary {
     /// Folders of rules added with `--rules`.
     #[serde(default)]
     pub rules_dirs: Vec<String>,
+}
+
+impl crate::run::Section for FindingsSummary {
+    const KEY: &'static str = "findings";
 }
 
 /// The findings of one run, computed and not yet written.
@@ -313,23 +317,15 @@ pub fn write(run: &Run, f: &Findings) -> Result<()> {
         table::write(&run.dir().join(t.file), batch, &meta)?;
     }
     let path = run.dir().join(MANIFEST);
-    let mut manifest = run.manifest_json().clone();
-    let mut tables: Vec<serde_json::Value> = manifest
-        .get("tables")
-        .and_then(|t| t.as_array())
-        .cloned()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|t| !written.iter().any(|(s, _)| t.get("file").and_then(|f| f.as_str()) == Some(s.file)))
-        .collect();
+    let mut manifest = run
+        .manifest()
+        .ok_or_else(|| Error::Usage(format!("{}: not a manifest this misfit can update", path.display())))?;
+    manifest.tables.retain(|t| !written.iter().any(|(s, _)| t.file == s.file));
     for (t, batch) in written {
-        let entry = TableEntry { file: t.file.into(), rows: batch.num_rows(), row: t.row.into() };
-        tables.push(serde_json::to_value(entry).expect("entry serialises"));
+        manifest.tables.push(TableEntry { file: t.file.into(), rows: batch.num_rows(), row: t.row.into() });
     }
-    manifest["tables"] = serde_json::Value::Array(tables);
-    manifest["findings"] = serde_json::to_value(&f.summary).expect("summary serialises");
-    let json = serde_json::to_string_pretty(&manifest).expect("manifest serialises");
-    crate::atomic::write(&path, json.as_bytes())
+    manifest.set(&f.summary);
+    crate::atomic::write(&path, manifest.to_json().as_bytes())
 }
 
 /// Analyses the run folder `dir` under `rules` and writes its findings.

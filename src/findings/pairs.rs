@@ -17,8 +17,8 @@ use crate::error::Result;
 use crate::quality::count;
 use crate::run::read::Run;
 use crate::run::schema;
+use crate::run::table::{self, Columns, TableBuilder};
 use crate::stats::median;
-use crate::table::{self, Columns, TableBuilder};
 
 /// A `k x k` table of one quantity, `[given][other]`.
 type Grid<T> = Vec<Vec<T>>;

@@ -8,7 +8,10 @@
 //! version printed at the end of `misfit audit` and `misfit score`.
 
 pub mod plots;
+pub mod summary;
 pub mod ticket;
+
+pub use summary::Summary;
 
 use base64::Engine;
 use polars::prelude::{col, lit, DataFrame, IntoLazy, NamedFrom};
@@ -18,8 +21,8 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::findings::{self, frame, RuleSet};
+use crate::run::columns::attacks::budget_label;
 use crate::run::read::Run;
-use crate::run::summary::budget_label;
 
 /// The report's HTML file.
 pub const HTML: &str = "report.html";
@@ -819,94 +822,6 @@ pub fn render_markdown(data: &ReportData) -> Result<String> {
     }
 }
 
-/// The ten-second summary printed at the end of an audit or score run.
-#[derive(Clone, Debug, Serialize)]
-pub struct Summary {
-    pub run: String,
-    pub accuracy: Option<f64>,
-    pub most_missed: Vec<ClassRate>,
-    pub most_attacked: Vec<ClassRate>,
-    pub correlation: Option<Correlation>,
-    pub flagged: Vec<(String, i64)>,
-    pub top_findings: Vec<(String, String, usize, String)>,
-    pub report: String,
-    pub report_markdown: String,
-    pub tables: String,
-}
-
-impl Summary {
-    /// The summary of a rendered report.
-    pub fn new(data: &ReportData, html: &Path, md: &Path, dir: &Path) -> Summary {
-        Summary {
-            run: data.run.clone(),
-            accuracy: data.accuracy,
-            most_missed: data.most_missed.clone(),
-            most_attacked: data.most_attacked.clone(),
-            correlation: data.correlation.clone(),
-            flagged: data.flag_counts.clone(),
-            top_findings: data
-                .rules
-                .iter()
-                .filter(|r| r.severity != "info")
-                .take(5)
-                .map(|r| (r.severity.clone(), r.id.clone(), r.matches, r.messages.first().cloned().unwrap_or_default()))
-                .collect(),
-            report: html.display().to_string(),
-            report_markdown: md.display().to_string(),
-            tables: dir.display().to_string(),
-        }
-    }
-
-    /// As text, a few lines.
-    pub fn text(&self) -> String {
-        use std::fmt::Write;
-        let pct = |r: &Rate| {
-            let ci = match (r.low, r.high) {
-                (Some(l), Some(h)) => format!(" [{:.1}-{:.1}]", 100.0 * l, 100.0 * h),
-                _ => String::new(),
-            };
-            format!("{:.1}%{ci}", 100.0 * r.rate)
-        };
-        let list =
-            |v: &[ClassRate]| v.iter().map(|c| format!("{} {}", c.class, pct(&c.rate))).collect::<Vec<_>>().join(", ");
-        let mut s = String::new();
-        let _ = writeln!(s, "== {} ==", self.run);
-        if let Some(a) = self.accuracy {
-            let _ = writeln!(s, "accuracy        {:.2}% on the test split", 100.0 * a);
-        }
-        if !self.most_missed.is_empty() {
-            let _ = writeln!(s, "most missed     {}", list(&self.most_missed));
-        }
-        if !self.most_attacked.is_empty() {
-            let _ = writeln!(s, "most attacked   {} (mean untargeted success)", list(&self.most_attacked));
-        }
-        if let Some(c) = &self.correlation {
-            let _ = writeln!(
-                s,
-                "correlation     miss rate ~ {}: rho {:.2} [{}, {}], p = {}{}",
-                c.measure.trim_start_matches("attack_success:"),
-                c.rho,
-                c.low.map_or("?".into(), |v| format!("{v:.2}")),
-                c.high.map_or("?".into(), |v| format!("{v:.2}")),
-                findings::rules::num(c.p_value),
-                if c.significant { "" } else { " (not significant)" }
-            );
-        }
-        if !self.flagged.is_empty() {
-            let f: Vec<String> = self.flagged.iter().map(|(k, n)| format!("{n} {k}")).collect();
-            let _ = writeln!(s, "flagged         {}", f.join(", "));
-        }
-        for (sev, id, n, msg) in &self.top_findings {
-            let short: String = msg.chars().take(150).collect();
-            let more = if msg.chars().count() > 150 { "..." } else { "" };
-            let _ = writeln!(s, "{sev:<15} {id} ({n}): {short}{more}");
-        }
-        let _ = writeln!(s, "report          {} (and {})", self.report, self.report_markdown);
-        let _ = writeln!(s, "tables          {} (misfit query {} --tables)", self.tables, self.tables);
-        crate::escape::terminal(&s)
-    }
-}
-
 /// Renders the report of the run folder `dir` with its findings under
 /// `rules` (computed in memory) and returns its summary.
 pub fn run(dir: &Path, rules: &RuleSet) -> Result<Summary> {
@@ -919,7 +834,7 @@ pub fn run(dir: &Path, rules: &RuleSet) -> Result<Summary> {
 pub fn of_findings(run: &Run, f: &findings::Findings) -> Result<Summary> {
     let data = gather(run, f)?;
     let (h, m) = write(run, &data)?;
-    Ok(Summary::new(&data, &h, &m, run.dir()))
+    Ok(Summary::new(run.manifest().as_ref(), &data, &h, &m, run.dir()))
 }
 
 /// After `misfit audit` or `misfit score` wrote the run folder `dir` with

@@ -2,14 +2,9 @@
 //! typed manifest for `misfit audit` and `misfit score`; each stage fills
 //! its own section, and sections a run has no data for are left out.
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-
-use crate::attack::AttackSummary;
-use crate::stages::data::DatasetSummary;
-use crate::stages::evaluate::Evaluation;
-use crate::stages::model::ModelSummary;
-use crate::stages::scores::ScoresSummary;
 
 /// The manifest file's name.
 pub const MANIFEST: &str = "run.json";
@@ -25,23 +20,22 @@ pub struct TableEntry {
     pub row: String,
 }
 
-/// The run's configuration, as given: an audit's or a score run's.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum RunConfig {
-    Audit(crate::audit::AuditConfig),
-    Score(crate::byo::ScoreRunConfig),
+/// A section of `run.json` that one stage (or command) owns: its key and
+/// its serde shape. The contract stores sections as JSON and knows none of
+/// their types; each owner implements this beside its type.
+pub trait Section: Serialize + DeserializeOwned {
+    /// The section's key in `run.json` (`"model"`, `"scores"`, ...).
+    const KEY: &'static str;
 }
 
-/// What a `misfit score` run read.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ScoreInputs {
-    /// Samples scored (rows of the probabilities).
-    pub samples: usize,
-    /// Class names in label order.
-    pub classes: Vec<String>,
-    /// Length of the embeddings, when given.
-    pub embedding_dim: Option<usize>,
+/// A section of `run.json` that does not have its owner's shape.
+#[derive(Debug, thiserror::Error)]
+#[error("{MANIFEST}: section '{key}': {what}")]
+pub struct SectionError {
+    /// The section's key.
+    pub key: &'static str,
+    /// What is wrong with it.
+    pub what: String,
 }
 
 /// `run.json`.
@@ -51,14 +45,6 @@ pub struct RunManifest {
     pub misfit_version: String,
     /// The run's name (its folder's name).
     pub run_name: String,
-    /// The dataset (audit runs).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dataset: Option<DatasetSummary>,
-    /// The files scored (score runs).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub inputs: Option<ScoreInputs>,
-    /// The run's configuration, as given.
-    pub config: RunConfig,
     /// Tables written, in order.
     pub tables: Vec<TableEntry>,
     /// Things noticed while loading and auditing (left-out files, missing splits).
@@ -67,64 +53,61 @@ pub struct RunManifest {
     /// Demo only: planted problems per kind.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub planted: Option<BTreeMap<String, usize>>,
-    /// The model: how it was made (trained or imported), its configuration,
-    /// the training recipe and device, the last epoch of every training job.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub model: Option<ModelSummary>,
-    /// Test-split accuracy, per-class miss rates with 95% Wilson intervals, confusion.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub evaluation: Option<Evaluation>,
-    /// Label-quality scoring: neighbour recall, noise estimate, flag counts, self-check.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scores: Option<ScoresSummary>,
-    /// Attacks: overall and per-class success per attack and budget, radii.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub attacks: Option<AttackSummary>,
-    /// Explanations: the pairs and images explained, the ring's width.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub explain: Option<crate::stages::explain::ExplainSummary>,
-    /// Influence of training images on test mistakes: the checkpoints summed
-    /// (one, and which model, or several with their learning rates), counts, time.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub influence: Option<crate::stages::influence::InfluenceSummary>,
-    /// The findings: what each rule did, findings by severity (written by
-    /// the findings after the run is in place, `misfit findings` again).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub findings: Option<crate::findings::FindingsSummary>,
     /// Wall time of each stage, in seconds.
     #[serde(default)]
     pub timing_s: BTreeMap<String, f64>,
+    /// Every other section, by key, as its owner wrote it ([`Section`]):
+    /// `config` (the run's configuration as given), `dataset` or `inputs`
+    /// (what was audited or scored), `model`, `evaluation`, `scores`,
+    /// `attacks`, `explain`, `influence`, `findings`; a section a run has
+    /// no data for is left out.
+    #[serde(flatten)]
+    pub sections: BTreeMap<String, serde_json::Value>,
 }
 
 impl RunManifest {
-    /// A manifest with the given configuration and nothing else yet.
-    pub fn new(run_name: &str, config: RunConfig) -> Self {
-        RunManifest {
+    /// A manifest with the given configuration (a [`Section`] keyed `config`) and nothing else yet.
+    pub fn new<C: Section>(run_name: &str, config: &C) -> Self {
+        let mut m = RunManifest {
             misfit_version: env!("CARGO_PKG_VERSION").to_string(),
             run_name: run_name.to_string(),
-            dataset: None,
-            inputs: None,
-            config,
             tables: Vec::new(),
             notes: Vec::new(),
             planted: None,
-            model: None,
-            evaluation: None,
-            scores: None,
-            attacks: None,
-            explain: None,
-            influence: None,
-            findings: None,
             timing_s: BTreeMap::new(),
+            sections: BTreeMap::new(),
+        };
+        m.set(config);
+        m
+    }
+
+    /// `run.json`'s text. Through a JSON value, as misfit has always written
+    /// it: keys in sorted order, f32 figures as their exact f64 widening.
+    pub fn to_json(&self) -> String {
+        let value = serde_json::to_value(self).expect("manifest serialises");
+        serde_json::to_string_pretty(&value).expect("manifest serialises")
+    }
+
+    /// Sets section `S` (replacing any earlier one).
+    pub fn set<S: Section>(&mut self, section: &S) {
+        let value = serde_json::to_value(section).expect("a manifest section serialises");
+        self.sections.insert(S::KEY.to_string(), value);
+    }
+
+    /// Sets section `S` when there is one.
+    pub fn set_some<S: Section>(&mut self, section: Option<&S>) {
+        if let Some(s) = section {
+            self.set(s);
         }
     }
 
-    /// Class names in label order (the dataset's, or the scored files').
-    pub fn classes(&self) -> &[String] {
-        match (&self.dataset, &self.inputs) {
-            (Some(d), _) => &d.classes,
-            (_, Some(i)) => &i.classes,
-            _ => &[],
+    /// Section `S`: None when the run has none, an error when it has one of another shape.
+    pub fn section<S: Section>(&self) -> Result<Option<S>, SectionError> {
+        match self.sections.get(S::KEY) {
+            None => Ok(None),
+            Some(v) => serde_json::from_value(v.clone())
+                .map(Some)
+                .map_err(|e| SectionError { key: S::KEY, what: e.to_string() }),
         }
     }
 }

@@ -14,16 +14,16 @@ pub mod columns;
 pub mod manifest;
 pub mod read;
 pub mod schema;
-pub mod summary;
+pub mod table;
 
 use arrow::array::RecordBatch;
 use std::path::{Path, PathBuf};
 
-pub use manifest::{RunConfig, RunManifest, ScoreInputs, TableEntry, MANIFEST};
+pub use manifest::{RunManifest, Section, SectionError, TableEntry, MANIFEST};
 
 use crate::error::{Error, Result};
-use crate::table::{self, TableMeta};
 use schema::TableSchema;
+use table::TableMeta;
 
 /// A run folder being written.
 #[derive(Debug)]
@@ -181,11 +181,7 @@ impl RunDir {
         manifest: &RunManifest,
         before: impl FnOnce(&Path) -> Result<T>,
     ) -> Result<(PathBuf, T)> {
-        // Through a JSON value, as misfit has always written it: keys in
-        // sorted order, f32 figures as their exact f64 widening.
-        let value = serde_json::to_value(manifest).expect("manifest serialises");
-        let json = serde_json::to_string_pretty(&value).expect("manifest serialises");
-        crate::atomic::write(self.partial.join(MANIFEST), json.as_bytes())?;
+        crate::atomic::write(self.partial.join(MANIFEST), manifest.to_json().as_bytes())?;
         let done = before(&self.partial)?;
         let old = self.dest.with_file_name(format!(
             ".{}.old-{}",

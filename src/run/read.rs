@@ -42,6 +42,12 @@ pub enum ReadError {
     Refused { run: String, file: String, what: String },
 }
 
+impl From<ReadError> for crate::error::Error {
+    fn from(e: ReadError) -> Self {
+        crate::error::Error::Run(Box::new(e))
+    }
+}
+
 /// The largest file the read side reads because a table names it (a
 /// gallery image is a few kilobytes).
 pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;

@@ -2,7 +2,7 @@
 //! of it, in one place. The column groups live in [`super::columns`], one
 //! file per stage that owns and fills them; this list says which groups, in
 //! which order, make each table. It depends on no stage. The writer builds columns
-//! against it ([`crate::table::TableBuilder`]), the read side checks tables
+//! against it ([`crate::run::table::TableBuilder`]), the read side checks tables
 //! against it ([`crate::run::read`]), and a test checks the table
 //! of tables and columns in docs/run-folder.md against it.
 

@@ -9,11 +9,11 @@ use crate::attack::{self, AttackConfig, AttackResults, AttackRow, AttackSummary,
 use crate::data::Dataset;
 use crate::error::Result;
 use crate::model::ResNet;
+use crate::run::columns::attacks::budget_label;
 use crate::run::columns::attacks::{ATTACKS, ATTACK_CLASSES, CLASS_RADIUS, CLASS_SUCCESS, SAMPLE_ATTACKS};
 use crate::run::schema;
-use crate::run::summary::budget_label;
+use crate::run::table::{Columns, TableBuilder};
 use crate::run::RunWriter;
-use crate::table::{Columns, TableBuilder};
 use arrow::array::RecordBatch;
 
 /// The run folder's folder of adversarial example PNGs.
@@ -90,14 +90,14 @@ impl AttackStage {
     }
 
     /// `attacks.parquet`.
-    pub fn attacks_table(&self, ds: &Dataset) -> RecordBatch {
+    pub fn attacks_table(&self, s: &Samples) -> RecordBatch {
         let (res, cfg) = (&self.results, &self.config);
         let v = |r: &AttackRow| &res.victims[r.victim];
         let spec = |r: &AttackRow| &cfg.attacks[r.attack];
         let rows = &res.rows;
-        let name = |c: u32| ds.classes[c as usize].as_str();
+        let name = |c: u32| s.classes[c as usize].as_str();
         TableBuilder::new(&ATTACKS)
-            .utf8("id", rows.iter().map(|r| ds.split(v(r).split).ids[v(r).row].as_str()))
+            .utf8("id", rows.iter().map(|r| s.ids(v(r).split)[v(r).row].as_str()))
             .utf8("split", rows.iter().map(|r| v(r).split.as_str()))
             .i32("label", rows.iter().map(|r| v(r).label as i32))
             .utf8("label_name", rows.iter().map(|r| name(v(r).label)))
@@ -144,5 +144,46 @@ impl AttackStage {
             .map(|n| format!("{EXAMPLES_DIR}/{n}"))
             .collect();
         Ok(())
+    }
+}
+
+/// The attacks stage: `None` when the run skips it (`--no-attacks`).
+pub struct Attack<'c>(pub Option<&'c AttackConfig>);
+
+impl super::Stage for Attack<'_> {
+    fn name(&self) -> &'static str {
+        "attacks"
+    }
+
+    fn line(&self, _run: &super::RunState) -> Option<&'static str> {
+        self.0.map(|_| "attacks")
+    }
+
+    fn run(&self, run: &super::RunState, writer: &RunWriter) -> Result<Option<Box<dyn super::Made>>> {
+        let Some(config) = self.0 else { return Ok(None) };
+        let Some(ds) = run.dataset else { return Ok(None) };
+        let m = run.get::<super::model::ModelStage>().expect("the model stage runs before the attacks");
+        let mut stage = self::run(&m.model, ds, &m.train_logits, &m.model_test_logits, config, run.progress)?;
+        stage.write_examples(ds, writer)?;
+        Ok(Some(Box::new(stage)))
+    }
+}
+
+impl super::Made for AttackStage {
+    fn sample_columns(&self, run: &super::RunState) -> Vec<Columns> {
+        vec![AttackStage::sample_columns(self, &run.samples)]
+    }
+
+    fn class_columns(&self, run: &super::RunState) -> Vec<Columns> {
+        AttackStage::class_columns(self, run.samples.classes.len())
+    }
+
+    fn write(&self, run: &super::RunState, writer: &mut RunWriter) -> Result<()> {
+        writer.write(&schema::ATTACKS, &self.attacks_table(&run.samples))?;
+        writer.write(&schema::ATTACK_CLASSES, &self.classes_table(run.samples.classes))
+    }
+
+    fn section(&self, manifest: &mut crate::run::RunManifest) {
+        manifest.set(&self.summary);
     }
 }

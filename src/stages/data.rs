@@ -13,7 +13,7 @@ use crate::data::demo::{self, DemoTruth, ProblemKind};
 use crate::data::{self, Dataset, DatasetSpec, LoadOptions, Problems, Split};
 use crate::error::Result;
 use crate::run::schema;
-use crate::table::{Columns, TableBuilder};
+use crate::run::table::{Columns, TableBuilder};
 
 /// What the data stage produced.
 pub struct DataStage {
@@ -119,6 +119,10 @@ pub struct DatasetSummary {
     pub per_class: BTreeMap<String, Vec<usize>>,
 }
 
+impl crate::run::Section for DatasetSummary {
+    const KEY: &'static str = "dataset";
+}
+
 impl DatasetSummary {
     /// The summary of `ds`, loaded from `spec`, whose [`Dataset::fingerprint`]
     /// the caller has already computed (a pass over every pixel).
@@ -140,5 +144,45 @@ impl DatasetSummary {
             images,
             per_class,
         }
+    }
+}
+
+/// What the data stage made, beside the dataset itself (which every stage
+/// reads from [`super::RunState::dataset`]): the demo's planted problems,
+/// the labels `--inject-noise` flipped, the dataset's section.
+pub struct Loaded {
+    /// The demo's planted problems (None for other datasets).
+    pub truth: Option<DemoTruth>,
+    /// Training rows whose labels `--inject-noise` flipped (None: none injected).
+    pub injected: Option<Vec<bool>>,
+    /// `run.json`'s `dataset`.
+    pub summary: DatasetSummary,
+    /// What loading noticed (left-out files, missing splits).
+    pub notes: Vec<String>,
+}
+
+impl super::Made for Loaded {
+    fn sample_columns(&self, run: &super::RunState) -> Vec<Columns> {
+        vec![sample_keys(&run.samples)]
+    }
+
+    fn class_columns(&self, run: &super::RunState) -> Vec<Columns> {
+        vec![class_counts(&run.samples)]
+    }
+
+    fn write(&self, _run: &super::RunState, writer: &mut crate::run::RunWriter) -> Result<()> {
+        if let Some(t) = &self.truth {
+            writer.write(&schema::PLANTED, &planted(t))?;
+        }
+        Ok(())
+    }
+
+    fn section(&self, manifest: &mut crate::run::RunManifest) {
+        manifest.set(&self.summary);
+        manifest.planted = self.truth.as_ref().map(planted_counts);
+    }
+
+    fn notes(&self) -> Vec<String> {
+        self.notes.clone()
     }
 }

@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use arrow::array::RecordBatch;
 
 use crate::run::schema;
+use crate::run::table::{Columns, TableBuilder};
 use crate::stats::{argmax, wilson, Z95};
-use crate::table::{Columns, TableBuilder};
 
 /// One class's test results.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -39,6 +39,10 @@ pub struct Evaluation {
     pub classes: Vec<ClassResult>,
     /// `confusion[given][predicted]` counts.
     pub confusion: Vec<Vec<usize>>,
+}
+
+impl crate::run::Section for Evaluation {
+    const KEY: &'static str = "evaluation";
 }
 
 impl Evaluation {
@@ -208,4 +212,37 @@ pub fn sample_outputs(logits: &[f32], k: usize, labels: &[u32]) -> SampleOutputs
         out.margin.push((p[l] - other) as f32);
     }
     out
+}
+
+/// The evaluate stage: the model's predictions against the test labels.
+pub struct Evaluate;
+
+impl super::Stage for Evaluate {
+    fn name(&self) -> &'static str {
+        "evaluate"
+    }
+
+    fn run(
+        &self,
+        run: &super::RunState,
+        _writer: &crate::run::RunWriter,
+    ) -> crate::error::Result<Option<Box<dyn super::Made>>> {
+        let s = &run.samples;
+        let e = evaluate(s.test_labels, &run.outputs.pred[s.n_train()..], s.classes.len());
+        Ok(Some(Box::new(e)))
+    }
+}
+
+impl super::Made for Evaluation {
+    fn class_columns(&self, run: &super::RunState) -> Vec<Columns> {
+        vec![self.class_columns(), self.confused_columns(run.samples.classes)]
+    }
+
+    fn write(&self, run: &super::RunState, writer: &mut crate::run::RunWriter) -> crate::error::Result<()> {
+        writer.write(&schema::CONFUSION, &self.confusion_table(run.samples.classes))
+    }
+
+    fn section(&self, manifest: &mut crate::run::RunManifest) {
+        manifest.set(self);
+    }
 }

@@ -27,10 +27,10 @@ use crate::error::{Error, Result};
 use crate::model::ResNet;
 use crate::quality::Scores;
 use crate::run::schema;
+use crate::run::table::{Columns, TableBuilder};
 use crate::run::RunWriter;
 use crate::saliency::{self, measure, panels, sanity, ExplainConfig, Explained, SanityStep, Subject};
 use crate::stats::{wilson, Z95};
-use crate::table::{Columns, TableBuilder};
 
 /// The run folder's folder of panels and contact sheets.
 pub const EXPLAIN_DIR: &str = "explain";
@@ -50,6 +50,10 @@ pub struct ExplainSummary {
     pub ring_width: usize,
     /// Test images of the occlusion check.
     pub occluded: usize,
+}
+
+impl crate::run::Section for ExplainSummary {
+    const KEY: &'static str = "explain";
 }
 
 /// Why an image is explained.
@@ -449,4 +453,61 @@ fn radii_table(rows: &[RadiusRow], s: &Samples, classes: &[String]) -> RecordBat
         .opt_f64("radius_targeted_l2", rows.iter().map(|r| r.3.map(|v| v as f64)))
         .opt_f64("radius_untargeted_l2", rows.iter().map(|r| r.4.map(|v| v as f64)))
         .finish_table(&schema::PAIR_RADII)
+}
+
+/// The explain stage: `config` None when the run skips it (`--no-explain`);
+/// `attack` gives the pair attacks' budgets and steps (the defaults when
+/// the run skips the attacks).
+pub struct Explain<'c> {
+    pub config: Option<&'c ExplainConfig>,
+    pub attack: Option<&'c AttackConfig>,
+}
+
+impl super::Stage for Explain<'_> {
+    fn name(&self) -> &'static str {
+        "explain"
+    }
+
+    fn line(&self, _run: &super::RunState) -> Option<&'static str> {
+        self.config.map(|_| "saliency maps and root causes")
+    }
+
+    fn run(&self, run: &super::RunState, writer: &RunWriter) -> Result<Option<Box<dyn super::Made>>> {
+        let Some(config) = self.config else { return Ok(None) };
+        let Some(ds) = run.dataset else { return Ok(None) };
+        let m = run.get::<super::model::ModelStage>().expect("the model stage runs before the explain stage");
+        let eval = run.get::<super::evaluate::Evaluation>().expect("the evaluate stage runs before the explain stage");
+        let sc = run.get::<super::scores::Scored>().expect("the scores stage runs before the explain stage");
+        let default = AttackConfig::default();
+        let stage = self::run(
+            &m.model,
+            ds,
+            &run.samples,
+            &run.outputs.pred,
+            &eval.confusion,
+            &sc.scores,
+            self.attack.unwrap_or(&default),
+            config,
+            writer,
+        )?;
+        Ok(Some(Box::new(stage)))
+    }
+}
+
+impl super::Made for ExplainStage {
+    fn sample_columns(&self, _run: &super::RunState) -> Vec<Columns> {
+        vec![ExplainStage::sample_columns(self)]
+    }
+
+    fn class_columns(&self, _run: &super::RunState) -> Vec<Columns> {
+        vec![ExplainStage::class_columns(self)]
+    }
+
+    fn write(&self, _run: &super::RunState, writer: &mut RunWriter) -> Result<()> {
+        self.write_tables(writer)
+    }
+
+    fn section(&self, manifest: &mut crate::run::RunManifest) {
+        manifest.set(&self.summary);
+    }
 }

@@ -15,8 +15,8 @@ use crate::data::{Dataset, Split};
 use crate::error::{Error, Result};
 use crate::quality::Scores;
 use crate::run::schema;
+use crate::run::table::TableBuilder;
 use crate::run::RunWriter;
-use crate::table::TableBuilder;
 
 /// The folder of the run that holds the images.
 pub const GALLERY_DIR: &str = "gallery";
@@ -108,4 +108,35 @@ pub fn write(
         .utf8("file", files)
         .utf8("reason", reasons)
         .finish_table(&schema::GALLERY))
+}
+
+/// The gallery stage: chooses the images (flagged by the scores, behind
+/// test mistakes by influence) and writes them.
+pub struct Gallery;
+
+/// What the gallery stage made: `gallery.parquet`, its images already written.
+pub struct Shown(pub RecordBatch);
+
+impl super::Stage for Gallery {
+    fn name(&self) -> &'static str {
+        "gallery"
+    }
+
+    fn run(&self, run: &super::RunState, writer: &RunWriter) -> Result<Option<Box<dyn super::Made>>> {
+        let Some(ds) = run.dataset else { return Ok(None) };
+        let sc = run.get::<super::scores::Scored>().expect("the scores stage runs before the gallery");
+        let mut chosen = select(&run.samples, &sc.scores, &run.outputs.pred[run.samples.n_train()..]);
+        if let Some(i) = run.get::<super::influence::InfluenceStage>() {
+            for row in i.gallery_rows() {
+                chosen.entry(row).or_insert("influence");
+            }
+        }
+        Ok(Some(Box::new(Shown(write(ds, &run.samples, &chosen, writer)?))))
+    }
+}
+
+impl super::Made for Shown {
+    fn write(&self, _run: &super::RunState, writer: &mut RunWriter) -> Result<()> {
+        writer.write(&schema::GALLERY, &self.0)
+    }
 }

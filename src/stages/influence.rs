@@ -24,7 +24,7 @@ use crate::model::{Params, ResNet};
 use crate::progress::{Overall, INFER_UNITS};
 use crate::quality::Scores;
 use crate::run::schema;
-use crate::table::{Columns, TableBuilder};
+use crate::run::table::{Columns, TableBuilder};
 use crate::tracin::{self, Checkpoint, Hit, InfluenceInput};
 
 /// Proponents and opponents kept per test mistake.
@@ -50,6 +50,10 @@ pub struct InfluenceSummary {
     pub supporting_train_images: usize,
     /// Wall time of the products and ranking, seconds.
     pub seconds: f64,
+}
+
+impl crate::run::Section for InfluenceSummary {
+    const KEY: &'static str = "influence";
 }
 
 /// One checkpoint of the sum.
@@ -309,5 +313,40 @@ impl InfluenceStage {
     /// Per training image `[n_train]`: self-influence.
     pub fn self_influence(&self) -> &[f64] {
         &self.self_influence
+    }
+}
+
+/// The influence stage: TracIn over the model stage's checkpoints.
+pub struct Influence;
+
+impl super::Stage for Influence {
+    fn name(&self) -> &'static str {
+        "influence"
+    }
+
+    fn line(&self, _run: &super::RunState) -> Option<&'static str> {
+        Some("influence of training images on test mistakes")
+    }
+
+    fn run(&self, run: &super::RunState, _writer: &crate::run::RunWriter) -> Result<Option<Box<dyn super::Made>>> {
+        let Some(ds) = run.dataset else { return Ok(None) };
+        let m = run.get::<ModelStage>().expect("the model stage runs before the influence stage");
+        let stage = self::run(m, ds, &run.samples, &run.outputs.pred, run.overall)?;
+        Ok(Some(Box::new(stage)))
+    }
+}
+
+impl super::Made for InfluenceStage {
+    fn sample_columns(&self, run: &super::RunState) -> Vec<Columns> {
+        vec![InfluenceStage::sample_columns(self, run.samples.len())]
+    }
+
+    fn write(&self, run: &super::RunState, writer: &mut crate::run::RunWriter) -> Result<()> {
+        let sc = run.get::<super::scores::Scored>().expect("the scores stage runs before the influence table");
+        writer.write(&schema::INFLUENCE, &self.table(&run.samples, &run.outputs.pred, &sc.scores))
+    }
+
+    fn section(&self, manifest: &mut crate::run::RunManifest) {
+        manifest.set(&self.summary);
     }
 }

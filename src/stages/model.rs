@@ -16,11 +16,14 @@ use crate::error::Result;
 use crate::model::{self, checkpoint, ModelConfig, ResNet};
 use crate::progress::{Overall, INFER_UNITS};
 use crate::run::schema;
+use crate::run::table::{Columns, TableBuilder};
 use crate::stages::evaluate::SampleOutputs;
 use crate::stages::Samples;
-use crate::table::{Columns, TableBuilder};
 use crate::train::recipe::{self, ModelOptions, Recipe};
 use crate::train::{cv, Dynamics, TrainConfig};
+
+/// The trained (or imported) model's file in the run folder.
+pub const MODEL_FILE: &str = "model.safetensors";
 
 /// What the model stage produced.
 pub struct ModelStage {
@@ -79,6 +82,10 @@ pub struct ModelSummary {
     /// What a reader must know of the probabilities (in-sample ones).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+}
+
+impl crate::run::Section for ModelSummary {
+    const KEY: &'static str = "model";
 }
 
 impl ModelSummary {
@@ -344,4 +351,29 @@ pub fn dynamics(ids: &[String], d: &Dynamics) -> RecordBatch {
         .f32("margin", rows().map(|(i, e)| d.margin[e * d.n + i]))
         .bool("correct", rows().map(|(i, e)| d.correct[e * d.n + i]))
         .finish_table(&schema::DYNAMICS)
+}
+
+impl super::Made for ModelStage {
+    fn sample_columns(&self, run: &super::RunState) -> Vec<Columns> {
+        let n = run.samples.len();
+        vec![
+            sample_columns(run.samples.classes, &run.outputs, &self.folds(n), self.dynamics.as_ref()),
+            self.aum_flag(n),
+        ]
+    }
+
+    fn class_columns(&self, run: &super::RunState) -> Vec<Columns> {
+        vec![class_confidence(&run.samples, &run.outputs)]
+    }
+
+    fn write(&self, run: &super::RunState, writer: &mut crate::run::RunWriter) -> Result<()> {
+        if let Some(d) = &self.dynamics {
+            writer.write(&crate::run::schema::DYNAMICS, &dynamics(run.samples.train_ids, d))?;
+        }
+        self.save(&writer.path(MODEL_FILE), run.seed)
+    }
+
+    fn section(&self, manifest: &mut crate::run::RunManifest) {
+        manifest.set(&self.summary);
+    }
 }

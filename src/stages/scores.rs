@@ -18,7 +18,7 @@ use crate::quality::{
     self, checks::Check, count, duplicates::Pair, neighbors::Neighbors, ImageScores, ScoreConfig, Scores,
 };
 use crate::run::schema;
-use crate::table::{Columns, TableBuilder};
+use crate::run::table::{Columns, TableBuilder};
 
 /// The flags an image can carry, under the names `run.json` counts them by.
 const FLAGS: [(&str, fn(&ImageScores) -> bool); 5] = [
@@ -167,7 +167,7 @@ pub fn duplicates(s: &Samples, pairs: &[Pair]) -> RecordBatch {
         .f32("similarity", pairs.iter().map(|p| p.similarity))
         .f32("detail", pairs.iter().map(|p| p.detail))
         .finish();
-    crate::table::assemble(&schema::DUPLICATES, vec![main, similarity])
+    crate::run::table::assemble(&schema::DUPLICATES, vec![main, similarity])
 }
 
 /// What `run.json` says of the label-quality stage.
@@ -203,6 +203,10 @@ pub struct ScoresSummary {
     pub mislabeled_cut_test: Option<quality::cut::Cut>,
 }
 
+impl crate::run::Section for ScoresSummary {
+    const KEY: &'static str = "scores";
+}
+
 impl ScoresSummary {
     pub fn new(s: &Scores, cfg: &ScoreConfig, n_train: usize, selfcheck: Vec<Check>) -> Self {
         ScoresSummary {
@@ -219,5 +223,201 @@ impl ScoresSummary {
             mislabeled_cut: Some(s.cut.clone()),
             mislabeled_cut_test: s.test_cut.clone(),
         }
+    }
+}
+
+/// The scores stage: label quality from out-of-sample probabilities and
+/// embeddings (an audit's model stage's, or those a `misfit score` run was
+/// [`Given`]), checked against what is known to be wrong (the demo's
+/// planted problems, `--inject-noise`'s flips).
+pub struct Score<'c> {
+    /// Neighbours per image, the index, the cuts (its seed is the run's).
+    pub config: &'c ScoreConfig,
+}
+
+/// What a `misfit score` run was given, as the scores stage reads it: the
+/// probabilities' file (named in messages) and the embeddings,
+/// L2-normalised, `[n, dim]` (written as `embeddings.parquet`).
+pub struct Given {
+    pub source: String,
+    pub embeddings: Option<(Vec<f32>, usize)>,
+}
+
+/// What the scores stage made.
+pub struct Scored {
+    pub scores: Scores,
+    /// The configuration it ran with (the run's seed in it).
+    pub config: ScoreConfig,
+    /// The model's features of both splits, L2-normalised, `[n, dim]`, and
+    /// `dim` (an audit's; a score run's embeddings are [`Given`]'s).
+    pub embeddings: Option<(Vec<f32>, Vec<f32>, usize)>,
+    /// The self-check (None when nothing is known to be wrong).
+    pub checks: Option<Vec<Check>>,
+    /// Training images (the first rows of every per-sample list).
+    pub n_train: usize,
+    /// What the user should know about the flags.
+    pub notes: Vec<String>,
+}
+
+impl super::Stage for Score<'_> {
+    fn name(&self) -> &'static str {
+        "scores"
+    }
+
+    fn line(&self, _run: &super::RunState) -> Option<&'static str> {
+        Some("scores (neighbours, duplicates, confident learning)")
+    }
+
+    fn run(
+        &self,
+        run: &super::RunState,
+        _writer: &crate::run::RunWriter,
+    ) -> crate::error::Result<Option<Box<dyn super::Made>>> {
+        let s = &run.samples;
+        let (k, n_train) = (s.classes.len(), s.n_train());
+        let config = ScoreConfig { seed: run.seed, ..self.config.clone() };
+        let probs = &run.outputs.probs;
+        let made = match run.get::<super::model::ModelStage>() {
+            Some(model) => {
+                let dim = model.model.config.feature_dim();
+                let train = quality::neighbors::normalize(&model.train_features, dim);
+                let test = quality::neighbors::normalize(&model.test_features, dim);
+                let aum = model.aum();
+                let null_probs: Vec<f32> = model
+                    .fold_test_logits
+                    .iter()
+                    .flat_map(|l| l.chunks_exact(k).flat_map(crate::stats::softmax))
+                    .map(|p| p as f32)
+                    .collect();
+                let input = quality::ScoreInput {
+                    source: "the model's probabilities",
+                    classes: k,
+                    train_labels: s.train_labels,
+                    probs: &probs[..n_train * k],
+                    test_labels: s.test_labels,
+                    test_probs: &probs[n_train * k..],
+                    embeddings: Some(quality::Embeddings { dim, train: &train, test: &test }),
+                    pixels: run.dataset.map(|ds| quality::Pixels {
+                        height: ds.height,
+                        width: ds.width,
+                        train: &ds.train.pixels,
+                        test: &ds.test.pixels,
+                    }),
+                    aum: aum.as_deref(),
+                    held_out_null: model.fold.is_some() && self.config.held_out_bound,
+                    null_probs: &null_probs,
+                };
+                let mut notes = quality::small_class_notes(s.train_labels, s.classes, config.k);
+                let scores = quality::score(&input, &config)?;
+                if let Some(r) = &scores.recall {
+                    if !r.reached_target {
+                        notes.push(format!(
+                            "{} recall@{} is {:.3} at ef/nprobe {} (target {}): neighbours may be missing",
+                            r.index, config.k, r.recall, r.ef_search, config.recall_target
+                        ));
+                    }
+                }
+                if model.fold.is_none() && !s.test_labels.is_empty() {
+                    notes.push(
+                        "training-image probabilities are in sample (imported model): their flags are weak \
+                         evidence; the test split's flags, from out-of-sample probabilities, are the primary \
+                         label audit"
+                            .to_string(),
+                    );
+                }
+                let loaded = run.get::<super::data::Loaded>();
+                let known = super::selfcheck::Known {
+                    truth: loaded.and_then(|l| l.truth.as_ref()),
+                    injected: loaded.and_then(|l| l.injected.as_deref()),
+                };
+                let checks = run.dataset.and_then(|ds| {
+                    super::selfcheck::run(ds, &known, &scores, aum.as_deref(), model.aum_threshold.as_ref())
+                });
+                Scored { scores, config, embeddings: Some((train, test, dim)), checks, n_train, notes }
+            }
+            None => {
+                let given = run.get::<Given>().expect("a score run's inputs are read before its scores");
+                let input = quality::ScoreInput {
+                    source: &given.source,
+                    classes: k,
+                    train_labels: s.train_labels,
+                    probs,
+                    test_labels: &[],
+                    test_probs: &[],
+                    embeddings: given.embeddings.as_ref().map(|(e, d)| quality::Embeddings {
+                        dim: *d,
+                        train: e,
+                        test: &[],
+                    }),
+                    pixels: None,
+                    aum: None,
+                    held_out_null: true,
+                    null_probs: &[],
+                };
+                let notes = match given.embeddings {
+                    Some(_) => quality::small_class_notes(s.train_labels, s.classes, config.k),
+                    None => Vec::new(),
+                };
+                let scores = quality::score(&input, &config)?;
+                Scored { scores, config, embeddings: None, checks: None, n_train, notes }
+            }
+        };
+        if let Some(o) = run.overall {
+            o.advance(crate::progress::SCORE_UNITS * run.samples.len() as f64);
+        }
+        Ok(Some(Box::new(made)))
+    }
+}
+
+impl super::Made for Given {
+    fn write(&self, run: &super::RunState, writer: &mut crate::run::RunWriter) -> crate::error::Result<()> {
+        if let Some((e, d)) = &self.embeddings {
+            writer.write(&schema::EMBEDDINGS, &embeddings(&run.samples, e, &[], *d))?;
+        }
+        Ok(())
+    }
+}
+
+impl super::Made for Scored {
+    fn sample_columns(&self, run: &super::RunState) -> Vec<Columns> {
+        vec![sample_columns(run.samples.classes, &self.scores.images), label_error_columns(&self.scores.images)]
+    }
+
+    fn class_columns(&self, run: &super::RunState) -> Vec<Columns> {
+        let s = &run.samples;
+        let (k, n_train) = (s.classes.len(), s.n_train());
+        let mut parts = vec![
+            class_columns(&self.scores, s.train_labels, k),
+            noise_interval_columns(s.train_labels, &run.outputs.probs[..n_train * k], k, self.config.seed),
+        ];
+        parts.extend(test_class_columns(&self.scores, n_train, s.test_labels, k));
+        parts
+    }
+
+    fn write(&self, run: &super::RunState, writer: &mut crate::run::RunWriter) -> crate::error::Result<()> {
+        let s = &run.samples;
+        if let Some((train, test, dim)) = &self.embeddings {
+            writer.write(&schema::EMBEDDINGS, &embeddings(s, train, test, *dim))?;
+        }
+        if let Some((tr, te)) = &self.scores.neighbors {
+            writer.write(&schema::NEIGHBORS, &neighbors(s, tr, te))?;
+        }
+        // Duplicates are found in the images: a run without them (`misfit score`) has no such table.
+        if run.dataset.is_some() {
+            writer.write(&schema::DUPLICATES, &duplicates(s, &self.scores.duplicates))?;
+        }
+        if let Some(c) = &self.checks {
+            writer.write(&schema::SELFCHECK, &super::selfcheck::table(c))?;
+        }
+        Ok(())
+    }
+
+    fn section(&self, manifest: &mut crate::run::RunManifest) {
+        let checks = self.checks.clone().unwrap_or_default();
+        manifest.set(&ScoresSummary::new(&self.scores, &self.config, self.n_train, checks));
+    }
+
+    fn notes(&self) -> Vec<String> {
+        self.notes.clone()
     }
 }

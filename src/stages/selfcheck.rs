@@ -12,7 +12,7 @@ use crate::data::Dataset;
 use crate::quality::checks::{flag_check, score_check, Check};
 use crate::quality::{ImageScores, Scores};
 use crate::run::schema;
-use crate::table::TableBuilder;
+use crate::run::table::TableBuilder;
 use crate::train::cv::AumThreshold;
 
 /// What is known bad in a run, to check the flags against.

@@ -147,7 +147,7 @@ fn the_randomisation_check_decorrelates_the_maps_of_a_model_and_its_random_copy(
 fn the_fixture_run_has_the_explain_stage_tables_and_root_cause_columns() {
     let dir = tempfile::tempdir().unwrap();
     let (run, manifest) = crate::fixture::write_run(dir.path(), "explained");
-    let e = manifest.explain.expect("the explain section");
+    let e = manifest.section::<misfit::stages::explain::ExplainSummary>().unwrap().expect("the explain section");
     assert!(e.rows > 0 && e.ring_width == 1, "{e:?}");
     let r = misfit::run::read::Run::open(&run).unwrap();
     for t in ["saliency", "sanity", "pair_radii"] {

@@ -1,7 +1,8 @@
 //! Image folders from a directory, a .tar and a .tar.gz, and every kind of
 //! bad entry.
 
-use misfit::data::{inspect, DatasetSpec, LoadOptions};
+use misfit::audit::inspect;
+use misfit::data::{DatasetSpec, LoadOptions};
 use tempfile::tempdir;
 
 use crate::util::{load_err, load_ok, pattern, png, small_folder, write_tar, write_tar_raw_name, write_tree};

@@ -49,9 +49,10 @@ fn a_run_written_in_code_reads_back_table_by_table_through_the_read_side() {
     assert_eq!(run.manifest().as_ref(), Some(&manifest));
     assert_eq!(run.version(), env!("CARGO_PKG_VERSION"));
     // run.json records the seed the attacks drew from (the run's), not the option's default.
-    let misfit::run::RunConfig::Audit(config) = &manifest.config else { panic!("an audit's config") };
+    let config = manifest.section::<misfit::audit::AuditConfig>().unwrap().expect("an audit's config");
     assert_eq!(config.attack.as_ref().map(|a| a.seed), Some(3));
-    assert_eq!(manifest.attacks.as_ref().map(|a| a.config.seed), Some(3));
+    let attacks = manifest.section::<misfit::attack::AttackSummary>().unwrap();
+    assert_eq!(attacks.as_ref().map(|a| a.config.seed), Some(3));
     // Tables join on their keys through Polars SQL.
     let mut ctx = run.sql_context().unwrap();
     let per_class = ctx
@@ -177,4 +178,47 @@ fn the_run_folder_doc_lists_every_table_and_column_of_the_contract() {
         );
     }
     assert!(schema::table("samples").is_some());
+}
+
+/// The modules of the crate that the Rust file `path` (or every Rust file
+/// under it) names as `crate::MODULE`, comments and test modules left out:
+/// (file, module).
+fn crate_imports(path: &std::path::Path) -> Vec<(String, String)> {
+    if path.is_dir() {
+        let mut entries: Vec<_> = std::fs::read_dir(path).unwrap().map(|e| e.unwrap().path()).collect();
+        entries.sort();
+        return entries.iter().flat_map(|p| crate_imports(p)).collect();
+    }
+    if path.extension().is_none_or(|e| e != "rs") {
+        return Vec::new();
+    }
+    let text = std::fs::read_to_string(path).unwrap();
+    let code = text.split("#[cfg(test)]").next().unwrap();
+    let mut found = Vec::new();
+    for line in code.lines().filter(|l| !l.trim_start().starts_with("//")) {
+        for (i, _) in line.match_indices("crate::") {
+            let rest = &line[i + "crate::".len()..];
+            let module: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+            found.push((path.display().to_string(), module));
+        }
+    }
+    found
+}
+
+#[test]
+fn the_contract_imports_nothing_above_it() {
+    // The run folder contract (tables, columns, run.json's frame, the
+    // writer and the reader) depends on the error type and atomic writes
+    // alone, and the error type on nothing of the crate: neither the write
+    // side nor the read side can pull the contract into an import circle.
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let run = crate_imports(&src.join("run"));
+    assert!(run.iter().any(|(_, m)| m == "error"), "the scan finds the imports it should");
+    let outside: Vec<_> = run.into_iter().filter(|(_, m)| !["run", "error", "atomic"].contains(&m.as_str())).collect();
+    assert!(outside.is_empty(), "src/run/ imports {outside:?}");
+    for below in ["error.rs", "atomic.rs"] {
+        let found: Vec<_> =
+            crate_imports(&src.join(below)).into_iter().filter(|(_, m)| m != "error" || below != "atomic.rs").collect();
+        assert!(found.is_empty(), "src/{below} imports {found:?}");
+    }
 }

@@ -82,3 +82,15 @@ pub static ATTACK_CLASSES: Group = Group {
         Column { name: "success_rate_high", description: "95% Wilson interval, high end (null: none attacked)" },
     ],
 };
+
+/// A budget as the names of [`CLASS_SUCCESS`] columns (and the `correlations`
+/// table's measures) write it: `2/255` for an L-inf budget that is a whole
+/// number of grey levels, the plain number otherwise.
+pub fn budget_label(attack: &str, budget: f32) -> String {
+    let levels = budget * 255.0;
+    if attack.contains(":linf") && (levels - levels.round()).abs() < 1e-3 {
+        format!("{}/255", levels.round())
+    } else {
+        format!("{budget}")
+    }
+}

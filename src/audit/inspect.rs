@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::{load_with, Dataset, DatasetSpec, LoadOptions, Problems, Split};
+use crate::data::{load_with, Dataset, DatasetSpec, LoadOptions, Problems, Split};
 use crate::error::Result;
 
 /// The outcome of inspecting a dataset.
@@ -23,7 +23,7 @@ pub fn inspect(spec: &DatasetSpec, opts: &LoadOptions) -> Result<Inspection> {
     let dataset = load_with(spec, opts, &mut problems)?;
     // What `misfit audit` with its defaults would refuse is a problem too.
     let defaults = (crate::train::recipe::ModelOptions::default(), crate::quality::ScoreConfig::default());
-    for r in crate::audit::refusals(spec, &dataset, &defaults.0, &defaults.1) {
+    for r in super::refusals(spec, &dataset, &defaults.0, &defaults.1) {
         problems.report(crate::error::Problem::file(&dataset.source, r))?;
     }
     Ok(Inspection { dataset, problems })
