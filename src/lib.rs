@@ -5,12 +5,13 @@
 //!
 //! The write side: `misfit audit` ([`audit`]) runs the [`stages`] (data,
 //! model, evaluate, scores, attacks, selfcheck), each owning its tables and
-//! its section of `run.json`; `misfit score` ([`byo`]) runs the scores stage
+//! its section of `run.json`; `misfit score` ([`score`]) runs the scores stage
 //! on a model's files. Both write through one run writer into a run folder
 //! whose tables and columns are the contract ([`run::schema`]). The read
 //! side ([`run::read`]) opens any run folder for Polars: [`findings`]
 //! derives the pair and correlation tables and runs the rules of `rules/`
-//! into findings, [`query`] runs a person's SQL, both checked by [`sql`] first. Beneath: loaders
+//! into findings, [`query`] runs a person's SQL, both checked by [`sql`] first, and
+//! [`report`] renders a run with its findings. Beneath: loaders
 //! ([`data`]), the ResNet ([`model`]) on its kernels ([`ops`]), training
 //! ([`train`]), label-quality scores, neighbours and duplicates ([`quality`]), saliency maps ([`saliency`]), attacks ([`attack`]),
 //! the small statistics ([`stats`]) and seed streams ([`seed`]).
@@ -19,7 +20,6 @@ pub mod atomic;
 pub mod attack;
 pub mod audit;
 pub mod bench;
-pub mod byo;
 pub mod data;
 pub mod error;
 pub mod escape;
@@ -32,6 +32,7 @@ pub mod query;
 pub mod report;
 pub mod run;
 pub mod saliency;
+pub mod score;
 pub mod seed;
 pub mod sql;
 pub mod stages;

@@ -13,12 +13,13 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use crate::audit::noise::{inject_noise, NoiseKind};
-use crate::byo::{self, ScoreFiles};
+use crate::data::probs::ScoreFiles;
 use crate::error::{Error, Result};
 use crate::findings::frame;
 use crate::quality::checks::{flag_check, score_check, Check};
 use crate::quality::ScoreConfig;
 use crate::run::read::Run;
+use crate::score;
 use crate::stats::argmax;
 
 /// One split of a run: labels, probabilities `[n, k]`, embeddings `[n, dim]`.
@@ -99,7 +100,7 @@ pub fn run(run_dir: &Path, split: &str, rates: &[f64], seed: u64, dir: &Path) ->
             classes: None,
         };
         let cfg = ScoreConfig { seed, ..ScoreConfig::default() };
-        let (_, _, sc) = byo::run(&files, &cfg, dir, &name)?;
+        let (_, _, sc) = score::run(&files, &cfg, dir, &name)?;
         let pred_differs: Vec<bool> =
             d.probs.chunks_exact(k).zip(&labels).map(|(row, &l)| argmax(row) != l as usize).collect();
         let target = "injected_flip";

@@ -13,7 +13,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::byo::{self, ScoreFiles};
+use crate::data::probs::{self, ScoreFiles};
 use crate::error::{Error, Problem, Result};
 use crate::quality::checks::{average_precision, flag_check, Check};
 use crate::quality::cut::CutRule;
@@ -39,7 +39,7 @@ pub struct Row {
 }
 
 fn read(path: &Path) -> Result<Vec<f64>> {
-    Ok(byo::read_npy(path)?.0)
+    Ok(probs::read_npy(path)?.0)
 }
 
 /// The labels file and the wrong labels of one model folder.
@@ -66,7 +66,7 @@ pub fn score_one(dir: &Path, set: &str, model: &str) -> Result<Row> {
     let (labels_file, wrong) = truth(dir)?;
     let files =
         ScoreFiles { probs: dir.join("pred_probs.npy"), labels: Some(labels_file), embeddings: None, classes: None };
-    let data = byo::load(&files)?;
+    let data = probs::load(&files)?;
     if wrong.len() != data.labels.len() {
         return Err(
             Problem::file(dir, format!("{} known-wrong marks for {} labels", wrong.len(), data.labels.len())).into()

@@ -10,9 +10,10 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::time::Instant;
 
-use crate::byo::{self, ScoreFiles};
+use crate::data::probs::{self, ScoreFiles};
 use crate::error::{Error, Result};
 use crate::quality::{PruneMethod, ScoreConfig};
+use crate::score;
 use npyz::WriterBuilder;
 
 /// The cleanlab script, run as a reference.
@@ -217,7 +218,7 @@ pub fn run(
         classes: None,
     };
     let t = Instant::now();
-    let (_, manifest, sc) = byo::run(&files, &cfg, &dir.join("outputs"), "cl")?;
+    let (_, manifest, sc) = score::run(&files, &cfg, &dir.join("outputs"), "cl")?;
     let misfit_cl_s = t.elapsed().as_secs_f64();
     let misfit_cl_compute_s = manifest.timing_s["scores"];
     let ours: HashSet<usize> =
@@ -225,7 +226,7 @@ pub fn run(
     let misfit_full_s = if with_embeddings {
         let files = ScoreFiles { embeddings: Some(dir.join("embeddings.npy")), ..files.clone() };
         let t = Instant::now();
-        byo::run(&files, &cfg, &dir.join("outputs"), "full")?;
+        score::run(&files, &cfg, &dir.join("outputs"), "full")?;
         Some(t.elapsed().as_secs_f64())
     } else {
         None
@@ -245,7 +246,7 @@ pub fn run(
         datalab_counts: None,
     };
     if with_embeddings {
-        let raw: Vec<f32> = byo::read_npy(&dir.join("embeddings.npy"))?.0.into_iter().map(|x| x as f32).collect();
+        let raw: Vec<f32> = probs::read_npy(&dir.join("embeddings.npy"))?.0.into_iter().map(|x| x as f32).collect();
         out.searches = time_searches(&crate::quality::neighbors::normalize(&raw, dim), dim, hnsw);
     }
     let probe = std::process::Command::new(python).args(["-c", "import cleanlab"]).output();

@@ -40,7 +40,7 @@ impl From<DeviceArg> for DeviceChoice {
 }
 
 /// The model: import one, or train one (defaults: the built-in recipe for the
-/// dataset, see docs/guide.md).
+/// dataset, see docs/model.md).
 #[derive(Args)]
 pub struct ModelArgs {
     /// Import a trained ResNet (safetensors with PyTorch names, or a PyTorch

@@ -1,4 +1,5 @@
-//! `misfit report`: render report.html and report.md of a run folder again.
+//! `misfit report`: render report.html and report.md of a run folder again,
+//! from the findings it holds.
 
 use anyhow::Result;
 use clap::Args;
@@ -12,7 +13,9 @@ use super::load_rules;
 pub struct ReportArgs {
     /// A run folder (outputs/demo).
     run_dir: PathBuf,
-    /// A folder of *.toml rules to add to the shipped ones (same id: replaces).
+    /// Findings computed in memory under the shipped rules and those of DIR
+    /// (same id: replaces) instead of the run's own findings.parquet; the run
+    /// is left as it is (`misfit findings --rules DIR` writes them).
     #[arg(long, value_name = "DIR")]
     rules: Option<PathBuf>,
     /// Print the summary as one JSON object.
@@ -21,7 +24,10 @@ pub struct ReportArgs {
 }
 
 pub fn run(a: ReportArgs) -> Result<ExitCode> {
-    let done = report::run(&a.run_dir, &load_rules(&a.rules)?)?;
+    let done = match &a.rules {
+        None => report::render(&a.run_dir)?,
+        Some(_) => report::run(&a.run_dir, &load_rules(&a.rules)?)?,
+    };
     match a.json {
         true => println!("{}", serde_json::to_string_pretty(&done).expect("summary serialises")),
         false => print!("{}", done.text()),

@@ -2,9 +2,9 @@
 
 use anyhow::Result;
 use clap::Args;
-use misfit::byo;
 use misfit::quality::PruneMethod;
 use misfit::report;
+use misfit::score;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -48,11 +48,16 @@ pub struct ScoreArgs {
 
 pub fn run(a: ScoreArgs) -> Result<ExitCode> {
     let rules = load_rules(&a.rules)?;
-    let files = byo::ScoreFiles { probs: a.probs, labels: a.labels, embeddings: a.embeddings, classes: a.classes };
+    let files = misfit::data::probs::ScoreFiles {
+        probs: a.probs,
+        labels: a.labels,
+        embeddings: a.embeddings,
+        classes: a.classes,
+    };
     let cfg = a.neighbors.config(PruneMethod::parse(&a.prune).expect("clap checked the value"));
     let rules_dirs = dirs(&a.rules);
-    let (dest, _, _, found) = byo::run_with(&files, &cfg, &a.outputs, &a.run, !a.quiet, Some((&rules, &rules_dirs)))?;
-    let done = report::after_run(&dest, &found.expect("findings asked for"))?;
+    let (dest, _, _, _) = score::run_with(&files, &cfg, &a.outputs, &a.run, !a.quiet, Some((&rules, &rules_dirs)))?;
+    let done = report::render(&dest)?;
     print_summary(&done, a.json);
     Ok(ExitCode::SUCCESS)
 }

@@ -31,7 +31,8 @@ pub struct TicketArgs {
     /// The ticket's folder (default: RUN_DIR/tickets/<what>).
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
-    /// A folder of *.toml rules to add to the shipped ones (same id: replaces).
+    /// Findings computed in memory under the shipped rules and those of DIR
+    /// (same id: replaces) instead of the run's own findings.parquet.
     #[arg(long, value_name = "DIR")]
     rules: Option<PathBuf>,
     /// Replace a ticket already in the folder.
@@ -46,7 +47,11 @@ pub fn run(a: TicketArgs) -> Result<ExitCode> {
         (_, _, Some(c)) => Selection::Class(c),
         _ => unreachable!("clap requires one"),
     };
-    let t = ticket::write(&a.run_dir, &load_rules(&a.rules)?, &sel, a.out.as_deref(), a.force)?;
+    let rules = match &a.rules {
+        None => None,
+        Some(_) => Some(load_rules(&a.rules)?),
+    };
+    let t = ticket::write(&a.run_dir, rules.as_ref(), &sel, a.out.as_deref(), a.force)?;
     println!(
         "ticket written to {}: {} finding{}, {} image{} ({} on the contact sheet)",
         t.dir.display(),

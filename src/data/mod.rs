@@ -15,6 +15,7 @@ pub mod fetch;
 pub mod folder;
 pub mod hf_parquet;
 pub mod labels;
+pub mod probs;
 pub mod spec;
 pub mod synth;
 

@@ -48,6 +48,9 @@ pub struct RuleOutcome {
     /// Why it did not run (the run lacks a table it reads).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skipped: Option<String>,
+    /// What to do about its findings, in words (a ticket's suggested action).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
 }
 
 /// `run.json`'s `findings` section.
@@ -82,6 +85,66 @@ pub struct Findings {
     pub frame: DataFrame,
     /// What each rule did.
     pub summary: FindingsSummary,
+}
+
+/// The findings of a run as the report and tickets read them: its
+/// `pairs.parquet`, `correlations.parquet` and `findings.parquet` as
+/// frames, and `run.json`'s findings section.
+#[derive(Clone)]
+pub struct Found {
+    /// `pairs.parquet`: one row per ordered class pair.
+    pub pairs: DataFrame,
+    /// `correlations.parquet`: one row per measure pair.
+    pub correlations: DataFrame,
+    /// `findings.parquet`: one row per finding.
+    pub findings: DataFrame,
+    /// What each rule did.
+    pub summary: FindingsSummary,
+}
+
+impl Findings {
+    /// The findings just computed, as the read side uses them.
+    pub fn found(&self) -> Found {
+        Found {
+            pairs: self.pairs_frame.clone(),
+            correlations: self.correlations_frame.clone(),
+            findings: self.frame.clone(),
+            summary: self.summary.clone(),
+        }
+    }
+}
+
+/// The findings `run` holds: its three findings tables and `run.json`'s
+/// findings section, as written by `misfit audit`, `misfit score` or
+/// `misfit findings`. A run that holds none (written by the library with
+/// findings turned off) gets them computed in memory under the shipped
+/// rules; nothing is written. A run that holds some but not all of them
+/// is refused: its findings cannot be told apart from a broken copy.
+pub fn of_run(run: &Run) -> Result<Found> {
+    let derived = ["pairs", "correlations", "findings"];
+    let present = derived.iter().filter(|t| run.has(t)).count();
+    let summary: Option<FindingsSummary> =
+        match run.manifest_json().get(<FindingsSummary as crate::run::Section>::KEY) {
+            Some(v) => Some(serde_json::from_value(v.clone()).map_err(|e| {
+                Error::Usage(format!("{}: its findings section: {e}", run.dir().join(MANIFEST).display()))
+            })?),
+            None => None,
+        };
+    match (present, summary) {
+        (0, None) => Ok(analyze(run, &RuleSet::load(None)?, &[])?.found()),
+        (3, Some(summary)) => Ok(Found {
+            pairs: collect(run, run.table("pairs")?)?,
+            correlations: collect(run, run.table("correlations")?)?,
+            findings: collect(run, run.table("findings")?)?,
+            summary,
+        }),
+        _ => Err(Error::Usage(format!(
+            "{}: the run holds part of its findings (pairs.parquet, correlations.parquet, findings.parquet and run.json's \
+             findings section go together); run `misfit findings {}` to write them again",
+            run.dir().display(),
+            run.dir().display()
+        ))),
+    }
 }
 
 /// A lazy frame of `run` collected; a failure names the run folder.
@@ -144,6 +207,7 @@ pub fn analyze(run: &Run, rules: &RuleSet, rules_dirs: &[String]) -> Result<Find
             matches: 0,
             kept: 0,
             skipped: None,
+            action: rule.action.clone(),
         };
         let missing: Vec<&String> = rule.tables.iter().filter(|t| !available.contains(t)).collect();
         if !missing.is_empty() {

@@ -22,7 +22,7 @@
 //! the candidate pairs with different labels reach ([`detail_cut`]), the
 //! look-alikes the detector actually judges. Measured with `misfit bench
 //! duplicates` on transformed copies of CIFAR-10 test images and on pairs
-//! looked at by eye (docs/duplicates.md). The two small DFTs, the alignment
+//! looked at by eye (docs/evaluation.md, "Duplicates a person can act on"). The two small DFTs, the alignment
 //! search and the NCC are written here: no crate does alignment-tolerant
 //! image matching.
 

@@ -248,7 +248,7 @@ fn headline_correlations(df: &DataFrame) -> Result<Vec<Correlation>> {
 }
 
 /// Gathers the report of `run`, with the findings `f` (the run's own, or computed in memory).
-pub fn gather(run: &Run, f: &findings::Findings) -> Result<ReportData> {
+pub fn gather(run: &Run, f: &findings::Found) -> Result<ReportData> {
     let err = polars_err(run);
     let m = run.manifest_json();
     let classes = findings::collect(run, run.table("classes")?.sort(["class"], Default::default()))?;
@@ -265,7 +265,7 @@ pub fn gather(run: &Run, f: &findings::Findings) -> Result<ReportData> {
     let (top, top_share) = (frame::strs_or_none(&classes, "top_confused_with_name")?, col_f64("top_confused_share")?);
 
     // The headline correlation, and the attack and budget it is about.
-    let correlations = headline_correlations(&f.correlations_frame)?;
+    let correlations = headline_correlations(&f.correlations)?;
     let headline = correlations.first().cloned();
     let primary: Option<(String, String)> = headline.as_ref().and_then(|c| {
         let rest = c.measure.strip_prefix("attack_success:")?;
@@ -437,7 +437,7 @@ pub fn gather(run: &Run, f: &findings::Findings) -> Result<ReportData> {
         label: label_of.get(id).cloned().unwrap_or_default(),
     };
     let of_rule = |rule: &str| -> Result<DataFrame> {
-        f.frame.clone().lazy().filter(col("rule").eq(lit(rule))).collect().map_err(&err)
+        f.findings.clone().lazy().filter(col("rule").eq(lit(rule))).collect().map_err(&err)
     };
     let suspects = of_rule("likely-mislabeled")?;
     let suspicious_total = match suspects.height() {
@@ -533,11 +533,11 @@ pub fn gather(run: &Run, f: &findings::Findings) -> Result<ReportData> {
 
     // Findings per rule, most severe first.
     let mut rules: Vec<RuleView> = Vec::new();
-    let (rule_col, message) = (frame::strs(&f.frame, "rule")?, frame::strs(&f.frame, "message")?);
+    let (rule_col, message) = (frame::strs(&f.findings, "rule")?, frame::strs(&f.findings, "message")?);
     let mut outcomes: Vec<&findings::RuleOutcome> = f.summary.rules.iter().filter(|r| r.kept > 0).collect();
     outcomes.sort_by_key(|r| std::cmp::Reverse(findings::Severity::parse(&r.severity)));
     for r in outcomes {
-        let messages: Vec<String> = (0..f.frame.height())
+        let messages: Vec<String> = (0..f.findings.height())
             .filter(|&i| rule_col[i].as_deref() == Some(r.id.as_str()))
             .take(SHOW_MESSAGES)
             .filter_map(|i| message[i].clone())
@@ -613,8 +613,8 @@ pub fn gather(run: &Run, f: &findings::Findings) -> Result<ReportData> {
 }
 
 /// The explained pairs' root causes, by pair rank.
-fn causes(run: &Run, f: &findings::Findings) -> Result<Vec<CauseView>> {
-    let p = &f.pairs_frame;
+fn causes(run: &Run, f: &findings::Found) -> Result<Vec<CauseView>> {
+    let p = &f.pairs;
     if !frame::has(p, "hypothesis") {
         return Ok(Vec::new());
     }
@@ -771,7 +771,7 @@ fn env(dir: Option<&Path>) -> minijinja::Environment<'static> {
     env
 }
 
-fn render(env: &minijinja::Environment, name: &str, source: &str, data: &ReportData) -> Result<String> {
+fn render_template(env: &minijinja::Environment, name: &str, source: &str, data: &ReportData) -> Result<String> {
     env.template_from_named_str(name, source)
         .and_then(|t| t.render(data))
         .map_err(|e| Error::Usage(format!("{name}: {e:#}")))
@@ -795,7 +795,7 @@ fn markdown_escaping(env: &mut minijinja::Environment<'static>) {
 
 /// The HTML report: images inline.
 pub fn render_html(dir: &Path, data: &ReportData) -> Result<String> {
-    render(&env(Some(dir)), "report.html", include_str!("report.html"), data)
+    render_template(&env(Some(dir)), "report.html", include_str!("report.html"), data)
 }
 
 /// The Markdown report, cut to GitHub's limit: thumbnails and messages go
@@ -805,7 +805,7 @@ pub fn render_markdown(data: &ReportData) -> Result<String> {
     markdown_escaping(&mut env);
     let mut d = data.clone();
     loop {
-        let md = render(&env, "report.md", include_str!("report.md"), &d)?;
+        let md = render_template(&env, "report.md", include_str!("report.md"), &d)?;
         if md.chars().count() < MARKDOWN_LIMIT {
             return Ok(md);
         }
@@ -822,24 +822,26 @@ pub fn render_markdown(data: &ReportData) -> Result<String> {
     }
 }
 
-/// Renders the report of the run folder `dir` with its findings under
-/// `rules` (computed in memory) and returns its summary.
-pub fn run(dir: &Path, rules: &RuleSet) -> Result<Summary> {
+/// Renders the report of the run folder `dir` from the findings it holds
+/// (see [`findings::of_run`]) and returns its summary.
+pub fn render(dir: &Path) -> Result<Summary> {
     let run = Run::open(dir)?;
-    let f = findings::analyze(&run, rules, &[])?;
+    let f = findings::of_run(&run)?;
     of_findings(&run, &f)
 }
 
-/// Renders the report of `run` with the findings `f` just computed.
-pub fn of_findings(run: &Run, f: &findings::Findings) -> Result<Summary> {
+/// Renders the report of the run folder `dir` with its findings under
+/// `rules` computed in memory (the run's findings tables are left as they
+/// are) and returns its summary.
+pub fn run(dir: &Path, rules: &RuleSet) -> Result<Summary> {
+    let run = Run::open(dir)?;
+    let f = findings::analyze(&run, rules, &[])?;
+    of_findings(&run, &f.found())
+}
+
+/// Renders the report of `run` with the findings `f`.
+pub fn of_findings(run: &Run, f: &findings::Found) -> Result<Summary> {
     let data = gather(run, f)?;
     let (h, m) = write(run, &data)?;
     Ok(Summary::new(run.manifest().as_ref(), &data, &h, &m, run.dir()))
-}
-
-/// After `misfit audit` or `misfit score` wrote the run folder `dir` with
-/// its findings `f` (computed before the run was moved into place): its
-/// report; returns the summary.
-pub fn after_run(dir: &Path, f: &findings::Findings) -> Result<Summary> {
-    of_findings(&Run::open(dir)?, f)
 }

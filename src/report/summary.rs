@@ -7,10 +7,10 @@ use std::path::Path;
 
 use super::{findings, ClassRate, Correlation, Rate, ReportData};
 use crate::attack::{AttackSummary, ClassSuccess};
-use crate::byo::ScoreInputs;
 use crate::findings::FindingsSummary;
 use crate::run::columns::attacks::budget_label;
 use crate::run::{RunManifest, SectionError};
+use crate::score::ScoreInputs;
 use crate::stages::data::DatasetSummary;
 use crate::stages::evaluate::{ClassResult, Evaluation};
 use crate::stages::model::ModelSummary;

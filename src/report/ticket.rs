@@ -67,10 +67,11 @@ pub struct Ticket {
 /// The files a ticket folder holds.
 const TICKET_FILES: [&str; 3] = ["ticket.md", "images.csv", "contact_sheet.png"];
 
-/// Writes the ticket for `sel` of the run `dir` (its findings under
-/// `rules`) into `out` (default: `RUN/tickets/<slug>`). A ticket already
+/// Writes the ticket for `sel` of the run `dir` (the findings it holds,
+/// see [`findings::of_run`], or with `rules` its findings under them,
+/// computed in memory) into `out` (default: `RUN/tickets/<slug>`). A ticket already
 /// there is replaced only with `force`.
-pub fn write(dir: &Path, rules: &RuleSet, sel: &Selection, out: Option<&Path>, force: bool) -> Result<Ticket> {
+pub fn write(dir: &Path, rules: Option<&RuleSet>, sel: &Selection, out: Option<&Path>, force: bool) -> Result<Ticket> {
     let out = out.map(Path::to_path_buf).unwrap_or_else(|| dir.join("tickets").join(sel.slug()));
     if let Some(old) = TICKET_FILES.iter().map(|f| out.join(f)).find(|f| f.exists()) {
         if !force {
@@ -82,7 +83,10 @@ pub fn write(dir: &Path, rules: &RuleSet, sel: &Selection, out: Option<&Path>, f
         }
     }
     let run = Run::open(dir)?;
-    let f = findings::analyze(&run, rules, &[])?;
+    let f = match rules {
+        Some(rules) => findings::analyze(&run, rules, &[])?.found(),
+        None => findings::of_run(&run)?,
+    };
     let err = |e: polars::prelude::PolarsError| Error::Usage(format!("{}: {e}", dir.display()));
     let chosen: DataFrame = match sel {
         Selection::Finding(id) => {
@@ -90,7 +94,7 @@ pub fn write(dir: &Path, rules: &RuleSet, sel: &Selection, out: Option<&Path>, f
                 .rsplit_once('#')
                 .and_then(|(r, n)| Some((r.to_string(), n.parse::<i64>().ok()?)))
                 .ok_or_else(|| Error::Usage(format!("--finding {id}: expected RULE#ROW, e.g. confused-pairs#1")))?;
-            f.frame
+            f.findings
                 .clone()
                 .lazy()
                 .filter(col("rule").eq(lit(rule.as_str())).and(col("rule_row").eq(lit(row))))
@@ -98,16 +102,16 @@ pub fn write(dir: &Path, rules: &RuleSet, sel: &Selection, out: Option<&Path>, f
                 .map_err(err)?
         }
         Selection::Rule(rule) => {
-            f.frame.clone().lazy().filter(col("rule").eq(lit(rule.as_str()))).collect().map_err(err)?
+            f.findings.clone().lazy().filter(col("rule").eq(lit(rule.as_str()))).collect().map_err(err)?
         }
-        Selection::Class(class) => findings::filter(&f.frame, findings::Severity::Warn, &[], Some(class))?
+        Selection::Class(class) => findings::filter(&f.findings, findings::Severity::Warn, &[], Some(class))?
             .lazy()
             .filter(col("subject_kind").eq(lit("image")))
             .collect()
             .map_err(err)?,
     };
     if chosen.height() == 0 {
-        let known = rules.rules.iter().map(|r| r.id.as_str()).collect::<Vec<_>>().join(", ");
+        let known = f.summary.rules.iter().map(|r| r.id.as_str()).collect::<Vec<_>>().join(", ");
         return Err(Error::Usage(format!("{}: no finding matches {sel:?} (rules: {known})", dir.display())));
     }
     // The images: image findings' subjects; for a pair, its confused test
@@ -257,8 +261,14 @@ pub fn write(dir: &Path, rules: &RuleSet, sel: &Selection, out: Option<&Path>, f
         if ids.len() == 1 { "" } else { "s" }
     );
     let _ = writeln!(md, "## Suggested action\n");
-    for r in rules.rules.iter().filter(|r| rule_ids.contains(&r.id)) {
-        let action = r.action.as_deref().unwrap_or("Review the images below.");
+    // A run from before findings recorded each rule's action: the shipped rule's.
+    let shipped = RuleSet::load(None)?;
+    for r in f.summary.rules.iter().filter(|r| rule_ids.contains(&r.id)) {
+        let action = r
+            .action
+            .as_deref()
+            .or_else(|| shipped.rules.iter().find(|s| s.id == r.id).and_then(|s| s.action.as_deref()))
+            .unwrap_or("Review the images below.");
         let _ = writeln!(md, "- {}: {}", code(&r.id), text(action));
     }
     let _ = writeln!(md, "\n## Evidence\n");

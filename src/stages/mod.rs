@@ -11,7 +11,7 @@
 //! and returns what it made, a [`Made`], which gives its columns of the
 //! shared tables, writes its own tables and files and sets its section.
 //! `misfit audit` ([`crate::audit`]) runs the list after the model;
-//! `misfit score` ([`crate::byo`]) the scores stage alone, through the same
+//! `misfit score` ([`crate::score`]) the scores stage alone, through the same
 //! run writer ([`crate::run::RunWriter`]).
 
 pub mod attacks;

@@ -531,3 +531,95 @@ fn the_fast_recipe_audits_with_the_fold_models_and_no_final_model() {
     assert_eq!(read_parquet(&run_dir.join("dynamics.parquet")).height(), train.height());
     assert!(run_dir.join("model.safetensors").exists());
 }
+
+/// The subcommands `misfit [GROUP] --help` lists under "Commands:" (help aside).
+fn subcommands(group: &[&str]) -> Vec<String> {
+    let mut args = group.to_vec();
+    args.push("--help");
+    let o = misfit(&args, Path::new("."));
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    out.split("Commands:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("misfit {group:?} --help lists no commands: {out}"))
+        .split("\n\n")
+        .next()
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .filter(|c| c != "help")
+        .collect()
+}
+
+/// The commands in the first column of a Markdown table's rows that start
+/// with `` | `misfit ``: each as its words before any argument
+/// (`["data", "inspect"]`), with the `--options` its row names.
+fn table_commands(doc: &str) -> Vec<(String, Vec<String>)> {
+    doc.lines()
+        .filter_map(|l| l.strip_prefix("| `misfit "))
+        .map(|row| {
+            let cell = row.split("` |").next().unwrap();
+            let words: Vec<&str> = cell
+                .split_whitespace()
+                .take_while(|w| {
+                    !w.starts_with('-')
+                        && w.chars().all(|c| c.is_ascii_lowercase() || c == '-' || c == '|' || c == '\\')
+                })
+                .collect();
+            let options: Vec<String> = row
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+                .filter(|w| w.starts_with("--") && w.len() > 2)
+                .map(str::to_string)
+                .collect();
+            (words.join(" "), options)
+        })
+        .collect()
+}
+
+#[test]
+fn the_readme_and_the_guide_list_every_command_and_only_options_it_takes() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut commands: Vec<String> = Vec::new();
+    for c in subcommands(&[]) {
+        match c.as_str() {
+            "data" | "bench" => commands.extend(subcommands(&[&c]).into_iter().map(|s| format!("{c} {s}"))),
+            _ => commands.push(c),
+        }
+    }
+    assert!(commands.contains(&"audit".to_string()) && commands.contains(&"bench train".to_string()), "{commands:?}");
+    for doc in ["README.md", "docs/guide.md"] {
+        let text_of = std::fs::read_to_string(root.join(doc)).unwrap();
+        let rows = table_commands(&text_of);
+        // A row may name several (`bench train|attack|...`).
+        let mut listed: Vec<String> = Vec::new();
+        for (words, options) in &rows {
+            let (group, rest) = match words.split_once(' ') {
+                Some((g, r)) => (g.to_string(), r.to_string()),
+                None => (words.clone(), String::new()),
+            };
+            let names: Vec<String> = match rest.as_str() {
+                "" => vec![group.clone()],
+                r => r.replace('\\', "").split('|').map(|s| format!("{group} {s}")).collect(),
+            };
+            for name in &names {
+                assert!(commands.contains(name), "{doc}: `misfit {name}` is not a command of misfit: {commands:?}");
+                // Every option the row names is one the command takes.
+                let mut args: Vec<&str> = name.split(' ').collect();
+                args.push("--help");
+                let help = String::from_utf8_lossy(&misfit(&args, Path::new(".")).stdout).to_string();
+                for o in options {
+                    assert!(
+                        help.contains(&format!("{o} "))
+                            || help.contains(&format!("{o}\n"))
+                            || help.contains(&format!("{o}="))
+                            || help.contains(&format!("{o},")),
+                        "{doc}: the row of `misfit {name}` names {o}, which `misfit {name} --help` does not list"
+                    );
+                }
+            }
+            listed.extend(names);
+        }
+        let missing: Vec<&String> = commands.iter().filter(|c| !listed.contains(c)).collect();
+        assert!(missing.is_empty(), "{doc}'s command table lacks {missing:?}");
+    }
+}

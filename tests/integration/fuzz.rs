@@ -26,7 +26,7 @@ use std::path::Path;
 use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use misfit::byo::{self, ScoreFiles};
+use misfit::data::probs::{self, ScoreFiles};
 use misfit::data::{self, DatasetSpec, LoadOptions};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -59,7 +59,7 @@ fn dataset_loader(spec: String, opts: LoadOptions) -> Loader {
 
 /// A loader of `misfit score`'s input files.
 fn score_loader(files: ScoreFiles) -> Loader {
-    Arc::new(move || byo::load(&files).map(|_| ()).map_err(|e| e.to_string()))
+    Arc::new(move || probs::load(&files).map(|_| ()).map_err(|e| e.to_string()))
 }
 
 /// What one load did.

@@ -125,6 +125,46 @@ fn a_ticket_holds_markdown_a_csv_of_the_images_and_their_contact_sheet() {
     assert!(!o.status.success(), "one of --finding, --rule, --class is required");
 }
 
+#[test]
+fn report_and_ticket_read_the_findings_the_run_holds() {
+    let dir = tempdir().unwrap();
+    let (run, _) = write_run(&dir.path().join("outputs"), "demo");
+    let rules = dir.path().join("rules");
+    std::fs::create_dir_all(&rules).unwrap();
+    std::fs::write(rules.join("g.toml"), GALLERY_RULE).unwrap();
+    let (r, d) = (run.to_str().unwrap(), rules.to_str().unwrap());
+    // The fixture's findings are the shipped rules': no gallery rule.
+    let o = misfit(&["report", r], dir.path());
+    assert!(o.status.success(), "{}", text(&o));
+    let md = std::fs::read_to_string(run.join("report.md")).unwrap();
+    assert!(!md.contains("in-the-gallery"), "{md}");
+    let o = misfit(&["ticket", r, "--rule", "in-the-gallery", "--out", "t0"], dir.path());
+    assert!(!o.status.success() && text(&o).contains("no finding matches"), "{}", text(&o));
+    // Written by `misfit findings --rules`: the report and a ticket read them
+    // without the rules, the ticket with the rule's own action.
+    let o = misfit(&["findings", r, "--rules", d], dir.path());
+    assert!(o.status.success(), "{}", text(&o));
+    let o = misfit(&["report", r], dir.path());
+    assert!(o.status.success(), "{}", text(&o));
+    let md = std::fs::read_to_string(run.join("report.md")).unwrap();
+    assert!(md.contains("in-the-gallery"), "{md}");
+    let o = misfit(&["ticket", r, "--rule", "in-the-gallery", "--out", "t1"], dir.path());
+    assert!(o.status.success(), "{}", text(&o));
+    let ticket = std::fs::read_to_string(dir.path().join("t1/ticket.md")).unwrap();
+    assert!(ticket.contains("Look at them."), "{ticket}");
+    // The same rule's findings computed in memory by the report leave the
+    // run's findings.parquet as it was.
+    let before = std::fs::read(run.join("findings.parquet")).unwrap();
+    let o = misfit(&["report", r, "--rules", d], dir.path());
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(std::fs::read(run.join("findings.parquet")).unwrap(), before);
+    // Part of the findings gone: refused, with what to run.
+    std::fs::remove_file(run.join("findings.parquet")).unwrap();
+    let o = misfit(&["report", r], dir.path());
+    assert!(!o.status.success() && text(&o).contains("part of its findings"), "{}", text(&o));
+    assert!(text(&o).contains("misfit findings"), "{}", text(&o));
+}
+
 /// Chromium: `MISFIT_CHROMIUM`, else the first of chromium, chromium-browser, google-chrome on the PATH.
 fn chromium() -> Option<String> {
     let candidates: Vec<String> = std::env::var("MISFIT_CHROMIUM")

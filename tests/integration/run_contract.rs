@@ -81,14 +81,14 @@ fn a_run_written_in_code_reads_back_table_by_table_through_the_read_side() {
 fn a_score_run_reads_back_through_the_read_side_with_the_audit_columns_that_apply() {
     let dir = tempdir().unwrap();
     misfit::bench::score::generate(dir.path(), 400, 4, 8, 0.1, 2).unwrap();
-    let files = misfit::byo::ScoreFiles {
+    let files = misfit::data::probs::ScoreFiles {
         probs: dir.path().join("probs.npy"),
         labels: Some(dir.path().join("labels.npy")),
         embeddings: Some(dir.path().join("embeddings.npy")),
         classes: Some(vec!["a".into(), "b".into(), "c".into(), "d".into()]),
     };
     let cfg = misfit::quality::ScoreConfig::default();
-    let (path, manifest, _) = misfit::byo::run(&files, &cfg, &dir.path().join("outputs"), "byo").unwrap();
+    let (path, manifest, _) = misfit::score::run(&files, &cfg, &dir.path().join("outputs"), "byo").unwrap();
     let run = Run::open(&path).unwrap();
     assert_eq!(run.tables(), vec!["samples", "classes", "embeddings", "neighbors"]);
     // samples: the audit's key, model and score columns; no AUM or attack columns.
