@@ -82,6 +82,11 @@ pub struct ModelArgs {
     /// Label smoothing of the training loss (default 0: off).
     #[arg(long)]
     label_smoothing: Option<f64>,
+    /// Train the first N epochs of every run on images at half their height
+    /// and width (2x2 means): progressive resizing, a quarter of the pixels
+    /// per step (default 0: none).
+    #[arg(long, value_name = "N")]
+    small_epochs: Option<usize>,
     /// Train without random-crop and flip augmentation.
     #[arg(long)]
     no_augment: bool,
@@ -139,6 +144,7 @@ impl ModelArgs {
             weight_decay: self.weight_decay,
             schedule: self.schedule.as_deref().and_then(Schedule::parse),
             label_smoothing: self.label_smoothing,
+            small_epochs: self.small_epochs,
             no_augment: self.no_augment,
             folds: self.folds,
             no_aum_threshold: self.no_aum_threshold,

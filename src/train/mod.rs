@@ -44,6 +44,11 @@ pub struct TrainConfig {
     pub augment: Augment,
     /// Label smoothing of the training loss (0: off).
     pub label_smoothing: f64,
+    /// The first epochs trained on images at half their height and width
+    /// (each pixel the rounded mean of a 2x2 block, after augmentation): a
+    /// quarter of the pixels per step (progressive resizing; 0: none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub small_epochs: usize,
     /// Seed of the shuffles and augmentations (the caller derives one per fold).
     pub seed: u64,
 }
@@ -60,6 +65,7 @@ impl TrainConfig {
             schedule: Schedule::OneCycle { warmup: 0.15 },
             augment: Augment { crop_padding: 4, flip: true },
             label_smoothing: 0.0,
+            small_epochs: 0,
             seed,
         }
     }
@@ -281,6 +287,28 @@ fn save_state(
 /// of the weights after each epoch in `keep` (1-based). With `resume`, the
 /// state after every epoch is saved there (with the snapshots so far), and
 /// a matching state found there is resumed from.
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// Writes `[m, h/2, w/2, 3]` images into `dst`, each pixel the rounded mean
+/// of a 2x2 block of `src` (`[m, h, w, 3]`, `h` and `w` even).
+pub fn halve(src: &[u8], dst: &mut [u8], m: usize, h: usize, w: usize) {
+    let (h2, w2) = (h / 2, w / 2);
+    for i in 0..m {
+        let (s, d) = (&src[i * h * w * 3..(i + 1) * h * w * 3], &mut dst[i * h2 * w2 * 3..(i + 1) * h2 * w2 * 3]);
+        for y in 0..h2 {
+            for x in 0..w2 {
+                for c in 0..3 {
+                    let at = |yy: usize, xx: usize| s[(yy * w + xx) * 3 + c] as u16;
+                    let sum = at(2 * y, 2 * x) + at(2 * y, 2 * x + 1) + at(2 * y + 1, 2 * x) + at(2 * y + 1, 2 * x + 1);
+                    d[(y * w2 + x) * 3 + c] = ((sum + 2) / 4) as u8;
+                }
+            }
+        }
+    }
+}
+
 pub fn train(
     model: &ResNet,
     set: &TrainSet,
@@ -315,6 +343,12 @@ pub fn train(
     }
     let mut summaries = Vec::new();
     let mut batch_px = vec![0u8; bs * len];
+    if cfg.small_epochs > 0 && (h % 2 != 0 || w % 2 != 0 || h < 8 || w < 8) {
+        return Err(Error::Usage(format!(
+            "small epochs train at half size: {h}x{w} images must have an even height and width of at least 8"
+        )));
+    }
+    let mut small_px = vec![0u8; if cfg.small_epochs > 0 { bs * len / 4 } else { 0 }];
     for epoch in start..cfg.epochs {
         let t0 = Instant::now();
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
@@ -341,7 +375,12 @@ pub fn train(
                 );
                 labels.push(set.labels[row]);
             }
-            let x = model::images_to_tensor(&batch_px[..m * len], m, h, w, model.device())?;
+            let x = if epoch < cfg.small_epochs {
+                halve(&batch_px[..m * len], &mut small_px[..m * len / 4], m, h, w);
+                model::images_to_tensor(&small_px[..m * len / 4], m, h / 2, w / 2, model.device())?
+            } else {
+                model::images_to_tensor(&batch_px[..m * len], m, h, w, model.device())?
+            };
             let y = Tensor::from_slice(&labels, m, model.device())?;
             let out = model.forward(&x, true)?;
             let loss = cross_entropy(&out.logits, &y, cfg.label_smoothing)?;

@@ -30,6 +30,10 @@ pub struct ModelOptions {
     pub weight_decay: Option<f64>,
     pub schedule: Option<Schedule>,
     pub label_smoothing: Option<f64>,
+    /// The first epochs of every training run at half the image size
+    /// (progressive resizing; default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub small_epochs: Option<usize>,
     /// Train without crop and flip augmentation.
     pub no_augment: bool,
     /// Cross-validation folds (default: [`super::cv::default_folds`]).
@@ -270,6 +274,13 @@ pub fn setup(
     t.sgd.weight_decay = m.weight_decay.unwrap_or(t.sgd.weight_decay);
     t.schedule = m.schedule.clone().unwrap_or(t.schedule);
     t.label_smoothing = m.label_smoothing.unwrap_or(t.label_smoothing);
+    t.small_epochs = m.small_epochs.unwrap_or(t.small_epochs);
+    if t.small_epochs > 0 && t.small_epochs >= t.epochs {
+        return Err(Error::Usage(format!(
+            "--small-epochs {}: must be below the epochs ({}), so that the model ends at full size",
+            t.small_epochs, t.epochs
+        )));
+    }
     if m.no_augment {
         t.augment = Augment { crop_padding: 0, flip: false };
     }

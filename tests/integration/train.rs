@@ -403,3 +403,53 @@ fn without_a_final_model_the_folds_score_every_image_and_the_test_split_gets_the
         ds.train.pixels
     );
 }
+
+#[test]
+fn small_epochs_train_on_halved_images_reproducibly_and_end_at_full_size() {
+    // halve: each pixel the rounded mean of its 2x2 block.
+    let src: Vec<u8> = (0..4 * 4 * 3).map(|i| (i * 7 % 256) as u8).collect();
+    let mut dst = vec![0u8; 2 * 2 * 3];
+    train::halve(&src, &mut dst, 1, 4, 4);
+    let at = |y: usize, x: usize, c: usize| src[(y * 4 + x) * 3 + c] as u16;
+    for (y, x, c) in [(0, 0, 0), (1, 1, 2), (0, 1, 1)] {
+        let want =
+            (at(2 * y, 2 * x, c) + at(2 * y, 2 * x + 1, c) + at(2 * y + 1, 2 * x, c) + at(2 * y + 1, 2 * x + 1, c) + 2)
+                / 4;
+        assert_eq!(dst[(y * 2 + x) * 3 + c] as u16, want);
+    }
+    let dev = Device::Cpu;
+    let pixels: Vec<u8> = (0..48 * 8 * 8 * 3).map(|i| (i * 29 % 251) as u8).collect();
+    let labels: Vec<u32> = (0..48).map(|i| i % 3).collect();
+    let rows: Vec<usize> = (0..48).collect();
+    let set = TrainSet { pixels: &pixels, labels: &labels, height: 8, width: 8, rows: &rows };
+    let mut cfg = TrainConfig::cifar(3, 5);
+    cfg.batch_size = 16;
+    let weights = |cfg: &TrainConfig| {
+        let m = ResNet::init(tiny(Shortcut::A), 3, &dev).unwrap();
+        train::train(&m, &set, cfg, None, &Reporter::alone(false, "t"), &[]).unwrap();
+        m.params.tensors()["linear.weight"].flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    };
+    let full = weights(&cfg);
+    cfg.small_epochs = 2;
+    let small = weights(&cfg);
+    assert_ne!(small, full, "the first two epochs saw other images");
+    assert_eq!(weights(&cfg), small, "bit for bit again");
+    // The configuration names the lever only when it is used.
+    assert!(serde_json::to_string(&cfg).unwrap().contains("\"small_epochs\":2"));
+    assert!(!serde_json::to_string(&TrainConfig::cifar(3, 5)).unwrap().contains("small_epochs"));
+    // Odd sizes are refused, and so is a run that would never train at full size.
+    let odd = TrainSet { pixels: &pixels[..48 * 7 * 7 * 3], labels: &labels, height: 7, width: 7, rows: &rows };
+    let m = ResNet::init(tiny(Shortcut::A), 3, &dev).unwrap();
+    let err = train::train(&m, &odd, &cfg, None, &Reporter::alone(false, "t"), &[]).err().unwrap().to_string();
+    assert!(err.contains("even height and width"), "{err}");
+    let dir = tempdir().unwrap();
+    let o = misfit(
+        &["audit", "--epochs", "2", "--small-epochs", "2", "--folds", "2", "--width", "4", "--depth", "8", "-q"],
+        dir.path(),
+    );
+    assert!(
+        !o.status.success() && crate::util::text(&o).contains("--small-epochs 2: must be below the epochs"),
+        "{}",
+        crate::util::text(&o)
+    );
+}
