@@ -281,6 +281,13 @@ pub fn setup(
             t.small_epochs, t.epochs
         )));
     }
+    let (h, w) = (ds.height, ds.width);
+    if t.small_epochs > 0 && (h % 2 != 0 || w % 2 != 0 || h < 8 || w < 8) {
+        return Err(Error::Usage(format!(
+            "--small-epochs {}: small epochs train at half size, and {h}x{w} images need an even height and width of at least 8",
+            t.small_epochs
+        )));
+    }
     if m.no_augment {
         t.augment = Augment { crop_padding: 0, flip: false };
     }

@@ -92,13 +92,19 @@ sql = "SELECT g.id, s.label_name FROM gallery g JOIN samples s ON g.id = s.id OR
 message = "{{ id }} ({{ label_name }})"
 "#;
 
+/// A fixture run in `dir/outputs/demo` and a folder `dir/rules` holding [`GALLERY_RULE`].
+fn run_with_gallery_rule(dir: &Path) -> (PathBuf, PathBuf) {
+    let (run, _) = write_run(&dir.join("outputs"), "demo");
+    let rules = dir.join("rules");
+    std::fs::create_dir_all(&rules).unwrap();
+    std::fs::write(rules.join("g.toml"), GALLERY_RULE).unwrap();
+    (run, rules)
+}
+
 #[test]
 fn a_ticket_holds_markdown_a_csv_of_the_images_and_their_contact_sheet() {
     let dir = tempdir().unwrap();
-    let (run, _) = write_run(&dir.path().join("outputs"), "demo");
-    let rules = dir.path().join("rules");
-    std::fs::create_dir_all(&rules).unwrap();
-    std::fs::write(rules.join("g.toml"), GALLERY_RULE).unwrap();
+    let (run, rules) = run_with_gallery_rule(dir.path());
     let (r, d) = (run.to_str().unwrap(), rules.to_str().unwrap());
     let o = misfit(&["ticket", r, "--rule", "in-the-gallery", "--rules", d, "--out", "t1"], dir.path());
     assert!(o.status.success(), "{}", text(&o));
@@ -128,10 +134,7 @@ fn a_ticket_holds_markdown_a_csv_of_the_images_and_their_contact_sheet() {
 #[test]
 fn report_and_ticket_read_the_findings_the_run_holds() {
     let dir = tempdir().unwrap();
-    let (run, _) = write_run(&dir.path().join("outputs"), "demo");
-    let rules = dir.path().join("rules");
-    std::fs::create_dir_all(&rules).unwrap();
-    std::fs::write(rules.join("g.toml"), GALLERY_RULE).unwrap();
+    let (run, rules) = run_with_gallery_rule(dir.path());
     let (r, d) = (run.to_str().unwrap(), rules.to_str().unwrap());
     // The fixture's findings are the shipped rules': no gallery rule.
     let o = misfit(&["report", r], dir.path());
