@@ -59,6 +59,10 @@ pub const INFER_UNITS: f64 = 0.25;
 /// learning: 73.6 s for CIFAR-10's 60,000 images, about 0.5 image-steps each
 /// at 400 training images per second).
 pub const SCORE_UNITS: f64 = 0.5;
+/// Units of one training image-step on half-size images (the small epochs
+/// of `--small-epochs`: a quarter of the pixels; a train step 2.7-3.1x as
+/// fast as at full size, `misfit bench train --size 32|16`, docs/recipe.md).
+pub const SMALL_STEP_UNITS: f64 = 0.35;
 /// Units of one attack gradient step on one image (forward and an input
 /// gradient, no weight gradients).
 pub const ATTACK_STEP_UNITS: f64 = 0.7;

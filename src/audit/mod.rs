@@ -172,7 +172,7 @@ fn planned_units(opts: &AuditOptions, ds: &Dataset, device: &Device) -> Result<f
     let mut units = SCORE_UNITS * (n_train + n_test) as f64;
     if opts.model.import.is_none() {
         let (_, t, plan) = crate::train::recipe::setup(ds, &opts.spec, opts.seed, &opts.model, device.is_cuda())?;
-        units += crate::train::cv::planned_image_steps(n_train, t.epochs, &plan);
+        units += crate::train::cv::planned_image_steps(n_train, &t, &plan);
         units += INFER_UNITS * crate::train::cv::planned_predictions(n_train, n_test, &plan);
         units += INFER_UNITS * crate::train::cv::planned_tracin_predictions(n_train, t.epochs, &plan);
         if matches!(opts.inject_noise, Some((_, NoiseKind::Confusion))) {

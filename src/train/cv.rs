@@ -130,10 +130,11 @@ impl AumThreshold {
 
 /// Training image-steps of a cross-validation with `plan` on `n` training
 /// rows (each fold trains on the rows outside it), for the audit's estimate
-/// of the time left.
-pub fn planned_image_steps(n: usize, epochs: usize, plan: &Plan) -> f64 {
+/// of the time left; each epoch of `cfg.small_epochs` counts at
+/// [`crate::progress::SMALL_STEP_UNITS`].
+pub fn planned_image_steps(n: usize, cfg: &TrainConfig, plan: &Plan) -> f64 {
     let runs = fold_rows(n, plan.folds) + n * (plan.final_model as usize + plan.aum_threshold as usize);
-    (runs * epochs) as f64
+    runs as f64 * super::epoch_units(cfg, 0, cfg.epochs)
 }
 
 /// Images predicted after the training runs of a cross-validation with

@@ -282,11 +282,7 @@ fn save_state(
     crate::atomic::write(resume.path, &bytes)
 }
 
-/// Trains `model` in place on `set.rows` and returns the training dynamics
-/// (rows in the order of `set.rows`), the epochs' summaries and a snapshot
-/// of the weights after each epoch in `keep` (1-based). With `resume`, the
-/// state after every epoch is saved there (with the snapshots so far), and
-/// a matching state found there is resumed from.
+/// For serde: leave a zero out of the configuration.
 fn is_zero(n: &usize) -> bool {
     *n == 0
 }
@@ -309,6 +305,18 @@ pub fn halve(src: &[u8], dst: &mut [u8], m: usize, h: usize, w: usize) {
     }
 }
 
+/// Progress units of one image in each epoch from `from` to `to` (0-based,
+/// `to` excluded): 1 at full size, [`crate::progress::SMALL_STEP_UNITS`] in
+/// the small epochs.
+pub fn epoch_units(cfg: &TrainConfig, from: usize, to: usize) -> f64 {
+    (from..to).map(|e| if e < cfg.small_epochs { crate::progress::SMALL_STEP_UNITS } else { 1.0 }).sum()
+}
+
+/// Trains `model` in place on `set.rows` and returns the training dynamics
+/// (rows in the order of `set.rows`), the epochs' summaries and a snapshot
+/// of the weights after each epoch in `keep` (1-based). With `resume`, the
+/// state after every epoch is saved there (with the snapshots so far), and
+/// a matching state found there is resumed from.
 pub fn train(
     model: &ResNet,
     set: &TrainSet,
@@ -333,7 +341,7 @@ pub fn train(
     if let Some(r) = resume {
         if let Some(done) = restore(model, &mut sgd, &mut dynamics, r, keep, &mut kept)? {
             if let Some(o) = &report.overall {
-                o.skip((done * n) as f64);
+                o.skip(n as f64 * epoch_units(cfg, 0, done));
             }
             if report.enabled {
                 eprintln!("{}: resuming after epoch {done} from {}", report.label, r.path.display());
@@ -402,7 +410,7 @@ pub fn train(
             }
             bar.inc(m as u64);
             if let Some(o) = &report.overall {
-                o.advance(m as f64);
+                o.advance(m as f64 * epoch_units(cfg, epoch, epoch + 1));
             }
             if report.enabled {
                 let seen = (b * bs + m) as f64;

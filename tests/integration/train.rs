@@ -353,7 +353,7 @@ fn without_a_final_model_the_folds_score_every_image_and_the_test_split_gets_the
         tracin_checkpoints: 3,
     };
     // The audit's plan of the work matches what the cross-validation does.
-    let overall = Overall::new(cv::planned_image_steps(n, 2, &plan) + INFER_UNITS * (2 * n) as f64);
+    let overall = Overall::new(cv::planned_image_steps(n, &t, &plan) + INFER_UNITS * (2 * n) as f64);
     let out = cv::cross_validate(&ds, &mcfg, &t, &plan, None, &Device::Cpu, false, Some(&overall)).unwrap();
     assert_eq!(overall.fraction(), 1.0, "planned and done work differ");
     let jobs: Vec<&str> = out.history.iter().map(|(j, _)| j.as_str()).collect();
@@ -434,6 +434,14 @@ fn small_epochs_train_on_halved_images_reproducibly_and_end_at_full_size() {
     let small = weights(&cfg);
     assert_ne!(small, full, "the first two epochs saw other images");
     assert_eq!(weights(&cfg), small, "bit for bit again");
+    // The audit's time left counts a small epoch's image-step at its cost,
+    // and a run does the work it was planned at (half of a plan of two).
+    let units = train::epoch_units(&cfg, 0, cfg.epochs);
+    assert!((units - (2.0 * misfit::progress::SMALL_STEP_UNITS + 1.0)).abs() < 1e-12, "{units}");
+    let overall = misfit::progress::Overall::new(2.0 * 48.0 * units);
+    let reporter = Reporter { overall: Some(overall.clone()), ..Reporter::alone(false, "t") };
+    train::train(&ResNet::init(tiny(Shortcut::A), 3, &dev).unwrap(), &set, &cfg, None, &reporter, &[]).unwrap();
+    assert!((overall.fraction() - 0.5).abs() < 1e-9, "planned and done work differ: {}", overall.fraction());
     // The configuration names the lever only when it is used.
     assert!(serde_json::to_string(&cfg).unwrap().contains("\"small_epochs\":2"));
     assert!(!serde_json::to_string(&TrainConfig::cifar(3, 5)).unwrap().contains("small_epochs"));
