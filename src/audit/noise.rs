@@ -94,6 +94,11 @@ pub fn probe_confusion(
             // Only its confusion's shape is read: the recipe's probe epochs
             // (the training's for the demo and the full recipe).
             t.epochs = plan.probe_epochs;
+            // The fast recipe's probe trains at full size (its small epochs
+            // came later; the levers of docs/recipe.md flipped its labels).
+            if plan.recipe == Some(recipe::Recipe::Fast) {
+                t.small_epochs = 0;
+            }
             let source = format!("a probe model trained {} epochs on the clean labels", t.epochs);
             (cv::train_probe(ds, &mcfg, &t, device, progress, overall)?, source)
         }

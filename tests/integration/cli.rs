@@ -503,7 +503,7 @@ fn the_fast_recipe_audits_with_the_fold_models_and_no_final_model() {
         misfit(&["data", "synth", "--out", "synth", "--train-per-class", "12", "--test-per-class", "4"], dir.path());
     assert!(o.status.success());
     let args =
-        ["audit", "synth/demo.tar.gz", "--recipe", "fast", "--epochs", "1", "--width", "4", "--depth", "8", "-q"]
+        ["audit", "synth/demo.tar.gz", "--recipe", "fast", "--epochs", "5", "--width", "4", "--depth", "8", "-q"]
             .into_iter()
             .chain(["--inject-noise", "0.1", "--noise", "confusion"])
             .collect::<Vec<_>>();
@@ -518,6 +518,9 @@ fn the_fast_recipe_audits_with_the_fold_models_and_no_final_model() {
     let probe = format!("a probe model trained {} epochs", misfit::train::recipe::FAST_PROBE_EPOCHS);
     assert!(run["notes"].to_string().contains(&probe), "{}", run["notes"]);
     assert_eq!(model["folds"], 2, "{model}");
+    // Its small epochs keep their share of the epochs asked for (24 of 40: 3 of 5).
+    use misfit::train::recipe::{FAST_EPOCHS, FAST_SMALL_EPOCHS};
+    assert_eq!(model["training"]["small_epochs"], FAST_SMALL_EPOCHS * 5 / FAST_EPOCHS, "{model}");
     let jobs: Vec<&String> = model["last_epoch"].as_object().unwrap().keys().collect();
     assert_eq!(jobs, ["fold 1/2", "fold 2/2"], "no final model and no AUM threshold run");
     assert!(model["aum_threshold"].is_null(), "{model}");
@@ -528,7 +531,7 @@ fn the_fast_recipe_audits_with_the_fold_models_and_no_final_model() {
     assert_eq!(train.column("fold").unwrap().null_count(), 0);
     assert_eq!(train.column("aum").unwrap().null_count(), 0);
     assert_eq!(samples.column("aum_mislabeled").unwrap().null_count(), samples.height());
-    assert_eq!(read_parquet(&run_dir.join("dynamics.parquet")).height(), train.height());
+    assert_eq!(read_parquet(&run_dir.join("dynamics.parquet")).height(), 5 * train.height(), "one row per epoch");
     assert!(run_dir.join("model.safetensors").exists());
 }
 
