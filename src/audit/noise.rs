@@ -86,19 +86,16 @@ pub fn probe_confusion(
         None => {
             // The fast recipe's probe is the recipe's own, whatever the
             // training options say: the labels it flips are then the same
-            // across the levers measured with it (docs/recipe.md).
+            // across the levers measured with it (docs/recipe.md). It trains
+            // at full size: the recipe's small epochs came after those levers.
             let plan = recipe::recipe(spec, ds.train.len(), device.is_cuda(), opts.recipe, seed).3;
-            let fixed = ModelOptions { recipe: opts.recipe, device: opts.device, ..Default::default() };
+            let fixed =
+                ModelOptions { recipe: opts.recipe, device: opts.device, small_epochs: Some(0), ..Default::default() };
             let probe_opts = if plan.recipe == Some(recipe::Recipe::Fast) { &fixed } else { opts };
             let (mcfg, mut t, plan) = recipe::setup(ds, spec, seed, probe_opts, device.is_cuda())?;
             // Only its confusion's shape is read: the recipe's probe epochs
             // (the training's for the demo and the full recipe).
             t.epochs = plan.probe_epochs;
-            // The fast recipe's probe trains at full size (its small epochs
-            // came later; the levers of docs/recipe.md flipped its labels).
-            if plan.recipe == Some(recipe::Recipe::Fast) {
-                t.small_epochs = 0;
-            }
             let source = format!("a probe model trained {} epochs on the clean labels", t.epochs);
             (cv::train_probe(ds, &mcfg, &t, device, progress, overall)?, source)
         }

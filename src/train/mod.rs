@@ -287,6 +287,12 @@ fn is_zero(n: &usize) -> bool {
     *n == 0
 }
 
+/// Whether `h`x`w` images can train at half size: an even height and width
+/// of at least 8 (the small epochs of [`TrainConfig::small_epochs`]).
+pub fn halvable(h: usize, w: usize) -> bool {
+    h % 2 == 0 && w % 2 == 0 && h >= 8 && w >= 8
+}
+
 /// Writes `[m, h/2, w/2, 3]` images into `dst`, each pixel the rounded mean
 /// of a 2x2 block of `src` (`[m, h, w, 3]`, `h` and `w` even).
 pub fn halve(src: &[u8], dst: &mut [u8], m: usize, h: usize, w: usize) {
@@ -351,7 +357,7 @@ pub fn train(
     }
     let mut summaries = Vec::new();
     let mut batch_px = vec![0u8; bs * len];
-    if cfg.small_epochs > 0 && (h % 2 != 0 || w % 2 != 0 || h < 8 || w < 8) {
+    if cfg.small_epochs > 0 && !halvable(h, w) {
         return Err(Error::Usage(format!(
             "small epochs train at half size: {h}x{w} images must have an even height and width of at least 8"
         )));
@@ -368,6 +374,7 @@ pub fn train(
         let (mut loss_sum, mut correct_n) = (0f64, 0usize);
         let (mut ep_loss, mut ep_margin, mut ep_correct) = (vec![0f32; n], vec![0f32; n], vec![false; n]);
         let mut lr = cfg.lr;
+        let (small, units) = (epoch < cfg.small_epochs, epoch_units(cfg, epoch, epoch + 1));
         for (b, chunk) in order.chunks(bs).enumerate() {
             let m = chunk.len();
             let mut labels = Vec::with_capacity(m);
@@ -383,7 +390,7 @@ pub fn train(
                 );
                 labels.push(set.labels[row]);
             }
-            let x = if epoch < cfg.small_epochs {
+            let x = if small {
                 halve(&batch_px[..m * len], &mut small_px[..m * len / 4], m, h, w);
                 model::images_to_tensor(&small_px[..m * len / 4], m, h / 2, w / 2, model.device())?
             } else {
@@ -410,7 +417,7 @@ pub fn train(
             }
             bar.inc(m as u64);
             if let Some(o) = &report.overall {
-                o.advance(m as f64 * epoch_units(cfg, epoch, epoch + 1));
+                o.advance(m as f64 * units);
             }
             if report.enabled {
                 let seen = (b * bs + m) as f64;

@@ -283,7 +283,7 @@ pub fn setup(
     t.schedule = m.schedule.clone().unwrap_or(t.schedule);
     t.label_smoothing = m.label_smoothing.unwrap_or(t.label_smoothing);
     let (h, w) = (ds.height, ds.width);
-    let halvable = h % 2 == 0 && w % 2 == 0 && h >= 8 && w >= 8;
+    let halvable = super::halvable(h, w);
     // The recipe's small epochs keep their share of the epochs, and are left
     // out on images that cannot be halved; asked for, they are checked.
     t.small_epochs = match m.small_epochs {

@@ -241,12 +241,16 @@ fn in_sample_flags_are_a_review_shortlist(cwd: &std::path::Path, run: &std::path
     }
 }
 
+/// 48 patterned 8x8 images in 3 classes: their pixels, labels and rows.
+fn toy_images() -> (Vec<u8>, Vec<u32>, Vec<usize>) {
+    let pixels = (0..48 * 8 * 8 * 3).map(|i| (i * 29 % 251) as u8).collect();
+    (pixels, (0..48).map(|i| i % 3).collect(), (0..48).collect())
+}
+
 #[test]
 fn tracin_snapshots_are_copies_weighted_by_the_learning_rate_and_survive_a_resume() {
     let dev = Device::Cpu;
-    let pixels: Vec<u8> = (0..48 * 8 * 8 * 3).map(|i| (i * 29 % 251) as u8).collect();
-    let labels: Vec<u32> = (0..48).map(|i| i % 3).collect();
-    let rows: Vec<usize> = (0..48).collect();
+    let (pixels, labels, rows) = toy_images();
     let set = TrainSet { pixels: &pixels, labels: &labels, height: 8, width: 8, rows: &rows };
     let mut cfg = TrainConfig::cifar(3, 2);
     cfg.batch_size = 16;
@@ -418,9 +422,7 @@ fn small_epochs_train_on_halved_images_reproducibly_and_end_at_full_size() {
         assert_eq!(dst[(y * 2 + x) * 3 + c] as u16, want);
     }
     let dev = Device::Cpu;
-    let pixels: Vec<u8> = (0..48 * 8 * 8 * 3).map(|i| (i * 29 % 251) as u8).collect();
-    let labels: Vec<u32> = (0..48).map(|i| i % 3).collect();
-    let rows: Vec<usize> = (0..48).collect();
+    let (pixels, labels, rows) = toy_images();
     let set = TrainSet { pixels: &pixels, labels: &labels, height: 8, width: 8, rows: &rows };
     let mut cfg = TrainConfig::cifar(3, 5);
     cfg.batch_size = 16;
